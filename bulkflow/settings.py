@@ -1,0 +1,71 @@
+"""The one settings model. Every layer reads its configuration from `get_settings()`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_ROLES = ("admin", "author", "editor", "reader")
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment and an optional `.env` file.
+
+    The database is, in order of precedence: `DATABASE_URL`; the seed's
+    `DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD`; otherwise an embedded PostgreSQL under
+    `BULKFLOW_HOME`, started on demand and reused by later runs.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    db_host: str | None = Field(default=None, validation_alias="DB_HOST")
+    db_port: int = Field(default=5432, validation_alias="DB_PORT")
+    db_name: str = Field(default="postgres", validation_alias="DB_NAME")
+    db_user: str = Field(default="postgres", validation_alias="DB_USER")
+    db_password: str = Field(default="", validation_alias="DB_PASSWORD")
+
+    home: Path = Field(default=Path(".bulkflow"), validation_alias="BULKFLOW_HOME")
+    chunk_size: int = Field(default=50_000, ge=1, validation_alias="BULKFLOW_CHUNK_SIZE")
+    load_workers: int = Field(
+        default=2, ge=1, le=32, validation_alias=AliasChoices("BULKFLOW_LOAD_WORKERS")
+    )
+    allowed_roles: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_ROLES, validation_alias="BULKFLOW_ALLOWED_ROLES"
+    )
+    reject_sample_size: int = Field(default=20, ge=0, validation_alias="BULKFLOW_REJECT_SAMPLE")
+    port: int = Field(default=3000, validation_alias="PORT")
+
+    @field_validator("allowed_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(role.strip() for role in value.split(",") if role.strip())
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external database is configured and the embedded one is used."""
+        return self.database_url is None and self.db_host is None
+
+    def external_database_url(self) -> str | None:
+        """The configured server's URL, or None when the embedded database is to be used."""
+        if self.database_url:
+            return self.database_url
+        if self.db_host:
+            credentials = quote(self.db_user, safe="")
+            if self.db_password:
+                credentials += ":" + quote(self.db_password, safe="")
+            return f"postgresql://{credentials}@{self.db_host}:{self.db_port}/{self.db_name}"
+        return None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests call `get_settings.cache_clear()` after changing env)."""
+    return Settings()

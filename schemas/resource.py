@@ -1,0 +1,183 @@
+"""The vocabulary every resource definition is written in.
+
+A `Resource` is the one definition of a kind of record: its fields and their types, its
+validation rules with stable rule ids, its natural key and foreign keys. Validation, the
+load SQL, the DDL and the pandera contract are all derived from it, so adding a resource
+means adding one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandera.polars as pa
+import polars as pl
+
+FieldKind = Literal["text", "boolean", "timestamp", "text_list"]
+
+PG_TYPES: dict[FieldKind, str] = {
+    "text": "text",
+    "boolean": "boolean",
+    "timestamp": "timestamptz",
+    "text_list": "text[]",
+}
+POLARS_TYPES: dict[FieldKind, pl.DataType] = {
+    "text": pl.String(),
+    "boolean": pl.Boolean(),
+    "timestamp": pl.Datetime("us", "UTC"),
+    "text_list": pl.List(pl.String()),
+}
+# Rule ids raised when a present value cannot be read as its field's type.
+TYPE_RULES: dict[FieldKind, tuple[str, str]] = {
+    "boolean": ("invalid_boolean", "must be true or false"),
+    "timestamp": ("invalid_timestamp", "must be an ISO-8601 timestamp, e.g. 2024-05-01T12:00:00Z"),
+    "text_list": ("invalid_tags", 'must be a JSON array of strings, e.g. ["a","b"]'),
+}
+RAW_SUFFIX = "__raw"
+
+
+def raw(name: str) -> pl.Expr:
+    """The field's text as it came in the file (null when absent)."""
+    return pl.col(name + RAW_SUFFIX)
+
+
+def value(name: str) -> pl.Expr:
+    """The field's typed value (null when absent or unreadable)."""
+    return pl.col(name)
+
+
+def present(name: str) -> pl.Expr:
+    """True when the field has a non-blank value in the file."""
+    return raw(name).str.strip_chars().str.len_chars().fill_null(0) > 0
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """Configuration that rules may depend on (e.g. the allowed roles)."""
+
+    allowed_roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: FieldKind = "text"
+    required: bool = False
+    """Required fields must be present and not blank (rule `required`), and their column
+    must exist in a file with a header."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A record rule: `violated` is a polars expression, True on the rows that break it."""
+
+    id: str
+    field: str
+    message: str
+    violated: Callable[[RuleContext], pl.Expr]
+
+
+@dataclass(frozen=True)
+class NaturalKey:
+    """A unique business key. `normalize` and `sql` must agree (they are the same rule)."""
+
+    field: str
+    normalize: Callable[[pl.Expr], pl.Expr]
+    sql: str
+    """SQL expression over the table's columns, e.g. `lower(email)`."""
+    taken_rule: str
+    """Rule id when the key is already held by another id in the database."""
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    field: str
+    references: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str
+    fields: tuple[Field, ...]
+    rules: tuple[Rule, ...] = ()
+    natural_key: NaturalKey | None = None
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    extra_ddl: tuple[str, ...] = field(default=())
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [f.name for f in self.fields if f.required]
+
+    def all_rules(self) -> list[Rule]:
+        """Generated rules (required, types, missing id) followed by the resource's own."""
+        generated: list[Rule] = []
+        for f in self.fields:
+            if f.required:
+                generated.append(
+                    Rule("required", f.name, f"{f.name} is required", _missing(f.name))
+                )
+            if f.kind in TYPE_RULES:
+                rule_id, message = TYPE_RULES[f.kind]
+                generated.append(
+                    Rule(rule_id, f.name, f"{f.name} {message}", _unreadable(f.name))
+                )
+        generated.append(self._missing_id_rule())
+        return generated + list(self.rules)
+
+    def _missing_id_rule(self) -> Rule:
+        if self.natural_key is None:
+            message = f"id is required: a {self.name[:-1]} without id cannot be upserted idempotently"
+            return Rule("missing_id", "id", message, _missing("id"))
+        nk = self.natural_key.field
+        message = f"id and {nk} are both missing: the record cannot be upserted idempotently"
+        return Rule("missing_id", "id", message, lambda ctx: ~present("id") & ~present(nk))
+
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        return {f.name: POLARS_TYPES[f.kind] for f in self.fields}
+
+    def pandera_schema(self) -> pa.DataFrameSchema:
+        """The contract of the typed rows handed to the database: names, types, nullability."""
+        columns = {
+            f.name: pa.Column(POLARS_TYPES[f.kind], nullable=not (f.required or f.name == "id"))
+            for f in self.fields
+        }
+        return pa.DataFrameSchema(columns, strict=False, name=self.name)
+
+    def ddl(self) -> list[str]:
+        """Idempotent DDL: the table, its foreign keys and unique natural key index."""
+        columns = []
+        for f in self.fields:
+            column = f"{f.name} {PG_TYPES[f.kind]}"
+            if f.name == "id":
+                column += " PRIMARY KEY"
+            for fk in self.foreign_keys:
+                if fk.field == f.name:
+                    column += f" REFERENCES {fk.references} (id)"
+            columns.append(column)
+        statements = [f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(columns)})"]
+        if self.natural_key is not None:
+            nk = self.natural_key
+            statements.append(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_{nk.field}_key "
+                f"ON {self.name} (({nk.sql}))"
+            )
+        for fk in self.foreign_keys:
+            statements.append(
+                f"CREATE INDEX IF NOT EXISTS {self.name}_{fk.field}_idx ON {self.name} ({fk.field})"
+            )
+        return statements + list(self.extra_ddl)
+
+
+def _missing(name: str) -> Callable[[RuleContext], pl.Expr]:
+    return lambda ctx: ~present(name)
+
+
+def _unreadable(name: str) -> Callable[[RuleContext], pl.Expr]:
+    return lambda ctx: present(name) & value(name).is_null()

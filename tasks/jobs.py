@@ -1,0 +1,146 @@
+"""Import jobs: the identity of an import across runs, and its totals from the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from bulkflow.db import connect
+from bulkflow.errors import ParameterError, retry_condition
+from tasks.source import StagedSource
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    resource: str
+    chunk_size: int
+    """The chunk size of the job's first run: resumed runs must cut the file the same way."""
+    done_chunks: frozenset[int]
+
+
+@dataclass
+class ImportReport:
+    job_key: str
+    resource: str
+    source: str
+    flow_run_id: str | None
+    status: str
+    rows_read: int
+    inserted: int
+    updated: int
+    rejected: int
+    rejects_by_rule: dict[str, int] = field(default_factory=dict)
+    chunks: int = 0
+    chunks_skipped: int = 0
+    duration_s: float = 0.0
+    rows_per_s: float = 0.0
+    error_rate: float = 0.0
+
+    @property
+    def invariant_holds(self) -> bool:
+        return self.inserted + self.updated + self.rejected == self.rows_read
+
+
+def default_job_key(resource: str, sha256: str) -> str:
+    """Same resource + same content = same job, whatever the file is called."""
+    return f"import:{resource}:{sha256}"
+
+
+@task(name="open-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+def open_job(
+    resource: str,
+    staged: StagedSource,
+    chunk_size: int,
+    idempotency_key: str | None,
+    flow_run_id: str | None,
+    rows_total: int,
+) -> Job:
+    """Create the job or find it again, and list the chunks earlier runs committed."""
+    key = idempotency_key or default_job_key(resource, staged.sha256)
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, rows_total) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_key) DO NOTHING",
+            parameters=(key, resource, staged.source, staged.declared_format, staged.sha256, chunk_size, rows_total),
+        )
+        cur.execute(
+            "SELECT resource, content_sha256, chunk_size FROM import_jobs WHERE job_key = $1",
+            parameters=(key,),
+        )
+        known_resource, known_sha, known_chunk_size = cur.fetchone()
+        if (known_resource, known_sha) != (resource, staged.sha256):
+            raise ParameterError(
+                f"idempotency key {key!r} already names an import of other content "
+                f"({known_resource}, sha256 {known_sha[:12]}…): use a new key"
+            )
+        if flow_run_id:
+            cur.execute(
+                "INSERT INTO import_runs (flow_run_id, job_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                parameters=(flow_run_id, key),
+            )
+        cur.execute("SELECT chunk_index FROM import_chunks WHERE job_key = $1", parameters=(key,))
+        done = frozenset(int(row[0]) for row in cur.fetchall())
+        conn.commit()
+    return Job(key, resource, int(known_chunk_size), done)
+
+
+@task(name="close-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+def close_job(job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float, chunks_skipped: int) -> ImportReport:
+    """The job's totals over all its runs, read back from the ledger and the rejects."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(inserted), 0), "
+            "coalesce(sum(updated), 0), coalesce(sum(rejected), 0) FROM import_chunks WHERE job_key = $1",
+            parameters=(job.key,),
+        )
+        chunks, rows_read, inserted, updated, rejected = (int(v) for v in cur.fetchone())
+        cur.execute(
+            "SELECT rule, count(*) FROM import_rejects WHERE job_key = $1 GROUP BY rule ORDER BY 2 DESC, 1",
+            parameters=(job.key,),
+        )
+        by_rule = {rule: int(n) for rule, n in cur.fetchall()}
+        cur.execute("UPDATE import_jobs SET finished_at = now() WHERE job_key = $1", parameters=(job.key,))
+        conn.commit()
+    return ImportReport(
+        job_key=job.key,
+        resource=job.resource,
+        source=staged.source,
+        flow_run_id=flow_run_id,
+        status="completed",
+        rows_read=rows_read,
+        inserted=inserted,
+        updated=updated,
+        rejected=rejected,
+        rejects_by_rule=by_rule,
+        chunks=chunks,
+        chunks_skipped=chunks_skipped,
+        duration_s=round(duration_s, 3),
+        rows_per_s=round(rows_read / duration_s, 1) if duration_s > 0 else 0.0,
+        error_rate=round(rejected / rows_read, 6) if rows_read else 0.0,
+    )
+
+
+def find_job_key(run_or_job: str) -> str | None:
+    """Resolve a flow run id or a job key to the job key."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT job_key FROM import_jobs WHERE job_key = $1 "
+            "UNION SELECT job_key FROM import_runs WHERE flow_run_id = $1",
+            parameters=(run_or_job,),
+        )
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def read_rejects(job_key: str, limit: int | None = None) -> pl.DataFrame:
+    """The job's reject entries in file order."""
+    sql = "SELECT line, field, rule, message, value, raw FROM import_rejects WHERE job_key = $1 ORDER BY line, rule, field"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(sql, parameters=(job_key,))
+        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
