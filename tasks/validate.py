@@ -122,7 +122,7 @@ def raw_record(rows: pl.DataFrame, resource: Resource) -> pl.Expr:
     """The record as read: the source line for NDJSON, else the fields as a JSON object."""
     if RAW_RECORD in rows.columns:
         return pl.col(RAW_RECORD)
-    columns = [pl.col(f.name + RAW_SUFFIX).alias(f.name) for f in resource.fields]
+    columns = [pl.col(f.name + RAW_SUFFIX).alias(f.name) for f in resource.fields if f.name + RAW_SUFFIX in rows.columns]
     return pl.struct(columns).struct.json_encode()
 
 
@@ -226,6 +226,14 @@ class CheckedChunk:
     rows: pl.DataFrame
     """Typed rows that passed, with `_line`, ready for the database checks and upsert."""
     rejects: pl.DataFrame
+    source: pl.DataFrame
+    """The chunk's readable records as text, to report rows the database checks refuse."""
+
+    def rejects_for(self, resource: Resource, lines: pl.Series, *, field: str, rule: str, message: str) -> pl.DataFrame:
+        """Reject entries for the given lines, with their values and records as read."""
+        rows = self.source.filter(pl.col(LINE).is_in(lines.implode()))
+        text = rows.rename({c: c + RAW_SUFFIX for c in resource.field_names if c in rows.columns})
+        return reject_entries(text, resource, field=field, rule=rule, message=message)
 
 
 def check_chunk(
@@ -239,4 +247,4 @@ def check_chunk(
         [malformed_rejects(resource, malformed), rule_rejects(resource, flagged), duplicate_rejects(resource, marked)]
     )
     rows = marked.filter(pl.col(OK)).select(LINE, *resource.field_names)
-    return CheckedChunk(index=index, rows_read=chunk.height, rows=rows, rejects=rejects)
+    return CheckedChunk(index=index, rows_read=chunk.height, rows=rows, rejects=rejects, source=readable)

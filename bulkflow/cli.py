@@ -1,0 +1,206 @@
+"""`bulkflow` command line: runs the same flows locally (Prefect's ephemeral API when
+PREFECT_API_URL is unset, the configured server otherwise)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bulkflow.errors import BulkflowError, TerminalError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, stop the embedded server.")
+app.add_typer(db_app, name="db")
+stderr = Console(stderr=True)
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data"
+DEMO_FILES = (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson"))
+EXIT_TERMINAL = 2
+EXIT_FAILED = 1
+
+
+@app.command("import")
+def import_command(
+    resource: Annotated[str, typer.Argument(help="users, articles or comments")],
+    source: Annotated[str, typer.Argument(help="path or URL of a CSV/NDJSON/JSON/Parquet file (.gz too)")],
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, ndjson, json, parquet")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", min=1)] = None,
+    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON report on stdout")] = False,
+) -> None:
+    """Import a file: every row inserted, updated or rejected, exactly once."""
+    report = _run_import(resource, source, format, chunk_size, idempotency_key, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(report, default=str))
+    else:
+        _print_report(report)
+
+
+@app.command("rejects")
+def rejects_command(
+    run: Annotated[str, typer.Argument(help="flow run id or job key of an import")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="file to write (default stdout)")] = None,
+) -> None:
+    """Write all rejects of an import as NDJSON: line, field, rule, message, value, raw."""
+    from tasks.jobs import find_job_key, iter_rejects
+
+    with _errors_as_exit():
+        job_key = find_job_key(run)
+        if job_key is None:
+            raise TerminalError(f"no import found for {run!r}: give a flow run id or a job key")
+        sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+        try:
+            for batch in iter_rejects(job_key):
+                sink.write(batch.write_ndjson())
+        finally:
+            if output:
+                sink.close()
+
+
+@app.command("demo")
+def demo_command() -> None:
+    """Import the sample users, articles and comments in order and print each report."""
+    for resource, name in DEMO_FILES:
+        report = _run_import(resource, str(SAMPLE_DIR / name), None, None, None, progress=True)
+        _print_report(report)
+
+
+@app.command("generate")
+def generate_command(
+    resource: Annotated[str, typer.Argument(help="users, articles or comments")],
+    output: Annotated[Path, typer.Argument(help="file to write; the format comes from its extension")],
+    rows: Annotated[int, typer.Option("--rows", min=0)] = 10_000,
+    invalid_share: Annotated[float, typer.Option("--invalid-share", min=0.0, max=1.0)] = 0.05,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    users: Annotated[int, typer.Option("--users", help="user ids to reference (articles, comments)")] = 1000,
+    articles: Annotated[int, typer.Option("--articles", help="article ids to reference (comments)")] = 1000,
+) -> None:
+    """Write a synthetic file (valid rows plus a share of invalid ones) for tests and benchmarks."""
+    from bulkflow.generate import GeneratorSpec, write_file
+
+    with _errors_as_exit():
+        spec = GeneratorSpec(resource, rows, invalid_share, seed, users, articles)
+        write_file(spec, output)
+    stderr.print(f"wrote {rows:,} {resource} rows to {output}")
+
+
+@db_app.command("migrate")
+def migrate_command() -> None:
+    """Create or update the tables (idempotent)."""
+    from bulkflow.db import connect, database_url, redacted_url
+
+    with _errors_as_exit():
+        with connect():
+            pass
+        stderr.print(f"schema is up to date on {redacted_url(database_url())}")
+
+
+@db_app.command("stop")
+def stop_command() -> None:
+    """Stop the embedded PostgreSQL server (it restarts on next use)."""
+    from bulkflow.db import stop_embedded
+
+    stderr.print("embedded PostgreSQL stopped" if stop_embedded() else "no embedded PostgreSQL to stop")
+
+
+def _run_import(
+    resource: str, source: str, format: str | None, chunk_size: int | None, key: str | None, *, progress: bool
+) -> dict[str, Any]:
+    from flows.import_flow import import_flow
+
+    _quiet_known_errors()
+    with _errors_as_exit(), _progress_bar(enabled=progress and stderr.is_terminal):
+        state = import_flow(
+            resource=resource,  # type: ignore[arg-type]
+            source=source,
+            format=format,  # type: ignore[arg-type]
+            chunk_size=chunk_size,
+            idempotency_key=key,
+            return_state=True,
+        )
+        result = state.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
+class _errors_as_exit:
+    """Turn errors into one line on stderr and an exit code: 2 terminal, 1 otherwise."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, (typer.Exit, KeyboardInterrupt, SystemExit)):
+            return False
+        code = EXIT_TERMINAL if isinstance(exc, TerminalError) or _is_parameter_error(exc) else EXIT_FAILED
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code)
+
+
+def _is_parameter_error(exc: BaseException) -> bool:
+    """Prefect rejects flow parameters (e.g. an unknown resource) before the flow starts."""
+    return type(exc).__name__ in {"ParameterTypeError", "SignatureMismatchError", "ValidationError"}
+
+
+class _progress_bar:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __enter__(self) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from tasks.report import add_progress_listener
+
+        self.progress = Progress(
+            TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr
+        )
+        self.progress.start()
+        self.task_id = self.progress.add_task("rows", total=None)
+        self.remove = add_progress_listener(
+            lambda done, total: self.progress.update(self.task_id, completed=done, total=total)
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.remove()
+            self.progress.stop()
+
+
+def _quiet_known_errors() -> None:
+    """Our own errors carry a message for the user: keep their tracebacks out of the console
+    (the Prefect API still receives the full log)."""
+
+    def drop_traceback(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], BulkflowError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)] + [logging.root]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and drop_traceback not in handler.filters:
+                handler.addFilter(drop_traceback)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    table = Table(title=f"import {report['resource']} from {report['source']}", show_header=False)
+    for key in ("status", "rows_read", "inserted", "updated", "rejected", "duration_s", "rows_per_s", "flow_run_id"):
+        table.add_row(key, str(report[key]))
+    for rule, count in report["rejects_by_rule"].items():
+        table.add_row(f"  rejects: {rule}", str(count))
+    if report.get("chunks_skipped"):
+        table.add_row("chunks already committed", str(report["chunks_skipped"]))
+    Console().print(table)

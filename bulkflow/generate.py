@@ -1,0 +1,144 @@
+"""Synthetic partner files: valid rows plus a configurable share of invalid ones.
+
+Deterministic for a given seed. Valid rows reference ids that the generator's own users
+and articles files contain (`usr_<n>`, `art_<n>`), so files generated with matching
+`--users`/`--articles` counts load together. Each invalid row breaks one rule, cycling
+through the resource's kinds of breakage.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from schemas import get_resource
+from tasks.source import detect_format
+
+ID_LESS_EVERY = 97
+"""Every 97th user and article is valid but has no id (its id is derived on import)."""
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    resource: str
+    rows: int
+    invalid_share: float = 0.05
+    seed: int = 7
+    users: int = 1000
+    articles: int = 1000
+
+
+def generate(spec: GeneratorSpec) -> pl.DataFrame:
+    """The rows of a synthetic file; `tags` as a list column."""
+    get_resource(spec.resource)
+    index = pl.int_range(spec.rows, dtype=pl.Int64)
+    frame = pl.select(index.alias("i"))
+    threshold = int(spec.invalid_share * 1_000_000)
+    invalid = (pl.col("i").hash(spec.seed) % 1_000_000) < threshold
+    kind = pl.col("i").hash(spec.seed + 1)
+    builder = {"users": _users, "articles": _articles, "comments": _comments}[spec.resource]
+    return builder(frame, spec, invalid, kind).drop("i")
+
+
+def write_file(spec: GeneratorSpec, path: Path) -> None:
+    """Write the generated rows in the format (and compression) the name asks for."""
+    fmt, compression = detect_format(str(path))
+    frame = generate(spec)
+    target = path.with_suffix("") if compression else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.with_columns(_tags_as_json(frame)).write_csv(target, line_terminator="\r\n")
+    elif fmt == "ndjson":
+        frame.write_ndjson(target)
+    elif fmt == "json":
+        frame.write_json(target)
+    else:
+        frame.write_parquet(target)
+    if compression:
+        with open(target, "rb") as src, gzip.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        target.unlink()
+
+
+def _tags_as_json(frame: pl.DataFrame) -> list[pl.Expr]:
+    """CSV has no lists: tags are written as a JSON array, which the importer reads back."""
+    if "tags" not in frame.columns:
+        return []
+    encoded = pl.struct(pl.col("tags").alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
+    return [pl.when(pl.col("tags").is_not_null()).then(encoded).alias("tags")]
+
+
+def _pick(kind: pl.Expr, options: int) -> pl.Expr:
+    return (kind % options).cast(pl.Int64)
+
+
+def _referenced(n: int, count: int, prefix: str) -> pl.Expr:
+    """A valid reference to one of `count` generated ids, never to an id-less row."""
+    target = (n * 7919) % max(count, 1)
+    target = pl.when(target % ID_LESS_EVERY == ID_LESS_EVERY - 1).then(target - 1).otherwise(target)
+    return pl.format(prefix + "{}", target)
+
+
+def _own_id(prefix: str) -> pl.Expr:
+    return pl.when(pl.col("i") % ID_LESS_EVERY != ID_LESS_EVERY - 1).then(pl.format(prefix + "{}", pl.col("i")))
+
+
+def _timestamp(offset: pl.Expr) -> pl.Expr:
+    base = pl.datetime(2024, 1, 1, time_zone="UTC")
+    return (base + pl.duration(seconds=offset % 31_536_000)).dt.to_string("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _users(frame: pl.DataFrame, spec: GeneratorSpec, invalid: pl.Expr, kind: pl.Expr) -> pl.DataFrame:
+    i = pl.col("i")
+    breakage = pl.when(invalid).then(_pick(kind, 5))
+    email = pl.format("user{}@example.com", i)
+    roles = pl.lit(["admin", "author", "editor", "reader"])
+    return frame.with_columns(
+        _own_id("usr_").alias("id"),
+        pl.when(breakage == 0).then(pl.format("user{}@bar", i))  # no dot in the domain
+        .when(breakage == 1).then(pl.format("USER{}@example.com", (i - 1).clip(0)))  # case-varied duplicate
+        .otherwise(email).alias("email"),
+        pl.format("User {}", i).alias("name"),
+        pl.when(breakage == 2).then(pl.lit("manager")).otherwise(roles.list.get(i % 4)).alias("role"),
+        pl.when(breakage == 3).then(pl.lit("yes")).otherwise((i % 3 != 0).cast(pl.String)).alias("active"),
+        pl.when(breakage == 4).then(pl.lit("yesterday")).otherwise(_timestamp(i * 37)).alias("created_at"),
+        _timestamp(i * 37 + 3600).alias("updated_at"),
+    )
+
+
+def _articles(frame: pl.DataFrame, spec: GeneratorSpec, invalid: pl.Expr, kind: pl.Expr) -> pl.DataFrame:
+    i = pl.col("i")
+    breakage = pl.when(invalid).then(_pick(kind, 5))
+    status = pl.lit(["draft", "published", "archived"]).list.get(i % 3)
+    return frame.with_columns(
+        _own_id("art_").alias("id"),
+        pl.when(breakage == 0).then(pl.format("Bad Slug {}!", i))
+        .when(breakage == 1).then(pl.format("article-{}", (i - 1).clip(0)))  # duplicate slug
+        .otherwise(pl.format("article-{}", i)).alias("slug"),
+        pl.format("Article {}", i).alias("title"),
+        pl.format("Body of article {} with \"quotes\", commas\nand a second line.", i).alias("body"),
+        pl.when(breakage == 2).then(pl.format("usr_missing_{}", i))
+        .otherwise(_referenced(i, spec.users, "usr_")).alias("author_id"),
+        pl.concat_list(pl.lit("news"), pl.format("t{}", i % 10)).alias("tags"),
+        pl.when((status != "draft") | (breakage == 3)).then(_timestamp(i * 53)).alias("published_at"),
+        pl.when(breakage == 4).then(pl.lit("pending")).otherwise(status).alias("status"),
+    )
+
+
+def _comments(frame: pl.DataFrame, spec: GeneratorSpec, invalid: pl.Expr, kind: pl.Expr) -> pl.DataFrame:
+    i = pl.col("i")
+    breakage = pl.when(invalid).then(_pick(kind, 4))
+    long_body = pl.lit(" ".join(["word"] * 501))
+    return frame.with_columns(
+        pl.when(breakage == 3).then(pl.lit(None, pl.String)).otherwise(pl.format("cm_{}", i)).alias("id"),
+        pl.when(breakage == 0).then(pl.format("art_missing_{}", i))
+        .otherwise(_referenced(i, spec.articles, "art_")).alias("article_id"),
+        _referenced(i + 1, spec.users, "usr_").alias("user_id"),
+        pl.when(breakage == 1).then(pl.lit("   ")).when(breakage == 2).then(long_body)
+        .otherwise(pl.format("Comment {} — ünïcödé, \"quoted\"", i)).alias("body"),
+        _timestamp(i * 11).alias("created_at"),
+    )

@@ -1,0 +1,49 @@
+"""Test session: a fresh embedded PostgreSQL and one Prefect test server for the session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bulkflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("bulkflow-home")
+    for name in ("DATABASE_URL", "DB_HOST", "BULKFLOW_CHUNK_SIZE", "BULKFLOW_ALLOWED_ROLES"):
+        os.environ.pop(name, None)
+    os.environ["BULKFLOW_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from bulkflow.settings import get_settings
+
+    get_settings.cache_clear()
+    yield home
+    from bulkflow.db import stop_embedded
+
+    stop_embedded()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One real Prefect API server for the whole session."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture()
+def db(bulkflow_home: Path) -> Iterator[None]:
+    """An empty database (schema applied) for each integration test."""
+    from bulkflow.db import connect, execute_all
+
+    with connect() as conn:
+        execute_all(
+            conn,
+            ["TRUNCATE comments, articles, users, import_rejects, import_chunks, import_runs, import_jobs CASCADE"],
+        )
+        conn.commit()
+    yield

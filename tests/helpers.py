@@ -1,0 +1,28 @@
+"""Helpers for reading database state in tests."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def table(name: str) -> pl.DataFrame:
+    """A whole table, sorted by id, for comparing database states."""
+    from bulkflow.db import connect
+
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {name} ORDER BY id")
+        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+
+
+def snapshot() -> dict[str, pl.DataFrame]:
+    return {name: table(name) for name in ("users", "articles", "comments")}
+
+
+def sql(statement: str) -> list[tuple]:
+    from bulkflow.db import connect
+
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(statement)
+        rows = cur.fetchall() if cur.description else []
+        conn.commit()
+        return rows

@@ -1,0 +1,165 @@
+"""The import flow end to end on a real PostgreSQL and a real Prefect API."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bulkflow.generate import GeneratorSpec, write_file
+from flows.import_flow import import_flow
+from tests.helpers import snapshot, sql, table
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def run(resource: str, source: Path | str, **options: object) -> dict:
+    return import_flow(resource=resource, source=str(source), **options)
+
+
+def load_samples() -> list[dict]:
+    return [
+        run("users", DATA / "users.csv"),
+        run("articles", DATA / "articles.ndjson"),
+        run("comments", DATA / "comments.ndjson"),
+    ]
+
+
+def test_sample_files_load_with_exact_counts() -> None:
+    users, articles, comments = load_samples()
+    assert (users["rows_read"], users["inserted"], users["rejected"]) == (14, 6, 8)
+    assert (articles["rows_read"], articles["inserted"], articles["rejected"]) == (12, 4, 8)
+    assert (comments["rows_read"], comments["inserted"], comments["rejected"]) == (10, 3, 7)
+    assert articles["rejects_by_rule"]["unknown_author"] == 2
+    assert comments["rejects_by_rule"] == {
+        "unknown_article": 2, "unknown_user": 2, "body_too_long": 1, "duplicate_id": 1, "missing_id": 1, "required": 1,
+    }
+    assert table("users").height == 6 and table("articles").height == 4 and table("comments").height == 3
+
+
+def test_second_import_changes_nothing() -> None:
+    load_samples()
+    before = snapshot()
+    again = run("users", DATA / "users.csv")
+    assert again["chunks_skipped"] == again["chunks"] == 1
+    assert (again["inserted"], again["rejected"]) == (6, 8)  # the job's totals, not new work
+    assert snapshot()["users"].equals(before["users"])
+    assert sql("SELECT count(*) FROM import_rejects")[0][0] == sum(
+        r["rejects_by_rule"][k] for r in [again] for k in r["rejects_by_rule"]
+    ) + 8 + 8  # users' entries once, plus articles' and comments' entries
+
+
+def test_same_content_under_another_name_is_the_same_job(tmp_path: Path) -> None:
+    first = run("users", DATA / "users.csv")
+    copy = tmp_path / "renamed.csv"
+    shutil.copy(DATA / "users.csv", copy)
+    second = run("users", copy)
+    assert second["job_key"] == first["job_key"] and second["chunks_skipped"] == 1
+
+
+def test_changed_file_updates_rows(tmp_path: Path) -> None:
+    run("users", DATA / "users.csv")
+    changed = tmp_path / "users.csv"
+    changed.write_text("id,email,name,role\nusr_bob,bob@example.com,Robert,admin\n,dave@example.com,David,editor\n")
+    report = run("users", changed)
+    assert (report["inserted"], report["updated"], report["rejected"]) == (0, 2, 0)
+    users = table("users")
+    assert users.filter(pl.col("id") == "usr_bob")["name"].item() == "Robert"
+    assert users.filter(pl.col("email") == "dave@example.com")["name"].item() == "David"
+
+
+def test_id_less_rows_get_deterministic_ids() -> None:
+    load_samples()
+    dave = table("users").filter(pl.col("email") == "dave@example.com")["id"].item()
+    article = table("articles").filter(pl.col("slug") == "no-id-article")["id"].item()
+    sql("TRUNCATE users, articles, comments, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    load_samples()
+    assert table("users").filter(pl.col("email") == "dave@example.com")["id"].item() == dave
+    assert table("articles").filter(pl.col("slug") == "no-id-article")["id"].item() == article
+    assert len(dave) == 36  # a UUID derived from the natural key
+
+
+def test_email_held_by_another_id_is_rejected(tmp_path: Path) -> None:
+    run("users", DATA / "users.csv")
+    clash = tmp_path / "clash.csv"
+    clash.write_text("id,email,role\nusr_new,ALICE@example.com,reader\n")
+    report = run("users", clash)
+    assert report["rejects_by_rule"] == {"email_taken": 1} and report["rejected"] == 1
+
+
+def test_every_format_loads_the_same_tables(tmp_path: Path) -> None:
+    spec = GeneratorSpec("users", rows=300, invalid_share=0.2, seed=3)
+    states = {}
+    for name in ("u.csv", "u.ndjson", "u.json", "u.parquet", "u.csv.gz", "u.ndjson.gz"):
+        sql("TRUNCATE users, articles, comments, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+        write_file(spec, tmp_path / name)
+        report = run("users", tmp_path / name, chunk_size=64)
+        assert report["rows_read"] == 300
+        states[name] = (table("users"), report["rejected"], report["rejects_by_rule"])
+    reference = states["u.csv"]
+    for name, (users, rejected, by_rule) in states.items():
+        assert users.equals(reference[0]), name
+        assert (rejected, by_rule) == reference[1:], name
+
+
+def test_articles_and_comments_round_out_with_foreign_keys(tmp_path: Path) -> None:
+    write_file(GeneratorSpec("users", 500, 0.0, users=500), tmp_path / "users.csv")
+    write_file(GeneratorSpec("articles", 400, 0.25, users=500), tmp_path / "articles.ndjson")
+    write_file(GeneratorSpec("comments", 400, 0.25, users=500, articles=400), tmp_path / "comments.parquet")
+    reports = [run(r, tmp_path / f, chunk_size=50) for r, f in
+               [("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.parquet")]]
+    for report in reports:
+        assert report["inserted"] + report["updated"] + report["rejected"] == report["rows_read"]
+    assert reports[1]["rejects_by_rule"].get("unknown_author", 0) > 0
+    assert reports[2]["rejects_by_rule"].get("unknown_article", 0) > 0
+    orphans = sql("SELECT count(*) FROM comments c LEFT JOIN articles a ON a.id = c.article_id WHERE a.id IS NULL")
+    assert orphans[0][0] == 0
+
+
+def test_duplicates_across_a_chunk_boundary(tmp_path: Path) -> None:
+    path = tmp_path / "dups.csv"
+    path.write_text(
+        "id,email,role\nu1,a@example.com,reader\nu2,b@example.com,reader\n"
+        "u3,A@EXAMPLE.com,reader\nu2,c@example.com,reader\nu5,e@example.com,reader\n"
+    )
+    report = run("users", path, chunk_size=2)
+    assert report["chunks"] == 3
+    assert report["rejects_by_rule"] == {"duplicate_email": 1, "duplicate_id": 1}
+    assert sorted(table("users")["id"]) == ["u1", "u2", "u5"]
+
+
+def test_rejects_keep_line_field_rule_value_and_raw() -> None:
+    run("users", DATA / "users.csv")
+    rows = sql("SELECT line, field, rule, value, raw FROM import_rejects WHERE rule = 'invalid_role'")
+    line, field, rule, value, raw = rows[0]
+    # header on line 1, four one-line records, erin spans lines 6-7, frank 8, grace 9
+    assert (line, field, rule, value) == (9, "role", "invalid_role", "manager")
+    assert json.loads(raw)["email"] == "grace@example.com"
+
+
+def test_missing_required_column_fails_before_loading(tmp_path: Path) -> None:
+    from bulkflow.errors import InputError
+
+    path = tmp_path / "nocol.csv"
+    path.write_text("id,name\nu1,Ann\n")
+    with pytest.raises(InputError, match="lacks required column"):
+        run("users", path)
+    assert table("users").height == 0
+
+
+def test_invariant_on_a_generated_file(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv.gz"
+    write_file(GeneratorSpec("users", rows=5000, invalid_share=0.1, seed=11), path)
+    report = run("users", path, chunk_size=777)
+    assert report["rows_read"] == 5000
+    assert report["inserted"] + report["updated"] + report["rejected"] == 5000
+    assert 0 < report["rejected"] < 5000
+    assert table("users").height == report["inserted"]
+    with gzip.open(path, "rt") as fh:
+        assert sum(1 for _ in fh) >= 5001

@@ -1,0 +1,165 @@
+"""Every validation rule, passing and failing, on the pure transforms (no database)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from schemas import RESOURCES
+from schemas.resource import RuleContext
+from tasks.validate import SeenKeys, check_chunk, parse_boolean, parse_text_list, parse_timestamp
+
+CONTEXT = RuleContext(allowed_roles=("admin", "author", "editor", "reader"))
+
+VALID = {
+    "users": {"id": "u1", "email": "ann@example.com", "name": "Ann", "role": "reader", "active": "true",
+              "created_at": "2024-01-01T00:00:00Z", "updated_at": None},
+    "articles": {"id": "a1", "slug": "hello-world", "title": "Hello", "body": "text", "author_id": "u1",
+                 "tags": '["x","y"]', "published_at": "2024-01-02T00:00:00Z", "status": "published"},
+    "comments": {"id": "c1", "article_id": "a1", "user_id": "u1", "body": "nice", "created_at": None},
+}
+
+
+def check(resource: str, **overrides: str | None) -> list[tuple[str, str]]:
+    """(field, rule) of every reject for one record = the valid record with overrides."""
+    record = {**VALID[resource], **overrides}
+    chunk = pl.DataFrame([{"_line": 2, **record}], schema={"_line": pl.Int64, **{k: pl.String for k in record}})
+    checked = check_chunk(RESOURCES[resource], CONTEXT, 0, chunk, SeenKeys())
+    rejected = sorted(zip(checked.rejects["field"], checked.rejects["rule"]))
+    assert checked.rows.height + (1 if rejected else 0) == 1
+    return rejected
+
+
+@pytest.mark.parametrize("resource", list(VALID))
+def test_valid_record_passes(resource: str) -> None:
+    assert check(resource) == []
+
+
+@pytest.mark.parametrize(
+    ("resource", "overrides", "expected"),
+    [
+        ("users", {"email": "foo@bar"}, [("email", "invalid_email")]),
+        ("users", {"email": "a b@example.com"}, [("email", "invalid_email")]),
+        ("users", {"email": None}, [("email", "required")]),
+        ("users", {"email": "  "}, [("email", "required")]),
+        ("users", {"role": "manager"}, [("role", "invalid_role")]),
+        ("users", {"role": None}, [("role", "required")]),
+        ("users", {"active": "yes"}, [("active", "invalid_boolean")]),
+        ("users", {"active": "1"}, [("active", "invalid_boolean")]),
+        ("users", {"created_at": "yesterday"}, [("created_at", "invalid_timestamp")]),
+        ("users", {"updated_at": "2024-13-01"}, [("updated_at", "invalid_timestamp")]),
+        ("users", {"id": None, "email": None}, [("email", "required"), ("id", "missing_id")]),
+        (
+            "users",
+            {"email": "x@y", "role": "boss", "active": "nope"},
+            [("active", "invalid_boolean"), ("email", "invalid_email"), ("role", "invalid_role")],
+        ),
+        ("articles", {"slug": "Bad Slug"}, [("slug", "invalid_slug")]),
+        ("articles", {"slug": "double--hyphen"}, [("slug", "invalid_slug")]),
+        ("articles", {"slug": "-leading"}, [("slug", "invalid_slug")]),
+        ("articles", {"status": "pending"}, [("status", "invalid_status")]),
+        ("articles", {"status": "draft"}, [("published_at", "draft_has_published_at")]),
+        ("articles", {"tags": "a,b"}, [("tags", "invalid_tags")]),
+        ("articles", {"tags": "[1, 2]"}, [("tags", "invalid_tags")]),
+        ("articles", {"title": None}, [("title", "required")]),
+        ("articles", {"author_id": ""}, [("author_id", "required")]),
+        ("articles", {"id": None, "slug": None}, [("id", "missing_id"), ("slug", "required")]),
+        ("comments", {"body": "   "}, [("body", "required")]),
+        ("comments", {"body": " ".join(["w"] * 501)}, [("body", "body_too_long")]),
+        ("comments", {"id": None}, [("id", "missing_id")]),
+        ("comments", {"article_id": None, "user_id": None}, [("article_id", "required"), ("user_id", "required")]),
+    ],
+)
+def test_failing_rules_are_all_reported(resource: str, overrides: dict, expected: list) -> None:
+    assert check(resource, **overrides) == expected
+
+
+@pytest.mark.parametrize(
+    ("resource", "overrides"),
+    [
+        ("users", {"id": None}),  # id derived from the email on load
+        ("users", {"active": "FALSE", "created_at": "2024-01-01 10:00:00+02:00"}),
+        ("users", {"active": None, "role": "admin"}),
+        ("articles", {"status": "draft", "published_at": None}),
+        ("articles", {"id": None}),
+        ("articles", {"tags": "[]"}),
+        ("articles", {"tags": None}),
+        ("comments", {"body": " ".join(["w"] * 500)}),
+    ],
+)
+def test_edge_values_pass(resource: str, overrides: dict) -> None:
+    assert check(resource, **overrides) == []
+
+
+def test_allowed_roles_are_configurable() -> None:
+    chunk = pl.DataFrame({"_line": [2], "id": ["u1"], "email": ["a@b.co"], "role": ["manager"]})
+    custom = RuleContext(allowed_roles=("manager",))
+    assert check_chunk(RESOURCES["users"], custom, 0, chunk, SeenKeys()).rejects.height == 0
+
+
+def test_duplicates_first_valid_occurrence_wins_across_chunks() -> None:
+    users = RESOURCES["users"]
+    seen = SeenKeys()
+    first = pl.DataFrame({"_line": [2, 3, 4], "id": ["u1", "u2", "u3"],
+                          "email": ["bad", "Ann@Example.com", "bob@example.com"], "role": ["reader"] * 3})
+    second = pl.DataFrame({"_line": [5, 6, 7], "id": ["u9", "u2", "u4"],
+                           "email": ["ann@example.COM", "zed@example.com", "bad@example.com"], "role": ["reader"] * 3})
+    one = check_chunk(users, CONTEXT, 0, first, seen)
+    two = check_chunk(users, CONTEXT, 1, second, seen)
+    assert one.rows["id"].to_list() == ["u2", "u3"]
+    assert sorted(zip(two.rejects["line"], two.rejects["rule"])) == [(5, "duplicate_email"), (6, "duplicate_id")]
+    assert two.rows["id"].to_list() == ["u4"]
+
+
+def test_invalid_first_occurrence_does_not_block_a_later_valid_one() -> None:
+    chunk = pl.DataFrame({"_line": [2, 3], "id": ["u1", "u1"], "email": ["nope", "ok@example.com"], "role": ["reader"] * 2})
+    checked = check_chunk(RESOURCES["users"], CONTEXT, 0, chunk, SeenKeys())
+    assert checked.rows["_line"].to_list() == [3]
+    assert checked.rejects["rule"].to_list() == ["invalid_email"]
+
+
+def test_reject_carries_line_value_message_and_raw_record() -> None:
+    chunk = pl.DataFrame({"_line": [7], "id": ["u1"], "email": ["foo@bar"], "role": ["reader"]})
+    reject = check_chunk(RESOURCES["users"], CONTEXT, 0, chunk, SeenKeys()).rejects.row(0, named=True)
+    assert reject["line"] == 7 and reject["value"] == "foo@bar" and "name@example.com" in reject["message"]
+    assert '"email":"foo@bar"' in reject["raw"]
+
+
+def test_malformed_ndjson_line_is_one_reject() -> None:
+    chunk = pl.DataFrame({"_line": [3], "id": [None], "email": [None], "role": [None],
+                          "_raw": ['{"id": broken'], "_is_object": [False]}, schema_overrides={"id": pl.String, "email": pl.String, "role": pl.String})
+    checked = check_chunk(RESOURCES["users"], CONTEXT, 0, chunk, SeenKeys())
+    assert checked.rejects.select("line", "rule", "raw").rows() == [(3, "malformed_record", '{"id": broken')]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), (" False ", False), ("TRUE", True), ("yes", None), ("0", None)],
+)
+def test_parse_boolean(text: str, expected: bool | None) -> None:
+    assert pl.select(parse_boolean(pl.lit(text))).item() == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00+00:00"),
+        ("2024-05-01T12:00:00.250+02:00", "2024-05-01T10:00:00.250000+00:00"),
+        ("2024-05-01 12:00:00", "2024-05-01T12:00:00+00:00"),
+        ("2024-05-01", "2024-05-01T00:00:00+00:00"),
+        ("2024-02-30", None),
+        ("05/01/2024", None),
+    ],
+)
+def test_parse_timestamp(text: str, iso: str | None) -> None:
+    parsed = pl.select(parse_timestamp(pl.lit(text))).item()
+    assert (parsed.isoformat() if parsed else None) == iso
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [('["a", "b,c"]', ["a", "b,c"]), ("[]", []), ('["q\\"x"]', ['q"x']), ("a|b", None), ('{"a":1}', None)],
+)
+def test_parse_text_list(text: str, expected: list | None) -> None:
+    parsed = pl.select(parse_text_list(pl.lit(text))).item()
+    assert (parsed.to_list() if parsed is not None else None) == expected
