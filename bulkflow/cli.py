@@ -114,7 +114,12 @@ def _run_import(
     resource: str, source: str, format: str | None, chunk_size: int | None, key: str | None, *, progress: bool
 ) -> dict[str, Any]:
     from flows.import_flow import import_flow
+    from schemas import get_resource
+    from tasks.source import check_source
 
+    with _errors_as_exit():  # fail fast, before a flow run exists, on what is cheap to check
+        get_resource(resource)
+        check_source(source, format)
     _quiet_known_errors()
     with _errors_as_exit(), _progress_bar(enabled=progress and stderr.is_terminal):
         state = import_flow(

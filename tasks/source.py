@@ -74,13 +74,19 @@ def detect_format(source: str, override: str | None = None) -> tuple[Format, str
     )
 
 
-def stage_source(source: str, format_override: str | None = None) -> StagedSource:
-    """Make `source` a local, checked file; raise InputError saying what to fix."""
+def check_source(source: str, format_override: str | None = None) -> tuple[Format, str | None, Path | None]:
+    """Cheap checks before any work: (format, compression, local path or None if remote)."""
     fmt, compression = detect_format(source, format_override)
     is_local = "://" not in source or source.startswith("file://")
     local_path = Path(source.removeprefix("file://")) if is_local else None
     if local_path is not None and not local_path.is_file():
         raise InputError(f"file not found: {source}")
+    return fmt, compression, local_path
+
+
+def stage_source(source: str, format_override: str | None = None) -> StagedSource:
+    """Make `source` a local, checked file; raise InputError saying what to fix."""
+    fmt, compression, local_path = check_source(source, format_override)
     in_place = local_path is not None and compression is None and fmt != "json"
     if in_place:
         with open(local_path, "rb") as fh:  # type: ignore[arg-type]

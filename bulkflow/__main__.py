@@ -1,0 +1,3 @@
+from bulkflow.cli import app
+
+app()

@@ -1,0 +1,102 @@
+"""The `bulkflow` command: exit codes, one-line errors, the JSON report, rejects export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bulkflow.cli import app
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+DATA = Path(__file__).resolve().parent.parent / "data"
+runner = CliRunner()
+
+
+def bulkflow(api_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run the real command in its own process against the session's Prefect server."""
+    env = {**os.environ, "PREFECT_API_URL": api_url}
+    return subprocess.run(
+        [sys.executable, "-m", "bulkflow", *arguments], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_import_json_prints_exactly_one_json_object_on_stdout(prefect_api: str) -> None:
+    """A real process: logs go to stderr, stdout holds the report alone."""
+    done = bulkflow(prefect_api, "import", "users", str(DATA / "users.csv"), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for key in ("flow_run_id", "status", "rows_read", "inserted", "updated", "rejected",
+                "rejects_by_rule", "duration_s", "rows_per_s"):
+        assert key in report
+    assert (report["status"], report["rows_read"], report["rejected"]) == ("completed", 14, 8)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["import", "users", "/nonexistent/users.csv"], "file not found"),
+        (["import", "widgets", str(DATA / "users.csv")], "widgets"),
+        (["import", "users", str(DATA / "users.csv"), "--format", "xml"], "unknown format"),
+        (["import", "users", str(DATA / "README.md")], "cannot tell the format"),
+    ],
+)
+def test_unusable_parameters_exit_2_before_any_flow_run(arguments: list[str], message: str) -> None:
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert_one_line_error(result.stderr, message)
+
+
+def assert_one_line_error(stderr: str, message: str) -> None:
+    """The error is the last line, alone; flow logs may precede it but no traceback."""
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and message in last
+    assert "Traceback" not in stderr
+
+
+def test_unusable_file_content_exits_2(tmp_path: Path, prefect_api: str) -> None:
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("id,email,role\nu1,caf\u00e9@example.com,reader\n".encode("latin-1"))
+    done = bulkflow(prefect_api, "import", "users", str(latin1))
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr, "not valid UTF-8 (line 2")
+    done = bulkflow(prefect_api, "import", "articles", str(DATA / "users.csv"))
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr, "lacks required column(s) slug, title, author_id, status")
+
+
+def test_rejects_command_writes_ndjson(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["import", "comments", str(DATA / "comments.ndjson"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    out = tmp_path / "rejects.ndjson"
+    rejects = runner.invoke(app, ["rejects", report["flow_run_id"], "--output", str(out)])
+    assert rejects.exit_code == 0, rejects.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == sum(report["rejects_by_rule"].values())
+    assert set(lines[0]) == {"line", "field", "rule", "message", "value", "raw"}
+    # comments reference no article here (empty database), so every row is rejected
+    assert {entry["line"] for entry in lines} == set(range(1, 11))
+
+
+def test_rejects_of_unknown_run_exits_2() -> None:
+    result = runner.invoke(app, ["rejects", "no-such-run"])
+    assert result.exit_code == 2 and "no import found" in result.stderr
+
+
+def test_db_migrate() -> None:
+    result = runner.invoke(app, ["db", "migrate"])
+    assert result.exit_code == 0 and "schema is up to date" in result.stderr
+
+
+def test_generate_writes_the_requested_rows(tmp_path: Path) -> None:
+    path = tmp_path / "c.ndjson"
+    result = runner.invoke(app, ["generate", "comments", str(path), "--rows", "25"])
+    assert result.exit_code == 0
+    assert len(path.read_text().splitlines()) == 25

@@ -1,0 +1,133 @@
+"""Exactly once: failures at any point, then a retry or re-run, end like one clean run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bulkflow.generate import GeneratorSpec, write_file
+from flows.import_flow import import_flow
+from tests.helpers import snapshot, sql
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+ROWS, CHUNK = 3000, 250
+
+
+@pytest.fixture()
+def users_file(tmp_path: Path) -> Path:
+    path = tmp_path / "users.csv"
+    write_file(GeneratorSpec("users", rows=ROWS, invalid_share=0.1, seed=5), path)
+    return path
+
+
+@pytest.fixture()
+def clean_state(users_file: Path) -> Iterator[dict]:
+    """Tables, rejects and totals of one clean run; the database is emptied afterwards."""
+    report = import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    state = _state(report)
+    _reset()
+    yield state
+
+
+def _reset() -> None:
+    sql("TRUNCATE users, articles, comments, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+
+
+def _state(report: dict) -> dict:
+    rejects = sql("SELECT line, field, rule, value FROM import_rejects ORDER BY 1, 2, 3")
+    totals = {k: report[k] for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
+    return {"tables": snapshot(), "rejects": rejects, "totals": totals}
+
+
+def _same(state: dict, expected: dict) -> None:
+    for name, frame in expected["tables"].items():
+        assert state["tables"][name].equals(frame), name
+    assert state["rejects"] == expected["rejects"]
+    assert state["totals"] == expected["totals"]
+
+
+def _fail_chunk(index: int, errcode: str, times: int = 1_000_000) -> None:
+    """Make committing chunk `index` fail `times` times (a sequence survives rollbacks)."""
+    sql("DROP SEQUENCE IF EXISTS fail_count")
+    sql("CREATE SEQUENCE fail_count")
+    sql(
+        "CREATE OR REPLACE FUNCTION fail_chunk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.chunk_index = {index} AND nextval('fail_count') <= {times} THEN "
+        f"RAISE EXCEPTION 'injected failure' USING ERRCODE = '{errcode}'; END IF; RETURN NEW; END $$"
+    )
+    sql("CREATE TRIGGER fail_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION fail_chunk()")
+
+
+@pytest.fixture(autouse=True)
+def _no_injection() -> Iterator[None]:
+    yield
+    sql("DROP TRIGGER IF EXISTS fail_chunk ON import_chunks")
+    sql("DROP TRIGGER IF EXISTS slow_chunk ON import_chunks")
+
+
+def test_failure_after_k_chunks_then_rerun_equals_clean_run(users_file: Path, clean_state: dict) -> None:
+    _fail_chunk(4, "P0001")  # a terminal error: no task retry
+    with pytest.raises(Exception, match="injected failure"):
+        import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    committed = sql("SELECT count(*) FROM import_chunks")[0][0]
+    assert 4 <= committed < ROWS // CHUNK
+    assert sql("SELECT count(*) FROM import_chunks WHERE chunk_index = 4")[0][0] == 0  # nothing half-applied
+    sql("DROP TRIGGER fail_chunk ON import_chunks")
+    report = import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    assert report["chunks_skipped"] == committed
+    _same(_state(report), clean_state)
+
+
+def test_transient_database_error_is_retried_by_the_task(users_file: Path, clean_state: dict) -> None:
+    _fail_chunk(2, "40001", times=1)  # serialization_failure: retryable
+    report = import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    assert sql("SELECT last_value FROM fail_count")[0][0] >= 2  # failed once, then retried
+    _same(_state(report), clean_state)
+
+
+def test_prefect_flow_retry_resumes_the_job(users_file: Path, clean_state: dict) -> None:
+    _fail_chunk(3, "P0001", times=1)
+    retrying = import_flow.with_options(retries=1, retry_delay_seconds=0)
+    report = retrying(resource="users", source=str(users_file), chunk_size=CHUNK)
+    assert report["chunks_skipped"] >= 3
+    _same(_state(report), clean_state)
+
+
+def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_state: dict, prefect_api: str) -> None:
+    # Slow each chunk commit a little so the kill lands mid-run.
+    sql("CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$")
+    sql("CREATE TRIGGER slow_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION slow_chunk()")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    command = [sys.executable, "-m", "bulkflow", "import", "users", str(users_file), "--chunk-size", str(CHUNK), "--json"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while sql("SELECT count(*) FROM import_chunks WHERE rejected + inserted > 0")[0][0] < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "the import ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    committed = sql("SELECT count(*) FROM import_chunks")[0][0]
+    assert 3 <= committed < ROWS // CHUNK
+    sql("DROP TRIGGER slow_chunk ON import_chunks")
+    report = import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    assert report["chunks_skipped"] == committed
+    _same(_state(report), clean_state)
+
+
+def test_resume_uses_the_jobs_original_chunk_size(users_file: Path, clean_state: dict) -> None:
+    _fail_chunk(5, "P0001")
+    with pytest.raises(Exception, match="injected failure"):
+        import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    sql("DROP TRIGGER fail_chunk ON import_chunks")
+    report = import_flow(resource="users", source=str(users_file), chunk_size=999)
+    _same(_state(report), clean_state)
+    assert pl.Series([r[0] for r in sql("SELECT rows_read FROM import_chunks")]).max() == CHUNK

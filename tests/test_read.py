@@ -1,0 +1,137 @@
+"""Sources and readers: staging, formats, line numbers, exact chunks, clear input errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bulkflow.errors import InputError, ParameterError
+from schemas import RESOURCES
+from tasks.read import count_records, read_chunks
+from tasks.source import detect_format, read_columns, stage_source
+
+USERS = RESOURCES["users"]
+
+
+def chunks(path: Path, size: int = 1000, resource: str = "users") -> list[pl.DataFrame]:
+    return list(read_chunks(stage_source(str(path)), RESOURCES[resource], size))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a.csv", ("csv", None)), ("a.CSV.GZ", ("csv", "gzip")), ("a.jsonl", ("ndjson", None)),
+     ("s3://b/k/a.parquet", ("parquet", None)), ("https://x/a.json?sig=1", ("json", None))],
+)
+def test_detect_format(name: str, expected: tuple) -> None:
+    assert detect_format(name) == expected
+
+
+def test_csv_bom_crlf_quotes_and_physical_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    path.write_bytes(
+        b'\xef\xbb\xbfid,email,name,role\r\nu1,a@x.io,"Smith, J",admin\r\n'
+        b'u2,b@x.io,"two\r\nlines ""quoted""",reader\r\nu3,c@x.io,,reader\r\n'
+    )
+    [chunk] = chunks(path)
+    assert chunk["_line"].to_list() == [2, 3, 5]
+    assert chunk["name"].to_list() == ["Smith, J", 'two\r\nlines "quoted"', None]
+    assert read_columns(stage_source(str(path))) == ["id", "email", "name", "role"]
+
+
+def test_chunks_have_exact_sizes_and_lines_continue(tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    path.write_text("id,email,name,role\n" + "".join(f'u{i},e{i}@x.io,"n\n{i}",admin\n' for i in range(10)))
+    parts = chunks(path, size=4)
+    assert [c.height for c in parts] == [4, 4, 2]
+    assert pl.concat(parts)["_line"].to_list() == list(range(2, 22, 2))
+    assert count_records(stage_source(str(path))) == 10
+
+
+def test_ndjson_values_malformed_and_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "u.ndjson"
+    path.write_text(
+        '{"id": 1, "email": "a@x.io", "active": true, "extra": {"k": 1}}\n'
+        "\n"
+        '{"id": "u2", oops\n'
+        '[1, 2]\n'
+        '{"id": "u5", "email": null, "name": "Zoë"}\r\n'
+    )
+    [chunk] = chunks(path)
+    assert chunk["_line"].to_list() == [1, 3, 4, 5]
+    assert chunk["_is_object"].to_list() == [True, False, False, True]
+    assert chunk.row(0, named=True)["id"] == "1" and chunk.row(0, named=True)["active"] == "true"
+    assert chunk.row(3, named=True)["name"] == "Zoë" and chunk.row(3, named=True)["email"] is None
+
+
+def test_json_array_is_streamed_to_ndjson(tmp_path: Path) -> None:
+    path = tmp_path / "u.json"
+    records = [{"id": f"u{i}", "email": f"e{i}@x.io", "role": "admin"} for i in range(5)]
+    path.write_text(json.dumps(records, indent=2))
+    staged = stage_source(str(path))
+    assert staged.format == "ndjson" and staged.declared_format == "json" and staged.temporary
+    [chunk] = list(read_chunks(staged, USERS, 100))
+    assert chunk["id"].to_list() == [f"u{i}" for i in range(5)]
+    assert chunk["_line"].to_list() == [1, 2, 3, 4, 5]  # element numbers
+    staged.cleanup()
+    assert not staged.path.exists()
+
+
+@pytest.mark.parametrize("text", ['{"id": 1}', "[1, 2", '[{"id": "u1"}, {"id": ]'])
+def test_broken_json_array_is_an_input_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match="JSON array"):
+        stage_source(str(path))
+
+
+def test_gzip_is_decompressed_and_hashed_like_the_plain_file(tmp_path: Path) -> None:
+    plain = tmp_path / "u.csv"
+    plain.write_text("id,email,role\nu1,a@x.io,admin\n")
+    packed = tmp_path / "u.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert stage_source(str(packed)).sha256 == stage_source(str(plain)).sha256
+    assert chunks(packed)[0]["email"].to_list() == ["a@x.io"]
+
+
+def test_parquet_typed_columns_become_the_text_the_parsers_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.parquet"
+    pl.DataFrame(
+        {"id": ["a1"], "slug": ["s"], "tags": [["x", 'q"y']], "status": ["published"],
+         "published_at": [datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)]},
+    ).write_parquet(path)
+    [chunk] = chunks(path, resource="articles")
+    row = chunk.row(0, named=True)
+    assert json.loads(row["tags"]) == ["x", 'q"y']
+    assert row["published_at"] == "2024-01-02T03:04:05.000000+00:00"
+    assert row["_line"] == 1
+
+
+def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"id,email\nu1,a@x.io\nu2,caf\xe9@x.io\n")
+    with pytest.raises(InputError, match=r"not valid UTF-8 \(line 3"):
+        stage_source(str(path))
+
+
+def test_empty_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match="is empty"):
+        stage_source(str(path))
+
+
+def test_unknown_format_is_a_parameter_error() -> None:
+    with pytest.raises(ParameterError, match="unknown format"):
+        detect_format("a.csv", "xlsx")
+
+
+def test_ragged_csv_is_a_clear_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text("id,email,role\nu1,a@x.io,admin,EXTRA,MORE\n")
+    with pytest.raises(InputError, match="cannot read .* as csv"):
+        chunks(path)
