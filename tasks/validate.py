@@ -23,6 +23,7 @@ REJECT_COLUMNS = {
     "value": pl.String,
     "raw": pl.String,
 }
+_FAST_TIMESTAMP = "%Y-%m-%dT%H:%M:%S%#z"
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 _JSON_STRING_ARRAY = r'^\[\s*(?:"(?:[^"\\]|\\.)*"\s*(?:,\s*"(?:[^"\\]|\\.)*"\s*)*)?\]$'
@@ -36,6 +37,21 @@ def parse_boolean(text: pl.Expr) -> pl.Expr:
 
 def parse_timestamp(text: pl.Expr) -> pl.Expr:
     """ISO-8601 to UTC; an offset-less timestamp or a date is taken as UTC. Unreadable: null."""
+    return text.map_batches(_parse_timestamps, return_dtype=pl.Datetime("us", "UTC"))
+
+
+def _parse_timestamps(text: pl.Series) -> pl.Series:
+    # The common shape (seconds and an offset or Z) has a fast parser; only the rows it
+    # cannot read go through the slower list of accepted shapes.
+    fast = text.str.to_datetime(_FAST_TIMESTAMP, strict=False, time_zone="UTC", time_unit="us")
+    leftover = fast.is_null() & text.is_not_null()
+    if not leftover.any():
+        return fast
+    slow = pl.select(_parse_any_timestamp(pl.lit(text.filter(leftover)))).to_series()
+    return fast.scatter(leftover.arg_true(), slow)
+
+
+def _parse_any_timestamp(text: pl.Expr) -> pl.Expr:
     iso = text.str.strip_chars().str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T")
     with_offset = [
         iso.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
@@ -144,11 +160,16 @@ class SeenKeys:
 
     hashes: dict[str, pl.Series] = field(default_factory=dict)
 
-    def contains(self, key: str, values: pl.Expr) -> pl.Expr:
+    def seen_before(self, key: str, values: pl.Series) -> pl.Series:
+        """True where a value's key was accepted in an earlier chunk."""
+        hashed = values.hash(seed=0)
         seen = self.hashes.get(key)
-        if seen is None:
-            return pl.lit(False)
-        return values.hash(seed=0).is_in(seen.implode())
+        if seen is None or seen.is_empty():
+            return pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
+        # Scan the large set once for the few keys of this chunk (hash the small side):
+        # the cost per chunk stays linear in the set, with no set rebuilt per chunk.
+        hits = seen.filter(seen.is_in(hashed.drop_nulls().implode()))
+        return hashed.is_in(hits.implode()) & values.is_not_null()
 
     def add(self, key: str, values: pl.Series) -> None:
         new = values.drop_nulls().hash(seed=0)
@@ -173,15 +194,12 @@ def mark_duplicates(resource: Resource, flagged: pl.DataFrame, seen: SeenKeys) -
     """
     flags = []
     for name, _, key in dedupe_keys(resource):
-        earlier_in_chunk = ~key.is_first_distinct()
-        duplicate = pl.col(OK) & key.is_not_null() & (earlier_in_chunk | seen.contains(name, key))
-        flags.append(duplicate.alias(f"_dup_{name}"))
-    # is_first_distinct must only see rows that pass the rules, so rank over valid rows.
-    valid = flagged.filter(pl.col(OK)).with_columns(flags)
+        # Rows failing the rules get a null key, so they never count as an occurrence.
+        valid_key = flagged.select(pl.when(pl.col(OK)).then(key)).to_series()
+        earlier_in_chunk = ~valid_key.is_first_distinct() & valid_key.is_not_null()
+        flags.append((earlier_in_chunk | seen.seen_before(name, valid_key)).alias(f"_dup_{name}"))
     dup_columns = [f"_dup_{name}" for name, _, _ in dedupe_keys(resource)]
-    marked = flagged.join(valid.select(LINE, *dup_columns), on=LINE, how="left").with_columns(
-        [pl.col(c).fill_null(False) for c in dup_columns]
-    )
+    marked = flagged.with_columns(flags)
     marked = marked.with_columns((pl.col(OK) & ~pl.any_horizontal(dup_columns)).alias(OK))
     winners = marked.filter(pl.col(OK))
     for name, _, key in dedupe_keys(resource):
