@@ -163,17 +163,18 @@ class _progress_bar:
     def __enter__(self) -> None:
         if not self.enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
         from tasks.report import add_progress_listener
 
         self.progress = Progress(
-            TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr
+            TextColumn("importing"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[rows]:,} rows"),
+            TimeRemainingColumn(), console=stderr,
         )
         self.progress.start()
-        self.task_id = self.progress.add_task("rows", total=None)
+        self.task_id = self.progress.add_task("import", total=1.0, rows=0)
         self.remove = add_progress_listener(
-            lambda done, total: self.progress.update(self.task_id, completed=done, total=total)
+            lambda rows, fraction: self.progress.update(self.task_id, completed=fraction, rows=rows)
         )
 
     def __exit__(self, *exc: object) -> None:

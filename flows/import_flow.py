@@ -18,7 +18,7 @@ from schemas import get_resource
 from schemas.resource import Resource, RuleContext
 from tasks.jobs import close_job, open_job, read_rejects
 from tasks.load import ChunkResult, load_chunk
-from tasks.read import count_records, read_chunks
+from tasks.read import read_chunks
 from tasks.report import ImportProgress, publish_report
 from tasks.source import Format, StagedSource, read_columns, stage_source
 from tasks.validate import SeenKeys, check_chunk
@@ -27,8 +27,8 @@ ResourceName = Literal["users", "articles", "comments"]
 
 
 @task(name="stage-source", cache_policy=NO_CACHE, persist_result=False)
-def stage(resource: Resource, source: str, format: Format | None) -> tuple[StagedSource, int]:
-    """Fetch/decompress/check the source, verify its columns, count its records."""
+def stage(resource: Resource, source: str, format: Format | None) -> StagedSource:
+    """Fetch/decompress/check the source and verify its columns."""
     staged = stage_source(source, format)
     try:
         columns = read_columns(staged)
@@ -41,7 +41,7 @@ def stage(resource: Resource, source: str, format: Format | None) -> tuple[Stage
         unknown = [c for c in columns if c not in resource.field_names]
         if unknown:
             get_run_logger().warning("ignoring columns %s not in %s", ", ".join(unknown), resource.name)
-        return staged, count_records(staged)
+        return staged
     except BaseException:
         staged.cleanup()
         raise
@@ -70,22 +70,23 @@ def import_flow(
     definition = get_resource(resource)
     if chunk_size is not None and chunk_size < 1:
         raise TerminalError("chunk_size must be at least 1")
-    staged, rows_total = stage(definition, source, format)
+    staged = stage(definition, source, format)
     run_id = str(flow_run.id) if flow_run.id else None
-    job = open_job(resource, staged, chunk_size or settings.chunk_size, idempotency_key, run_id, rows_total)
-    progress = ImportProgress(resource, rows_total)
+    job = open_job(resource, staged, chunk_size or settings.chunk_size, idempotency_key, run_id)
+    progress = ImportProgress(resource, source)
     context = RuleContext(allowed_roles=settings.allowed_roles)
     seen = SeenKeys()
-    in_flight: deque[tuple[PrefectFuture[ChunkResult], float]] = deque()
+    in_flight: deque[tuple[PrefectFuture[ChunkResult], float, float]] = deque()
     skipped = 0
-    for index, rows in enumerate(read_chunks(staged, definition, job.chunk_size)):
+    for index, batch in enumerate(read_chunks(staged, definition, job.chunk_size)):
         # Every chunk is checked, committed or not, so in-file duplicates are judged the same.
-        checked = check_chunk(definition, context, index, rows, seen)
+        checked = check_chunk(definition, context, index, batch.rows, seen)
         if index in job.done_chunks:
             skipped += 1
-            progress.rows_done += checked.rows_read
+            progress.skipped(checked.rows_read, batch.progress)
             continue
-        in_flight.append((load_chunk.submit(job.key, definition, checked), time.perf_counter()))
+        future = load_chunk.submit(job.key, definition, checked)
+        in_flight.append((future, time.perf_counter(), batch.progress))
         while len(in_flight) > settings.load_workers:
             _finish_oldest(in_flight, progress)
     while in_flight:
@@ -103,6 +104,5 @@ def import_flow(
 
 
 def _finish_oldest(in_flight: deque, progress: ImportProgress) -> None:
-    future, submitted = in_flight.popleft()
-    result = future.result()
-    progress.chunk_done(result, time.perf_counter() - submitted)
+    future, submitted, fraction = in_flight.popleft()
+    progress.chunk_done(future.result(), time.perf_counter() - submitted, fraction)

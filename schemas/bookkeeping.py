@@ -14,7 +14,6 @@ BOOKKEEPING_DDL: tuple[str, ...] = (
         format text NOT NULL,
         content_sha256 text NOT NULL,
         chunk_size integer NOT NULL,
-        rows_total bigint,
         created_at timestamptz NOT NULL DEFAULT now(),
         finished_at timestamptz
     )""",

@@ -58,15 +58,14 @@ def open_job(
     chunk_size: int,
     idempotency_key: str | None,
     flow_run_id: str | None,
-    rows_total: int,
 ) -> Job:
     """Create the job or find it again, and list the chunks earlier runs committed."""
     key = idempotency_key or default_job_key(resource, staged.sha256)
     with connect() as conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, rows_total) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_key) DO NOTHING",
-            parameters=(key, resource, staged.source, staged.declared_format, staged.sha256, chunk_size, rows_total),
+            "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_key) DO NOTHING",
+            parameters=(key, resource, staged.source, staged.declared_format, staged.sha256, chunk_size),
         )
         cur.execute(
             "SELECT resource, content_sha256, chunk_size FROM import_jobs WHERE job_key = $1",

@@ -1,76 +1,127 @@
 """Readers: a staged file to fixed-size chunks of raw text rows, in bounded memory.
 
-Every chunk has `_line` (the source line of the record: physical line for CSV and NDJSON,
-element number for a JSON array, row number for Parquet) and the resource's fields as
-text. NDJSON chunks also carry `_raw`, the line as written. Chunk k always holds records
-k*size .. (k+1)*size-1, so a re-run cuts the file exactly as the first run did.
+Files are read in blocks cut at record boundaries (never memory-mapped whole), so memory
+depends on the chunk size, not the file size. Every chunk has `_line` (the source line of
+the record: physical line for CSV and NDJSON, element number for a JSON array, row number
+for Parquet) and the resource's fields as text; NDJSON chunks also carry `_raw`, the line
+as written. Chunk k always holds records k*size .. (k+1)*size-1, so a re-run cuts the file
+exactly as the first run did.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError
 from schemas.resource import Resource
 from tasks.source import StagedSource
 from tasks.validate import IS_OBJECT, LINE, RAW_RECORD
 
+BLOCK_BYTES = 8 << 20
 _LINE_SEPARATOR = "\x1f"  # cannot occur unescaped in valid JSON, so each line stays whole
 
 
-def count_records(staged: StagedSource) -> int:
-    """How many records the file holds (one cheap streaming pass)."""
-    return _guarded(staged, lambda: _scan(staged).select(pl.len()).collect().item())
+@dataclass(frozen=True)
+class Batch:
+    """Records read from the file, and how far through the file they reach (0..1)."""
+
+    rows: pl.DataFrame
+    progress: float
 
 
-def read_chunks(staged: StagedSource, resource: Resource, chunk_size: int) -> Iterator[pl.DataFrame]:
-    """Yield the file's records as chunks of exactly `chunk_size` rows (the last may be shorter)."""
-    to_text = _TO_TEXT[staged.format]
-    first_line = 2 if staged.format == "csv" else 1
-    for batch in _exact_batches(_guarded_iter(staged, _scan(staged), chunk_size), chunk_size):
-        chunk = to_text(batch, resource)
-        if staged.format == "csv":
-            chunk, first_line = _with_csv_lines(chunk, batch, first_line)
-        yield chunk
+def read_chunks(staged: StagedSource, resource: Resource, chunk_size: int) -> Iterator[Batch]:
+    """Yield the file's records in chunks of exactly `chunk_size` rows (the last may be shorter)."""
+    readers = {"csv": _csv_batches, "ndjson": _ndjson_batches, "parquet": _parquet_batches}
+    try:
+        yield from _exact_batches(readers[staged.format](staged, resource), chunk_size)
+    except pl.exceptions.PolarsError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {staged.source} as {staged.declared_format}: {detail}") from exc
 
 
-def _scan(staged: StagedSource) -> pl.LazyFrame:
-    if staged.format == "csv":
-        return pl.scan_csv(staged.path, infer_schema=False, row_index_name=LINE)
-    if staged.format == "parquet":
-        return pl.scan_parquet(staged.path, row_index_name=LINE, row_index_offset=1)
-    lines = pl.scan_csv(
-        staged.path,
-        has_header=False,
-        separator=_LINE_SEPARATOR,
-        quote_char=None,
-        new_columns=[RAW_RECORD],
-        infer_schema=False,
-        truncate_ragged_lines=True,
-        row_index_name=LINE,
-        row_index_offset=1,
-    )
-    return lines.filter(pl.col(RAW_RECORD).str.strip_chars().str.len_bytes() > 0)
+def record_blocks(staged: StagedSource, *, quoted: bool) -> Iterator[tuple[bytes, float]]:
+    """Blocks of whole records: each ends on a newline outside quotes.
+
+    In CSV a quote toggles the quoted state (an escaped `""` toggles twice), so a newline
+    ends a record exactly when the quotes before it in the block are even in number.
+    """
+    total = max(staged.size_bytes, 1)
+    done = 0
+    carry = b""
+    with open(staged.path, "rb") as fh:
+        while data := fh.read(BLOCK_BYTES):
+            block = carry + data
+            cut = _last_record_end(block, quoted)
+            if cut < 0:
+                carry = block
+                continue
+            done += cut + 1
+            yield block[: cut + 1], done / total
+            carry = block[cut + 1 :]
+    if carry.strip():
+        yield carry, 1.0
 
 
-def _csv_to_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:
-    columns = [c for c in resource.field_names if c in batch.columns]
-    return batch.select(LINE, *columns)
+def _last_record_end(block: bytes, quoted: bool) -> int:
+    end = block.rfind(b"\n")
+    while quoted and end >= 0 and block.count(b'"', 0, end) % 2:
+        end = block.rfind(b"\n", 0, end)
+    return end
 
 
-def _with_csv_lines(chunk: pl.DataFrame, batch: pl.DataFrame, first_line: int) -> tuple[pl.DataFrame, int]:
+def _first_record_end(block: bytes) -> int:
+    end = block.find(b"\n")
+    while end >= 0 and block.count(b'"', 0, end) % 2:
+        end = block.find(b"\n", end + 1)
+    return end
+
+
+def _csv_batches(staged: StagedSource, resource: Resource) -> Iterator[Batch]:
+    header = b""
+    next_line = 2
+    for block, progress in record_blocks(staged, quoted=True):
+        if not header:
+            end = _first_record_end(block)
+            header, block = (block[: end + 1], block[end + 1 :]) if end >= 0 else (block + b"\n", b"")
+            if not block.strip():
+                continue
+        batch = pl.read_csv(io.BytesIO(header + block), infer_schema=False)
+        batch, next_line = _with_csv_lines(batch, resource, next_line)
+        yield Batch(batch, progress)
+
+
+def _with_csv_lines(batch: pl.DataFrame, resource: Resource, first_line: int) -> tuple[pl.DataFrame, int]:
     """Physical line numbers: quoted values may span lines, so count their line breaks."""
-    values = [c for c in batch.columns if c != LINE]
-    breaks = pl.sum_horizontal([pl.col(c).str.count_matches("\n").fill_null(0) for c in values])
-    spans = batch.select((breaks + 1).cast(pl.Int64).alias("span")).to_series()
-    starts = spans.cum_sum() - spans + first_line
-    next_line = first_line + int(spans.sum())
-    return chunk.with_columns(starts.alias(LINE)), next_line
+    breaks = pl.sum_horizontal([pl.col(c).str.count_matches("\n").fill_null(0) for c in batch.columns])
+    spans = batch.select((breaks + 1).cast(pl.Int64)).to_series()
+    starts = (spans.cum_sum() - spans + first_line).alias(LINE)
+    columns = [c for c in resource.field_names if c in batch.columns]
+    return batch.select(starts, *columns), first_line + int(spans.sum())
 
 
-def _ndjson_to_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:
+def _ndjson_batches(staged: StagedSource, resource: Resource) -> Iterator[Batch]:
+    next_line = 1
+    for block, progress in record_blocks(staged, quoted=False):
+        lines = pl.read_csv(
+            io.BytesIO(block),
+            has_header=False,
+            separator=_LINE_SEPARATOR,
+            quote_char=None,
+            new_columns=[RAW_RECORD],
+            infer_schema=False,
+            truncate_ragged_lines=True,
+        ).with_row_index(LINE, offset=next_line)
+        next_line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        lines = lines.filter(pl.col(RAW_RECORD).str.strip_chars().str.len_bytes() > 0)
+        yield Batch(_ndjson_fields(lines, resource), progress)
+
+
+def _ndjson_fields(lines: pl.DataFrame, resource: Resource) -> pl.DataFrame:
     """Each field's JSON value as text (strings unquoted, arrays as JSON); a line that is
     not a JSON object has all fields null and `_raw` kept, so the rules reject it."""
     line = pl.col(RAW_RECORD).str.strip_chars()
@@ -79,10 +130,23 @@ def _ndjson_to_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:
         pl.when(is_object).then(line.str.json_path_match(f"$.{name}")).alias(name)
         for name in resource.field_names
     ]
-    return batch.select(pl.col(LINE).cast(pl.Int64), *fields, pl.col(RAW_RECORD), is_object.alias(IS_OBJECT))
+    return lines.select(pl.col(LINE).cast(pl.Int64), *fields, pl.col(RAW_RECORD), is_object.alias(IS_OBJECT))
 
 
-def _parquet_to_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:
+def _parquet_batches(staged: StagedSource, resource: Resource) -> Iterator[Batch]:
+    parquet = pq.ParquetFile(staged.path)
+    total = max(parquet.metadata.num_rows, 1)
+    columns = [c for c in resource.field_names if c in parquet.schema_arrow.names]
+    next_row = 1
+    for record_batch in parquet.iter_batches(batch_size=65_536, columns=columns):
+        batch = pl.from_arrow(record_batch)
+        assert isinstance(batch, pl.DataFrame)
+        numbered = batch.with_columns(pl.int_range(next_row, next_row + batch.height, dtype=pl.Int64).alias(LINE))
+        next_row += batch.height
+        yield Batch(_parquet_as_text(numbered, resource), (next_row - 1) / total)
+
+
+def _parquet_as_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:
     """Typed Parquet columns rendered as the text our parsers read back."""
     columns = []
     for name in resource.field_names:
@@ -94,49 +158,27 @@ def _parquet_to_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:
             zoned = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
             col = zoned.dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")
         elif isinstance(dtype, (pl.List, pl.Array)):
-            col = pl.struct(col.cast(pl.List(pl.String)).alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
-            col = pl.when(pl.col(name).is_not_null()).then(col)
-        elif dtype == pl.Boolean:
-            col = col.cast(pl.String)
-        elif dtype != pl.String:
+            encoded = pl.struct(col.cast(pl.List(pl.String)).alias("v")).struct.json_encode()
+            col = pl.when(col.is_not_null()).then(encoded.str.slice(5).str.strip_suffix("}"))
+        else:
             col = col.cast(pl.String)
         columns.append(col.alias(name))
-    return batch.select(pl.col(LINE).cast(pl.Int64), *columns)
+    return batch.select(pl.col(LINE), *columns)
 
 
-_TO_TEXT = {"csv": _csv_to_text, "ndjson": _ndjson_to_text, "parquet": _parquet_to_text}
-
-
-def _exact_batches(batches: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
+def _exact_batches(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
     """Re-cut batches of any size into batches of exactly `size` rows."""
     pending: list[pl.DataFrame] = []
     held = 0
+    progress = 0.0
     for batch in batches:
-        pending.append(batch)
-        held += batch.height
+        pending.append(batch.rows)
+        held += batch.rows.height
+        progress = batch.progress
         while held >= size:
-            joined = pl.concat(pending, rechunk=False)
-            yield joined.head(size)
+            joined = pl.concat(pending, how="diagonal_relaxed", rechunk=False)
             rest = joined.slice(size)
             pending, held = ([rest] if rest.height else []), rest.height
+            yield Batch(joined.head(size), progress)
     if held:
-        yield pl.concat(pending)
-
-
-def _guarded_iter(staged: StagedSource, frame: pl.LazyFrame, chunk_size: int) -> Iterator[pl.DataFrame]:
-    try:
-        yield from frame.collect_batches(chunk_size=chunk_size)
-    except pl.exceptions.PolarsError as exc:
-        raise _input_error(staged, exc) from exc
-
-
-def _guarded(staged: StagedSource, action):  # type: ignore[no-untyped-def]
-    try:
-        return action()
-    except pl.exceptions.PolarsError as exc:
-        raise _input_error(staged, exc) from exc
-
-
-def _input_error(staged: StagedSource, exc: BaseException) -> InputError:
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return InputError(f"cannot read {staged.source} as {staged.declared_format}: {detail}")
+        yield Batch(pl.concat(pending, how="diagonal_relaxed"), 1.0)

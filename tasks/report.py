@@ -13,8 +13,8 @@ from prefect.logging import get_run_logger
 from tasks.jobs import ImportReport
 from tasks.load import ChunkResult
 
-ProgressListener = Callable[[int, int], None]
-"""Called with (rows done, rows total) after every chunk; the CLI draws a progress bar."""
+ProgressListener = Callable[[int, float], None]
+"""Called with (rows done, fraction of the file done) after every chunk; the CLI draws a bar."""
 
 _listeners: list[ProgressListener] = []
 
@@ -33,18 +33,24 @@ def artifact_key(*parts: str) -> str:
 class ImportProgress:
     """A Prefect progress artifact plus per-chunk log lines (rows/s, error rate)."""
 
-    def __init__(self, resource: str, rows_total: int) -> None:
-        self.rows_total = rows_total
+    def __init__(self, resource: str, source: str) -> None:
         self.rows_done = 0
+        self.fraction = 0.0
         self.artifact_id: UUID = create_progress_artifact(
             progress=0.0,
             key=artifact_key("import", resource, "progress"),
-            description=f"Import of {resource}: {rows_total:,} rows",
+            description=f"Import of {source} into {resource}",
         )
         self._notify()
 
-    def chunk_done(self, result: ChunkResult, seconds: float) -> None:
+    def skipped(self, rows: int, fraction: float) -> None:
+        """A chunk an earlier run committed: counted as done without loading it."""
+        self.rows_done += rows
+        self.fraction = fraction
+
+    def chunk_done(self, result: ChunkResult, seconds: float, fraction: float) -> None:
         self.rows_done += result.rows_read
+        self.fraction = fraction
         logger = get_run_logger()
         verb = "already committed" if result.skipped else "committed"
         rate = result.rows_read / seconds if seconds > 0 and not result.skipped else 0.0
@@ -53,16 +59,12 @@ class ImportProgress:
             result.index, verb, result.rows_read, result.inserted, result.updated, result.rejected,
             result.rejected / result.rows_read if result.rows_read else 0.0, rate,
         )
-        update_progress_artifact(self.artifact_id, self.percent)
+        update_progress_artifact(self.artifact_id, round(100.0 * self.fraction, 1))
         self._notify()
-
-    @property
-    def percent(self) -> float:
-        return 100.0 if self.rows_total == 0 else min(100.0, 100.0 * self.rows_done / self.rows_total)
 
     def _notify(self) -> None:
         for listener in list(_listeners):
-            listener(self.rows_done, self.rows_total)
+            listener(self.rows_done, self.fraction)
 
 
 def publish_report(report: ImportReport, first_rejects: list[dict[str, object]]) -> None:

@@ -12,14 +12,14 @@ import pytest
 
 from bulkflow.errors import InputError, ParameterError
 from schemas import RESOURCES
-from tasks.read import count_records, read_chunks
+from tasks.read import read_chunks
 from tasks.source import detect_format, read_columns, stage_source
 
 USERS = RESOURCES["users"]
 
 
 def chunks(path: Path, size: int = 1000, resource: str = "users") -> list[pl.DataFrame]:
-    return list(read_chunks(stage_source(str(path)), RESOURCES[resource], size))
+    return [batch.rows for batch in read_chunks(stage_source(str(path)), RESOURCES[resource], size)]
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,6 @@ def test_chunks_have_exact_sizes_and_lines_continue(tmp_path: Path) -> None:
     parts = chunks(path, size=4)
     assert [c.height for c in parts] == [4, 4, 2]
     assert pl.concat(parts)["_line"].to_list() == list(range(2, 22, 2))
-    assert count_records(stage_source(str(path))) == 10
 
 
 def test_ndjson_values_malformed_and_blank_lines(tmp_path: Path) -> None:
@@ -74,7 +73,7 @@ def test_json_array_is_streamed_to_ndjson(tmp_path: Path) -> None:
     path.write_text(json.dumps(records, indent=2))
     staged = stage_source(str(path))
     assert staged.format == "ndjson" and staged.declared_format == "json" and staged.temporary
-    [chunk] = list(read_chunks(staged, USERS, 100))
+    [chunk] = [batch.rows for batch in read_chunks(staged, USERS, 100)]
     assert chunk["id"].to_list() == [f"u{i}" for i in range(5)]
     assert chunk["_line"].to_list() == [1, 2, 3, 4, 5]  # element numbers
     staged.cleanup()
