@@ -1,0 +1,53 @@
+"""The one settings model: database precedence, seed variables, list parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkflow.settings import DEFAULT_ROLES, Settings
+
+
+@pytest.fixture()
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "BULKFLOW_ALLOWED_ROLES"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_embedded_database_when_nothing_is_configured(clean_env: pytest.MonkeyPatch) -> None:
+    settings = Settings(_env_file=None)
+    assert settings.embedded and settings.external_database_url() is None
+    assert settings.allowed_roles == DEFAULT_ROLES
+
+
+def test_seed_variables_build_the_url(clean_env: pytest.MonkeyPatch) -> None:
+    for name, value in {"DB_HOST": "db", "DB_PORT": "5433", "DB_NAME": "app", "DB_USER": "me", "DB_PASSWORD": "p@ss:w"}.items():
+        clean_env.setenv(name, value)
+    assert Settings(_env_file=None).external_database_url() == "postgresql://me:p%40ss%3Aw@db:5433/app"
+
+
+def test_database_url_wins_over_seed_variables(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DB_HOST", "db")
+    clean_env.setenv("DATABASE_URL", "postgresql://u@elsewhere/x")
+    assert Settings(_env_file=None).external_database_url() == "postgresql://u@elsewhere/x"
+
+
+def test_allowed_roles_from_a_comma_list(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("BULKFLOW_ALLOWED_ROLES", "admin, manager ,")
+    assert Settings(_env_file=None).allowed_roles == ("admin", "manager")
+
+
+def test_dotenv_file_is_read(clean_env: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env_file = tmp_path / ".env"
+    env_file.write_text("DB_HOST=from-file\nBULKFLOW_CHUNK_SIZE=123\n")
+    settings = Settings(_env_file=env_file)
+    assert settings.db_host == "from-file" and settings.chunk_size == 123
+
+
+def test_flow_parameter_literal_matches_the_resources() -> None:
+    from typing import get_args
+
+    from flows.import_flow import ResourceName
+    from schemas import RESOURCES
+
+    assert list(get_args(ResourceName)) == list(RESOURCES)
