@@ -32,22 +32,51 @@ class GeneratorSpec:
     articles: int = 1000
 
 
+BROKEN_RULE = "_broken_rule"
+"""Column of `generate()`: the rule id each invalid row breaks (null for valid rows)."""
+
+# The rule each kind of breakage violates, per resource, in kind order.
+BREAKAGES: dict[str, tuple[str, ...]] = {
+    "users": ("invalid_email", "duplicate_email", "invalid_role", "invalid_boolean", "invalid_timestamp"),
+    "articles": ("invalid_slug", "duplicate_slug", "unknown_author", "draft_has_published_at", "invalid_status"),
+    "comments": ("unknown_article", "required", "body_too_long", "missing_id"),
+}
+
+
 def generate(spec: GeneratorSpec) -> pl.DataFrame:
-    """The rows of a synthetic file; `tags` as a list column."""
+    """The rows of a synthetic file (`tags` as a list column) plus `_broken_rule`.
+
+    Each invalid row breaks exactly one rule, so with references to valid rows only
+    (users/articles generated with no invalid share) the expected rejects are exact.
+    """
     get_resource(spec.resource)
-    index = pl.int_range(spec.rows, dtype=pl.Int64)
-    frame = pl.select(index.alias("i"))
+    kinds = BREAKAGES[spec.resource]
     threshold = int(spec.invalid_share * 1_000_000)
-    invalid = (pl.col("i").hash(spec.seed) % 1_000_000) < threshold
-    kind = pl.col("i").hash(spec.seed + 1)
+    frame = pl.select(pl.int_range(spec.rows, dtype=pl.Int64).alias("i"))
+    frame = frame.with_columns(((pl.col("i").hash(spec.seed) % 1_000_000) < threshold).alias("_invalid"))
+    kind = (pl.col("i").hash(spec.seed + 1) % len(kinds)).cast(pl.Int64)
+    if kinds[1].startswith("duplicate_"):
+        # A duplicate must copy a valid row: after an invalid one, break the next rule instead.
+        previous_valid = ~pl.col("_invalid").shift(1, fill_value=True)
+        kind = pl.when((kind == 1) & ~previous_valid).then(2).otherwise(kind)
+    frame = frame.with_columns(pl.when(pl.col("_invalid")).then(kind).alias("_kind"))
     builder = {"users": _users, "articles": _articles, "comments": _comments}[spec.resource]
-    return builder(frame, spec, invalid, kind).drop("i")
+    rules = pl.Series(kinds)
+    return builder(frame, spec, pl.col("_kind")).with_columns(
+        pl.col("_kind").replace_strict(list(range(len(kinds))), rules, default=None).alias(BROKEN_RULE)
+    ).drop("i", "_invalid", "_kind")
+
+
+def expected_rejects(frame: pl.DataFrame) -> dict[str, int]:
+    """Rejects by rule that importing `frame` must report (given valid references)."""
+    counts = frame.get_column(BROKEN_RULE).drop_nulls().value_counts()
+    return dict(zip(counts[BROKEN_RULE].to_list(), counts["count"].to_list()))
 
 
 def write_file(spec: GeneratorSpec, path: Path) -> None:
     """Write the generated rows in the format (and compression) the name asks for."""
     fmt, compression = detect_format(str(path))
-    frame = generate(spec)
+    frame = generate(spec).drop(BROKEN_RULE)
     target = path.with_suffix("") if compression else path
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
@@ -72,10 +101,6 @@ def _tags_as_json(frame: pl.DataFrame) -> list[pl.Expr]:
     return [pl.when(pl.col("tags").is_not_null()).then(encoded).alias("tags")]
 
 
-def _pick(kind: pl.Expr, options: int) -> pl.Expr:
-    return (kind % options).cast(pl.Int64)
-
-
 def _referenced(n: int, count: int, prefix: str) -> pl.Expr:
     """A valid reference to one of `count` generated ids, never to an id-less row."""
     target = (n * 7919) % max(count, 1)
@@ -92,15 +117,14 @@ def _timestamp(offset: pl.Expr) -> pl.Expr:
     return (base + pl.duration(seconds=offset % 31_536_000)).dt.to_string("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _users(frame: pl.DataFrame, spec: GeneratorSpec, invalid: pl.Expr, kind: pl.Expr) -> pl.DataFrame:
+def _users(frame: pl.DataFrame, spec: GeneratorSpec, breakage: pl.Expr) -> pl.DataFrame:
     i = pl.col("i")
-    breakage = pl.when(invalid).then(_pick(kind, 5))
     email = pl.format("user{}@example.com", i)
     roles = pl.lit(["admin", "author", "editor", "reader"])
     return frame.with_columns(
         _own_id("usr_").alias("id"),
         pl.when(breakage == 0).then(pl.format("user{}@bar", i))  # no dot in the domain
-        .when(breakage == 1).then(pl.format("USER{}@example.com", (i - 1).clip(0)))  # case-varied duplicate
+        .when(breakage == 1).then(pl.format("USER{}@example.com", i - 1))  # case-varied duplicate
         .otherwise(email).alias("email"),
         pl.format("User {}", i).alias("name"),
         pl.when(breakage == 2).then(pl.lit("manager")).otherwise(roles.list.get(i % 4)).alias("role"),
@@ -110,14 +134,15 @@ def _users(frame: pl.DataFrame, spec: GeneratorSpec, invalid: pl.Expr, kind: pl.
     )
 
 
-def _articles(frame: pl.DataFrame, spec: GeneratorSpec, invalid: pl.Expr, kind: pl.Expr) -> pl.DataFrame:
+def _articles(frame: pl.DataFrame, spec: GeneratorSpec, breakage: pl.Expr) -> pl.DataFrame:
     i = pl.col("i")
-    breakage = pl.when(invalid).then(_pick(kind, 5))
-    status = pl.lit(["draft", "published", "archived"]).list.get(i % 3)
+    status = pl.when(breakage == 3).then(pl.lit("draft")).otherwise(
+        pl.lit(["draft", "published", "archived"]).list.get(i % 3)
+    )
     return frame.with_columns(
         _own_id("art_").alias("id"),
         pl.when(breakage == 0).then(pl.format("Bad Slug {}!", i))
-        .when(breakage == 1).then(pl.format("article-{}", (i - 1).clip(0)))  # duplicate slug
+        .when(breakage == 1).then(pl.format("article-{}", i - 1))  # duplicate slug
         .otherwise(pl.format("article-{}", i)).alias("slug"),
         pl.format("Article {}", i).alias("title"),
         pl.format("Body of article {} with \"quotes\", commas\nand a second line.", i).alias("body"),
@@ -129,9 +154,8 @@ def _articles(frame: pl.DataFrame, spec: GeneratorSpec, invalid: pl.Expr, kind: 
     )
 
 
-def _comments(frame: pl.DataFrame, spec: GeneratorSpec, invalid: pl.Expr, kind: pl.Expr) -> pl.DataFrame:
+def _comments(frame: pl.DataFrame, spec: GeneratorSpec, breakage: pl.Expr) -> pl.DataFrame:
     i = pl.col("i")
-    breakage = pl.when(invalid).then(_pick(kind, 4))
     long_body = pl.lit(" ".join(["word"] * 501))
     return frame.with_columns(
         pl.when(breakage == 3).then(pl.lit(None, pl.String)).otherwise(pl.format("cm_{}", i)).alias("id"),

@@ -163,3 +163,47 @@ def test_invariant_on_a_generated_file(tmp_path: Path) -> None:
     assert table("users").height == report["inserted"]
     with gzip.open(path, "rt") as fh:
         assert sum(1 for _ in fh) >= 5001
+
+
+def test_generated_partner_files_load_with_exact_counts(tmp_path: Path) -> None:
+    """Like the assignment's users_huge.csv (10k rows, CRLF, missing ids, foo@bar emails,
+    role manager, case-varied duplicate emails), then articles and comments as NDJSON."""
+    from bulkflow.generate import expected_rejects, generate
+
+    specs = {
+        "users": (GeneratorSpec("users", 10_000, 0.08, seed=1), "users.csv"),
+        "articles": (GeneratorSpec("articles", 3_000, 0.1, seed=2, users=10_000), "articles.ndjson"),
+        "comments": (GeneratorSpec("comments", 3_000, 0.1, seed=3, users=10_000, articles=3_000), "comments.ndjson"),
+    }
+    # References must point at valid rows: load clean users and articles to reference.
+    write_file(GeneratorSpec("users", 10_000, 0.0), tmp_path / "clean_users.csv")
+    write_file(GeneratorSpec("articles", 3_000, 0.0, users=10_000), tmp_path / "clean_articles.csv")
+    run("users", tmp_path / "clean_users.csv")
+    run("articles", tmp_path / "clean_articles.csv")
+    assert (tmp_path / "clean_users.csv").read_bytes().count(b"\r\n") == 10_001
+    for resource, (spec, name) in specs.items():
+        write_file(spec, tmp_path / name)
+        expected = expected_rejects(generate(spec))
+        report = run(resource, tmp_path / name, chunk_size=1_000)
+        assert report["rejects_by_rule"] == expected, resource
+        assert report["rejected"] == sum(expected.values()), resource
+        assert report["rows_read"] == spec.rows
+
+
+def test_run_publishes_progress_report_and_rejects_artifacts() -> None:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    report = run("users", DATA / "users.csv")
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(report["flow_run_id"])]))
+        )
+    by_type = {a.type: a for a in artifacts}
+    assert by_type["progress"].data == 100.0
+    tables = [a for a in artifacts if a.type == "table"]
+    assert {a.key for a in tables} == {"import-users-report", "import-users-rejects"}
+    summary = next(a for a in tables if a.key == "import-users-report")
+    assert "rejects: invalid_role" in str(summary.data) and "rows_per_s" in str(summary.data)
