@@ -17,6 +17,7 @@ import polars as pl
 
 from schemas import get_resource
 from tasks.source import detect_format
+from tasks.validate import format_text_list
 
 ID_LESS_EVERY = 97
 """Every 97th user and article is valid but has no id (its id is derived on import)."""
@@ -95,10 +96,7 @@ def write_file(spec: GeneratorSpec, path: Path) -> None:
 
 def _tags_as_json(frame: pl.DataFrame) -> list[pl.Expr]:
     """CSV has no lists: tags are written as a JSON array, which the importer reads back."""
-    if "tags" not in frame.columns:
-        return []
-    encoded = pl.struct(pl.col("tags").alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
-    return [pl.when(pl.col("tags").is_not_null()).then(encoded).alias("tags")]
+    return [format_text_list(pl.col("tags")).alias("tags")] if "tags" in frame.columns else []
 
 
 def _referenced(n: int, count: int, prefix: str) -> pl.Expr:

@@ -25,11 +25,13 @@ SESSION_SETTINGS = (
     # Safe for exactly-once: the ledger row commits with the chunk, so a commit lost in a
     # crash is a chunk redone, never a chunk half-applied or counted twice.
     "SET LOCAL synchronous_commit = off",
-    # The stage is one chunk and the targets are indexed on every joined key: probing the
-    # index per staged row beats hashing a million-row table (which a temp table without
-    # statistics otherwise invites).
+    # The stage is one chunk and the targets are indexed on every joined key, so the only
+    # good plan is: scan the stage, probe the target's index per staged row. Statistics
+    # cannot be trusted to find it (the stage is a fresh temp table; a target truncated or
+    # filled by this very import looks empty), and a wrong plan is quadratic.
     "SET LOCAL enable_hashjoin = off",
     "SET LOCAL enable_mergejoin = off",
+    "SET LOCAL enable_seqscan = off",
 )
 VIOLATIONS = "_bulkflow_violations"
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from bulkflow.errors import InputError
 from schemas.resource import Resource
 from tasks.source import StagedSource
-from tasks.validate import IS_OBJECT, LINE, RAW_RECORD
+from tasks.validate import IS_OBJECT, LINE, RAW_RECORD, format_text_list
 
 BLOCK_BYTES = 8 << 20
 _LINE_SEPARATOR = "\x1f"  # cannot occur unescaped in valid JSON, so each line stays whole
@@ -158,8 +158,7 @@ def _parquet_as_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:
             zoned = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
             col = zoned.dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")
         elif isinstance(dtype, (pl.List, pl.Array)):
-            encoded = pl.struct(col.cast(pl.List(pl.String)).alias("v")).struct.json_encode()
-            col = pl.when(col.is_not_null()).then(encoded.str.slice(5).str.strip_suffix("}"))
+            col = format_text_list(col)
         else:
             col = col.cast(pl.String)
         columns.append(col.alias(name))

@@ -71,6 +71,12 @@ def parse_text_list(text: pl.Expr) -> pl.Expr:
     return well_formed.str.json_decode(pl.List(pl.String))
 
 
+def format_text_list(values: pl.Expr) -> pl.Expr:
+    """List(String) to the JSON array text that `parse_text_list` reads (the CSV encoding)."""
+    encoded = pl.struct(values.cast(pl.List(pl.String)).alias("v")).struct.json_encode()
+    return pl.when(values.is_not_null()).then(encoded.str.slice(5).str.strip_suffix("}"))
+
+
 _PARSERS = {
     "boolean": parse_boolean,
     "timestamp": parse_timestamp,
