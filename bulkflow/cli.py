@@ -43,6 +43,36 @@ def import_command(
         _print_report(report)
 
 
+@app.command("export")
+def export_command(
+    resource: Annotated[str, typer.Argument(help="users, articles or comments")],
+    format: Annotated[str, typer.Option("--format", "-f", help="ndjson, csv, json, parquet")] = "ndjson",
+    output: Annotated[str, typer.Option("--output", "-o", help="file path, fsspec URL, or - for stdout")] = "-",
+    where: Annotated[Optional[list[str]], typer.Option("--where", "-w", help="FIELD=VALUE, FIELD>=VALUE, FIELD<VALUE")] = None,
+    fields: Annotated[Optional[str], typer.Option("--fields", help="comma-separated fields to export")] = None,
+) -> None:
+    """Stream rows out of the database (ordered by id) to a file, a URL or stdout."""
+    import fsspec
+
+    from tasks.export import parse_where, plan_export, stream_export
+
+    with _errors_as_exit():
+        chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+        request = plan_export(resource, format, parse_where(where or []), chosen)
+        with _row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
+            if output == "-":
+                stats = stream_export(request, sys.stdout.buffer, on_rows=on_rows)
+                sys.stdout.buffer.flush()
+            else:
+                with fsspec.open(output, "wb", auto_mkdir=True) as sink:
+                    stats = stream_export(request, sink, on_rows=on_rows)
+    stderr.print(
+        f"exported {stats.rows:,} {resource} rows ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "
+        f"({stats.rows_per_s:,.0f} rows/s)",
+        highlight=False,
+    )
+
+
 @app.command("rejects")
 def rejects_command(
     run: Annotated[str, typer.Argument(help="flow run id or job key of an import")],
@@ -180,6 +210,27 @@ class _progress_bar:
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self.remove()
+            self.progress.stop()
+
+
+class _row_counter:
+    """A live row count on stderr while an export runs (only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if not self.enabled:
+            return None
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("exporting {task.completed:,} rows"), console=stderr)
+        self.progress.start()
+        task_id = self.progress.add_task("export", total=None)
+        return lambda rows: self.progress.update(task_id, completed=rows)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
             self.progress.stop()
 
 

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     allowed_roles: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_ROLES, validation_alias="BULKFLOW_ALLOWED_ROLES"
     )
+    export_url: str | None = Field(default=None, validation_alias="BULKFLOW_EXPORT_URL")
+    """Where async exports are written (a local folder or an fsspec URL such as s3://bucket/prefix);
+    default `BULKFLOW_HOME/exports`."""
+    nightly_cron: str = Field(default="0 2 * * *", validation_alias="BULKFLOW_NIGHTLY_CRON")
     reject_sample_size: int = Field(default=20, ge=0, validation_alias="BULKFLOW_REJECT_SAMPLE")
     port: int = Field(default=3000, validation_alias="PORT")
 
@@ -52,6 +56,9 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no external database is configured and the embedded one is used."""
         return self.database_url is None and self.db_host is None
+
+    def export_root(self) -> str:
+        return (self.export_url or str(Path(self.home).resolve() / "exports")).rstrip("/")
 
     def external_database_url(self) -> str | None:
         """The configured server's URL, or None when the embedded database is to be used."""

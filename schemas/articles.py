@@ -48,4 +48,5 @@ ARTICLES = Resource(
         taken_rule="slug_taken",
     ),
     foreign_keys=(ForeignKey("author_id", "users", "unknown_author"),),
+    filterable=("id", "status", "author_id"),
 )

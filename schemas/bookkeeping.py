@@ -43,4 +43,18 @@ BOOKKEEPING_DDL: tuple[str, ...] = (
         raw text
     )""",
     "CREATE INDEX IF NOT EXISTS import_rejects_job_idx ON import_rejects (job_key, line)",
+    """CREATE TABLE IF NOT EXISTS export_jobs (
+        flow_run_id text PRIMARY KEY,
+        resource text NOT NULL,
+        format text NOT NULL,
+        filters text NOT NULL,
+        fields text NOT NULL,
+        location text NOT NULL,
+        rows bigint,
+        bytes bigint,
+        sha256 text,
+        duration_s double precision,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz
+    )""",
 )

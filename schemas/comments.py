@@ -29,4 +29,5 @@ COMMENTS = Resource(
         ForeignKey("article_id", "articles", "unknown_article"),
         ForeignKey("user_id", "users", "unknown_user"),
     ),
+    filterable=("id", "article_id", "user_id"),
 )

@@ -71,12 +71,30 @@ class Field:
 
 @dataclass(frozen=True)
 class Rule:
-    """A record rule: `violated` is a polars expression, True on the rows that break it."""
+    """A record rule: `violated` is a polars expression, True on the rows that break it.
+
+    `message` may name configuration as `{allowed_roles}`; `describe` fills it in.
+    """
 
     id: str
     field: str
     message: str
     violated: Callable[[RuleContext], pl.Expr]
+
+    def describe(self, context: RuleContext) -> str:
+        return self.message.format(allowed_roles=", ".join(context.allowed_roles))
+
+
+FilterOp = Literal["=", ">=", "<"]
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """An allowed export filter: `key=value` means `field op value`."""
+
+    key: str
+    field: str
+    op: FilterOp
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,8 @@ class Resource:
     rules: tuple[Rule, ...] = ()
     natural_key: NaturalKey | None = None
     foreign_keys: tuple[ForeignKey, ...] = ()
+    filterable: tuple[str, ...] = ()
+    """Fields exports may filter on by equality; timestamps get ranges automatically."""
     extra_ddl: tuple[str, ...] = field(default=())
 
     @property
@@ -138,6 +158,23 @@ class Resource:
         nk = self.natural_key.field
         message = f"id and {nk} are both missing: the record cannot be upserted idempotently"
         return Rule("missing_id", "id", message, lambda ctx: ~present("id") & ~present(nk))
+
+    def filters(self) -> dict[str, FilterSpec]:
+        """Every filter key exports accept: `field` (equality) for the filterable fields;
+        `<ts>_from` (>=), `<ts>_to` (<) and `<name>_since` (>=) for timestamps `<name>_at`."""
+        specs = {name: FilterSpec(name, name, "=") for name in self.filterable}
+        for f in self.fields:
+            if f.kind != "timestamp":
+                continue
+            specs[f"{f.name}_from"] = FilterSpec(f"{f.name}_from", f.name, ">=")
+            specs[f"{f.name}_to"] = FilterSpec(f"{f.name}_to", f.name, "<")
+            if f.name.endswith("_at"):
+                since = f.name.removesuffix("_at") + "_since"
+                specs[since] = FilterSpec(since, f.name, ">=")
+        return specs
+
+    def kind_of(self, name: str) -> FieldKind:
+        return next(f.kind for f in self.fields if f.name == name)
 
     def polars_schema(self) -> dict[str, pl.DataType]:
         return {f.name: POLARS_TYPES[f.kind] for f in self.fields}

@@ -30,7 +30,7 @@ USERS = Resource(
         Rule(
             "invalid_role",
             "role",
-            "role must be one of the allowed roles (BULKFLOW_ALLOWED_ROLES)",
+            "role must be one of {allowed_roles}",
             lambda ctx: present("role") & ~pl.col("role").is_in(list(ctx.allowed_roles)),
         ),
     ),
@@ -40,4 +40,5 @@ USERS = Resource(
         sql="lower(email)",
         taken_rule="email_taken",
     ),
+    filterable=("id", "role", "active"),
 )

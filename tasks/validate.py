@@ -112,15 +112,14 @@ def flag_rules(resource: Resource, context: RuleContext, coerced: pl.LazyFrame) 
     )
 
 
-def rule_rejects(resource: Resource, flagged: pl.DataFrame) -> pl.DataFrame:
+def rule_rejects(resource: Resource, context: RuleContext, flagged: pl.DataFrame) -> pl.DataFrame:
     """One reject entry per violated rule per row: every failing rule is reported."""
     parts = []
     for i, rule in enumerate(resource.all_rules()):
         hits = flagged.filter(pl.col(_flag(i)))
         if hits.height:
-            parts.append(
-                reject_entries(hits, resource, field=rule.field, rule=rule.id, message=rule.message)
-            )
+            message = rule.describe(context)
+            parts.append(reject_entries(hits, resource, field=rule.field, rule=rule.id, message=message))
     return pl.concat(parts) if parts else empty_rejects()
 
 
@@ -260,6 +259,17 @@ class CheckedChunk:
         return reject_entries(text, resource, field=field, rule=rule, message=message)
 
 
+def violated_rules(resource: Resource, context: RuleContext, record: dict[str, str | None]) -> list[str]:
+    """Messages of the rules one record breaks (used to check filter values)."""
+    frame = pl.DataFrame([record], schema={k: pl.String for k in record})
+    flagged = flag_rules(resource, context, coerce(resource, frame.lazy())).collect()
+    return [
+        rule.describe(context)
+        for i, rule in enumerate(resource.all_rules())
+        if rule.field in record and flagged.get_column(_flag(i)).item()
+    ]
+
+
 def check_chunk(
     resource: Resource, context: RuleContext, index: int, chunk: pl.DataFrame, seen: SeenKeys
 ) -> CheckedChunk:
@@ -268,7 +278,7 @@ def check_chunk(
     flagged = flag_rules(resource, context, coerce(resource, readable.lazy())).collect()
     marked = mark_duplicates(resource, flagged, seen)
     rejects = pl.concat(
-        [malformed_rejects(resource, malformed), rule_rejects(resource, flagged), duplicate_rejects(resource, marked)]
+        [malformed_rejects(resource, malformed), rule_rejects(resource, context, flagged), duplicate_rejects(resource, marked)]
     )
     rows = marked.filter(pl.col(OK)).select(LINE, *resource.field_names)
     return CheckedChunk(index=index, rows_read=chunk.height, rows=rows, rejects=rejects, source=readable)

@@ -1,0 +1,33 @@
+"""Export flows: only wiring. The streaming core lives in `tasks/export.py`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.import_flow import ResourceName
+from schemas import RESOURCES
+from tasks.export import ExportFormat, plan_export
+from tasks.export_jobs import publish_export, write_export
+
+
+@flow(name="export", flow_run_name="export-{resource}-{format}", validate_parameters=True)
+def export_flow(
+    resource: ResourceName,
+    format: ExportFormat = "parquet",
+    filters: dict[str, str] | None = None,
+    fields: list[str] | None = None,
+) -> dict[str, Any]:
+    """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest."""
+    request = plan_export(resource, format, filters, fields)
+    manifest = write_export(request, str(flow_run.id))
+    publish_export(manifest)
+    return manifest
+
+
+@flow(name="nightly-export", validate_parameters=True)
+def nightly_export(format: ExportFormat = "parquet") -> list[dict[str, Any]]:
+    """A snapshot of every resource (the nightly deployment runs this)."""
+    return [export_flow(resource=name, format=format) for name in RESOURCES]  # type: ignore[arg-type]

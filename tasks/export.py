@@ -1,0 +1,257 @@
+"""The streaming export core, shared by the CLI, the export flow and the HTTP API.
+
+Rows come from PostgreSQL as Arrow record batches (ADBC streams them with binary COPY)
+and are written batch by batch, so memory stays flat whatever the table size. Order is
+stable (by id). Timestamps are ISO-8601 UTC; `tags` is a JSON array in NDJSON/JSON and
+CSV (the encoding our import reads back) and a list column in Parquet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Literal, get_args
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bulkflow.db import connect
+from bulkflow.errors import ParameterError
+from bulkflow.settings import get_settings
+from schemas import get_resource
+from schemas.resource import FilterOp, Resource, RuleContext
+from tasks.validate import format_text_list, parse_boolean, parse_timestamp, violated_rules
+
+ExportFormat = Literal["ndjson", "csv", "json", "parquet"]
+EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+CONTENT_TYPES: dict[str, str] = {
+    "ndjson": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "parquet": "application/vnd.apache.parquet",
+}
+_TIMESTAMP_TEXT = "%Y-%m-%dT%H:%M:%S%.6f%:z"
+_WHERE = re.compile(r"^\s*(\w+)\s*(>=|<|=)\s*(.*)$")
+_OPERATOR_SUFFIX = {"=": "", ">=": "_from", "<": "_to"}
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: FilterOp
+    value: object
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    resource: Resource
+    format: ExportFormat
+    conditions: tuple[Condition, ...] = ()
+    fields: tuple[str, ...] = ()
+    filters: dict[str, str] = field(default_factory=dict)
+    """The filters as the user gave them (for manifests and logs)."""
+
+
+@dataclass(frozen=True)
+class ExportStats:
+    rows: int
+    bytes: int
+    duration_s: float
+    sha256: str | None
+
+    @property
+    def rows_per_s(self) -> float:
+        return round(self.rows / self.duration_s, 1) if self.duration_s > 0 else 0.0
+
+
+def parse_where(expressions: Sequence[str]) -> dict[str, str]:
+    """CLI `--where` expressions (`role=admin`, `created_at>=2024-01-01`) to filter keys."""
+    filters: dict[str, str] = {}
+    for expression in expressions:
+        match = _WHERE.match(expression)
+        if not match:
+            raise ParameterError(f"cannot read --where {expression!r}: write FIELD=VALUE, FIELD>=VALUE or FIELD<VALUE")
+        name, op, value = match.groups()
+        filters[name + _OPERATOR_SUFFIX[op]] = value
+    return filters
+
+
+def plan_export(
+    resource: str,
+    format: str = "ndjson",
+    filters: Mapping[str, str] | None = None,
+    fields: Sequence[str] | None = None,
+) -> ExportRequest:
+    """Check an export's parameters against the resource's declared filters and fields."""
+    definition = get_resource(resource)
+    if format not in EXPORT_FORMATS:
+        raise ParameterError(f"unknown format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    chosen = tuple(fields) if fields else tuple(definition.field_names)
+    unknown = [f for f in chosen if f not in definition.field_names]
+    if unknown:
+        raise ParameterError(
+            f"unknown field(s) {', '.join(unknown)} for {resource}: choose from {', '.join(definition.field_names)}"
+        )
+    conditions = tuple(_condition(definition, key, value) for key, value in (filters or {}).items())
+    return ExportRequest(definition, format, conditions, chosen, dict(filters or {}))  # type: ignore[arg-type]
+
+
+def _condition(resource: Resource, key: str, text: str) -> Condition:
+    spec = resource.filters().get(key)
+    if spec is None:
+        raise ParameterError(
+            f"unknown filter {key!r} for {resource.name}: allowed are {', '.join(resource.filters())}"
+        )
+    context = RuleContext(allowed_roles=get_settings().allowed_roles)
+    problems = violated_rules(resource, context, {spec.field: text})
+    kind = resource.kind_of(spec.field)
+    parsed = _typed(kind, text)
+    if problems or parsed is None:
+        reason = problems[0] if problems else f"{spec.field} needs a value"
+        raise ParameterError(f"bad value {text!r} for filter {key}: {reason}")
+    return Condition(spec.field, spec.op, parsed)
+
+
+def _typed(kind: str, text: str) -> object:
+    if kind == "boolean":
+        return pl.select(parse_boolean(pl.lit(text))).item()
+    if kind == "timestamp":
+        return pl.select(parse_timestamp(pl.lit(text, pl.String))).item()
+    return text if text.strip() else None
+
+
+def export_sql(request: ExportRequest) -> tuple[str, tuple[object, ...]]:
+    """The SELECT of an export; every value is a bound parameter."""
+    where = [f"{c.field} {c.op} ${i}" for i, c in enumerate(request.conditions, start=1)]
+    sql = f"SELECT {', '.join(request.fields)} FROM {request.resource.name}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + " ORDER BY id", tuple(c.value for c in request.conditions)
+
+
+class _MeteredSink(io.RawIOBase):
+    """Counts (and optionally hashes) the bytes written through it."""
+
+    def __init__(self, sink: IO[bytes], digest: bool) -> None:
+        super().__init__()
+        self.sink = sink
+        self.bytes = 0
+        self.hash = hashlib.sha256() if digest else None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        data = bytes(data)
+        self.sink.write(data)
+        self.bytes += len(data)
+        if self.hash is not None:
+            self.hash.update(data)
+        return len(data)
+
+
+def stream_export(
+    request: ExportRequest,
+    sink: IO[bytes],
+    *,
+    digest: bool = False,
+    on_rows: Callable[[int], None] | None = None,
+) -> ExportStats:
+    """Query the database and write the export to `sink` batch by batch; returns rows,
+    bytes, duration (and sha256). `on_rows` gets the running row count (progress bars)."""
+    started = time.perf_counter()
+    sql, parameters = export_sql(request)
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(sql, parameters=parameters or None)
+        batches = (pl.from_arrow(batch) for batch in cur.fetch_record_batch())
+        rows, size, sha256 = write_batches(request, batches, sink, digest=digest, on_rows=on_rows)  # type: ignore[arg-type]
+    return ExportStats(rows, size, round(time.perf_counter() - started, 3), sha256)
+
+
+def write_batches(
+    request: ExportRequest,
+    batches: Iterable[pl.DataFrame],
+    sink: IO[bytes],
+    *,
+    digest: bool = False,
+    on_rows: Callable[[int], None] | None = None,
+) -> tuple[int, int, str | None]:
+    """Write typed batches in the request's format: (rows, bytes, sha256 or None)."""
+    metered = _MeteredSink(sink, digest)
+    writer = _WRITERS[request.format](metered, request)
+    rows = 0
+    for frame in batches:
+        if frame.height:
+            writer.write(frame)
+            rows += frame.height
+            if on_rows is not None:
+                on_rows(rows)
+    writer.close()
+    return rows, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None
+
+
+class _NdjsonWriter:
+    def __init__(self, sink: _MeteredSink, request: ExportRequest) -> None:
+        self.sink = sink
+
+    def write(self, frame: pl.DataFrame) -> None:
+        self.sink.write(frame.write_ndjson().encode())
+
+    def close(self) -> None:
+        return None
+
+
+class _JsonArrayWriter(_NdjsonWriter):
+    """One JSON array, written element by element (NDJSON lines joined by commas)."""
+
+    def __init__(self, sink: _MeteredSink, request: ExportRequest) -> None:
+        super().__init__(sink, request)
+        self.sink.write(b"[")
+        self.first = True
+
+    def write(self, frame: pl.DataFrame) -> None:
+        lines = frame.write_ndjson().rstrip("\n").replace("\n", ",\n")
+        self.sink.write(("\n" if self.first else ",\n").encode() + lines.encode())
+        self.first = False
+
+    def close(self) -> None:
+        self.sink.write(b"\n]\n" if not self.first else b"]\n")
+
+
+class _CsvWriter:
+    def __init__(self, sink: _MeteredSink, request: ExportRequest) -> None:
+        self.sink = sink
+        self.header = True
+        self.fields = request.fields
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if "tags" in frame.columns:
+            frame = frame.with_columns(format_text_list(pl.col("tags")).alias("tags"))
+        text = frame.write_csv(include_header=self.header, datetime_format=_TIMESTAMP_TEXT)
+        self.sink.write(text.encode())
+        self.header = False
+
+    def close(self) -> None:
+        if self.header:  # no rows: still a header, so the file says what it holds
+            self.sink.write((",".join(self.fields) + "\n").encode())
+
+
+class _ParquetWriter:
+    def __init__(self, sink: _MeteredSink, request: ExportRequest) -> None:
+        schema = request.resource.polars_schema()
+        self.empty = pl.DataFrame(schema={f: schema[f] for f in request.fields})
+        self.writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), self.empty.to_arrow().schema)
+
+    def write(self, frame: pl.DataFrame) -> None:
+        self.writer.write_table(frame.cast(self.empty.schema).to_arrow())  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+_WRITERS = {"ndjson": _NdjsonWriter, "json": _JsonArrayWriter, "csv": _CsvWriter, "parquet": _ParquetWriter}

@@ -1,0 +1,128 @@
+"""Async exports: write to storage through fsspec, keep a manifest, look a job up by run id."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import fsspec
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from bulkflow.db import connect
+from bulkflow.errors import retry_condition
+from bulkflow.settings import get_settings
+from tasks.export import ExportRequest, stream_export
+from tasks.report import artifact_key
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def export_location(request: ExportRequest, run_id: str) -> str:
+    """Storage path of an export: named after the flow run, so a retry overwrites, never duplicates."""
+    return f"{get_settings().export_root()}/{request.resource.name}-{run_id}.{request.format}"
+
+
+@task(name="write-export", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+def write_export(request: ExportRequest, run_id: str) -> dict[str, Any]:
+    """Stream the export to storage, then record and return its manifest."""
+    location = export_location(request, run_id)
+    _record_start(request, run_id, location)
+    with fsspec.open(location, "wb", auto_mkdir=True) as sink:
+        stats = stream_export(request, sink, digest=True)
+    manifest = {
+        "job_id": run_id,
+        "resource": request.resource.name,
+        "format": request.format,
+        "filters": request.filters,
+        "fields": list(request.fields),
+        "rows": stats.rows,
+        "bytes": stats.bytes,
+        "sha256": stats.sha256,
+        "duration_s": stats.duration_s,
+        "rows_per_s": stats.rows_per_s,
+        "location": location,
+    }
+    with fsspec.open(location + MANIFEST_SUFFIX, "w") as fh:
+        json.dump(manifest, fh, indent=2)
+    _record_finish(run_id, manifest)
+    get_run_logger().info(
+        "exported %d %s rows as %s: %d bytes in %.2fs (%.0f rows/s) to %s",
+        stats.rows, request.resource.name, request.format, stats.bytes, stats.duration_s, stats.rows_per_s, location,
+    )
+    return manifest
+
+
+def publish_export(manifest: dict[str, Any]) -> None:
+    """A link artifact to the file and a table artifact with the manifest."""
+    key = artifact_key("export", manifest["resource"], manifest["format"])
+    create_link_artifact(link=manifest["location"], link_text=manifest["location"], key=key + "-file")
+    create_table_artifact(
+        table=[{"field": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)} for k, v in manifest.items()],
+        key=key + "-manifest",
+        description=f"Export of {manifest['resource']} as {manifest['format']}",
+    )
+
+
+def _record_start(request: ExportRequest, run_id: str, location: str) -> None:
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, location) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flow_run_id) DO NOTHING",
+            parameters=(run_id, request.resource.name, request.format, json.dumps(request.filters),
+                        json.dumps(list(request.fields)), location),
+        )
+        conn.commit()
+
+
+def _record_finish(run_id: str, manifest: dict[str, Any]) -> None:
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, finished_at = now() "
+            "WHERE flow_run_id = $1",
+            parameters=(run_id, manifest["rows"], manifest["bytes"], manifest["sha256"], manifest["duration_s"]),
+        )
+        conn.commit()
+
+
+def find_export(job_id: str) -> dict[str, Any] | None:
+    """An export job by flow run id: status (from Prefect), manifest once written, location."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT resource, format, filters, fields, location, rows, bytes, sha256, duration_s, finished_at "
+            "FROM export_jobs WHERE flow_run_id = $1",
+            parameters=(job_id,),
+        )
+        row = cur.fetchone()
+    status = _flow_run_status(job_id)
+    if row is None and status is None:
+        return None
+    job: dict[str, Any] = {"job_id": job_id, "status": status or "unknown", "manifest": None, "location": None}
+    if row is not None:
+        resource, fmt, filters, fields, location, rows, size, sha256, duration, finished = row
+        job["location"] = location
+        if finished is not None:
+            job["manifest"] = {
+                "resource": resource, "format": fmt, "filters": json.loads(filters), "fields": json.loads(fields),
+                "rows": rows, "bytes": size, "sha256": sha256, "duration_s": duration, "location": location,
+            }
+    return job
+
+
+def _flow_run_status(job_id: str) -> str | None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run_id = UUID(job_id)
+    except ValueError:
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(run_id).state
+        except ObjectNotFound:
+            return None
+    return state.type.value.lower() if state is not None else None

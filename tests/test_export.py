@@ -1,0 +1,155 @@
+"""Exports: every format round-trips through our import; filters, fields, refusals; the flow."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from bulkflow.cli import app
+from bulkflow.errors import ParameterError
+from flows.export_flow import export_flow
+from flows.import_flow import import_flow
+from tasks.export import EXPORT_FORMATS, parse_where, plan_export, stream_export
+from tasks.export_jobs import MANIFEST_SUFFIX, find_export
+from tests.helpers import snapshot, sql
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+DATA = Path(__file__).resolve().parent.parent / "data"
+ODD = ["Zoë “quoted”, comma", 'a "b" c', "line one\nline two", "tab\there", "  leading", "emoji 🎉", "back\\slash"]
+
+
+def load_samples() -> None:
+    import_flow(resource="users", source=str(DATA / "users.csv"))
+    import_flow(resource="articles", source=str(DATA / "articles.ndjson"))
+    import_flow(resource="comments", source=str(DATA / "comments.ndjson"))
+
+
+def add_odd_rows() -> None:
+    """Rows with odd strings, unicode, empty tags and nulls, through our own import."""
+    lines = [
+        json.dumps({"id": f"odd_{i}", "email": f"odd{i}@example.com", "name": text, "role": "reader",
+                    "active": None if i % 2 else True, "created_at": "2024-02-29T23:59:59.123456+05:30"})
+        for i, text in enumerate(ODD)
+    ]
+    articles = [
+        json.dumps({"id": f"art_odd_{i}", "slug": f"odd-{i}", "title": text, "body": text, "author_id": f"odd_{i}",
+                    "tags": [text, ""] if i % 2 else [], "status": "published", "published_at": "2024-01-01"})
+        for i, text in enumerate(ODD)
+    ]
+    users_file, articles_file = Path("/tmp") / "odd_users.ndjson", Path("/tmp") / "odd_articles.ndjson"
+    users_file.write_text("\n".join(lines) + "\n")
+    articles_file.write_text("\n".join(articles) + "\n")
+    assert import_flow(resource="users", source=str(users_file))["rejected"] == 0
+    assert import_flow(resource="articles", source=str(articles_file))["rejected"] == 0
+
+
+@pytest.mark.parametrize("format", EXPORT_FORMATS)
+def test_every_format_round_trips_exactly(format: str, tmp_path: Path) -> None:
+    load_samples()
+    add_odd_rows()
+    before = snapshot()
+    files = {}
+    for resource in ("users", "articles", "comments"):
+        files[resource] = tmp_path / f"{resource}.{format}"
+        with open(files[resource], "wb") as sink:
+            stats = stream_export(plan_export(resource, format), sink)
+        assert stats.rows == before[resource].height
+    sql("TRUNCATE comments, articles, users, import_rejects, import_chunks, import_runs, import_jobs CASCADE")
+    for resource, path in files.items():
+        report = import_flow(resource=resource, source=str(path))
+        assert report["rejected"] == 0, report["rejects_by_rule"]
+    after = snapshot()
+    for resource in before:
+        assert after[resource].equals(before[resource]), resource
+
+
+def test_filters_and_fields() -> None:
+    load_samples()
+    buffer = io.BytesIO()
+    stream_export(plan_export("users", "csv", parse_where(["role=admin"]), ["id", "email"]), buffer)
+    assert buffer.getvalue().decode().splitlines() == ["id,email", "usr_alice,alice@example.com"]
+    buffer = io.BytesIO()
+    request = plan_export("articles", "ndjson", {"status": "published", "published_since": "2024-03-02"}, ["slug"])
+    stream_export(request, buffer)
+    assert [json.loads(line) for line in buffer.getvalue().splitlines()] == [{"slug": "unicode-title"}]
+    buffer = io.BytesIO()
+    stream_export(plan_export("users", "json", {"active": "false"}, ["id"]), buffer)
+    assert json.loads(buffer.getvalue()) == [{"id": "usr_carol"}, {"id": "usr_oscar"}]
+    buffer = io.BytesIO()
+    stream_export(plan_export("comments", "json", {"user_id": "nobody"}), buffer)
+    assert json.loads(buffer.getvalue()) == []
+
+
+@pytest.mark.parametrize(
+    ("resource", "filters", "fields", "message"),
+    [
+        ("users", {"colour": "red"}, None, "unknown filter 'colour' for users: allowed are id, role, active"),
+        ("users", {"role": "manager"}, None, "role must be one of admin, author, editor, reader"),
+        ("users", {"active": "maybe"}, None, "active must be true or false"),
+        ("users", {"updated_since": "last week"}, None, "must be an ISO-8601 timestamp"),
+        ("articles", {"status": "pending"}, None, "status must be one of draft, published, archived"),
+        ("articles", {"role": "admin"}, None, "unknown filter 'role'"),
+        ("users", {}, ["id", "password"], "unknown field(s) password"),
+        ("widgets", {}, None, "unknown resource"),
+    ],
+)
+def test_refusals_name_what_is_allowed(resource: str, filters: dict, fields: list | None, message: str) -> None:
+    with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_export(resource, "ndjson", filters, fields)
+
+
+def test_filter_values_are_bound_parameters_not_sql() -> None:
+    load_samples()
+    buffer = io.BytesIO()
+    stream_export(plan_export("users", "ndjson", {"id": "x' OR '1'='1"}), buffer)
+    assert buffer.getvalue() == b""
+
+
+def test_cli_export_to_stdout_and_refusal() -> None:
+    load_samples()
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "users", "--where", "role=admin", "--fields", "id,email", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["id,email", "usr_alice,alice@example.com"]
+    refused = runner.invoke(app, ["export", "users", "--where", "colour=red"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip().startswith("error: unknown filter 'colour'")
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_export_flow_writes_a_manifest_matching_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bulkflow.settings import get_settings
+
+    monkeypatch.setenv("BULKFLOW_EXPORT_URL", str(tmp_path / "exports"))
+    get_settings.cache_clear()
+    try:
+        load_samples()
+        manifest = export_flow(resource="users", format="csv", filters={"active": "true"}, fields=["id", "email"])
+    finally:
+        monkeypatch.delenv("BULKFLOW_EXPORT_URL")
+        get_settings.cache_clear()
+    path = Path(manifest["location"])
+    assert path.parent == tmp_path / "exports" and manifest["job_id"] in path.name
+    content = path.read_bytes()
+    assert manifest["sha256"] == hashlib.sha256(content).hexdigest()
+    assert manifest["bytes"] == len(content)
+    assert manifest["rows"] == len(content.decode().splitlines()) - 1 == 4
+    assert json.loads(Path(str(path) + MANIFEST_SUFFIX).read_text())["sha256"] == manifest["sha256"]
+    job = find_export(manifest["job_id"])
+    assert job is not None and job["status"] == "completed"
+    assert job["manifest"]["rows"] == 4 and job["location"] == manifest["location"]
+    assert find_export("00000000-0000-0000-0000-000000000000") is None
+
+
+def test_nightly_deployment_definition() -> None:
+    from deployments.nightly import nightly_deployment
+
+    deployment = nightly_deployment()
+    assert deployment.name == "nightly-parquet"
+    assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 2 * * *"
