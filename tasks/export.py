@@ -12,6 +12,7 @@ import hashlib
 import io
 import re
 import time
+from datetime import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Literal, get_args
@@ -24,7 +25,7 @@ from bulkflow.db import connect
 from bulkflow.errors import ParameterError
 from bulkflow.settings import get_settings
 from schemas import get_resource
-from schemas.resource import FilterOp, Resource, RuleContext
+from schemas.resource import PG_TYPES, FilterOp, Resource, RuleContext
 from tasks.validate import format_text_list, parse_boolean, parse_timestamp, violated_rules
 
 ExportFormat = Literal["ndjson", "csv", "json", "parquet"]
@@ -125,13 +126,31 @@ def _typed(kind: str, text: str) -> object:
     return text if text.strip() else None
 
 
-def export_sql(request: ExportRequest) -> tuple[str, tuple[object, ...]]:
-    """The SELECT of an export; every value is a bound parameter."""
-    where = [f"{c.field} {c.op} ${i}" for i, c in enumerate(request.conditions, start=1)]
+def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:
+    """The SELECT of an export and its filter values, which travel as bound parameters.
+
+    The values are bound into transaction-local settings (`set_config($1, $2, true)`) and
+    read back with a cast: a query without parameters is one ADBC can stream with binary
+    COPY, whereas a parameterised one is materialised whole in memory first.
+    """
+    where, values = [], {}
+    for i, condition in enumerate(request.conditions, start=1):
+        name = f"bulkflow.filter_{i}"
+        pg_type = PG_TYPES[request.resource.kind_of(condition.field)]
+        where.append(f"{condition.field} {condition.op} current_setting('{name}')::{pg_type}")
+        values[name] = _as_text(condition.value)
     sql = f"SELECT {', '.join(request.fields)} FROM {request.resource.name}"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return sql + " ORDER BY id", tuple(c.value for c in request.conditions)
+    return sql + " ORDER BY id", values
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 class _MeteredSink(io.RawIOBase):
@@ -165,9 +184,11 @@ def stream_export(
     """Query the database and write the export to `sink` batch by batch; returns rows,
     bytes, duration (and sha256). `on_rows` gets the running row count (progress bars)."""
     started = time.perf_counter()
-    sql, parameters = export_sql(request)
+    sql, values = export_sql(request)
     with connect() as conn, conn.cursor() as cur:
-        cur.execute(sql, parameters=parameters or None)
+        for name, value in values.items():
+            cur.execute("SELECT set_config($1, $2, true)", parameters=(name, value))
+        cur.execute(sql)
         batches = (pl.from_arrow(batch) for batch in cur.fetch_record_batch())
         rows, size, sha256 = write_batches(request, batches, sink, digest=digest, on_rows=on_rows)  # type: ignore[arg-type]
     return ExportStats(rows, size, round(time.perf_counter() - started, 3), sha256)
