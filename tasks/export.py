@@ -221,7 +221,7 @@ class _NdjsonWriter:
         self.sink = sink
 
     def write(self, frame: pl.DataFrame) -> None:
-        self.sink.write(frame.write_ndjson().encode())
+        frame.write_ndjson(self.sink)  # type: ignore[arg-type]
 
     def close(self) -> None:
         return None
@@ -253,8 +253,7 @@ class _CsvWriter:
     def write(self, frame: pl.DataFrame) -> None:
         if "tags" in frame.columns:
             frame = frame.with_columns(format_text_list(pl.col("tags")).alias("tags"))
-        text = frame.write_csv(include_header=self.header, datetime_format=_TIMESTAMP_TEXT)
-        self.sink.write(text.encode())
+        frame.write_csv(self.sink, include_header=self.header, datetime_format=_TIMESTAMP_TEXT)  # type: ignore[arg-type]
         self.header = False
 
     def close(self) -> None:
