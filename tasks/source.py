@@ -9,19 +9,24 @@ recognised whatever the file is called.
 from __future__ import annotations
 
 import codecs
+import gzip
+import io
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, get_args
 
 import fsspec
+import httpx
 import polars as pl
 
-from bulkflow.errors import InputError, ParameterError
+from bulkflow.errors import InputError, ParameterError, RetryableError
 from bulkflow.settings import get_settings
 
 Format = Literal["csv", "ndjson", "json", "parquet"]
@@ -36,6 +41,7 @@ _EXTENSIONS: dict[str, Format] = {
 }
 _COMPRESSIONS = {".gz": "gzip"}
 _BLOCK = 1 << 20
+_HTTP_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
 
 @dataclass(frozen=True)
@@ -106,20 +112,60 @@ def _stage_copy(source: str, fmt: Format, compression: str | None) -> StagedSour
     read_as: Format = "ndjson" if fmt == "json" else fmt
     fd, name = tempfile.mkstemp(dir=staging, suffix=f".{read_as}")
     try:
-        with fsspec.open(source, "rb", compression=compression) as src, os.fdopen(fd, "wb") as dst:
+        with _open_source(source, compression) as src, os.fdopen(fd, "wb") as dst:
             if fmt == "json":
                 digest, size = _json_array_to_ndjson(src, dst, source)
             else:
                 digest, size = _checked_copy(src, dst, text=fmt != "parquet", source=source)
     except (OSError, EOFError, ValueError) as exc:
         Path(name).unlink(missing_ok=True)
-        if isinstance(exc, InputError):
-            raise
         raise InputError(f"cannot read {source}: {exc}") from exc
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
     return StagedSource(source, Path(name), read_as, fmt, digest, size, temporary=True)
+
+
+@contextmanager
+def _open_source(source: str, compression: str | None) -> Iterator[IO[bytes]]:
+    """A binary stream of the source's (decompressed) content.
+
+    http(s) goes through httpx (a Prefect dependency, streamed); other URLs through fsspec
+    (s3:// and friends need their fsspec package installed)."""
+    if not source.lower().startswith(("http://", "https://")):
+        with fsspec.open(source, "rb", compression=compression) as stream:
+            yield stream
+        return
+    try:
+        with httpx.stream("GET", source, follow_redirects=True, timeout=_HTTP_TIMEOUT) as response:
+            if response.status_code >= 400:
+                raise InputError(f"cannot download {source}: HTTP {response.status_code}")
+            raw = io.BufferedReader(_IteratorReader(response.iter_bytes()), buffer_size=_BLOCK)
+            yield gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw  # type: ignore[misc]
+    except httpx.TransportError as exc:
+        raise RetryableError(f"cannot download {source}: {exc}") from exc
+
+
+class _IteratorReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self.chunks = chunks
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        while not self.pending:
+            try:
+                self.pending = next(self.chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self.pending))
+        buffer[:size], self.pending = self.pending[:size], self.pending[size:]
+        return size
 
 
 def _checked_copy(src: IO[bytes], dst: IO[bytes] | None, *, text: bool, source: str) -> tuple[str, int]:
