@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import warnings
-from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc

@@ -12,9 +12,9 @@ import hashlib
 import io
 import re
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Literal, get_args
 
 import polars as pl

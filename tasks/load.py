@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
-import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -190,9 +189,4 @@ def _save_rejects(conn: Connection, job_key: str, index: int, rejects: pl.DataFr
         pl.lit(job_key).alias("job_key"), pl.lit(index, pl.Int32).alias("chunk_index"), pl.all()
     ).to_arrow()
     with conn.cursor() as cur:
-        cur.adbc_ingest("import_rejects", _as_large_safe(table), mode="append")
-
-
-def _as_large_safe(table: pa.Table) -> pa.Table:
-    """polars exports large_string; ADBC ingests both, but keep plain strings for COPY."""
-    return table.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type) for f in table.schema]))
+        cur.adbc_ingest("import_rejects", table, mode="append")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import io
 import hashlib
+import io
 import json
 import os
 import shutil

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -101,7 +101,7 @@ def test_parquet_typed_columns_become_the_text_the_parsers_read(tmp_path: Path) 
     path = tmp_path / "a.parquet"
     pl.DataFrame(
         {"id": ["a1"], "slug": ["s"], "tags": [["x", 'q"y']], "status": ["published"],
-         "published_at": [datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)]},
+         "published_at": [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)]},
     ).write_parquet(path)
     [chunk] = chunks(path, resource="articles")
     row = chunk.row(0, named=True)
