@@ -233,3 +233,10 @@ def test_import_from_an_http_url(tmp_path: Path) -> None:
     assert report["source"] == url
     staging = Path(os.environ["BULKFLOW_HOME"]) / "staging"
     assert not any(staging.iterdir())  # the staged copy is removed after the run
+
+
+def test_header_only_file_completes_with_zero_rows(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("id,email,role\r\n")
+    report = run("users", path)
+    assert (report["status"], report["rows_read"], report["chunks"]) == ("completed", 0, 0)

@@ -39,6 +39,7 @@ def test_csv_bom_crlf_quotes_and_physical_line_numbers(tmp_path: Path) -> None:
     )
     [chunk] = chunks(path)
     assert chunk["_line"].to_list() == [2, 3, 5]
+    assert chunk["id"].to_list() == ["u1", "u2", "u3"]  # the BOM is not part of the first name
     assert chunk["name"].to_list() == ["Smith, J", 'two\r\nlines "quoted"', None]
     assert read_columns(stage_source(str(path))) == ["id", "email", "name", "role"]
 
