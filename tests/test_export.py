@@ -29,7 +29,7 @@ def load_samples() -> None:
     import_flow(resource="comments", source=str(DATA / "comments.ndjson"))
 
 
-def add_odd_rows() -> None:
+def add_odd_rows(folder: Path) -> None:
     """Rows with odd strings, unicode, empty tags and nulls, through our own import."""
     lines = [
         json.dumps({"id": f"odd_{i}", "email": f"odd{i}@example.com", "name": text, "role": "reader",
@@ -41,7 +41,7 @@ def add_odd_rows() -> None:
                     "tags": [text, ""] if i % 2 else [], "status": "published", "published_at": "2024-01-01"})
         for i, text in enumerate(ODD)
     ]
-    users_file, articles_file = Path("/tmp") / "odd_users.ndjson", Path("/tmp") / "odd_articles.ndjson"
+    users_file, articles_file = folder / "odd_users.ndjson", folder / "odd_articles.ndjson"
     users_file.write_text("\n".join(lines) + "\n")
     articles_file.write_text("\n".join(articles) + "\n")
     assert import_flow(resource="users", source=str(users_file))["rejected"] == 0
@@ -51,7 +51,7 @@ def add_odd_rows() -> None:
 @pytest.mark.parametrize("format", EXPORT_FORMATS)
 def test_every_format_round_trips_exactly(format: str, tmp_path: Path) -> None:
     load_samples()
-    add_odd_rows()
+    add_odd_rows(tmp_path)
     before = snapshot()
     files = {}
     for resource in ("users", "articles", "comments"):
