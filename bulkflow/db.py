@@ -90,6 +90,20 @@ def connect(*, migrate: bool = True) -> Iterator[Connection]:
         conn.close()
 
 
+def execute(statement: str, parameters: tuple[object, ...] = ()) -> None:
+    """Run one statement in its own transaction and commit it."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(statement, parameters=parameters or None)
+        conn.commit()
+
+
+def query_one(statement: str, parameters: tuple[object, ...] = ()) -> tuple | None:
+    """The first row of a query, or None."""
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(statement, parameters=parameters or None)
+        return cur.fetchone()
+
+
 def execute_all(conn: Connection, statements: tuple[str, ...] | list[str]) -> None:
     """Run statements one by one (ADBC prepares each, so no multi-statement strings)."""
     with conn.cursor() as cur:

@@ -12,7 +12,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from bulkflow.db import connect
+from bulkflow.db import execute, query_one
 from bulkflow.errors import retry_condition
 from bulkflow.settings import get_settings
 from tasks.export import ExportRequest, stream_export
@@ -68,35 +68,29 @@ def publish_export(manifest: dict[str, Any]) -> None:
 
 
 def _record_start(request: ExportRequest, run_id: str, location: str) -> None:
-    with connect() as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, location) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flow_run_id) DO NOTHING",
-            parameters=(run_id, request.resource.name, request.format, json.dumps(request.filters),
-                        json.dumps(list(request.fields)), location),
-        )
-        conn.commit()
+    execute(
+        "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, location) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flow_run_id) DO NOTHING",
+        (run_id, request.resource.name, request.format, json.dumps(request.filters),
+         json.dumps(list(request.fields)), location),
+    )
 
 
 def _record_finish(run_id: str, manifest: dict[str, Any]) -> None:
-    with connect() as conn, conn.cursor() as cur:
-        cur.execute(
-            "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, finished_at = now() "
-            "WHERE flow_run_id = $1",
-            parameters=(run_id, manifest["rows"], manifest["bytes"], manifest["sha256"], manifest["duration_s"]),
-        )
-        conn.commit()
+    execute(
+        "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, finished_at = now() "
+        "WHERE flow_run_id = $1",
+        (run_id, manifest["rows"], manifest["bytes"], manifest["sha256"], manifest["duration_s"]),
+    )
 
 
 def find_export(job_id: str) -> dict[str, Any] | None:
     """An export job by flow run id: status (from Prefect), manifest once written, location."""
-    with connect() as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT resource, format, filters, fields, location, rows, bytes, sha256, duration_s, finished_at "
-            "FROM export_jobs WHERE flow_run_id = $1",
-            parameters=(job_id,),
-        )
-        row = cur.fetchone()
+    row = query_one(
+        "SELECT resource, format, filters, fields, location, rows, bytes, sha256, duration_s, finished_at "
+        "FROM export_jobs WHERE flow_run_id = $1",
+        (job_id,),
+    )
     status = _flow_run_status(job_id)
     if row is None and status is None:
         return None

@@ -9,7 +9,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bulkflow.db import connect
+from bulkflow.db import connect, query_one
 from bulkflow.errors import ParameterError, retry_condition
 from tasks.source import StagedSource
 
@@ -126,13 +126,10 @@ def close_job(job: Job, staged: StagedSource, flow_run_id: str | None, duration_
 
 def find_job_key(run_or_job: str) -> str | None:
     """Resolve a flow run id or a job key to the job key."""
-    with connect() as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT job_key FROM import_jobs WHERE job_key = $1 "
-            "UNION SELECT job_key FROM import_runs WHERE flow_run_id = $1",
-            parameters=(run_or_job,),
-        )
-        row = cur.fetchone()
+    row = query_one(
+        "SELECT job_key FROM import_jobs WHERE job_key = $1 UNION SELECT job_key FROM import_runs WHERE flow_run_id = $1",
+        (run_or_job,),
+    )
     return row[0] if row else None
 
 
