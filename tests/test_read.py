@@ -135,3 +135,23 @@ def test_ragged_csv_is_a_clear_input_error(tmp_path: Path) -> None:
     path.write_text("id,email,role\nu1,a@x.io,admin,EXTRA,MORE\n")
     with pytest.raises(InputError, match="cannot read .* as csv"):
         chunks(path)
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 20])
+def test_records_spanning_block_boundaries_read_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    import tasks.read
+
+    monkeypatch.setattr(tasks.read, "BLOCK_BYTES", block)
+    csv = tmp_path / "u.csv"
+    csv.write_text(
+        "id,email,name,role\n" + "".join(f'u{i},e{i}@x.io,"multi\nline, ""{i}""",admin\n' for i in range(40)) + "u40,e@x.io,last,admin"
+    )
+    [chunk] = chunks(csv)
+    assert chunk["id"].to_list() == [f"u{i}" for i in range(41)]
+    assert chunk["name"][3] == 'multi\nline, "3"'
+    assert chunk["_line"].to_list()[-2:] == [80, 82]
+    ndjson = tmp_path / "u.ndjson"
+    ndjson.write_text("".join(f'{{"id": "u{i}", "name": "n\\n{i}"}}\n' for i in range(30)) + "\n" + '{"id": "last"}')
+    [lines] = chunks(ndjson)
+    assert lines["id"].to_list() == [f"u{i}" for i in range(30)] + ["last"]
+    assert lines["_line"].to_list()[-1] == 32
