@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Literal, get_args
+from typing import IO
 
 import polars as pl
 import pyarrow as pa
@@ -26,10 +26,12 @@ from bulkflow.errors import ParameterError
 from bulkflow.settings import get_settings
 from schemas import get_resource
 from schemas.resource import PG_TYPES, FilterOp, Resource, RuleContext
-from tasks.validate import format_text_list, parse_boolean, parse_timestamp, violated_rules
+from tasks.source import FORMATS, Format, check_format
+from tasks.validate import format_text_list, read_value
 
-ExportFormat = Literal["ndjson", "csv", "json", "parquet"]
-EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+ExportFormat = Format
+"""Exports write every format imports read."""
+EXPORT_FORMATS = FORMATS
 CONTENT_TYPES: dict[str, str] = {
     "ndjson": "application/x-ndjson",
     "csv": "text/csv; charset=utf-8",
@@ -90,8 +92,7 @@ def plan_export(
 ) -> ExportRequest:
     """Check an export's parameters against the resource's declared filters and fields."""
     definition = get_resource(resource)
-    if format not in EXPORT_FORMATS:
-        raise ParameterError(f"unknown format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    checked_format = check_format(format)
     chosen = tuple(fields) if fields else tuple(definition.field_names)
     unknown = [f for f in chosen if f not in definition.field_names]
     if unknown:
@@ -99,7 +100,7 @@ def plan_export(
             f"unknown field(s) {', '.join(unknown)} for {resource}: choose from {', '.join(definition.field_names)}"
         )
     conditions = tuple(_condition(definition, key, value) for key, value in (filters or {}).items())
-    return ExportRequest(definition, format, conditions, chosen, dict(filters or {}))  # type: ignore[arg-type]
+    return ExportRequest(definition, checked_format, conditions, chosen, dict(filters or {}))
 
 
 def _condition(resource: Resource, key: str, text: str) -> Condition:
@@ -109,21 +110,11 @@ def _condition(resource: Resource, key: str, text: str) -> Condition:
             f"unknown filter {key!r} for {resource.name}: allowed are {', '.join(resource.filters())}"
         )
     context = RuleContext(allowed_roles=get_settings().allowed_roles)
-    problems = violated_rules(resource, context, {spec.field: text})
-    kind = resource.kind_of(spec.field)
-    parsed = _typed(kind, text)
+    parsed, problems = read_value(resource, context, spec.field, text)
     if problems or parsed is None:
         reason = problems[0] if problems else f"{spec.field} needs a value"
         raise ParameterError(f"bad value {text!r} for filter {key}: {reason}")
     return Condition(spec.field, spec.op, parsed)
-
-
-def _typed(kind: str, text: str) -> object:
-    if kind == "boolean":
-        return pl.select(parse_boolean(pl.lit(text))).item()
-    if kind == "timestamp":
-        return pl.select(parse_timestamp(pl.lit(text, pl.String))).item()
-    return text if text.strip() else None
 
 
 def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:

@@ -62,6 +62,13 @@ class StagedSource:
             self.path.unlink(missing_ok=True)
 
 
+def check_format(name: str) -> Format:
+    """`name` as one of the formats we read and write; ParameterError naming them otherwise."""
+    if name not in FORMATS:
+        raise ParameterError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}")
+    return name  # type: ignore[return-value]
+
+
 def detect_format(source: str, override: str | None = None) -> tuple[Format, str | None]:
     """(format, compression) from the name's extensions; `override` wins for the format."""
     suffixes = [s.lower() for s in Path(source.split("?")[0]).suffixes]
@@ -69,9 +76,7 @@ def detect_format(source: str, override: str | None = None) -> tuple[Format, str
     if compression:
         suffixes = suffixes[:-1]
     if override:
-        if override not in FORMATS:
-            raise ParameterError(f"unknown format {override!r}: choose one of {', '.join(FORMATS)}")
-        return override, compression  # type: ignore[return-value]
+        return check_format(override), compression
     if suffixes and suffixes[-1] in _EXTENSIONS:
         return _EXTENSIONS[suffixes[-1]], compression
     raise ParameterError(

@@ -259,15 +259,17 @@ class CheckedChunk:
         return reject_entries(text, resource, field=field, rule=rule, message=message)
 
 
-def violated_rules(resource: Resource, context: RuleContext, record: dict[str, str | None]) -> list[str]:
-    """Messages of the rules one record breaks (used to check filter values)."""
-    frame = pl.DataFrame([record], schema={k: pl.String for k in record})
+def read_value(resource: Resource, context: RuleContext, name: str, text: str) -> tuple[object, list[str]]:
+    """One field's text read as an import reads it: (typed value or None, messages of the
+    field's rules it breaks). Used to check filter values."""
+    frame = pl.DataFrame({name: [text]}, schema={name: pl.String})
     flagged = flag_rules(resource, context, coerce(resource, frame.lazy())).collect()
-    return [
+    problems = [
         rule.describe(context)
         for i, rule in enumerate(resource.all_rules())
-        if rule.field in record and flagged.get_column(_flag(i)).item()
+        if rule.field == name and flagged.get_column(_flag(i)).item()
     ]
+    return flagged.get_column(name).item(), problems
 
 
 def check_chunk(
