@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -186,52 +188,50 @@ def _is_parameter_error(exc: BaseException) -> bool:
     return type(exc).__name__ in {"ParameterTypeError", "SignatureMismatchError", "ValidationError"}
 
 
-class _progress_bar:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+@contextmanager
+def _live_progress(enabled: bool, *columns: Any, total: float | None) -> Iterator[Callable[..., None] | None]:
+    """A rich progress display on stderr (only when enabled); yields its update function."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress
 
-    def __enter__(self) -> None:
-        if not self.enabled:
+    progress = Progress(*columns, console=stderr)
+    task_id = progress.add_task("", total=total, rows=0)
+    progress.start()
+    try:
+        yield lambda **values: progress.update(task_id, **values)
+    finally:
+        progress.stop()
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[None]:
+    """The import's bar: fraction of the file done and rows so far."""
+    from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from tasks.report import add_progress_listener
+
+    columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[rows]:,} rows"),
+               TimeRemainingColumn())
+    with _live_progress(enabled, *columns, total=1.0) as update:
+        if update is None:
+            yield
             return
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-        from tasks.report import add_progress_listener
-
-        self.progress = Progress(
-            TextColumn("importing"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[rows]:,} rows"),
-            TimeRemainingColumn(), console=stderr,
-        )
-        self.progress.start()
-        self.task_id = self.progress.add_task("import", total=1.0, rows=0)
-        self.remove = add_progress_listener(
-            lambda rows, fraction: self.progress.update(self.task_id, completed=fraction, rows=rows)
-        )
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.remove()
-            self.progress.stop()
+        remove = add_progress_listener(lambda rows, fraction: update(completed=fraction, rows=rows))
+        try:
+            yield
+        finally:
+            remove()
 
 
-class _row_counter:
-    """A live row count on stderr while an export runs (only on a terminal)."""
+@contextmanager
+def _row_counter(enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A live row count while an export runs; yields the row-count callback."""
+    from rich.progress import SpinnerColumn, TextColumn
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        if not self.enabled:
-            return None
-        from rich.progress import Progress, SpinnerColumn, TextColumn
-
-        self.progress = Progress(SpinnerColumn(), TextColumn("exporting {task.completed:,} rows"), console=stderr)
-        self.progress.start()
-        task_id = self.progress.add_task("export", total=None)
-        return lambda rows: self.progress.update(task_id, completed=rows)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
+    with _live_progress(enabled, SpinnerColumn(), TextColumn("exporting {task.completed:,} rows"), total=None) as update:
+        yield None if update is None else (lambda rows: update(completed=rows))
 
 
 def _quiet_known_errors() -> None:
