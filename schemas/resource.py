@@ -86,6 +86,8 @@ class Rule:
 
 
 FilterOp = Literal["=", ">=", "<"]
+FILTER_KEY_SUFFIX: dict[FilterOp, str] = {"=": "", ">=": "_from", "<": "_to"}
+"""How a filter key names its operator: `created_at_from` is `created_at >= value`."""
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,9 @@ class Resource:
         for f in self.fields:
             if f.kind != "timestamp":
                 continue
-            specs[f"{f.name}_from"] = FilterSpec(f"{f.name}_from", f.name, ">=")
-            specs[f"{f.name}_to"] = FilterSpec(f"{f.name}_to", f.name, "<")
+            for op in (">=", "<"):
+                key = f.name + FILTER_KEY_SUFFIX[op]
+                specs[key] = FilterSpec(key, f.name, op)
             if f.name.endswith("_at"):
                 since = f.name.removesuffix("_at") + "_since"
                 specs[since] = FilterSpec(since, f.name, ">=")

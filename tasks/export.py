@@ -25,7 +25,7 @@ from bulkflow.db import connect
 from bulkflow.errors import ParameterError
 from bulkflow.settings import get_settings
 from schemas import get_resource
-from schemas.resource import PG_TYPES, FilterOp, Resource, RuleContext
+from schemas.resource import FILTER_KEY_SUFFIX, PG_TYPES, FilterOp, Resource, RuleContext
 from tasks.source import FORMATS, Format, check_format
 from tasks.validate import format_text_list, read_value
 
@@ -40,7 +40,6 @@ CONTENT_TYPES: dict[str, str] = {
 }
 _TIMESTAMP_TEXT = "%Y-%m-%dT%H:%M:%S%.6f%:z"
 _WHERE = re.compile(r"^\s*(\w+)\s*(>=|<|=)\s*(.*)$")
-_OPERATOR_SUFFIX = {"=": "", ">=": "_from", "<": "_to"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def parse_where(expressions: Sequence[str]) -> dict[str, str]:
         if not match:
             raise ParameterError(f"cannot read --where {expression!r}: write FIELD=VALUE, FIELD>=VALUE or FIELD<VALUE")
         name, op, value = match.groups()
-        filters[name + _OPERATOR_SUFFIX[op]] = value
+        filters[name + FILTER_KEY_SUFFIX[op]] = value
     return filters
 
 
