@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ROLES = ("admin", "author", "editor", "reader")
@@ -45,11 +45,28 @@ class Settings(BaseSettings):
     reject_sample_size: int = Field(default=20, ge=0, validation_alias="BULKFLOW_REJECT_SAMPLE")
     port: int = Field(default=3000, validation_alias="PORT")
 
-    @field_validator("allowed_roles", mode="before")
+    api_token: SecretStr | None = Field(default=None, validation_alias="API_TOKEN")
+    """When set, every /v1 route of the HTTP API needs `Authorization: Bearer <token>`."""
+    landing_url: str | None = Field(default=None, validation_alias="BULKFLOW_LANDING_URL")
+    """Landing folder or bucket prefix (fsspec URL); default `BULKFLOW_HOME/landing`. The pick-up
+    imports `<landing>/<resource>/<file>`; API uploads are kept under `<landing>/uploads/`."""
+    landing_interval_s: int = Field(default=60, ge=5, validation_alias="BULKFLOW_LANDING_INTERVAL")
+    max_source_bytes: int = Field(default=5 << 30, ge=1, validation_alias="BULKFLOW_MAX_SOURCE_BYTES")
+    """Largest upload or download accepted (default 5 GiB)."""
+    fetch_timeout_s: float = Field(default=900.0, gt=0, validation_alias="BULKFLOW_FETCH_TIMEOUT")
+    """Longest a remote download may take, in seconds."""
+    url_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("http", "https"), validation_alias="BULKFLOW_URL_SCHEMES"
+    )
+    """Schemes remote sources may use (add `s3` when s3fs is installed and wanted)."""
+    allow_private_urls: bool = Field(default=False, validation_alias="BULKFLOW_ALLOW_PRIVATE_URLS")
+    """Allow remote sources on loopback, private, link-local and metadata addresses."""
+
+    @field_validator("allowed_roles", "url_schemes", mode="before")
     @classmethod
-    def _split_roles(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(role.strip() for role in value.split(",") if role.strip())
+            return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
     @property
@@ -59,6 +76,9 @@ class Settings(BaseSettings):
 
     def export_root(self) -> str:
         return (self.export_url or str(Path(self.home).resolve() / "exports")).rstrip("/")
+
+    def landing_root(self) -> str:
+        return (self.landing_url or str(Path(self.home).resolve() / "landing")).rstrip("/")
 
     def external_database_url(self) -> str | None:
         """The configured server's URL, or None when the embedded database is to be used."""

@@ -28,6 +28,7 @@ import polars as pl
 
 from bulkflow.errors import InputError, ParameterError, RetryableError
 from bulkflow.settings import get_settings
+from tasks.remote import check_remote_url, is_remote, limited
 
 Format = Literal["csv", "ndjson", "json", "parquet"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -88,8 +89,7 @@ def detect_format(source: str, override: str | None = None) -> tuple[Format, str
 def check_source(source: str, format_override: str | None = None) -> tuple[Format, str | None, Path | None]:
     """Cheap checks before any work: (format, compression, local path or None if remote)."""
     fmt, compression = detect_format(source, format_override)
-    is_local = "://" not in source or source.startswith("file://")
-    local_path = Path(source.removeprefix("file://")) if is_local else None
+    local_path = None if is_remote(source) else Path(source.removeprefix("file://"))
     if local_path is not None and not local_path.is_file():
         raise InputError(f"file not found: {source}")
     return fmt, compression, local_path
@@ -137,15 +137,22 @@ def _open_source(source: str, compression: str | None) -> Iterator[IO[bytes]]:
 
     http(s) goes through httpx (a Prefect dependency, streamed); other URLs through fsspec
     (s3:// and friends need their fsspec package installed)."""
+    if is_remote(source):
+        check_remote_url(source)
     if not source.lower().startswith(("http://", "https://")):
         with fsspec.open(source, "rb", compression=compression) as stream:
             yield stream
         return
+    # Each redirect hop goes through the same URL policy as the first request.
+    hooks = {"request": [lambda request: check_remote_url(str(request.url))]}
     try:
-        with httpx.stream("GET", source, follow_redirects=True, timeout=_HTTP_TIMEOUT) as response:
+        with (
+            httpx.Client(follow_redirects=True, timeout=_HTTP_TIMEOUT, event_hooks=hooks) as client,
+            client.stream("GET", source) as response,
+        ):
             if response.status_code >= 400:
                 raise InputError(f"cannot download {source}: HTTP {response.status_code}")
-            raw = io.BufferedReader(_IteratorReader(response.iter_bytes()), buffer_size=_BLOCK)
+            raw = io.BufferedReader(_IteratorReader(limited(response.iter_bytes(), source)), buffer_size=_BLOCK)
             yield gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw  # type: ignore[misc]
     except httpx.TransportError as exc:
         raise RetryableError(f"cannot download {source}: {exc}") from exc

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,34 @@ def db(bulkflow_home: Path) -> Iterator[None]:
         )
         conn.commit()
     yield
+
+
+@pytest.fixture()
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Set environment variables for the settings model; restored (and re-read) afterwards."""
+    from bulkflow.settings import get_settings
+
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture()
+def file_server(tmp_path: Path, settings_env: Callable[..., None]) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server over a temporary folder: (base URL, folder). Loopback URLs are
+    refused by default, so this allows them for the test."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings_env(BULKFLOW_ALLOW_PRIVATE_URLS="true")
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()

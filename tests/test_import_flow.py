@@ -210,25 +210,16 @@ def test_run_publishes_progress_report_and_rejects_artifacts() -> None:
     assert "rejects: invalid_role" in str(summary.data) and "rows_per_s" in str(summary.data)
 
 
-def test_import_from_an_http_url(tmp_path: Path) -> None:
+def test_import_from_an_http_url(file_server: tuple[str, Path]) -> None:
     """A remote source is streamed once into staging, then imported like a local file."""
-    import functools
-    import http.server
-    import threading
+    base_url, folder = file_server
+    (folder / "users.csv.gz").write_bytes(gzip.compress((DATA / "users.csv").read_bytes()))
+    url = f"{base_url}/users.csv.gz"
+    report = run("users", url)
+    from bulkflow.errors import InputError
 
-    (tmp_path / "users.csv.gz").write_bytes(gzip.compress((DATA / "users.csv").read_bytes()))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/users.csv.gz"
-        report = run("users", url)
-        from bulkflow.errors import InputError
-
-        with pytest.raises(InputError, match="HTTP 404"):
-            run("users", url.replace("users.csv.gz", "missing.csv"))
-    finally:
-        server.shutdown()
+    with pytest.raises(InputError, match="HTTP 404"):
+        run("users", url.replace("users.csv.gz", "missing.csv"))
     assert (report["rows_read"], report["inserted"], report["rejected"]) == (14, 6, 8)
     assert report["source"] == url
     staging = Path(os.environ["BULKFLOW_HOME"]) / "staging"
