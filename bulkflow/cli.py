@@ -147,6 +147,7 @@ def _run_import(
 ) -> dict[str, Any]:
     from flows.import_flow import import_flow
     from schemas import get_resource
+    from schemas.parameters import ImportOptions
     from tasks.source import check_source
 
     with _errors_as_exit():  # fail fast, before a flow run exists, on what is cheap to check
@@ -158,8 +159,7 @@ def _run_import(
             resource=resource,  # type: ignore[arg-type]
             source=source,
             format=format,  # type: ignore[arg-type]
-            chunk_size=chunk_size,
-            idempotency_key=key,
+            options=ImportOptions(chunk_size=chunk_size, idempotency_key=key),
             return_state=True,
         )
         result = state.result(raise_on_failure=False)

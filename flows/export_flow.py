@@ -7,8 +7,8 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.import_flow import ResourceName
 from schemas import RESOURCES
+from schemas.parameters import ExportFilters, ResourceName, filter_values
 from tasks.export import ExportFormat, plan_export
 from tasks.export_jobs import publish_export, write_export
 
@@ -17,11 +17,11 @@ from tasks.export_jobs import publish_export, write_export
 def export_flow(
     resource: ResourceName,
     format: ExportFormat = "parquet",
-    filters: dict[str, str] | None = None,
+    filters: ExportFilters | None = None,  # type: ignore[valid-type]
     fields: list[str] | None = None,
 ) -> dict[str, Any]:
     """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest."""
-    request = plan_export(resource, format, filters, fields)
+    request = plan_export(resource, format, filter_values(filters), fields)
     manifest = write_export(request, str(flow_run.id))
     publish_export(manifest)
     return manifest

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -12,9 +11,10 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from bulkflow.errors import InputError, TerminalError
+from bulkflow.errors import InputError
 from bulkflow.settings import get_settings
 from schemas import get_resource
+from schemas.parameters import ImportOptions, ResourceName
 from schemas.resource import Resource, RuleContext
 from tasks.jobs import close_job, open_job, read_rejects
 from tasks.load import ChunkResult, load_chunk
@@ -22,9 +22,6 @@ from tasks.read import read_chunks
 from tasks.report import ImportProgress, publish_report
 from tasks.source import Format, StagedSource, read_columns, stage_source
 from tasks.validate import SeenKeys, check_chunk
-
-ResourceName = Literal["users", "articles", "comments"]
-
 
 @task(name="stage-source", cache_policy=NO_CACHE, persist_result=False)
 def stage(resource: Resource, source: str, format: Format | None) -> StagedSource:
@@ -57,22 +54,19 @@ def import_flow(
     resource: ResourceName,
     source: str,
     format: Format | None = None,
-    chunk_size: int | None = None,
-    idempotency_key: str | None = None,
+    options: ImportOptions = ImportOptions(),
 ) -> dict[str, object]:
     """Import `source` into `resource`: every row inserted, updated or rejected, exactly once.
 
-    Re-running with the same content (or the same `idempotency_key`) skips the chunks that
-    earlier runs committed. Returns the report: rows_read, inserted, updated, rejected...
+    Re-running with the same content (or the same `options.idempotency_key`) skips the chunks
+    that earlier runs committed. Returns the report: rows_read, inserted, updated, rejected...
     """
     started = time.perf_counter()
     settings = get_settings()
     definition = get_resource(resource)
-    if chunk_size is not None and chunk_size < 1:
-        raise TerminalError("chunk_size must be at least 1")
     staged = stage(definition, source, format)
     run_id = str(flow_run.id) if flow_run.id else None
-    job = open_job(resource, staged, chunk_size or settings.chunk_size, idempotency_key, run_id)
+    job = open_job(resource, staged, options.chunk_size or settings.chunk_size, options.idempotency_key, run_id)
     progress = ImportProgress(resource, source)
     context = RuleContext(allowed_roles=settings.allowed_roles)
     seen = SeenKeys()

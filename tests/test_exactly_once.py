@@ -15,6 +15,7 @@ import pytest
 
 from bulkflow.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
+from schemas.parameters import ImportOptions
 from tests.helpers import snapshot, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -31,7 +32,7 @@ def users_file(tmp_path: Path) -> Path:
 @pytest.fixture()
 def clean_state(users_file: Path) -> Iterator[dict]:
     """Tables, rejects and totals of one clean run; the database is emptied afterwards."""
-    report = import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     state = _state(report)
     _reset()
     yield state
@@ -76,19 +77,19 @@ def _no_injection() -> Iterator[None]:
 def test_failure_after_k_chunks_then_rerun_equals_clean_run(users_file: Path, clean_state: dict) -> None:
     _fail_chunk(4, "P0001")  # a terminal error: no task retry
     with pytest.raises(Exception, match="injected failure"):
-        import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+        import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     committed = sql("SELECT count(*) FROM import_chunks")[0][0]
     assert 4 <= committed < ROWS // CHUNK
     assert sql("SELECT count(*) FROM import_chunks WHERE chunk_index = 4")[0][0] == 0  # nothing half-applied
     sql("DROP TRIGGER fail_chunk ON import_chunks")
-    report = import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     assert report["chunks_skipped"] == committed
     _same(_state(report), clean_state)
 
 
 def test_transient_database_error_is_retried_by_the_task(users_file: Path, clean_state: dict) -> None:
     _fail_chunk(2, "40001", times=1)  # serialization_failure: retryable
-    report = import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     assert sql("SELECT last_value FROM fail_count")[0][0] >= 2  # failed once, then retried
     _same(_state(report), clean_state)
 
@@ -96,7 +97,7 @@ def test_transient_database_error_is_retried_by_the_task(users_file: Path, clean
 def test_prefect_flow_retry_resumes_the_job(users_file: Path, clean_state: dict) -> None:
     _fail_chunk(3, "P0001", times=1)
     retrying = import_flow.with_options(retries=1, retry_delay_seconds=0)
-    report = retrying(resource="users", source=str(users_file), chunk_size=CHUNK)
+    report = retrying(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     assert report["chunks_skipped"] >= 3
     _same(_state(report), clean_state)
 
@@ -118,7 +119,7 @@ def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_stat
     committed = sql("SELECT count(*) FROM import_chunks")[0][0]
     assert 3 <= committed < ROWS // CHUNK
     sql("DROP TRIGGER slow_chunk ON import_chunks")
-    report = import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+    report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     assert report["chunks_skipped"] == committed
     _same(_state(report), clean_state)
 
@@ -126,8 +127,8 @@ def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_stat
 def test_resume_uses_the_jobs_original_chunk_size(users_file: Path, clean_state: dict) -> None:
     _fail_chunk(5, "P0001")
     with pytest.raises(Exception, match="injected failure"):
-        import_flow(resource="users", source=str(users_file), chunk_size=CHUNK)
+        import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     sql("DROP TRIGGER fail_chunk ON import_chunks")
-    report = import_flow(resource="users", source=str(users_file), chunk_size=999)
+    report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=999))
     _same(_state(report), clean_state)
     assert pl.Series([r[0] for r in sql("SELECT rows_read FROM import_chunks")]).max() == CHUNK

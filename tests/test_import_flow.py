@@ -13,6 +13,7 @@ import pytest
 
 from bulkflow.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
+from schemas.parameters import ImportOptions
 from tests.helpers import snapshot, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
-def run(resource: str, source: Path | str, **options: object) -> dict:
-    return import_flow(resource=resource, source=str(source), **options)
+def run(resource: str, source: Path | str, format: str | None = None, **options: object) -> dict:
+    return import_flow(resource=resource, source=str(source), format=format, options=ImportOptions(**options))
 
 
 def load_samples() -> list[dict]:

@@ -1,0 +1,57 @@
+"""Flow parameters as pydantic models: the Prefect UI renders them as forms, the API and
+Prefect's `create_flow_run` validate against the same definitions."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from schemas import RESOURCES
+
+ResourceName = Literal["users", "articles", "comments"]
+
+
+class ImportOptions(BaseModel):
+    """How an import is cut and identified."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_size: Optional[int] = Field(
+        default=None, ge=1, description="Rows per chunk (one transaction each); default BULKFLOW_CHUNK_SIZE."
+    )
+    idempotency_key: Optional[str] = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Names the job: a re-run with the same key resumes it. Default: resource + content sha256.",
+    )
+
+
+def _filter_fields() -> dict[str, object]:
+    """One optional text field per filter key any resource declares, saying which resources take it."""
+    owners: dict[str, list[str]] = {}
+    for resource in RESOURCES.values():
+        for key in resource.filters():
+            owners.setdefault(key, []).append(resource.name)
+    return {
+        key: (Optional[str], Field(default=None, description=f"filter of {', '.join(names)}"))
+        for key, names in owners.items()
+    }
+
+
+ExportFilters: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "ExportFilters",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Export filters; values are checked against the resource's rules (e.g. role, ISO-8601 times).",
+    **_filter_fields(),
+)
+
+
+def filter_values(filters: BaseModel | dict[str, str] | None) -> dict[str, str]:
+    """The filters that are set, as `key -> text`."""
+    if filters is None:
+        return {}
+    if isinstance(filters, BaseModel):
+        return filters.model_dump(exclude_none=True)
+    return dict(filters)
