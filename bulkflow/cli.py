@@ -96,6 +96,30 @@ def rejects_command(
                 sink.close()
 
 
+@app.command("serve")
+def serve_command() -> None:
+    """Serve the import, export, nightly and landing deployments against PREFECT_API_URL."""
+    from prefect import serve
+
+    from deployments.catalog import all_deployments
+
+    serve(*all_deployments())
+
+
+@app.command("api")
+def api_command(
+    port: Annotated[Optional[int], typer.Option("--port", help="default: PORT (3000)")] = None,
+    host: Annotated[str, typer.Option("--host", help="0.0.0.0 to listen on every interface")] = "127.0.0.1",
+) -> None:
+    """Serve the /v1 HTTP API (Swagger UI at /ui, Prometheus metrics at /metrics)."""
+    import uvicorn
+
+    from api.app import create_app
+    from bulkflow.settings import get_settings
+
+    uvicorn.run(create_app(), host=host, port=port or get_settings().port, log_level="info")
+
+
 @app.command("demo")
 def demo_command() -> None:
     """Import the sample users, articles and comments in order and print each report."""

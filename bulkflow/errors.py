@@ -15,6 +15,10 @@ class InputError(TerminalError):
     """The source is unusable: missing, unreadable, undecodable, wrong columns, bad format."""
 
 
+class TooLargeError(InputError):
+    """The source is larger than the configured limit (BULKFLOW_MAX_SOURCE_BYTES)."""
+
+
 class ParameterError(TerminalError):
     """A parameter is invalid: unknown resource, bad chunk size, unknown format."""
 

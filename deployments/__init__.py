@@ -1,3 +1,6 @@
-"""Prefect deployments (declarative). Empty for now: the import flow runs locally through the
-CLI (`bulkflow import`) or as a plain Prefect flow (`flows.import_flow:import_flow`). Served
-deployments, schedules and the landing-folder pick-up arrive with the deployments issue."""
+"""Prefect deployments of bulkflow, declared once in `deployments.catalog`.
+
+`bulkflow serve` (or `python -m deployments`) serves them all from one process against the
+configured Prefect server; `prefect.yaml` declares the same deployments for a process work
+pool, so `prefect deploy --all` and `prefect worker start --pool bulkflow` scale out.
+"""

@@ -2,6 +2,8 @@
 
 Exactly-once rests on `import_chunks`: a chunk's upserts, its rejects and its ledger row
 commit in one transaction, so a chunk is either wholly applied and recorded, or not at all.
+`landing_files` remembers which landed files the pick-up has dealt with (by location, size
+and modification time, so a quiet folder is listed, not re-read).
 """
 
 from __future__ import annotations
@@ -56,5 +58,17 @@ BOOKKEEPING_DDL: tuple[str, ...] = (
         duration_s double precision,
         created_at timestamptz NOT NULL DEFAULT now(),
         finished_at timestamptz
+    )""",
+    """CREATE TABLE IF NOT EXISTS landing_files (
+        location text NOT NULL,
+        size bigint NOT NULL,
+        modified text NOT NULL,
+        resource text NOT NULL,
+        sha256 text NOT NULL,
+        outcome text NOT NULL,
+        detail text,
+        flow_run_id text,
+        seen_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (location, size, modified)
     )""",
 )

@@ -1,10 +1,10 @@
-"""Async exports: write to storage through fsspec, keep a manifest, look a job up by run id."""
+"""Async exports: write to storage through fsspec, keep a manifest, look a job up by run id
+(its status is the flow run's state, which Prefect holds)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
-from uuid import UUID
 
 import fsspec
 from prefect import task
@@ -85,38 +85,21 @@ def _record_finish(run_id: str, manifest: dict[str, Any]) -> None:
 
 
 def find_export(job_id: str) -> dict[str, Any] | None:
-    """An export job by flow run id: status (from Prefect), manifest once written, location."""
+    """What the export job with this flow run id recorded: location, and manifest once written
+    (None while running). None when no export run has started under that id."""
     row = query_one(
         "SELECT resource, format, filters, fields, location, rows, bytes, sha256, duration_s, finished_at "
         "FROM export_jobs WHERE flow_run_id = $1",
         (job_id,),
     )
-    status = _flow_run_status(job_id)
-    if row is None and status is None:
+    if row is None:
         return None
-    job: dict[str, Any] = {"job_id": job_id, "status": status or "unknown", "manifest": None, "location": None}
-    if row is not None:
-        resource, fmt, filters, fields, location, rows, size, sha256, duration, finished = row
-        job["location"] = location
-        if finished is not None:
-            job["manifest"] = {
-                "resource": resource, "format": fmt, "filters": json.loads(filters), "fields": json.loads(fields),
-                "rows": rows, "bytes": size, "sha256": sha256, "duration_s": duration, "location": location,
-            }
-    return job
-
-
-def _flow_run_status(job_id: str) -> str | None:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        run_id = UUID(job_id)
-    except ValueError:
-        return None
-    with get_client(sync_client=True) as client:
-        try:
-            state = client.read_flow_run(run_id).state
-        except ObjectNotFound:
-            return None
-    return state.type.value.lower() if state is not None else None
+    resource, fmt, filters, fields, location, rows, size, sha256, duration, finished = row
+    manifest = None
+    if finished is not None:
+        manifest = {
+            "job_id": job_id, "resource": resource, "format": fmt, "filters": json.loads(filters),
+            "fields": json.loads(fields), "rows": rows, "bytes": size, "sha256": sha256, "duration_s": duration,
+            "location": location,
+        }
+    return {"location": location, "format": fmt, "resource": resource, "manifest": manifest}

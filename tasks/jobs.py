@@ -9,7 +9,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bulkflow.db import connect, query_one
+from bulkflow.db import connect, execute, query_one
 from bulkflow.errors import ParameterError, retry_condition
 from tasks.source import StagedSource
 
@@ -88,39 +88,54 @@ def open_job(
     return Job(key, resource, int(known_chunk_size), done)
 
 
-@task(name="close-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
-def close_job(job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float, chunks_skipped: int) -> ImportReport:
-    """The job's totals over all its runs, read back from the ledger and the rejects."""
+@dataclass(frozen=True)
+class JobTotals:
+    chunks: int
+    rows_read: int
+    inserted: int
+    updated: int
+    rejected: int
+    rejects_by_rule: dict[str, int]
+
+
+def job_totals(job_key: str) -> JobTotals:
+    """What the job's committed chunks add up to so far, over all its runs."""
     with connect() as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(inserted), 0), "
             "coalesce(sum(updated), 0), coalesce(sum(rejected), 0) FROM import_chunks WHERE job_key = $1",
-            parameters=(job.key,),
+            parameters=(job_key,),
         )
         chunks, rows_read, inserted, updated, rejected = (int(v) for v in cur.fetchone())
         cur.execute(
             "SELECT rule, count(*) FROM import_rejects WHERE job_key = $1 GROUP BY rule ORDER BY 2 DESC, 1",
-            parameters=(job.key,),
+            parameters=(job_key,),
         )
         by_rule = {rule: int(n) for rule, n in cur.fetchall()}
-        cur.execute("UPDATE import_jobs SET finished_at = now() WHERE job_key = $1", parameters=(job.key,))
-        conn.commit()
+    return JobTotals(chunks, rows_read, inserted, updated, rejected, by_rule)
+
+
+@task(name="close-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+def close_job(job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float, chunks_skipped: int) -> ImportReport:
+    """The job's totals over all its runs, read back from the ledger and the rejects."""
+    totals = job_totals(job.key)
+    execute("UPDATE import_jobs SET finished_at = now() WHERE job_key = $1", (job.key,))
     return ImportReport(
         job_key=job.key,
         resource=job.resource,
         source=staged.source,
         flow_run_id=flow_run_id,
         status="completed",
-        rows_read=rows_read,
-        inserted=inserted,
-        updated=updated,
-        rejected=rejected,
-        rejects_by_rule=by_rule,
-        chunks=chunks,
+        rows_read=totals.rows_read,
+        inserted=totals.inserted,
+        updated=totals.updated,
+        rejected=totals.rejected,
+        rejects_by_rule=totals.rejects_by_rule,
+        chunks=totals.chunks,
         chunks_skipped=chunks_skipped,
         duration_s=round(duration_s, 3),
-        rows_per_s=round(rows_read / duration_s, 1) if duration_s > 0 else 0.0,
-        error_rate=round(rejected / rows_read, 6) if rows_read else 0.0,
+        rows_per_s=round(totals.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
+        error_rate=round(totals.rejected / totals.rows_read, 6) if totals.rows_read else 0.0,
     )
 
 

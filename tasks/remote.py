@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from bulkflow.errors import InputError, ParameterError, RetryableError
+from bulkflow.errors import InputError, ParameterError, RetryableError, TooLargeError
 from bulkflow.settings import get_settings
 
 
@@ -60,6 +60,13 @@ def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
     )
 
 
+def check_size(size: int, source: str) -> None:
+    """TooLargeError once `size` bytes exceed BULKFLOW_MAX_SOURCE_BYTES."""
+    limit = get_settings().max_source_bytes
+    if size > limit:
+        raise TooLargeError(f"{source} is larger than the {limit} byte limit (BULKFLOW_MAX_SOURCE_BYTES)")
+
+
 def limited(chunks: Iterator[bytes], source: str) -> Iterator[bytes]:
     """Pass the chunks through, failing once the download is too large or too slow."""
     settings = get_settings()
@@ -67,10 +74,7 @@ def limited(chunks: Iterator[bytes], source: str) -> Iterator[bytes]:
     size = 0
     for chunk in chunks:
         size += len(chunk)
-        if size > settings.max_source_bytes:
-            raise InputError(
-                f"{source} is larger than the {settings.max_source_bytes} byte limit (BULKFLOW_MAX_SOURCE_BYTES)"
-            )
+        check_size(size, source)
         if time.monotonic() > deadline:
             raise RetryableError(
                 f"downloading {source} took longer than {settings.fetch_timeout_s:.0f}s (BULKFLOW_FETCH_TIMEOUT)"

@@ -141,13 +141,12 @@ def test_export_flow_writes_a_manifest_matching_the_file(tmp_path: Path, monkeyp
     assert manifest["rows"] == len(content.decode().splitlines()) - 1 == 4
     assert json.loads(Path(str(path) + MANIFEST_SUFFIX).read_text())["sha256"] == manifest["sha256"]
     job = find_export(manifest["job_id"])
-    assert job is not None and job["status"] == "completed"
-    assert job["manifest"]["rows"] == 4 and job["location"] == manifest["location"]
+    assert job is not None and job["manifest"] == {k: v for k, v in manifest.items() if k != "rows_per_s"}
     assert find_export("00000000-0000-0000-0000-000000000000") is None
 
 
 def test_nightly_deployment_definition() -> None:
-    from deployments.nightly import nightly_deployment
+    from deployments.catalog import nightly_deployment
 
     deployment = nightly_deployment()
     assert deployment.name == "nightly-parquet"

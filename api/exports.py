@@ -1,0 +1,96 @@
+"""/v1/exports: stream a slice now, or start an export job and download its file later."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Optional
+
+import fsspec
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import Field, create_model
+
+from api.errors import ApiError
+from api.jobs import read_job, trigger
+from api.models import Accepted, ExportJob, ExportJobRequest
+from api.streaming import stream_writer
+from deployments.catalog import EXPORT
+from schemas.parameters import ExportFilters, ResourceName, filter_values
+from tasks.export import CONTENT_TYPES, ExportFormat, plan_export, stream_export
+from tasks.export_jobs import find_export
+
+router = APIRouter(prefix="/exports", tags=["exports"])
+_BLOCK = 1 << 20
+
+ExportQuery = create_model(
+    "ExportQuery",
+    __base__=ExportFilters,
+    resource=(ResourceName, Field(description="users, articles or comments")),
+    format=(ExportFormat, Field(default="ndjson")),
+    fields=(Optional[str], Field(default=None, description="comma-separated fields, default all")),
+)
+_NOT_FILTERS = {"resource", "format", "fields"}
+_STREAMED = {200: {"content": {media: {} for media in CONTENT_TYPES.values()}, "description": "the rows, ordered by id"}}
+
+
+@router.get("", response_class=StreamingResponse, responses=_STREAMED)
+def export_stream(query: Annotated[ExportQuery, Query()]) -> StreamingResponse:  # type: ignore[valid-type]
+    """Stream the rows (filters and fields checked first), in constant memory."""
+    filters = query.model_dump(exclude_none=True, exclude=_NOT_FILTERS)
+    fields = [f.strip() for f in query.fields.split(",") if f.strip()] if query.fields else None
+    export = plan_export(query.resource, query.format, filters, fields)
+    return StreamingResponse(
+        stream_writer(lambda sink: stream_export(export, sink)),
+        media_type=CONTENT_TYPES[export.format],
+        headers={"Content-Disposition": f'attachment; filename="{export.resource.name}.{export.format}"'},
+    )
+
+
+@router.post("", status_code=202, response_model=Accepted)
+def create_export(
+    body: ExportJobRequest,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> Accepted:
+    """Start an export job writing to storage; poll its status URL for the download link."""
+    filters = filter_values(body.filters)
+    plan_export(body.resource, body.format, filters, body.fields)  # refuse bad parameters now, not in the run
+    parameters = {"resource": body.resource, "format": body.format, "filters": filters, "fields": body.fields}
+    job = trigger(EXPORT, parameters, "export", idempotency_key)
+    return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("export_status", job_id=job.job_id)))
+
+
+@router.get("/{job_id}", response_model=ExportJob, name="export_status")
+def export_status(job_id: str, request: Request) -> ExportJob:
+    """The job's status; once completed, its manifest and the download URL."""
+    run = read_job(job_id, "export")
+    recorded = find_export(job_id)
+    manifest = recorded["manifest"] if recorded else None
+    download = str(request.url_for("export_download", job_id=job_id)) if manifest else None
+    return ExportJob(job_id=job_id, status=run.status, manifest=manifest, download_url=download, error=run.message)
+
+
+@router.get(
+    "/{job_id}/download",
+    name="export_download",
+    response_class=StreamingResponse,
+    responses=_STREAMED,
+)
+def export_download(job_id: str) -> StreamingResponse:
+    """The export's file, streamed. Its location comes from the job record, never the client."""
+    read_job(job_id, "export")
+    recorded = find_export(job_id)
+    if recorded is None or recorded["manifest"] is None:
+        raise ApiError(409, "not_ready", f"export {job_id} has no file yet: poll its status until completed")
+    name = f'{recorded["resource"]}-{job_id}.{recorded["format"]}'
+    return StreamingResponse(
+        _read_blocks(recorded["location"]),
+        media_type=CONTENT_TYPES[recorded["format"]],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def _read_blocks(location: str) -> Iterator[bytes]:
+    with fsspec.open(location, "rb") as stream:
+        while block := stream.read(_BLOCK):
+            yield block

@@ -1,0 +1,161 @@
+"""/v1/imports: upload a file or give a URL, poll the job, stream its rejects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from api.errors import ApiError
+from api.jobs import read_job, trigger
+from api.models import Accepted, ImportFromUrl, ImportJob
+from bulkflow.settings import get_settings
+from deployments.catalog import IMPORT
+from schemas import RESOURCES, get_resource
+from schemas.parameters import ImportOptions
+from tasks.jobs import find_job_key, iter_rejects, job_totals, read_rejects
+from tasks.landing import store_upload
+from tasks.remote import check_remote_url, check_size
+from tasks.source import FORMATS, detect_format
+
+router = APIRouter(prefix="/imports", tags=["imports"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "resource"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "resource": {"type": "string", "enum": list(RESOURCES)},
+                        "format": {"type": "string", "enum": list(FORMATS)},
+                    },
+                }
+            },
+            "application/json": {"schema": ImportFromUrl.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post("", status_code=202, response_model=Accepted, openapi_extra=_UPLOAD_BODY)
+async def create_import(
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> Accepted:
+    """Start an import of an uploaded file (multipart) or of a URL (JSON). The same
+    `Idempotency-Key` returns the same job."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        resource, source, fmt = await _receive_upload(request)
+    elif content_type.startswith("application/json"):
+        resource, source, fmt = await run_in_threadpool(_check_url_request, await _json_body(request))
+    else:
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data (file, resource) or JSON (resource, url)")
+    parameters = {
+        "resource": resource,
+        "source": source,
+        "format": fmt,
+        "options": ImportOptions(idempotency_key=idempotency_key).model_dump(),
+    }
+    job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key)
+    return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("import_status", job_id=job.job_id)))
+
+
+async def _json_body(request: Request) -> ImportFromUrl:
+    try:
+        return ImportFromUrl.model_validate_json(await request.body())
+    except ValidationError as exc:
+        details = [{"location": list(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        raise ApiError(422, "invalid_request", "the JSON body needs resource and url", details) from None
+
+
+def _check_url_request(body: ImportFromUrl) -> tuple[str, str, str | None]:
+    check_remote_url(body.url)
+    detect_format(body.url, body.format)
+    return body.resource, body.url, body.format
+
+
+async def _receive_upload(request: Request) -> tuple[str, str, str | None]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        check_size(int(declared), "the upload")
+    try:
+        form = await MultiPartParser(request.headers, _limited(request.stream()), max_files=1, max_fields=4).parse()
+    except MultiPartException as exc:
+        raise ApiError(400, "invalid_upload", f"cannot read the multipart body: {exc.message}") from None
+    upload, resource, fmt = form.get("file"), form.get("resource"), form.get("format") or None
+    try:
+        if not isinstance(upload, UploadFile) or not isinstance(resource, str):
+            raise ApiError(422, "invalid_request", "a multipart import needs the fields file and resource")
+        get_resource(resource)
+        location = await run_in_threadpool(store_upload, upload.file, upload.filename or "upload", fmt)  # type: ignore[arg-type]
+    finally:
+        await form.close()
+    return resource, location, fmt  # type: ignore[return-value]
+
+
+async def _limited(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        check_size(size, "the upload")
+        yield chunk
+
+
+@router.get("/{job_id}", response_model=ImportJob, name="import_status")
+def import_status(job_id: str, request: Request) -> ImportJob:
+    """The job's status and counters (running totals while it runs), and a sample of rejects."""
+    run = read_job(job_id, "import")
+    job_key = find_job_key(job_id)
+    totals: dict[str, Any] = {}
+    sample: list[dict[str, Any]] = []
+    if job_key is not None:
+        found = job_totals(job_key)
+        totals = {name: getattr(found, name) for name in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
+        totals["chunks_committed"] = found.chunks
+        sample = read_rejects(job_key, limit=get_settings().reject_sample_size).drop("raw").to_dicts()
+    rows_per_s = totals.get("rows_read", 0) / run.duration_s if run.duration_s else None
+    return ImportJob(
+        job_id=job_id,
+        status=run.status,
+        resource=run.parameters.get("resource"),
+        source=run.parameters.get("source"),
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        duration_s=run.duration_s,
+        rows_per_s=round(rows_per_s, 1) if rows_per_s is not None else None,
+        error=run.message,
+        rejects_sample=sample,
+        rejects_url=str(request.url_for("import_rejects", job_id=job_id)),
+        **totals,
+    )
+
+
+@router.get(
+    "/{job_id}/rejects",
+    name="import_rejects",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "one reject entry per line"}},
+)
+def import_rejects(job_id: str) -> StreamingResponse:
+    """Every reject entry of the job (line, field, rule, message, value, raw), as NDJSON."""
+    read_job(job_id, "import")
+    job_key = find_job_key(job_id)
+    return StreamingResponse(_rejects_ndjson(job_key), media_type="application/x-ndjson")
+
+
+def _rejects_ndjson(job_key: str | None) -> Iterator[bytes]:
+    if job_key is None:
+        return
+    for frame in iter_rejects(job_key):
+        yield frame.write_ndjson().encode()

@@ -1,0 +1,92 @@
+"""Jobs are Prefect flow runs: trigger a deployment idempotently, read a run back as a job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
+
+from api.errors import ApiError
+from api.models import JobStatus
+
+STATUS_OF_STATE: dict[StateType, JobStatus] = {
+    StateType.SCHEDULED: "queued",
+    StateType.PENDING: "queued",
+    StateType.PAUSED: "queued",
+    StateType.RUNNING: "running",
+    StateType.CANCELLING: "running",
+    StateType.COMPLETED: "completed",
+    StateType.FAILED: "failed",
+    StateType.CRASHED: "failed",
+    StateType.CANCELLED: "cancelled",
+}
+STATES_OF_STATUS: dict[JobStatus, list[StateType]] = {}
+for _state, _status in STATUS_OF_STATE.items():
+    STATES_OF_STATUS.setdefault(_status, []).append(_state)
+
+
+@dataclass(frozen=True)
+class JobRun:
+    job_id: str
+    status: JobStatus
+    parameters: dict[str, Any]
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    message: str | None
+    """The state's message: the reason when the job failed."""
+
+
+def trigger(deployment_name: str, parameters: dict[str, Any], kind: str, idempotency_key: str | None) -> JobRun:
+    """Create a flow run of the deployment. Prefect keys are unique per flow and a repeated key
+    returns the existing run (new parameters ignored): the key is prefixed with the job kind."""
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(deployment_name)
+        except ObjectNotFound:
+            raise ApiError(
+                503, "deployment_missing", f"deployment {deployment_name} is not registered: start `bulkflow serve`"
+            ) from None
+        run = client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters=parameters,
+            idempotency_key=f"{kind}:{idempotency_key}" if idempotency_key else None,
+        )
+    return _as_job(run)
+
+
+def read_job(job_id: str, flow_name: str) -> JobRun:
+    """The run of `flow_name` with this id; 404 when there is none."""
+    missing = ApiError(404, "not_found", f"no {flow_name} job {job_id}")
+    try:
+        run_id = UUID(job_id)
+    except ValueError:
+        raise missing from None
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_id)
+            flow = client.read_flow(run.flow_id)
+        except ObjectNotFound:
+            raise missing from None
+    if flow.name != flow_name:
+        raise missing
+    return _as_job(run)
+
+
+def _as_job(run: Any) -> JobRun:
+    state = run.state
+    finished = run.end_time if state is not None and state.is_final() else None
+    return JobRun(
+        job_id=str(run.id),
+        status=STATUS_OF_STATE.get(state.type, "queued") if state is not None else "queued",
+        parameters=dict(run.parameters or {}),
+        started_at=run.start_time,
+        finished_at=finished,
+        duration_s=run.total_run_time.total_seconds() if run.start_time else None,
+        message=state.message if state is not None and (state.is_failed() or state.is_crashed()) else None,
+    )

@@ -1,0 +1,70 @@
+"""Request and response bodies of the /v1 API (flow parameters come from `schemas.parameters`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from schemas.parameters import ExportFilters, ResourceName
+from tasks.export import ExportFormat
+
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Accepted(BaseModel):
+    job_id: str = Field(description="The Prefect flow run id of the job.")
+    status: JobStatus
+    status_url: str
+
+
+class ImportFromUrl(BaseModel):
+    resource: ResourceName
+    url: str = Field(description="http(s) URL (s3:// when BULKFLOW_URL_SCHEMES allows it).")
+    format: Optional[ExportFormat] = Field(default=None, description="Default: from the URL's file name.")
+
+
+class ImportJob(BaseModel):
+    job_id: str
+    status: JobStatus
+    resource: Optional[str] = None
+    source: Optional[str] = None
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    rejected: int = 0
+    rejects_by_rule: dict[str, int] = Field(default_factory=dict)
+    chunks_committed: int = 0
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    duration_s: Optional[float] = None
+    rows_per_s: Optional[float] = None
+    error: Optional[str] = Field(default=None, description="Why the job failed.")
+    rejects_sample: list[dict[str, Any]] = Field(default_factory=list)
+    rejects_url: str
+
+
+class ExportJobRequest(BaseModel):
+    resource: ResourceName
+    format: ExportFormat = "csv"
+    filters: Optional[ExportFilters] = None  # type: ignore[valid-type]
+    fields: Optional[list[str]] = None
+
+
+class ExportJob(BaseModel):
+    job_id: str
+    status: JobStatus
+    manifest: Optional[dict[str, Any]] = None
+    download_url: Optional[str] = None
+    error: Optional[str] = None

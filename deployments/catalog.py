@@ -1,0 +1,57 @@
+"""Every deployment, declared once: the runner (`bulkflow serve`), the HTTP API (which triggers
+them by name) and the tests read these definitions."""
+
+from __future__ import annotations
+
+from prefect.deployments.runner import RunnerDeployment
+
+from bulkflow.settings import get_settings
+from flows.export_flow import export_flow, nightly_export
+from flows.import_flow import import_flow
+from flows.landing_flow import landing_pickup
+
+IMPORT = "import/import"
+"""`<flow name>/<deployment name>`: what `create_flow_run` and `run_deployment` address."""
+EXPORT = "export/export"
+NIGHTLY = "nightly-export/nightly-parquet"
+LANDING = "landing-pickup/landing"
+TAGS = ["bulkflow"]
+
+
+def import_deployment() -> RunnerDeployment:
+    return import_flow.to_deployment(
+        name=IMPORT.split("/")[1],
+        tags=TAGS,
+        description="Import a file (path or URL) into users, articles or comments, exactly once.",
+    )
+
+
+def export_deployment() -> RunnerDeployment:
+    return export_flow.to_deployment(
+        name=EXPORT.split("/")[1],
+        tags=TAGS,
+        description="Export a resource (filters, fields) to BULKFLOW_EXPORT_URL with a manifest.",
+    )
+
+
+def nightly_deployment() -> RunnerDeployment:
+    return nightly_export.to_deployment(
+        name=NIGHTLY.split("/")[1],
+        tags=TAGS,
+        cron=get_settings().nightly_cron,
+        parameters={"format": "parquet"},
+        description="Parquet snapshot of users, articles and comments into BULKFLOW_EXPORT_URL.",
+    )
+
+
+def landing_deployment() -> RunnerDeployment:
+    return landing_pickup.to_deployment(
+        name=LANDING.split("/")[1],
+        tags=TAGS,
+        interval=get_settings().landing_interval_s,
+        description="Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first.",
+    )
+
+
+def all_deployments() -> list[RunnerDeployment]:
+    return [import_deployment(), export_deployment(), nightly_deployment(), landing_deployment()]

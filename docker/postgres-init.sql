@@ -1,0 +1,2 @@
+-- Prefect keeps its own state in a separate database of the same server.
+CREATE DATABASE prefect;

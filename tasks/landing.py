@@ -1,0 +1,124 @@
+"""Landing storage (a folder or bucket prefix): files waiting for import, what became of
+each, and the uploads the HTTP API receives.
+
+Layout: `<landing>/<resource>/<file>`, e.g. `landing/users/partner-2026-11-30.csv.gz`.
+Names starting with `.` or `_`, and `.part`/`.tmp` files, are still being written and wait:
+write a file under such a name, then rename it (an atomic step on every file system).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import IO, Literal
+
+import fsspec
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from bulkflow.db import execute, query_one
+from bulkflow.errors import InputError, retry_condition
+from bulkflow.settings import get_settings
+from schemas import RESOURCES
+from tasks.remote import check_size
+from tasks.source import detect_format
+
+Outcome = Literal["imported", "duplicate", "failed"]
+_UNFINISHED_SUFFIXES = (".part", ".tmp", ".partial")
+_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    location: str
+    resource: str
+    size: int
+    modified: str
+    """Modification time (or ETag) as the storage reports it: with size, tells a file changed."""
+
+
+def list_landed(root: str) -> list[LandedFile]:
+    """Every finished file under `<root>/<resource>/`, users first, then articles, then comments."""
+    fs, path = fsspec.core.url_to_fs(root)
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    files: list[LandedFile] = []
+    for resource in RESOURCES:  # dependency order: a resource references only earlier ones
+        folder = f"{path}/{resource}"
+        if not fs.isdir(folder):
+            continue
+        for info in sorted(fs.ls(folder, detail=True), key=lambda i: i["name"]):
+            name = info["name"].rsplit("/", 1)[-1]
+            if info["type"] != "file" or name.startswith((".", "_")) or name.endswith(_UNFINISHED_SUFFIXES):
+                continue
+            modified = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
+            location = info["name"] if local else fs.unstrip_protocol(info["name"])
+            files.append(LandedFile(location, resource, int(info["size"]), str(modified)))
+    return files
+
+
+@task(name="find-new-files", retries=3, retry_delay_seconds=5, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+def find_new_files(root: str) -> list[LandedFile]:
+    """Landed files the pick-up has not dealt with yet (same location, size and mtime = seen)."""
+    return [file for file in list_landed(root) if not _seen(file)]
+
+
+def _seen(file: LandedFile) -> bool:
+    return query_one(
+        "SELECT 1 FROM landing_files WHERE location = $1 AND size = $2 AND modified = $3",
+        (file.location, file.size, file.modified),
+    ) is not None
+
+
+@task(name="content-sha256", cache_policy=NO_CACHE)
+def content_sha256(file: LandedFile) -> str:
+    """The checksum that names an import job (the same bytes the import hashes)."""
+    digest = hashlib.sha256()
+    with fsspec.open(file.location, "rb") as stream:
+        while block := stream.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def already_imported(resource: str, sha256: str) -> bool:
+    """True when an import of this content into this resource has finished before, whatever
+    the file was called and whichever key the job had."""
+    return query_one(
+        "SELECT 1 FROM import_jobs WHERE resource = $1 AND content_sha256 = $2 AND finished_at IS NOT NULL",
+        (resource, sha256),
+    ) is not None
+
+
+@task(name="record-landed-file", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+def record_outcome(file: LandedFile, sha256: str, outcome: Outcome, detail: str | None, flow_run_id: str | None) -> None:
+    """Remember the file so later pick-ups skip it (a changed file is a new file)."""
+    execute(
+        "INSERT INTO landing_files (location, size, modified, resource, sha256, outcome, detail, flow_run_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (location, size, modified) DO NOTHING",
+        (file.location, file.size, file.modified, file.resource, sha256, outcome, detail, flow_run_id),
+    )
+
+
+def store_upload(stream: IO[bytes], filename: str, format: str | None) -> str:
+    """Copy an uploaded file into `<landing>/uploads/<sha256>.<ext>` and return its location.
+
+    The copy is written under a hidden name and renamed when complete, so nothing ever reads
+    a partial upload; the name is the content checksum, so the same upload is stored once.
+    """
+    fmt, compression = detect_format(filename, format)
+    suffix = f".{fmt}" + (".gz" if compression else "")
+    root = f"{get_settings().landing_root()}/uploads"
+    partial = f"{root}/.upload-{uuid.uuid4().hex}{suffix}"
+    digest, size = hashlib.sha256(), 0
+    with fsspec.open(partial, "wb", auto_mkdir=True) as out:
+        while block := stream.read(_BLOCK):
+            size += len(block)
+            check_size(size, filename)
+            digest.update(block)
+            out.write(block)
+    if size == 0:
+        fsspec.core.url_to_fs(partial)[0].rm(partial)
+        raise InputError(f"{filename} is empty: nothing to import")
+    final = f"{root}/{digest.hexdigest()}{suffix}"
+    fsspec.core.url_to_fs(partial)[0].mv(partial, final)
+    return final
