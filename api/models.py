@@ -31,7 +31,10 @@ class Accepted(BaseModel):
 
 class ImportFromUrl(BaseModel):
     resource: ResourceName
-    url: str = Field(description="http(s) URL (s3:// when BULKFLOW_URL_SCHEMES allows it).")
+    url: str = Field(
+        description="http(s) URL (s3:// when BULKFLOW_URL_SCHEMES allows it).",
+        examples=["https://partner.example.com/users.csv.gz"],
+    )
     format: Optional[ExportFormat] = Field(default=None, description="Default: from the URL's file name.")
 
 
@@ -58,8 +61,8 @@ class ImportJob(BaseModel):
 class ExportJobRequest(BaseModel):
     resource: ResourceName
     format: ExportFormat = "csv"
-    filters: Optional[ExportFilters] = None  # type: ignore[valid-type]
-    fields: Optional[list[str]] = None
+    filters: Optional[ExportFilters] = Field(default=None, examples=[{"role": "admin"}])  # type: ignore[valid-type]
+    fields: Optional[list[str]] = Field(default=None, examples=[["id", "email"]])
 
 
 class ExportJob(BaseModel):

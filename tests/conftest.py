@@ -46,7 +46,8 @@ def db(bulkflow_home: Path) -> Iterator[None]:
     with connect() as conn:
         execute_all(
             conn,
-            ["TRUNCATE comments, articles, users, import_rejects, import_chunks, import_runs, import_jobs CASCADE"],
+            ["TRUNCATE comments, articles, users, import_rejects, import_chunks, import_runs, import_jobs, "
+             "export_jobs, landing_files CASCADE"],
         )
         conn.commit()
     yield

@@ -1,0 +1,244 @@
+"""The /v1 API against the real app, a real Prefect server, the deployments served by a real
+`bulkflow serve` process, and the real database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from tests.helpers import sql
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+DATA = Path(__file__).resolve().parent.parent / "data"
+ROOT = DATA.parent
+
+
+@pytest.fixture(scope="module")
+def served(prefect_api: str) -> Iterator[None]:
+    """`bulkflow serve` in its own process, as an operator runs it."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.catalog import EXPORT, IMPORT
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "BULKFLOW_ALLOW_PRIVATE_URLS": "true",  # the test file server is on loopback
+        "BULKFLOW_LANDING_INTERVAL": "86400",
+    }
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "bulkflow", "serve"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while True:
+                try:
+                    client.read_deployment_by_name(IMPORT)
+                    client.read_deployment_by_name(EXPORT)
+                    break
+                except Exception:
+                    if runner.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"bulkflow serve did not start: {runner.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                    time.sleep(1)
+        yield
+    finally:
+        runner.terminate()
+        runner.wait(timeout=30)
+
+
+@pytest.fixture()
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+def finished(client: TestClient, status_url: str, timeout: float = 180) -> dict:
+    """Poll a job's status URL until it is completed, failed or cancelled."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(status_url).json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job still {job['status']} after {timeout}s: {status_url}")
+
+
+def upload(client: TestClient, path: Path, resource: str, key: str | None = None):  # noqa: ANN201
+    headers = {"Idempotency-Key": key} if key else {}
+    with path.open("rb") as fh:
+        return client.post("/v1/imports", files={"file": (path.name, fh)}, data={"resource": resource}, headers=headers)
+
+
+@pytest.mark.usefixtures("served")
+def test_upload_with_an_idempotency_key_completes_with_exact_counts_once(client: TestClient) -> None:
+    first = upload(client, DATA / "users.csv", "users", key="partner-42-users")
+    assert first.status_code == 202, first.text
+    again = upload(client, DATA / "users.csv", "users", key="partner-42-users")
+    assert again.json()["job_id"] == first.json()["job_id"]
+
+    job = finished(client, first.json()["status_url"])
+    assert job["status"] == "completed", job
+    assert (job["rows_read"], job["inserted"], job["updated"], job["rejected"]) == (14, 6, 0, 8)
+    assert job["rejects_by_rule"]["invalid_email"] == 1 and job["resource"] == "users"
+    assert job["rejects_sample"] and {"line", "field", "rule", "message", "value"} <= set(job["rejects_sample"][0])
+    assert sql("SELECT count(*) FROM users")[0][0] == 6
+
+    rejects = client.get(job["rejects_url"])
+    assert rejects.headers["content-type"].startswith("application/x-ndjson")
+    entries = [json.loads(line) for line in rejects.text.splitlines()]
+    assert len(entries) == sum(job["rejects_by_rule"].values())
+    assert {entry["rule"] for entry in entries} == set(job["rejects_by_rule"])
+
+
+@pytest.mark.usefixtures("served")
+def test_import_from_a_url(client: TestClient, file_server: tuple[str, Path]) -> None:
+    base_url, folder = file_server
+    (folder / "users.csv").write_bytes((DATA / "users.csv").read_bytes())
+    accepted = client.post("/v1/imports", json={"resource": "users", "url": f"{base_url}/users.csv"})
+    assert accepted.status_code == 202, accepted.text
+    job = finished(client, accepted.json()["status_url"])
+    assert (job["status"], job["rows_read"], job["inserted"], job["rejected"]) == ("completed", 14, 6, 8)
+    assert job["source"] == f"{base_url}/users.csv"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"resource": "users", "url": "http://127.0.0.1:9/users.csv"}, 400, "invalid_parameter"),
+        ({"resource": "users", "url": "http://169.254.169.254/latest/meta-data/x.csv"}, 400, "invalid_parameter"),
+        ({"resource": "users", "url": "file:///etc/passwd.csv"}, 400, "invalid_parameter"),
+        ({"resource": "users", "url": "https://93.184.215.14/users"}, 400, "invalid_parameter"),  # no format
+        ({"resource": "widgets", "url": "https://93.184.215.14/w.csv"}, 422, "invalid_request"),
+        ({"url": "https://93.184.215.14/users.csv"}, 422, "invalid_request"),
+    ],
+)
+def test_refused_import_requests_get_a_json_error_and_start_nothing(
+    client: TestClient, body: dict, status: int, code: str
+) -> None:
+    answer = client.post("/v1/imports", json=body)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code and error["message"]
+    assert "Traceback" not in answer.text
+
+
+def test_refused_uploads(client: TestClient, settings_env: Callable[..., None]) -> None:
+    unknown = client.post("/v1/imports", files={"file": ("u.csv", b"id\n1\n")}, data={"resource": "widgets"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (400, "invalid_parameter")
+    no_file = client.post("/v1/imports", files={"resource": (None, "users")})
+    assert no_file.status_code == 422
+    wrong_type = client.post("/v1/imports", content=b"id\n", headers={"content-type": "text/csv"})
+    assert wrong_type.status_code == 415
+    settings_env(BULKFLOW_MAX_SOURCE_BYTES="100")
+    too_large = upload(client, DATA / "users.csv", "users")
+    assert (too_large.status_code, too_large.json()["error"]["code"]) == (413, "too_large")
+
+
+def test_unknown_jobs_are_404(client: TestClient) -> None:
+    for url in ("/v1/imports/not-a-uuid", "/v1/imports/00000000-0000-0000-0000-000000000000",
+                "/v1/exports/00000000-0000-0000-0000-000000000000"):
+        answer = client.get(url)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (404, "not_found")
+
+
+def import_samples() -> None:
+    from flows.import_flow import import_flow
+
+    for resource, name in (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson")):
+        import_flow(resource=resource, source=str(DATA / name))  # type: ignore[arg-type]
+
+
+def test_streamed_export_has_one_line_per_row(client: TestClient) -> None:
+    import_samples()
+    for resource in ("users", "articles", "comments"):
+        with client.stream("GET", f"/v1/exports?resource={resource}") as answer:
+            assert answer.headers["content-type"] == "application/x-ndjson"
+            lines = [json.loads(line) for line in answer.iter_lines() if line]
+        assert len(lines) == sql(f"SELECT count(*) FROM {resource}")[0][0] > 0
+    admins = client.get("/v1/exports?resource=users&format=csv&role=admin&fields=id,email")
+    assert admins.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(admins.text)))
+    assert rows[0] == ["id", "email"] and len(rows) - 1 == sql("SELECT count(*) FROM users WHERE role = 'admin'")[0][0]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ("resource=users&role=boss", 400, "invalid_parameter"),
+        ("resource=users&fields=id,password", 400, "invalid_parameter"),
+        ("resource=users&status=draft", 400, "invalid_parameter"),
+        ("resource=users&colour=red", 422, "invalid_request"),
+        ("resource=users&format=xml", 422, "invalid_request"),
+        ("format=csv", 422, "invalid_request"),
+    ],
+)
+def test_bad_export_parameters_are_refused_before_streaming(client: TestClient, query: str, status: int, code: str) -> None:
+    answer = client.get(f"/v1/exports?{query}")
+    assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), answer.text
+
+
+@pytest.mark.usefixtures("served")
+def test_async_csv_export_of_admins_downloads_with_a_header_and_one_line_per_admin(client: TestClient) -> None:
+    import_samples()
+    accepted = client.post(
+        "/v1/exports", json={"resource": "users", "format": "csv", "filters": {"role": "admin"}, "fields": ["id", "email"]}
+    )
+    assert accepted.status_code == 202, accepted.text
+    job = finished(client, accepted.json()["status_url"])
+    assert job["status"] == "completed", job
+    download = client.get(job["download_url"])
+    assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(download.text)))
+    admins = sql("SELECT id, email FROM users WHERE role = 'admin' ORDER BY id")
+    assert rows[0] == ["id", "email"] and [tuple(r) for r in rows[1:]] == [tuple(a) for a in admins]
+    assert job["manifest"]["rows"] == len(admins) and job["manifest"]["filters"] == {"role": "admin"}
+    refused = client.post("/v1/exports", json={"resource": "users", "filters": {"role": "boss"}})
+    assert refused.status_code == 400
+
+
+def test_every_v1_route_needs_the_token_when_one_is_set(client: TestClient, settings_env: Callable[..., None]) -> None:
+    settings_env(API_TOKEN="s3cret")
+    for method, url in (("GET", "/v1/exports?resource=users"), ("POST", "/v1/imports"), ("POST", "/v1/exports"),
+                        ("GET", "/v1/imports/00000000-0000-0000-0000-000000000000")):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            answer = client.request(method, url, headers=headers)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (401, "unauthorized"), (method, url)
+    allowed = client.get("/v1/exports?resource=users", headers={"Authorization": "Bearer s3cret"})
+    assert allowed.status_code == 200
+
+
+def test_ui_metrics_and_openapi(client: TestClient) -> None:
+    from openapi_spec_validator import validate
+
+    import_samples()
+    ui = client.get("/ui")
+    assert ui.status_code == 200 and "swagger-ui" in ui.text.lower()
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'bulkflow_rows_imported_total{resource="users"} 6.0' in text
+    assert 'bulkflow_rows_rejected_total{resource="users"} 8.0' in text
+    assert 'bulkflow_jobs_finished_total{kind="import",status="completed"}' in text
+    assert "bulkflow_import_duration_seconds_count" in text
+    document = client.get("/openapi.json").json()
+    validate(document)
+    assert {"/v1/imports", "/v1/imports/{job_id}", "/v1/imports/{job_id}/rejects", "/v1/exports",
+            "/v1/exports/{job_id}", "/v1/exports/{job_id}/download", "/metrics"} <= set(document["paths"])
+
+
+def test_postman_collection_is_generated_from_the_openapi_document() -> None:
+    from api.postman import render
+
+    assert (ROOT / "postman-collection.json").read_text() == render(), "run: python -m api.postman > postman-collection.json"

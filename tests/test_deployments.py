@@ -1,0 +1,83 @@
+"""Deployments, prefect.yaml, docker-compose, Dockerfile and .env.example agree with the code.
+
+No Docker engine runs here: the files are parsed and checked against the settings model and
+the deployments catalog, so a renamed setting or flow cannot leave them stale."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from bulkflow.settings import Settings
+from deployments.catalog import all_deployments
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def setting_names() -> set[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        names.update([alias] if isinstance(alias, str) else alias.choices)  # type: ignore[union-attr]
+    return names
+
+
+def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() -> None:
+    deployments = {f"{d.flow_name}/{d.name}": d for d in all_deployments()}
+    assert set(deployments) == {"import/import", "export/export", "nightly-export/nightly-parquet", "landing-pickup/landing"}
+    form = deployments["import/import"]._parameter_openapi_schema.model_dump()
+    assert form["properties"]["resource"]["enum"] == ["users", "articles", "comments"]
+    assert set(form["definitions"]["ImportOptions"]["properties"]) == {"chunk_size", "idempotency_key"}
+    export_form = deployments["export/export"]._parameter_openapi_schema.model_dump()
+    assert {"role", "status", "created_at_from", "updated_since"} <= set(export_form["definitions"]["ExportFilters"]["properties"])
+    assert deployments["landing-pickup/landing"].schedules[0].schedule.interval.total_seconds() == 60
+    assert deployments["nightly-export/nightly-parquet"].schedules[0].schedule.cron == "0 2 * * *"
+
+
+def test_prefect_yaml_matches_the_catalog() -> None:
+    declared = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    for deployment in all_deployments():
+        entry = declared.pop(deployment.name)
+        assert entry["entrypoint"] == deployment.entrypoint
+        assert entry["work_pool"]["name"] == "bulkflow" and entry["tags"] == deployment.tags
+        assert entry.get("parameters", {}) == deployment.parameters
+        schedules = [s.schedule for s in deployment.schedules or []]
+        assert [s.get("cron") or s.get("interval") for s in entry.get("schedules", [])] == [
+            getattr(s, "cron", None) or s.interval.total_seconds() for s in schedules
+        ]
+    assert not declared, f"prefect.yaml has deployments the catalog lacks: {sorted(declared)}"
+
+
+def test_compose_runs_postgres_prefect_the_runner_and_the_api() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "prefect", "runner", "api"}
+    assert services["runner"]["command"] == ["bulkflow", "serve"]
+    assert services["api"]["command"][:2] == ["bulkflow", "api"] and "3000" in services["api"]["ports"][0]
+    for name in ("runner", "api"):
+        environment = services[name]["environment"]
+        assert environment["DB_HOST"] == "postgres" and environment["PREFECT_API_URL"] == "http://prefect:4200/api"
+        assert "bulkflow-data:/data" in services[name]["volumes"] and environment["BULKFLOW_HOME"] == "/data"
+    assert "@postgres:5432/prefect" in services["prefect"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    init = services["postgres"]["volumes"][1].split(":")[0]
+    assert "CREATE DATABASE prefect" in (ROOT / init).read_text()
+    used = set(re.findall(r"\$\{(\w+)", (ROOT / "docker-compose.yml").read_text()))
+    assert used <= setting_names(), used - setting_names()
+
+
+def test_env_example_holds_the_seed_fields_and_only_known_settings() -> None:
+    names = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    assert {"DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "PORT", "API_TOKEN"} <= names
+    unknown = {n for n in names - setting_names() if not n.startswith("PREFECT_")}
+    assert not unknown, f".env.example names settings that do not exist: {unknown}"
+
+
+def test_the_image_contains_every_package_and_runs_as_a_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    for package in packages:
+        assert f"COPY {package} ./{package}" in dockerfile
+    assert "USER bulkflow" in dockerfile and "BULKFLOW_HOME=/data" in dockerfile

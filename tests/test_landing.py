@@ -1,0 +1,82 @@
+"""The landing pick-up: each landed file imported once, in dependency order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows.import_flow import import_flow
+from flows.landing_flow import landing_pickup
+from tasks.landing import list_landed
+from tests.helpers import sql
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def land(root: Path, resource: str, name: str, source: Path) -> Path:
+    (root / resource).mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(source, root / resource / name))
+
+
+def test_files_are_listed_in_dependency_order_and_unfinished_ones_wait(tmp_path: Path) -> None:
+    land(tmp_path, "comments", "a.ndjson", DATA / "comments.ndjson")
+    land(tmp_path, "articles", "b.ndjson", DATA / "articles.ndjson")
+    land(tmp_path, "users", "c.csv", DATA / "users.csv")
+    for unfinished in (".c.csv", "_c.csv", "c.csv.part", "c.csv.tmp"):
+        land(tmp_path, "users", unfinished, DATA / "users.csv")
+    (tmp_path / "uploads").mkdir()
+    land(tmp_path, "uploads", "x.csv", DATA / "users.csv")
+    assert [(f.resource, Path(f.location).name) for f in list_landed(str(tmp_path))] == [
+        ("users", "c.csv"), ("articles", "b.ndjson"), ("comments", "a.ndjson"),
+    ]
+
+
+def test_pickup_imports_each_file_once(tmp_path: Path) -> None:
+    # Comments land first and sort first by name, yet users and articles are imported before them.
+    land(tmp_path, "comments", "0-comments.ndjson", DATA / "comments.ndjson")
+    land(tmp_path, "articles", "1-articles.ndjson", DATA / "articles.ndjson")
+    users = land(tmp_path, "users", "2-users.csv", DATA / "users.csv")
+    outcomes = landing_pickup(landing=str(tmp_path))
+    assert [Path(p).name for p in outcomes["imported"]] == ["2-users.csv", "1-articles.ndjson", "0-comments.ndjson"]
+    counts = sql("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM articles), (SELECT count(*) FROM comments)")
+    assert counts == [(6, 4, 3)]  # the sample files' exact counts: foreign keys resolved
+
+    # Nothing new: nothing is read or imported again.
+    jobs_before = sql("SELECT count(*) FROM import_runs")[0][0]
+    assert landing_pickup(landing=str(tmp_path)) == {"imported": [], "duplicate": [], "failed": [], "retry_later": []}
+    # The same content under another name, even imported earlier under an idempotency key, is a duplicate.
+    land(tmp_path, "users", "3-users-again.csv", users)
+    outcomes = landing_pickup(landing=str(tmp_path))
+    assert [Path(p).name for p in outcomes["duplicate"]] == ["3-users-again.csv"] and not outcomes["imported"]
+    assert sql("SELECT count(*) FROM import_runs")[0][0] == jobs_before
+
+
+def test_a_bad_file_fails_once_and_does_not_stop_the_others(tmp_path: Path) -> None:
+    land(tmp_path, "users", "a-unreadable.csv", DATA / "users.csv").write_bytes(b"id,email\n\xff\xfe,x\n")
+    land(tmp_path, "users", "b-users.csv", DATA / "users.csv")
+    state = landing_pickup(landing=str(tmp_path), return_state=True)
+    assert state.is_failed() and "a-unreadable.csv" in state.message
+    assert sql("SELECT count(*) FROM users")[0][0] == 6
+    assert sql("SELECT outcome, detail LIKE '%not valid UTF-8%' FROM landing_files ORDER BY location") == [
+        ("failed", True), ("imported", None),
+    ]
+    # Recorded as failed: the next pick-up leaves it alone until the file changes.
+    assert landing_pickup(landing=str(tmp_path))["failed"] == []
+
+
+def test_content_imported_under_an_idempotency_key_is_not_imported_again(tmp_path: Path) -> None:
+    from schemas.parameters import ImportOptions
+
+    import_flow(resource="users", source=str(DATA / "users.csv"), options=ImportOptions(idempotency_key="k-1"))
+    land(tmp_path, "users", "users.csv", DATA / "users.csv")
+    assert [Path(p).name for p in landing_pickup(landing=str(tmp_path))["duplicate"]] == ["users.csv"]
+
+
+def test_default_landing_root_is_under_bulkflow_home() -> None:
+    from bulkflow.settings import get_settings
+
+    assert get_settings().landing_root() == str(Path(os.environ["BULKFLOW_HOME"]).resolve() / "landing")
