@@ -5,7 +5,7 @@ survive restarts."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -37,7 +37,7 @@ class BulkflowCollector(Collector):
             "bulkflow_jobs_finished", "Flow runs finished, by kind and status", labels=["kind", "status"]
         )
         active = GaugeMetricFamily("bulkflow_jobs_active", "Flow runs queued or running", labels=["kind", "status"])
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ran = FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False))
         with get_client(sync_client=True) as client:
             for kind in _KINDS:

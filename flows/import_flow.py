@@ -23,6 +23,7 @@ from tasks.report import ImportProgress, publish_report
 from tasks.source import Format, StagedSource, read_columns, stage_source
 from tasks.validate import SeenKeys, check_chunk
 
+
 @task(name="stage-source", cache_policy=NO_CACHE, persist_result=False)
 def stage(resource: Resource, source: str, format: Format | None) -> StagedSource:
     """Fetch/decompress/check the source and verify its columns."""

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,8 +38,9 @@ def served(prefect_api: str) -> Iterator[None]:
         "BULKFLOW_ALLOW_PRIVATE_URLS": "true",  # the test file server is on loopback
         "BULKFLOW_LANDING_INTERVAL": "86400",
     }
+    log = tempfile.TemporaryFile()  # not a pipe: an unread pipe would block the runner once full
     runner = subprocess.Popen(
-        [sys.executable, "-m", "bulkflow", "serve"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "bulkflow", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         deadline = time.monotonic() + 120
@@ -48,14 +50,16 @@ def served(prefect_api: str) -> Iterator[None]:
                     client.read_deployment_by_name(IMPORT)
                     client.read_deployment_by_name(EXPORT)
                     break
-                except Exception:
+                except Exception as not_yet:
                     if runner.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"bulkflow serve did not start: {runner.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                        log.seek(0)
+                        raise RuntimeError(f"bulkflow serve did not start: {log.read().decode()[-2000:]}") from not_yet
                     time.sleep(1)
         yield
     finally:
         runner.terminate()
         runner.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture()
