@@ -1,6 +1,7 @@
 # The two commands for a fresh machine with only Python 3.11+:
 #   make demo   set up a local venv and import the sample data into the embedded PostgreSQL
 #   make test   set up a local venv and run the test suite
+#   make bench  the benchmark against PostgreSQL's COPY (about 15 minutes; BENCH_ARGS="--rows 100000" for a quick one)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,9 @@ STAMP := $(VENV)/.installed
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test install clean
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +27,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/bulkflow bench $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .bulkflow .pytest_cache
+	rm -rf $(VENV) .bulkflow .bulkflow-bench .pytest_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -118,6 +119,33 @@ def api_command(
     from bulkflow.settings import get_settings
 
     uvicorn.run(create_app(), host=host, port=port or get_settings().port, log_level="info")
+
+
+@app.command("bench")
+def bench_command(
+    rows: Annotated[int, typer.Option("--rows", min=100, help="rows of users, articles and comments each")] = 1_000_000,
+    repeats: Annotated[int, typer.Option("--repeats", min=1)] = 3,
+    memory_rows: Annotated[str, typer.Option("--memory-rows", help="users import sizes for peak memory")] = "100000,1000000,3000000",
+    workdir: Annotated[Path, typer.Option("--workdir", help="generated files, the bench database")] = Path(".bulkflow-bench"),
+    results: Annotated[Path, typer.Option("--results", help="where results.json/.md and chart.png go")] = Path("bench/results"),
+) -> None:
+    """Benchmark imports and exports against PostgreSQL's own COPY (own database, own Prefect server)."""
+    from bench.report import write
+    from bench.run import BenchConfig, run
+
+    config = BenchConfig(
+        rows=rows,
+        repeats=repeats,
+        memory_rows=tuple(int(n) for n in memory_rows.split(",")),
+        workdir=workdir,
+        results=results,
+        prefect_api_url=os.environ.get("BULKFLOW_BENCH_PREFECT_API_URL"),
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = write(config, run(config))
+    typer.echo((results / "results.md").read_text())
+    if not summary["chart"]:
+        stderr.print("no chart: install the bench extra (pip install -e '.[bench]') for matplotlib")
 
 
 @app.command("demo")

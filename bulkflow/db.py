@@ -26,7 +26,7 @@ _MIGRATION_LOCK_ID = 0x6B756C6B
 
 
 @lru_cache(maxsize=4)
-def _embedded_url(home: str) -> str:
+def embedded_url(home: str) -> str:
     """Start (or reuse) the embedded PostgreSQL under `home` and return its URL."""
     data_dir = _embedded_data_dir(home)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,7 @@ def _embedded_server(data_dir: Path):  # type: ignore[no-untyped-def]
 def database_url(settings: Settings | None = None) -> str:
     """The URL of the configured database, starting the embedded one when needed."""
     settings = settings or get_settings()
-    return settings.external_database_url() or _embedded_url(str(settings.home))
+    return settings.external_database_url() or embedded_url(str(settings.home))
 
 
 def stop_embedded(settings: Settings | None = None) -> bool:
@@ -63,7 +63,7 @@ def stop_embedded(settings: Settings | None = None) -> bool:
     if not settings.embedded or not (data_dir / "postmaster.pid").exists():
         return False
     _embedded_server(data_dir).stop()
-    _embedded_url.cache_clear()
+    embedded_url.cache_clear()
     _migrated.clear()
     return True
 

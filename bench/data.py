@@ -1,0 +1,51 @@
+"""The benchmark's files, made with the project's generator.
+
+bulkflow reads them as they are; PostgreSQL's COPY gets the same rows, in the same CSV,
+except for `tags`, which COPY wants as an array literal (`{"news","t3"}`) where our files
+carry JSON (`["news","t3"]`). Every row has its id (COPY has no natural-key fallback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from bulkflow.generate import BROKEN_RULE, GeneratorSpec, generate, write_file
+
+
+@dataclass(frozen=True)
+class BenchFile:
+    resource: str
+    rows: int
+    ours: Path
+    """What `bulkflow import` reads."""
+    copy: Path
+    """What `\\copy` reads: the same rows (valid ones only for the invalid variant)."""
+
+
+def prepare(folder: Path, resource: str, rows: int, *, users: int, articles: int, invalid_share: float = 0.0) -> BenchFile:
+    """Write (once) the files of one workload under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = f"-{int(invalid_share * 100)}pct-invalid" if invalid_share else ""
+    ours = folder / f"{resource}-{rows}{suffix}.csv"
+    spec = GeneratorSpec(resource, rows, invalid_share, users=users, articles=articles, id_less_rows=False)
+    if not ours.exists():
+        write_file(spec, ours)
+    if invalid_share:
+        return BenchFile(resource, rows, ours, prepare(folder, resource, rows, users=users, articles=articles).copy)
+    if resource != "articles":
+        return BenchFile(resource, rows, ours, ours)
+    copy = folder / f"{resource}-{rows}.copy.csv"
+    if not copy.exists():
+        frame = generate(spec).drop(BROKEN_RULE)
+        quoted = pl.col("tags").list.eval(pl.format('"{}"', pl.element())).list.join(",")
+        array = pl.concat_str(pl.lit("{"), quoted, pl.lit("}"))
+        frame.with_columns(array.alias("tags")).write_csv(copy, line_terminator="\r\n")
+    return BenchFile(resource, rows, ours, copy)
+
+
+def header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as fh:
+        return fh.readline().strip().split(",")

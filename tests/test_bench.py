@@ -1,0 +1,32 @@
+"""The benchmark runs end to end on tiny sizes (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.report import write
+from bench.run import BenchConfig, run
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: str) -> None:
+    config = BenchConfig(
+        rows=300, repeats=1, memory_rows=(200, 300), workdir=tmp_path, results=tmp_path / "results",
+        prefect_api_url=prefect_api,
+    )
+    summary = write(config, run(config))
+    saved = json.loads((tmp_path / "results" / "results.json").read_text())
+    workloads = [f"{c['kind']} {c['workload']}" for c in saved["comparisons"]]
+    assert workloads[:4] == ["import users, 5% invalid", "import users", "import articles", "import comments"]
+    assert len(workloads) == 10  # and 6 exports: 3 resources x NDJSON, CSV
+    for comparison in saved["comparisons"]:
+        assert len(comparison["copy_s"]) == len(comparison["ours_s"]) == 1 and comparison["ratio"] > 0
+        assert comparison["ours_peak_rss_mb"][0] > 50  # a real process was measured
+    assert [point["rows"] for point in saved["memory"]] == [200, 300]
+    assert saved["machine"]["postgres"].startswith("PostgreSQL ")
+    table = (tmp_path / "results" / "results.md").read_text()
+    assert "| import users | 300 |" in table and "Peak memory" in table
+    assert summary["chart"] == (tmp_path / "results" / "chart.png").exists()
