@@ -16,6 +16,7 @@ COPY tasks ./tasks
 COPY flows ./flows
 COPY deployments ./deployments
 COPY api ./api
+COPY bench ./bench
 COPY data ./data
 RUN pip install . && useradd --create-home --uid 10001 bulkflow && mkdir -p /data && chown bulkflow /data
 USER bulkflow
