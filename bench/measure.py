@@ -1,9 +1,18 @@
-"""Running one measured command: wall time and peak resident memory from the OS."""
+"""Running one measured command: wall time and peak resident memory from the OS.
+
+The command is started by a small helper process (`python -m bench.measure`), not by the
+benchmark itself: on Linux a child's peak RSS starts from the high-water mark of the
+address space it was forked from, so a command forked straight from the benchmark (which
+holds generated data) would report the benchmark's memory, not its own. `/usr/bin/time -v`
+avoids it the same way.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,19 +27,34 @@ class Measurement:
 
 
 def measure(command: list[str], env: dict[str, str], stdout_to: Path | None = None) -> Measurement:
-    """Run `command` to completion: its wall time, and the peak RSS the kernel reports for it
-    (`wait4`, the figure `/usr/bin/time -v` prints). Raises with its stderr when it fails."""
-    with tempfile.TemporaryFile() as err, (open(stdout_to, "wb") if stdout_to else tempfile.TemporaryFile()) as out:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)  # reaps the child ourselves, keeping its rusage
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
+    """Run `command` to completion: wall time and peak RSS. Raises with its stderr when it fails."""
+    with (
+        tempfile.NamedTemporaryFile("r", suffix=".json") as figures,
+        tempfile.TemporaryFile() as err,
+        open(stdout_to, "wb") if stdout_to else tempfile.TemporaryFile() as out,  # noqa: SIM115
+    ):
+        helper = [sys.executable, "-m", "bench.measure", figures.name, *command]
+        returncode = subprocess.run(helper, env=env, stdout=out, stderr=err, check=False).returncode
+        if returncode != 0:
             err.seek(0)
-            raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {err.read().decode()[-3000:]}")
+            raise RuntimeError(f"{' '.join(command)} failed ({returncode}): {err.read().decode()[-3000:]}")
+        result = json.load(figures)
         text = ""
         if stdout_to is None:
             out.seek(0)
             text = out.read().decode()
-    return Measurement(seconds, usage.ru_maxrss / 1024, text)  # ru_maxrss is in KiB on Linux
+    return Measurement(result["seconds"], result["maxrss_kb"] / 1024, text)
+
+
+def _run_and_report(figures: str, command: list[str]) -> int:
+    started = time.perf_counter()
+    process = subprocess.Popen(command)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    with open(figures, "w") as fh:
+        json.dump({"seconds": seconds, "maxrss_kb": usage.ru_maxrss}, fh)  # KiB on Linux
+    return os.waitstatus_to_exitcode(status)
+
+
+if __name__ == "__main__":
+    sys.exit(_run_and_report(sys.argv[1], sys.argv[2:]))

@@ -33,6 +33,9 @@ SESSION_SETTINGS = (
     "SET LOCAL enable_seqscan = off",
 )
 VIOLATIONS = "_bulkflow_violations"
+ARROW_COMPAT = pl.CompatLevel.newest()
+"""Hand polars' own string layout (string_view) to the driver as is, instead of converting
+every string column to large_string first."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def _stage_and_check(conn: Connection, resource: Resource, chunk: CheckedChunk) 
     the violating rows from the stage and return their reject entries."""
     resource.pandera_schema().validate(chunk.rows.lazy())
     with conn.cursor() as cur:
-        cur.adbc_ingest(STAGE, chunk.rows.to_arrow(), mode="replace", temporary=True)
+        cur.adbc_ingest(STAGE, chunk.rows.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
         cur.execute(f"DROP TABLE IF EXISTS {VIOLATIONS}")
         cur.execute(
             f"CREATE TEMP TABLE {VIOLATIONS} (line bigint, field text, rule text, message text)"
@@ -187,6 +190,6 @@ def _save_rejects(conn: Connection, job_key: str, index: int, rejects: pl.DataFr
         return
     table = rejects.select(
         pl.lit(job_key).alias("job_key"), pl.lit(index, pl.Int32).alias("chunk_index"), pl.all()
-    ).to_arrow()
+    ).to_arrow(compat_level=ARROW_COMPAT)
     with conn.cursor() as cur:
         cur.adbc_ingest("import_rejects", table, mode="append")

@@ -116,10 +116,10 @@ def rule_rejects(resource: Resource, context: RuleContext, flagged: pl.DataFrame
     """One reject entry per violated rule per row: every failing rule is reported."""
     parts = []
     for i, rule in enumerate(resource.all_rules()):
+        if not flagged.get_column(_flag(i)).any():
+            continue  # the common case: filtering every column only to find nothing is costly
         hits = flagged.filter(pl.col(_flag(i)))
-        if hits.height:
-            message = rule.describe(context)
-            parts.append(reject_entries(hits, resource, field=rule.field, rule=rule.id, message=message))
+        parts.append(reject_entries(hits, resource, field=rule.field, rule=rule.id, message=rule.describe(context)))
     return pl.concat(parts) if parts else empty_rejects()
 
 
@@ -197,28 +197,30 @@ def mark_duplicates(resource: Resource, flagged: pl.DataFrame, seen: SeenKeys) -
     The first valid occurrence wins (earlier chunks first, via `seen`); later ones get one
     `_dup_<field>` flag per duplicated key and lose `_ok`. The winners' keys join `seen`.
     """
-    flags = []
+    flags, valid_keys = [], {}
     for name, _, key in dedupe_keys(resource):
         # Rows failing the rules get a null key, so they never count as an occurrence.
         valid_key = flagged.select(pl.when(pl.col(OK)).then(key)).to_series()
         earlier_in_chunk = ~valid_key.is_first_distinct() & valid_key.is_not_null()
         flags.append((earlier_in_chunk | seen.seen_before(name, valid_key)).alias(f"_dup_{name}"))
+        valid_keys[name] = valid_key
     dup_columns = [f"_dup_{name}" for name, _, _ in dedupe_keys(resource)]
     marked = flagged.with_columns(flags)
     marked = marked.with_columns((pl.col(OK) & ~pl.any_horizontal(dup_columns)).alias(OK))
-    winners = marked.filter(pl.col(OK))
-    for name, _, key in dedupe_keys(resource):
-        seen.add(name, winners.select(key).to_series())
+    ok = marked.get_column(OK)
+    for name, valid_key in valid_keys.items():
+        seen.add(name, valid_key.filter(ok))
     return marked
 
 
 def duplicate_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
     parts = []
     for name, rule, _ in dedupe_keys(resource):
+        if not marked.get_column(f"_dup_{name}").any():
+            continue
         hits = marked.filter(pl.col(f"_dup_{name}"))
-        if hits.height:
-            message = f"{name} already appears on an earlier line of this file"
-            parts.append(reject_entries(hits, resource, field=name, rule=rule, message=message))
+        message = f"{name} already appears on an earlier line of this file"
+        parts.append(reject_entries(hits, resource, field=name, rule=rule, message=message))
     return pl.concat(parts) if parts else empty_rejects()
 
 
