@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandera.polars as pa
 import polars as pl
+
+if TYPE_CHECKING:
+    import pandera.polars as pa
 
 FieldKind = Literal["text", "boolean", "timestamp", "text_list"]
 
@@ -184,6 +186,8 @@ class Resource:
 
     def pandera_schema(self) -> pa.DataFrameSchema:
         """The contract of the typed rows handed to the database: names, types, nullability."""
+        import pandera.polars as pa  # only loads need it: keeps `bulkflow export` start-up short
+
         columns = {
             f.name: pa.Column(POLARS_TYPES[f.kind], nullable=not (f.required or f.name == "id"))
             for f in self.fields

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO, Literal, get_args
 
 import fsspec
-import httpx
 import polars as pl
 
 from bulkflow.errors import InputError, ParameterError, RetryableError
@@ -42,7 +41,7 @@ _EXTENSIONS: dict[str, Format] = {
 }
 _COMPRESSIONS = {".gz": "gzip"}
 _BLOCK = 1 << 20
-_HTTP_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+_HTTP_TIMEOUTS = {"timeout": 30.0, "read": 300.0}
 
 
 @dataclass(frozen=True)
@@ -143,11 +142,13 @@ def _open_source(source: str, compression: str | None) -> Iterator[IO[bytes]]:
         with fsspec.open(source, "rb", compression=compression) as stream:
             yield stream
         return
+    import httpx  # here: only http sources need it, and importing it slows every start-up
+
     # Each redirect hop goes through the same URL policy as the first request.
     hooks = {"request": [lambda request: check_remote_url(str(request.url))]}
     try:
         with (
-            httpx.Client(follow_redirects=True, timeout=_HTTP_TIMEOUT, event_hooks=hooks) as client,
+            httpx.Client(follow_redirects=True, timeout=httpx.Timeout(**_HTTP_TIMEOUTS), event_hooks=hooks) as client,
             client.stream("GET", source) as response,
         ):
             if response.status_code >= 400:
