@@ -132,3 +132,29 @@ def test_resume_uses_the_jobs_original_chunk_size(users_file: Path, clean_state:
     report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=999))
     _same(_state(report), clean_state)
     assert pl.Series([r[0] for r in sql("SELECT rows_read FROM import_chunks")]).max() == CHUNK
+
+
+def test_an_id_inserted_meanwhile_by_another_transaction_turns_the_chunk_into_an_upsert(
+    users_file: Path, clean_state: dict
+) -> None:
+    """The fast path (plain INSERT of ids the table lacked) meets an id that appeared after
+    its check: the chunk falls back to the upsert and ends like a clean run."""
+    first_chunk = pl.read_csv(users_file, infer_schema=False, n_rows=CHUNK)
+    loaded = set(clean_state["tables"]["users"]["id"].to_list())
+    ids = [i for i in first_chunk["id"].to_list() if i in loaded]
+    # A trigger plays the other transaction: when chunk 0 inserts its first row, a row with
+    # chunk 0's last id appears, before the INSERT reaches that id.
+    sql("DROP SEQUENCE IF EXISTS sneak_count")
+    sql("CREATE SEQUENCE sneak_count")
+    sql(
+        "CREATE OR REPLACE FUNCTION sneak() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.id = '{ids[0]}' AND nextval('sneak_count') = 1 THEN "
+        f"INSERT INTO users (id, email) VALUES ('{ids[-1]}', 'sneaky@example.com'); END IF; RETURN NEW; END $$"
+    )
+    sql("CREATE TRIGGER sneak BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION sneak()")
+    try:
+        report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
+    finally:
+        sql("DROP TRIGGER IF EXISTS sneak ON users")
+    assert sql("SELECT last_value FROM sneak_count")[0][0] == 2  # fired for the INSERT, then for the upsert
+    _same(_state(report), clean_state)
