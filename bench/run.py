@@ -8,6 +8,7 @@ keys, unique indexes, foreign keys), so both sides pay for the same index mainte
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -61,6 +62,8 @@ class Comparison:
 
 
 class Bench:
+    """The measured commands, with the bench's own database and the given Prefect API."""
+
     def __init__(self, config: BenchConfig, api_url: str) -> None:
         self.config = config
         self.files = config.workdir / "files"
@@ -101,8 +104,6 @@ class Bench:
         return self.bulkflow("import", file.resource, str(file.ours), "--json")
 
     def compare_import(self, comparison: Comparison, file: BenchFile) -> None:
-        import json
-
         for repeat in range(self.config.repeats):
             sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
             for side in sides:
