@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     `BULKFLOW_HOME`, started on demand and reused by later runs.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # No populate_by_name: field names must never be read as environment variables (the
+    # field `home` would pick up $HOME).
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     db_host: str | None = Field(default=None, validation_alias="DB_HOST")

@@ -51,3 +51,12 @@ def test_flow_parameter_literal_matches_the_resources() -> None:
     from schemas import RESOURCES
 
     assert list(get_args(ResourceName)) == list(RESOURCES)
+
+
+def test_field_names_are_not_read_from_the_environment(clean_env: pytest.MonkeyPatch) -> None:
+    """Only the documented variables count: $HOME must not become BULKFLOW_HOME."""
+    clean_env.delenv("BULKFLOW_HOME", raising=False)
+    clean_env.setenv("HOME", "/somewhere/else")
+    clean_env.setenv("CHUNK_SIZE", "7")
+    settings = Settings(_env_file=None)
+    assert str(settings.home) == ".bulkflow" and settings.chunk_size == 50_000
