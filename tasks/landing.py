@@ -8,7 +8,6 @@ write a file under such a name, then rename it (an atomic step on every file sys
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import IO, Literal
@@ -21,12 +20,10 @@ from bulkflow.db import execute, query_one
 from bulkflow.errors import InputError, retry_condition
 from bulkflow.settings import get_settings
 from schemas import RESOURCES
-from tasks.remote import check_size
-from tasks.source import detect_format
+from tasks.source import checked_copy, detect_format
 
 Outcome = Literal["imported", "duplicate", "failed"]
 _UNFINISHED_SUFFIXES = (".part", ".tmp", ".partial")
-_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -73,11 +70,8 @@ def _seen(file: LandedFile) -> bool:
 @task(name="content-sha256", cache_policy=NO_CACHE)
 def content_sha256(file: LandedFile) -> str:
     """The checksum that names an import job (the same bytes the import hashes)."""
-    digest = hashlib.sha256()
     with fsspec.open(file.location, "rb") as stream:
-        while block := stream.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        return checked_copy(stream, None, text=False, source=file.location)[0]
 
 
 def already_imported(resource: str, sha256: str) -> bool:
@@ -109,16 +103,16 @@ def store_upload(stream: IO[bytes], filename: str, format: str | None) -> str:
     suffix = f".{fmt}" + (".gz" if compression else "")
     root = f"{get_settings().landing_root()}/uploads"
     partial = f"{root}/.upload-{uuid.uuid4().hex}{suffix}"
-    digest, size = hashlib.sha256(), 0
-    with fsspec.open(partial, "wb", auto_mkdir=True) as out:
-        while block := stream.read(_BLOCK):
-            size += len(block)
-            check_size(size, filename)
-            digest.update(block)
-            out.write(block)
-    if size == 0:
-        fsspec.core.url_to_fs(partial)[0].rm(partial)
-        raise InputError(f"{filename} is empty: nothing to import")
-    final = f"{root}/{digest.hexdigest()}{suffix}"
-    fsspec.core.url_to_fs(partial)[0].mv(partial, final)
+    fs = fsspec.core.url_to_fs(partial)[0]
+    try:
+        with fsspec.open(partial, "wb", auto_mkdir=True) as out:
+            digest, size = checked_copy(stream, out, text=False, source=filename, size_limited=True)
+        if size == 0:
+            raise InputError(f"{filename} is empty: nothing to import")
+    except BaseException:
+        if fs.exists(partial):
+            fs.rm(partial)  # a refused or failed upload leaves nothing behind
+        raise
+    final = f"{root}/{digest}{suffix}"
+    fs.mv(partial, final)
     return final

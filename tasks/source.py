@@ -27,7 +27,7 @@ import polars as pl
 
 from bulkflow.errors import InputError, ParameterError, RetryableError
 from bulkflow.settings import get_settings
-from tasks.remote import check_remote_url, is_remote, limited
+from tasks.remote import check_remote_url, check_size, is_remote, limited
 
 Format = Literal["csv", "ndjson", "json", "parquet"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -100,7 +100,7 @@ def stage_source(source: str, format_override: str | None = None) -> StagedSourc
     in_place = local_path is not None and compression is None and fmt != "json"
     if in_place:
         with open(local_path, "rb") as fh:  # type: ignore[arg-type]
-            digest, size = _checked_copy(fh, None, text=fmt != "parquet", source=source)
+            digest, size = checked_copy(fh, None, text=fmt != "parquet", source=source)
         staged = StagedSource(source, local_path, fmt, fmt, digest, size, temporary=False)  # type: ignore[arg-type]
     else:
         staged = _stage_copy(source, fmt, compression)
@@ -120,7 +120,7 @@ def _stage_copy(source: str, fmt: Format, compression: str | None) -> StagedSour
             if fmt == "json":
                 digest, size = _json_array_to_ndjson(src, dst, source)
             else:
-                digest, size = _checked_copy(src, dst, text=fmt != "parquet", source=source)
+                digest, size = checked_copy(src, dst, text=fmt != "parquet", source=source)
     except (OSError, EOFError, ValueError) as exc:
         Path(name).unlink(missing_ok=True)
         raise InputError(f"cannot read {source}: {exc}") from exc
@@ -181,12 +181,17 @@ class _IteratorReader(io.RawIOBase):
         return size
 
 
-def _checked_copy(src: IO[bytes], dst: IO[bytes] | None, *, text: bool, source: str) -> tuple[str, int]:
-    """Stream `src` (to `dst` if given), hashing it and, for text, checking it is UTF-8."""
+def checked_copy(
+    src: IO[bytes], dst: IO[bytes] | None, *, text: bool, source: str, size_limited: bool = False
+) -> tuple[str, int]:
+    """Stream `src` (to `dst` if given), hashing it and, for text, checking it is UTF-8;
+    with `size_limited`, failing past BULKFLOW_MAX_SOURCE_BYTES. Returns (sha256, bytes)."""
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")() if text else None
     size, line = 0, 1
     while block := src.read(_BLOCK):
+        if size_limited:
+            check_size(size + len(block), source)
         digest.update(block)
         if decoder is not None:
             try:

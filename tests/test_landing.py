@@ -80,3 +80,19 @@ def test_default_landing_root_is_under_bulkflow_home() -> None:
     from bulkflow.settings import get_settings
 
     assert get_settings().landing_root() == str(Path(os.environ["BULKFLOW_HOME"]).resolve() / "landing")
+
+
+def test_a_refused_upload_leaves_nothing_in_landing_storage(tmp_path: Path, settings_env) -> None:  # noqa: ANN001
+    import io
+
+    from bulkflow.errors import InputError, TooLargeError
+    from tasks.landing import store_upload
+
+    settings_env(BULKFLOW_LANDING_URL=str(tmp_path), BULKFLOW_MAX_SOURCE_BYTES="100")
+    with pytest.raises(TooLargeError):
+        store_upload(io.BytesIO((DATA / "users.csv").read_bytes()), "users.csv", None)
+    with pytest.raises(InputError, match="empty"):
+        store_upload(io.BytesIO(b""), "users.csv", None)
+    assert list((tmp_path / "uploads").iterdir()) == []
+    stored = store_upload(io.BytesIO(b"id,email\n1,a@example.com\n"), "u.csv", None)
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == [Path(stored).name]
