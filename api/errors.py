@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +22,11 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors as `details`: where (location) and what (message)."""
+    return [{"location": list(e["loc"]), "message": e["msg"]} for e in errors]
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -49,8 +55,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"location": list(e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        return error_response(422, "invalid_request", "the request does not match the API", details)
+        return error_response(422, "invalid_request", "the request does not match the API", validation_details(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:

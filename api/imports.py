@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from api.errors import ApiError
+from api.errors import ApiError, validation_details
 from api.jobs import read_job, trigger
 from api.models import Accepted, ImportFromUrl, ImportJob
 from bulkflow.settings import get_settings
@@ -75,8 +75,7 @@ async def _json_body(request: Request) -> ImportFromUrl:
     try:
         return ImportFromUrl.model_validate_json(await request.body())
     except ValidationError as exc:
-        details = [{"location": list(e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        raise ApiError(422, "invalid_request", "the JSON body needs resource and url", details) from None
+        raise ApiError(422, "invalid_request", "the JSON body needs resource and url", validation_details(exc.errors())) from None
 
 
 def _check_url_request(body: ImportFromUrl) -> tuple[str, str, str | None]:
