@@ -25,8 +25,8 @@ import httpx
 from bench.data import BenchFile, header, prepare
 from bench.measure import Measurement, measure
 from bulkflow.db import embedded_url
+from schemas import RESOURCES
 
-RESOURCES = ("users", "articles", "comments")
 BOOKKEEPING = "import_rejects, import_chunks, import_runs, import_jobs"
 
 
@@ -242,9 +242,7 @@ def _psql_binary() -> str:
 
 def _copy_schema_ddl() -> str:
     """Our tables' DDL, run again inside schema bench_copy (names resolve through search_path)."""
-    from schemas import RESOURCES as DEFINITIONS
-
     statements = ["CREATE SCHEMA IF NOT EXISTS bench_copy", "SET search_path TO bench_copy"]
-    for resource in DEFINITIONS.values():
+    for resource in RESOURCES.values():
         statements.extend(resource.ddl())
     return "; ".join(statements)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -128,6 +127,10 @@ def bench_command(
     memory_rows: Annotated[str, typer.Option("--memory-rows", help="users import sizes for peak memory")] = "100000,1000000,3000000",
     workdir: Annotated[Path, typer.Option("--workdir", help="generated files, the bench database")] = Path(".bulkflow-bench"),
     results: Annotated[Path, typer.Option("--results", help="where results.json/.md and chart.png go")] = Path("bench/results"),
+    prefect_api_url: Annotated[
+        Optional[str],
+        typer.Option("--prefect-api-url", envvar="BULKFLOW_BENCH_PREFECT_API_URL", help="a running Prefect API (default: start one)"),
+    ] = None,
 ) -> None:
     """Benchmark imports and exports against PostgreSQL's own COPY (own database, own Prefect server)."""
     from bench.report import write
@@ -139,7 +142,7 @@ def bench_command(
         memory_rows=tuple(int(n) for n in memory_rows.split(",")),
         workdir=workdir,
         results=results,
-        prefect_api_url=os.environ.get("BULKFLOW_BENCH_PREFECT_API_URL"),
+        prefect_api_url=prefect_api_url,
     )
     workdir.mkdir(parents=True, exist_ok=True)
     summary = write(config, run(config))
