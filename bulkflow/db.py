@@ -146,6 +146,33 @@ def connect(*, migrate: bool = True) -> Iterator[Connection]:
     _pool.give_back(url, conn)
 
 
+LOADING_SESSION = (
+    # Safe for exactly-once: the ledger row commits with the chunk, so a commit lost in a
+    # crash is a chunk redone, never a chunk half-applied or counted twice.
+    "SET LOCAL synchronous_commit = off",
+    # The stage is one chunk and the targets are indexed on every probed key, so the only
+    # good plan is: scan the stage, probe the target's index per staged row. Statistics
+    # cannot be trusted to find it (the stage is a fresh temp table; a target truncated or
+    # filled by this very import looks empty), and a wrong plan is quadratic.
+    "SET LOCAL enable_hashjoin = off",
+    "SET LOCAL enable_mergejoin = off",
+    "SET LOCAL enable_seqscan = off",
+    # The disabled plans make every chunk query look expensive enough to JIT-compile, which
+    # costs more than the query.
+    "SET LOCAL jit = off",
+    # A backend whose client died mid-statement (kill -9) notices within seconds instead of
+    # holding its chunk's ledger row for minutes; and no lock is waited on forever.
+    "SET LOCAL client_connection_check_interval = '2s'",
+    "SET LOCAL lock_timeout = '60s'",
+)
+
+
+def tune_session(cursor: adbc.Cursor) -> None:
+    """Apply LOADING_SESSION to the cursor's current transaction."""
+    for setting in LOADING_SESSION:
+        cursor.execute(setting)
+
+
 def execute(statement: str, parameters: tuple[object, ...] = ()) -> None:
     """Run one statement in its own transaction and commit it."""
     with connect() as conn, conn.cursor() as cur:

@@ -28,8 +28,9 @@ class RetryableError(BulkflowError):
 
 
 # SQLSTATE classes that a retry can cure: connection exceptions, serialization failures and
-# deadlocks, insufficient resources, operator intervention (e.g. admin shutdown).
-_RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "53", "57P")
+# deadlocks, insufficient resources, operator intervention (e.g. admin shutdown), and a
+# lock wait that timed out (lock_not_available).
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "55P03")
 
 
 def is_retryable(exc: BaseException) -> bool:

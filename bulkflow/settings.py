@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     landing_interval_s: int = Field(default=60, ge=5, validation_alias="BULKFLOW_LANDING_INTERVAL")
     max_source_bytes: int = Field(default=5 << 30, ge=1, validation_alias="BULKFLOW_MAX_SOURCE_BYTES")
     """Largest upload or download accepted (default 5 GiB)."""
+    max_record_bytes: int = Field(default=16 << 20, ge=1024, validation_alias="BULKFLOW_MAX_RECORD_BYTES")
+    """Longest record (CSV row, NDJSON line, JSON array element) read; a longer one is
+    rejected as record_too_large without being held in memory (default 16 MiB)."""
     fetch_timeout_s: float = Field(default=900.0, gt=0, validation_alias="BULKFLOW_FETCH_TIMEOUT")
     """Longest a remote download may take, in seconds."""
     url_schemes: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -12,16 +12,17 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bulkflow.errors import InputError
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings, get_settings
 from schemas import get_resource
 from schemas.parameters import ImportOptions, ResourceName
 from schemas.resource import Resource, RuleContext
-from tasks.jobs import close_job, open_job, read_rejects
+from tasks.checks import check_database
+from tasks.jobs import ImportReport, Job, close_job, open_job, read_rejects
 from tasks.load import ChunkResult, load_chunk
 from tasks.read import read_chunks
 from tasks.report import ImportProgress, publish_report
 from tasks.source import Format, StagedSource, read_columns, stage_source
-from tasks.validate import SeenKeys, check_chunk
+from tasks.validate import DatabaseFacts, RecordCheck, SeenKeys, check_records, decide
 
 
 @task(name="stage-source", cache_policy=NO_CACHE, persist_result=False)
@@ -66,30 +67,10 @@ def import_flow(
     settings = get_settings()
     definition = get_resource(resource)
     staged = stage(definition, source, format)
-    run_id = str(flow_run.id) if flow_run.id else None
-    job = open_job(resource, staged, options.chunk_size or settings.chunk_size, options.idempotency_key, run_id)
-    progress = ImportProgress(resource, source)
-    context = RuleContext(allowed_roles=settings.allowed_roles)
-    seen = SeenKeys()
-    in_flight: deque[tuple[PrefectFuture[ChunkResult], float, float]] = deque()
-    skipped = 0
-    for index, batch in enumerate(read_chunks(staged, definition, job.chunk_size)):
-        # Every chunk is checked, committed or not, so in-file duplicates are judged the same.
-        checked = check_chunk(definition, context, index, batch.rows, seen)
-        if index in job.done_chunks:
-            skipped += 1
-            progress.skipped(checked.rows_read, batch.progress)
-            continue
-        future = load_chunk.submit(job.key, definition, checked)
-        in_flight.append((future, time.perf_counter(), batch.progress))
-        while len(in_flight) > settings.load_workers:
-            _finish_oldest(in_flight, progress)
-    while in_flight:
-        _finish_oldest(in_flight, progress)
-    report = close_job(job, staged, run_id, time.perf_counter() - started, skipped)
-    sample = read_rejects(job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
-    publish_report(report, sample)
-    staged.cleanup()
+    try:
+        report = _load(definition, staged, options, settings, started)
+    finally:
+        staged.cleanup()  # a failed run leaves no staged copy behind either
     if not report.invariant_holds:
         raise RuntimeError(
             f"invariant broken: inserted {report.inserted} + updated {report.updated} + "
@@ -98,6 +79,57 @@ def import_flow(
     return report.__dict__
 
 
-def _finish_oldest(in_flight: deque, progress: ImportProgress) -> None:
-    future, submitted, fraction = in_flight.popleft()
-    progress.chunk_done(future.result(), time.perf_counter() - submitted, fraction)
+def _load(resource: Resource, staged: StagedSource, options: ImportOptions, settings: Settings, started: float) -> ImportReport:
+    run_id = str(flow_run.id) if flow_run.id else None
+    job = open_job(resource.name, staged, options.chunk_size or settings.chunk_size, options.idempotency_key, run_id)
+    progress = ImportProgress(resource.name, staged.source)
+    context = RuleContext(allowed_roles=settings.allowed_roles)
+    chunks = _ChunkPipeline(job, resource, progress, settings.load_workers)
+    for index, batch in enumerate(read_chunks(staged, resource, job.chunk_size, settings.max_record_bytes)):
+        # Every chunk is checked, committed or not, so in-file duplicates are judged the same.
+        chunks.add(check_records(resource, context, index, batch.rows), batch.progress)
+    chunks.finish()
+    report = close_job(job, staged, run_id, time.perf_counter() - started, chunks.skipped)
+    sample = read_rejects(job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
+    publish_report(report, sample)
+    return report
+
+
+class _ChunkPipeline:
+    """Chunks through their three steps: database check (in parallel, ahead), key decision
+    (here, strictly in file order, so "first accepted occurrence wins" is decided as one
+    sequential pass would), load (in parallel, at most `workers` at once)."""
+
+    def __init__(self, job: Job, resource: Resource, progress: ImportProgress, workers: int) -> None:
+        self.job, self.resource, self.progress, self.workers = job, resource, progress, workers
+        self.seen = SeenKeys()
+        self.checking: deque[tuple[RecordCheck, PrefectFuture[DatabaseFacts], float]] = deque()
+        self.loading: deque[tuple[PrefectFuture[ChunkResult], float, float]] = deque()
+        self.skipped = 0
+
+    def add(self, check: RecordCheck, fraction: float) -> None:
+        committed = check.index in self.job.done_chunks
+        self.checking.append((check, check_database.submit(self.job.key, self.resource, check, committed), fraction))
+        if len(self.checking) > 1:
+            self._decide_oldest()
+
+    def finish(self) -> None:
+        while self.checking:
+            self._decide_oldest()
+        while self.loading:
+            self._finish_oldest_load()
+
+    def _decide_oldest(self) -> None:
+        check, facts, fraction = self.checking.popleft()
+        decided = decide(self.resource, check, facts.result(), self.seen)
+        if check.index in self.job.done_chunks:
+            self.skipped += 1
+            self.progress.skipped(check.rows_read, fraction)
+            return
+        self.loading.append((load_chunk.submit(self.job.key, self.resource, decided), time.perf_counter(), fraction))
+        while len(self.loading) > self.workers:
+            self._finish_oldest_load()
+
+    def _finish_oldest_load(self) -> None:
+        future, submitted, fraction = self.loading.popleft()
+        self.progress.chunk_done(future.result(), time.perf_counter() - submitted, fraction)

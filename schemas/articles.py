@@ -44,7 +44,7 @@ ARTICLES = Resource(
     natural_key=NaturalKey(
         field="slug",
         normalize=lambda expr: expr,
-        sql="slug",
+        sql=lambda column: column,
         taken_rule="slug_taken",
     ),
     foreign_keys=(ForeignKey("author_id", "users", "unknown_author"),),

@@ -38,6 +38,12 @@ TYPE_RULES: dict[FieldKind, tuple[str, str]] = {
     "text_list": ("invalid_tags", 'must be a JSON array of strings, e.g. ["a","b"]'),
 }
 RAW_SUFFIX = "__raw"
+INVALID_TYPE = "_invalid_type"
+"""Column the JSON readers fill with the names of fields holding an object or an array
+where a single value is expected (comma-separated; null when there are none)."""
+MAX_KEY_BYTES = 1024
+"""Longest id, natural key or reference accepted. PostgreSQL cannot index a btree entry of
+more than about 2,700 bytes; anything close to that is a data error, not a key."""
 
 
 def raw(name: str) -> pl.Expr:
@@ -103,12 +109,17 @@ class FilterSpec:
 
 @dataclass(frozen=True)
 class NaturalKey:
-    """A unique business key. `normalize` and `sql` must agree (they are the same rule)."""
+    """A unique business key, indexed by the database as `sql(column)`.
+
+    The database's folding is the truth (its unique index decides what collides): the
+    load's checks ask PostgreSQL for `sql(...)` and use it wherever `normalize`, a cheap
+    polars approximation, disagrees (e.g. Unicode case pairs such as `İ`).
+    """
 
     field: str
     normalize: Callable[[pl.Expr], pl.Expr]
-    sql: str
-    """SQL expression over the table's columns, e.g. `lower(email)`."""
+    sql: Callable[[str], str]
+    """The indexed SQL expression over a (quoted) column, e.g. `lower("email")`."""
     taken_rule: str
     """Rule id when the key is already held by another id in the database."""
 
@@ -139,19 +150,34 @@ class Resource:
     def required_columns(self) -> list[str]:
         return [f.name for f in self.fields if f.required]
 
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        """Fields the database indexes: the id, the natural key and every reference."""
+        names = ["id"]
+        if self.natural_key is not None:
+            names.append(self.natural_key.field)
+        names.extend(fk.field for fk in self.foreign_keys)
+        return tuple(names)
+
     def all_rules(self) -> list[Rule]:
-        """Generated rules (required, types, missing id) followed by the resource's own."""
+        """Generated rules (required, types, text, key length, missing id), then the
+        resource's own."""
         generated: list[Rule] = []
         for f in self.fields:
             if f.required:
-                generated.append(
-                    Rule("required", f.name, f"{f.name} is required", _missing(f.name))
-                )
+                generated.append(Rule("required", f.name, f"{f.name} is required", _missing(f.name)))
+            if f.kind != "text_list":
+                message = f"{f.name} must be a single value, not a JSON object or array"
+                generated.append(Rule("invalid_type", f.name, message, _not_scalar(f.name)))
             if f.kind in TYPE_RULES:
                 rule_id, message = TYPE_RULES[f.kind]
-                generated.append(
-                    Rule(rule_id, f.name, f"{f.name} {message}", _unreadable(f.name))
-                )
+                generated.append(Rule(rule_id, f.name, f"{f.name} {message}", _unreadable(f.name)))
+            if f.kind in ("text", "text_list"):
+                message = f"{f.name} contains a NUL character (\\u0000), which PostgreSQL text cannot hold"
+                generated.append(Rule("invalid_text", f.name, message, _has_nul(f)))
+            if f.name in self.key_fields:
+                message = f"{f.name} is longer than {MAX_KEY_BYTES} bytes, too long for a key"
+                generated.append(Rule("value_too_long", f.name, message, _too_long(f.name)))
         generated.append(self._missing_id_rule())
         return generated + list(self.rules)
 
@@ -210,7 +236,7 @@ class Resource:
             nk = self.natural_key
             statements.append(
                 f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_{nk.field}_key "
-                f"ON {self.name} (({nk.sql}))"
+                f"ON {self.name} (({nk.sql(nk.field)}))"
             )
         for fk in self.foreign_keys:
             statements.append(
@@ -224,4 +250,18 @@ def _missing(name: str) -> Callable[[RuleContext], pl.Expr]:
 
 
 def _unreadable(name: str) -> Callable[[RuleContext], pl.Expr]:
-    return lambda ctx: present(name) & value(name).is_null()
+    return lambda ctx: present(name) & value(name).is_null() & ~_not_scalar(name)(ctx)
+
+
+def _not_scalar(name: str) -> Callable[[RuleContext], pl.Expr]:
+    return lambda ctx: pl.col(INVALID_TYPE).str.split(",").list.contains(name).fill_null(False)
+
+
+def _has_nul(f: Field) -> Callable[[RuleContext], pl.Expr]:
+    if f.kind == "text_list":  # JSON escapes (\u0000) are decoded only in the typed list
+        return lambda ctx: value(f.name).list.eval(pl.element().str.contains("\x00", literal=True)).list.any()
+    return lambda ctx: raw(f.name).str.contains("\x00", literal=True)
+
+
+def _too_long(name: str) -> Callable[[RuleContext], pl.Expr]:
+    return lambda ctx: raw(name).str.len_bytes() > MAX_KEY_BYTES

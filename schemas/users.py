@@ -37,7 +37,7 @@ USERS = Resource(
     natural_key=NaturalKey(
         field="email",
         normalize=lambda expr: expr.str.to_lowercase(),
-        sql="lower(email)",
+        sql=lambda column: f"lower({column})",
         taken_rule="email_taken",
     ),
     filterable=("id", "role", "active"),

@@ -71,7 +71,7 @@ def _seen(file: LandedFile) -> bool:
 def content_sha256(file: LandedFile) -> str:
     """The checksum that names an import job (the same bytes the import hashes)."""
     with fsspec.open(file.location, "rb") as stream:
-        return checked_copy(stream, None, text=False, source=file.location)[0]
+        return checked_copy(stream, None, text=False, source=file.location).sha256
 
 
 def already_imported(resource: str, sha256: str) -> bool:
@@ -106,8 +106,9 @@ def store_upload(stream: IO[bytes], filename: str, format: str | None) -> str:
     fs = fsspec.core.url_to_fs(partial)[0]
     try:
         with fsspec.open(partial, "wb", auto_mkdir=True) as out:
-            digest, size = checked_copy(stream, out, text=False, source=filename, size_limited=True)
-        if size == 0:
+            copied = checked_copy(stream, out, text=False, source=filename, limit=get_settings().max_source_bytes)
+        digest = copied.sha256
+        if copied.size == 0:
             raise InputError(f"{filename} is empty: nothing to import")
     except BaseException:
         if fs.exists(partial):

@@ -1,4 +1,4 @@
-"""Loading one checked chunk: database checks, upsert, rejects and ledger in ONE transaction.
+"""Loading one decided chunk: upsert, rejects and ledger in ONE transaction.
 
 That single transaction is the exactly-once guarantee: the ledger row that marks chunk k of
 a job done commits together with the chunk's rows and rejects, so a crash at any moment
@@ -15,26 +15,16 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bulkflow.db import Connection, connect
+from bulkflow.db import Connection, adbc, connect, tune_session
 from bulkflow.errors import RetryableError, retry_condition
 from schemas.resource import Resource
-from tasks.validate import LINE, CheckedChunk
+from tasks.checks import frame_of, missing_message, missing_reference_query, quote, taken_query
+from tasks.validate import HOLDER, LINE, CheckedChunk
 
 STAGE = "_bulkflow_stage"
-SESSION_SETTINGS = (
-    # Safe for exactly-once: the ledger row commits with the chunk, so a commit lost in a
-    # crash is a chunk redone, never a chunk half-applied or counted twice.
-    "SET LOCAL synchronous_commit = off",
-    # The stage is one chunk and the targets are indexed on every joined key, so the only
-    # good plan is: scan the stage, probe the target's index per staged row. Statistics
-    # cannot be trusted to find it (the stage is a fresh temp table; a target truncated or
-    # filled by this very import looks empty), and a wrong plan is quadratic.
-    "SET LOCAL enable_hashjoin = off",
-    "SET LOCAL enable_mergejoin = off",
-    "SET LOCAL enable_seqscan = off",
-)
-VIOLATIONS = "_bulkflow_violations"
-UNIQUE_VIOLATION = "23505"
+CONFLICTS = ("23505", "23503")
+"""unique_violation, foreign_key_violation: another transaction changed a key or a
+referenced row since the chunk was checked."""
 ARROW_COMPAT = pl.CompatLevel.newest()
 """Hand polars' own string layout (string_view) to the driver as is, instead of converting
 every string column to large_string first."""
@@ -61,32 +51,52 @@ class ChunkResult:
     persist_result=False,
 )
 def load_chunk(job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
-    """Apply one chunk exactly once (see module docstring); returns its counts."""
+    """Apply one chunk exactly once (see module docstring); returns its counts.
+
+    The flow checked the rows against the database already, so the upsert normally just
+    runs. Should a concurrent transaction have taken a key or removed a referenced row
+    since, a constraint fires: the transaction is redone with the rows checked again inside
+    it, the ones now refused becoming rejects. A conflict that persists (a transaction still
+    in flight) is left to the task's retry, never guessed at.
+    """
     with connect() as conn:
-        with conn.cursor() as cur:
-            for setting in SESSION_SETTINGS:
-                cur.execute(setting)
-            cur.execute(
-                "INSERT INTO import_chunks (job_key, chunk_index, rows_read) VALUES ($1, $2, $3) "
-                "ON CONFLICT DO NOTHING RETURNING 1",
-                parameters=(job_key, chunk.index, chunk.rows_read),
-            )
-            claimed = cur.fetchone() is not None
-        if not claimed:
+        try:
+            return _apply(conn, job_key, resource, chunk, recheck=False)
+        except adbc_driver_manager.IntegrityError as exc:
+            if getattr(exc, "sqlstate", None) not in CONFLICTS:
+                raise
             conn.rollback()
-            return _recorded_result(conn, job_key, chunk.index)
-        db_rejects = _stage_and_check(conn, resource, chunk)
-        rejects = pl.concat([chunk.rejects, db_rejects])
-        inserted, updated = _upsert(conn, resource)
-        rejected = rejects.select(pl.col("line").n_unique()).item() if rejects.height else 0
-        _save_rejects(conn, job_key, chunk.index, rejects)
-        with conn.cursor() as cur:
-            cur.execute(
-                "UPDATE import_chunks SET inserted = $3, updated = $4, rejected = $5 "
-                "WHERE job_key = $1 AND chunk_index = $2",
-                parameters=(job_key, chunk.index, inserted, updated, rejected),
-            )
-        conn.commit()
+        try:
+            return _apply(conn, job_key, resource, chunk, recheck=True)
+        except adbc_driver_manager.IntegrityError as exc:
+            if getattr(exc, "sqlstate", None) not in CONFLICTS:
+                raise
+            raise RetryableError(f"chunk {chunk.index}: another transaction is changing the same keys; retrying") from exc
+
+
+def _apply(conn: Connection, job_key: str, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> ChunkResult:
+    with conn.cursor() as cur:
+        tune_session(cur)
+        cur.execute(
+            "INSERT INTO import_chunks (job_key, chunk_index, rows_read) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING 1",
+            parameters=(job_key, chunk.index, chunk.rows_read),
+        )
+        claimed = cur.fetchone() is not None
+    if not claimed:
+        conn.rollback()
+        return _recorded_result(conn, job_key, chunk.index)
+    inserted, updated, refused = _write_rows(conn, resource, chunk, recheck=recheck)
+    rejects = pl.concat([chunk.rejects, refused])
+    rejected = rejects.select(pl.col("line").n_unique()).item() if rejects.height else 0
+    _save_rejects(conn, job_key, chunk.index, rejects)
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE import_chunks SET inserted = $3, updated = $4, rejected = $5 "
+            "WHERE job_key = $1 AND chunk_index = $2",
+            parameters=(job_key, chunk.index, inserted, updated, rejected),
+        )
+    conn.commit()
     return ChunkResult(chunk.index, chunk.rows_read, inserted, updated, rejected, skipped=False)
 
 
@@ -101,109 +111,78 @@ def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
     return ChunkResult(index, rows_read, inserted, updated, rejected, skipped=True)
 
 
-def _stage_and_check(conn: Connection, resource: Resource, chunk: CheckedChunk) -> pl.DataFrame:
-    """Ingest the chunk's rows into a temp table, run the set-based database checks, drop
-    the violating rows from the stage and return their reject entries."""
+def _write_rows(conn: Connection, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> tuple[int, int, pl.DataFrame]:
+    """Stage the accepted rows and upsert them: (inserted, updated, rejects of rows refused
+    by the re-check)."""
     resource.pandera_schema().validate(chunk.rows.lazy())
     with conn.cursor() as cur:
         cur.adbc_ingest(STAGE, chunk.rows.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
-        cur.execute(f"DROP TABLE IF EXISTS {VIOLATIONS}")
-        cur.execute(
-            f"CREATE TEMP TABLE {VIOLATIONS} (line bigint, field text, rule text, message text)"
-        )
-        for statement in violation_queries(resource):
-            cur.execute(f"INSERT INTO {VIOLATIONS} {statement}")
-        cur.execute(f"DELETE FROM {STAGE} s USING {VIOLATIONS} v WHERE s.{LINE} = v.line")
-        for statement in id_resolution(resource):
-            cur.execute(statement)
-        cur.execute(f"SELECT line, field, rule, message FROM {VIOLATIONS}")
-        violations = pl.from_arrow(cur.fetch_arrow_table())
-    return _violation_rejects(resource, chunk, violations)
+        refused = _refused_now(cur, resource, chunk) if recheck else chunk.rejects.clear()
+        return (*_upsert(cur, resource), refused)
 
 
-def violation_queries(resource: Resource) -> list[str]:
-    """SELECTs of (line, field, rule, message) for rows the database refuses."""
-    queries = []
-    nk = resource.natural_key
-    if nk is not None:
-        key = nk.sql.replace(nk.field, f"s.{nk.field}")
-        target = nk.sql.replace(nk.field, f"t.{nk.field}")
-        queries.append(
-            f"SELECT s.{LINE}, '{nk.field}', '{nk.taken_rule}', "
-            f"'{nk.field} is already used by another {resource.name[:-1]} (id ' || t.id || ')' "
-            f"FROM {STAGE} s JOIN {resource.name} t ON {target} = {key} "
-            f"WHERE s.id IS NOT NULL AND t.id <> s.id"
-        )
+def _refused_now(cur: adbc.Cursor, resource: Resource, chunk: CheckedChunk) -> pl.DataFrame:
+    """Check the staged rows again; drop the refused ones from the stage, return their rejects."""
+    parts = []
     for fk in resource.foreign_keys:
-        queries.append(
-            f"SELECT s.{LINE}, '{fk.field}', '{fk.rule}', "
-            f"'{fk.field} does not match any {fk.references[:-1]} id' "
-            f"FROM {STAGE} s WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {fk.references} r WHERE r.id = s.{fk.field})"
-        )
-    return queries
-
-
-def id_resolution(resource: Resource) -> list[str]:
-    """Give id-less rows the id already held by their natural key, else a deterministic one
-    derived from it (so re-importing the same record yields the same id)."""
-    nk = resource.natural_key
-    if nk is None:
-        return []
-    key = nk.sql.replace(nk.field, f"s.{nk.field}")
-    target = nk.sql.replace(nk.field, f"t.{nk.field}")
-    return [
-        f"UPDATE {STAGE} s SET id = t.id FROM {resource.name} t WHERE s.id IS NULL AND {target} = {key}",
-        f"UPDATE {STAGE} s SET id = md5('{resource.name}:' || {key})::uuid::text WHERE s.id IS NULL",
-    ]
-
-
-def _violation_rejects(resource: Resource, chunk: CheckedChunk, violations: pl.DataFrame) -> pl.DataFrame:
-    if violations.height == 0:
-        return chunk.rejects.clear()
-    groups = violations.group_by(["field", "rule", "message"], maintain_order=True)
-    return pl.concat(
-        [
-            chunk.rejects_for(resource, group["line"], field=field, rule=rule, message=message)
-            for (field, rule, message), group in groups
-        ]
-    )
+        cur.execute(missing_reference_query(fk, STAGE))
+        lines = frame_of(cur.fetch_arrow_table()).get_column("line")
+        parts.append(chunk.rejects_for(resource, lines, field=fk.field, rule=fk.rule, message=missing_message(fk)))
+    query = taken_query(resource, STAGE)
+    if query is not None and resource.natural_key is not None:
+        cur.execute(query)
+        taken = frame_of(cur.fetch_arrow_table())
+        if set(taken.get_column(HOLDER).to_list()) & chunk.released_holders:
+            raise RetryableError(f"chunk {chunk.index}: waiting for an earlier chunk that frees a key it takes")
+        nk = resource.natural_key
+        message = f"{nk.field} is already used by another {resource.name[:-1]}"
+        parts.append(chunk.rejects_for(resource, taken.get_column("line"), field=nk.field, rule=nk.taken_rule, message=message))
+    refused = pl.concat(parts) if parts else chunk.rejects.clear()
+    if refused.height:
+        cur.execute(f"CREATE INDEX ON {quote(STAGE)} ({quote(LINE)})")
+        for line in refused.get_column("line").unique().to_list():
+            cur.execute(f"DELETE FROM {quote(STAGE)} WHERE {quote(LINE)} = $1", parameters=(line,))
+    return refused
 
 
 def upsert_sql(resource: Resource) -> str:
-    columns = ", ".join(resource.field_names)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in resource.field_names if c != "id")
+    """Upsert the stage into the table, in file order (so a row that frees a key comes
+    before a later row that takes it); returns (inserted, updated)."""
+    columns = ", ".join(quote(c) for c in resource.field_names)
+    updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in resource.field_names if c != "id")
     return (
-        f"WITH up AS (INSERT INTO {resource.name} ({columns}) SELECT {columns} FROM {STAGE} "
-        f"ON CONFLICT (id) DO UPDATE SET {updates} RETURNING (xmax = 0) AS inserted) "
+        f"WITH up AS (INSERT INTO {quote(resource.name)} ({columns}) SELECT {columns} FROM {quote(STAGE)} "
+        f"ORDER BY {quote(LINE)} ON CONFLICT ({quote('id')}) DO UPDATE SET {updates} RETURNING (xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
     )
 
 
-def _upsert(conn: Connection, resource: Resource) -> tuple[int, int]:
+def insert_sql(resource: Resource) -> str:
+    columns = ", ".join(quote(c) for c in resource.field_names)
+    return f"INSERT INTO {quote(resource.name)} ({columns}) SELECT {columns} FROM {quote(STAGE)}"
+
+
+def any_existing_sql(resource: Resource) -> str:
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {quote(STAGE)} s WHERE EXISTS "
+        f"(SELECT 1 FROM {quote(resource.name)} t WHERE t.{quote('id')} = s.{quote('id')}))"
+    )
+
+
+def _upsert(cur: adbc.Cursor, resource: Resource) -> tuple[int, int]:
     """Write the staged rows: (inserted, updated).
 
     A chunk of ids the table does not hold yet (the common case of a fresh load) goes in
     with a plain INSERT, a third cheaper than the upsert's speculative insertion. Should
-    another transaction add one of those ids meanwhile, the INSERT fails on the primary key,
-    the whole chunk rolls back, and the task's retry finds the id and upserts.
+    another transaction add one of those ids meanwhile, the INSERT fails on the primary key
+    and the caller treats it as any other conflict.
     """
-    with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT EXISTS (SELECT 1 FROM {STAGE} s WHERE EXISTS "
-            f"(SELECT 1 FROM {resource.name} t WHERE t.id = s.id))"
-        )
-        if not cur.fetchone()[0]:
-            columns = ", ".join(resource.field_names)
-            try:
-                cur.execute(f"INSERT INTO {resource.name} ({columns}) SELECT {columns} FROM {STAGE}")
-            except adbc_driver_manager.IntegrityError as exc:
-                if getattr(exc, "sqlstate", None) == UNIQUE_VIOLATION:
-                    raise RetryableError(f"another transaction inserted keys of this chunk meanwhile: {exc}") from exc
-                raise
-            return cur.rowcount, 0
-        cur.execute(upsert_sql(resource))
-        inserted, updated = cur.fetchone()
+    cur.execute(any_existing_sql(resource))
+    if not cur.fetchone()[0]:
+        cur.execute(insert_sql(resource))
+        return cur.rowcount, 0
+    cur.execute(upsert_sql(resource))
+    inserted, updated = cur.fetchone()
     return int(inserted), int(updated)
 
 

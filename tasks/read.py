@@ -1,16 +1,22 @@
 """Readers: a staged file to fixed-size chunks of raw text rows, in bounded memory.
 
-Files are read in 1 MB blocks cut at record boundaries (never memory-mapped whole), so memory
-depends on the chunk size, not the file size. Every chunk has `_line` (the source line of
-the record: physical line for CSV and NDJSON, element number for a JSON array, row number
-for Parquet) and the resource's fields as text; NDJSON chunks also carry `_raw`, the line
-as written. Chunk k always holds records k*size .. (k+1)*size-1, so a re-run cuts the file
-exactly as the first run did.
+Files are read in blocks of whole records (`tasks/records.py`), never memory-mapped whole,
+so memory depends on the chunk size and the maximum record size, not the file size. Every
+chunk has `_line` (the source line of the record: physical line for CSV and NDJSON,
+element number for a JSON array, row number for Parquet) and the resource's fields as
+text. A record that cannot be read (a CSV row with the wrong number of fields or broken
+quoting, an NDJSON line that is not a JSON object, a record over the size limit) is a row
+too, with `_raw` (its text, cut short) and `_read_rule`/`_read_message` saying why: it
+becomes one reject, and the other records go on. NDJSON chunks carry `_raw` for every row.
+Chunk k always holds records k*size .. (k+1)*size-1, so a re-run cuts the file exactly as
+the first run did.
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,13 +24,16 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError
-from schemas.resource import Resource
-from tasks.source import StagedSource
-from tasks.validate import IS_OBJECT, LINE, RAW_RECORD, format_text_list
+from schemas.resource import INVALID_TYPE, Resource
+from tasks.records import EXCERPT_BYTES, Oversized, record_blocks, split_records
+from tasks.source import StagedSource, csv_header
+from tasks.validate import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE, format_text_list
 
-BLOCK_BYTES = 1 << 20
-"""Small blocks keep the parser's working set small; throughput is the same as with 8 MB."""
-_LINE_SEPARATOR = "\x1f"  # cannot occur unescaped in valid JSON, so each line stays whole
+DEFAULT_MAX_RECORD_BYTES = 16 << 20
+_UNSURE_JSON_VALUE = r"^[\[{]|^-?\d+(?:\.\d*)?[eE]|^-?\d+\.\d"
+"""Values json_path_match renders ambiguously: an object or array (or a string that looks
+like one), and numbers it may have rounded through a float (`1e400`, 20+ digit integers
+come back in exponent form). Such lines are read again exactly, in Python."""
 
 
 @dataclass(frozen=True)
@@ -35,106 +44,168 @@ class Batch:
     progress: float
 
 
-def read_chunks(staged: StagedSource, resource: Resource, chunk_size: int) -> Iterator[Batch]:
+def read_chunks(
+    staged: StagedSource, resource: Resource, chunk_size: int, max_record: int = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[Batch]:
     """Yield the file's records in chunks of exactly `chunk_size` rows (the last may be shorter)."""
     readers = {"csv": _csv_batches, "ndjson": _ndjson_batches, "parquet": _parquet_batches}
     try:
-        yield from _exact_batches(readers[staged.format](staged, resource), chunk_size)
+        yield from _exact_batches(readers[staged.format](staged, resource, max_record), chunk_size)
     except pl.exceptions.PolarsError as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read {staged.source} as {staged.declared_format}: {detail}") from exc
+        raise InputError(f"cannot read {staged.source} as {staged.declared_format}: {detail[:200]}") from exc
 
 
-def record_blocks(staged: StagedSource, *, quoted: bool) -> Iterator[tuple[bytes, float]]:
-    """Blocks of whole records: each ends on a newline outside quotes.
-
-    In CSV a quote toggles the quoted state (an escaped `""` toggles twice), so a newline
-    ends a record exactly when the quotes before it in the block are even in number.
-    """
-    total = max(staged.size_bytes, 1)
-    done = 0
-    carry = b""
-    with open(staged.path, "rb") as fh:
-        while data := fh.read(BLOCK_BYTES):
-            block = carry + data
-            cut = _last_record_end(block, quoted)
-            if cut < 0:
-                carry = block
-                continue
-            done += cut + 1
-            yield block[: cut + 1], done / total
-            carry = block[cut + 1 :]
-    if carry.strip():
-        yield carry, 1.0
+def _unreadable(line: int, raw: str, rule: str, message: str) -> dict[str, object]:
+    return {LINE: line, RAW_RECORD: raw, READ_RULE: rule, READ_MESSAGE: message}
 
 
-def _last_record_end(block: bytes, quoted: bool) -> int:
-    end = block.rfind(b"\n")
-    while quoted and end >= 0 and block.count(b'"', 0, end) % 2:
-        end = block.rfind(b"\n", 0, end)
-    return end
+def _oversized(record: Oversized, max_record: int) -> dict[str, object]:
+    head = record.head.decode("utf-8", errors="replace")
+    message = f"the record is {record.size:,} bytes, over the {max_record:,} byte limit (BULKFLOW_MAX_RECORD_BYTES)"
+    return _unreadable(record.line, head + "…", "record_too_large", message)
 
 
-def _first_record_end(block: bytes) -> int:
-    end = block.find(b"\n")
-    while end >= 0 and block.count(b'"', 0, end) % 2:
-        end = block.find(b"\n", end + 1)
-    return end
+def _unreadable_frame(rows: list[dict[str, object]]) -> pl.DataFrame:
+    schema = {LINE: pl.Int64, RAW_RECORD: pl.String, READ_RULE: pl.String, READ_MESSAGE: pl.String}
+    return pl.DataFrame(rows, schema=schema)
 
 
-def _csv_batches(staged: StagedSource, resource: Resource) -> Iterator[Batch]:
-    header = b""
-    next_line = 2
-    for block, progress in record_blocks(staged, quoted=True):
-        if not header:
-            end = _first_record_end(block)
-            header, block = (block[: end + 1], block[end + 1 :]) if end >= 0 else (block + b"\n", b"")
-            if not block.strip():
-                continue
-        batch = pl.read_csv(io.BytesIO(header + block), infer_schema=False)
-        batch, next_line = _with_csv_lines(batch, resource, next_line)
-        yield Batch(batch, progress)
+# --- CSV ---------------------------------------------------------------------------------
 
 
-def _with_csv_lines(batch: pl.DataFrame, resource: Resource, first_line: int) -> tuple[pl.DataFrame, int]:
+def _csv_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
+    names, header = csv_header(staged, max_record)
+    for item in record_blocks(staged.path, staged.size_bytes, quoted=True, max_record=max_record):
+        if isinstance(item, Oversized):
+            yield Batch(_unreadable_frame([_oversized(item, max_record)]), item.progress)
+            continue
+        data, first_line = item.data, item.first_line
+        if first_line == 1:
+            data, first_line = data[len(header) :], 1 + header.count(b"\n")
+        if data.strip(b"\r\n"):
+            yield Batch(_csv_block(data, first_line, names, header, resource), item.progress)
+
+
+def _csv_block(data: bytes, first_line: int, names: list[str], header: bytes, resource: Resource) -> pl.DataFrame:
+    """Parse a block of whole records. Polars reads it in one go; the count of separators
+    outside quotes proves every record had exactly the header's fields (polars pads short
+    rows silently). Otherwise the block is read record by record."""
+    try:
+        batch = pl.read_csv(io.BytesIO(header + data), infer_schema=False)
+    except pl.exceptions.PolarsError:
+        return _csv_records(data, first_line, names, resource)
+    quoted_commas = batch.select(pl.sum_horizontal(pl.all().str.count_matches(",", literal=True).fill_null(0)).sum()).item()
+    if data.count(b",") - (quoted_commas or 0) != batch.height * (len(names) - 1):
+        return _csv_records(data, first_line, names, resource)
+    return _with_csv_lines(batch, resource, first_line)
+
+
+def _with_csv_lines(batch: pl.DataFrame, resource: Resource, first_line: int) -> pl.DataFrame:
     """Physical line numbers: quoted values may span lines, so count their line breaks."""
-    breaks = pl.sum_horizontal([pl.col(c).str.count_matches("\n").fill_null(0) for c in batch.columns])
+    breaks = pl.sum_horizontal([pl.col(c).str.count_matches("\n", literal=True).fill_null(0) for c in batch.columns])
     spans = batch.select((breaks + 1).cast(pl.Int64)).to_series()
     starts = (spans.cum_sum() - spans + first_line).alias(LINE)
     columns = [c for c in resource.field_names if c in batch.columns]
-    return batch.select(starts, *columns), first_line + int(spans.sum())
+    return batch.select(starts, *columns)
 
 
-def _ndjson_batches(staged: StagedSource, resource: Resource) -> Iterator[Batch]:
-    next_line = 1
-    for block, progress in record_blocks(staged, quoted=False):
-        lines = pl.read_csv(
-            io.BytesIO(block),
-            has_header=False,
-            separator=_LINE_SEPARATOR,
-            quote_char=None,
-            new_columns=[RAW_RECORD],
-            infer_schema=False,
-            truncate_ragged_lines=True,
-        ).with_row_index(LINE, offset=next_line)
-        next_line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        lines = lines.filter(pl.col(RAW_RECORD).str.strip_chars().str.len_bytes() > 0)
-        yield Batch(_ndjson_fields(lines, resource), progress)
+def _csv_records(data: bytes, first_line: int, names: list[str], resource: Resource) -> pl.DataFrame:
+    """The careful path: each record parsed alone, strictly; a blank line is skipped, a
+    record with the wrong number of fields or broken quoting becomes an unreadable row."""
+    wanted = [(i, n) for i, n in enumerate(names) if n in resource.field_names]
+    good: list[dict[str, object]] = []
+    bad: list[dict[str, object]] = []
+    for line, record in split_records(data, first_line):
+        text = record.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        if not text:
+            continue
+        try:
+            fields = next(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            bad.append(_unreadable(line, text[:EXCERPT_BYTES], "malformed_record", f"broken CSV quoting: {exc}"))
+            continue
+        if len(fields) != len(names):
+            message = f"the record has {len(fields)} fields, the header has {len(names)}"
+            bad.append(_unreadable(line, text[:EXCERPT_BYTES], "malformed_record", message))
+            continue
+        good.append({LINE: line, **{name: fields[i] or None for i, name in wanted}})
+    schema = {LINE: pl.Int64, **{name: pl.String for _, name in wanted}}
+    return pl.concat([pl.DataFrame(good, schema=schema), _unreadable_frame(bad)], how="diagonal").sort(LINE)
+
+
+# --- NDJSON ------------------------------------------------------------------------------
+
+
+def _ndjson_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
+    for item in record_blocks(staged.path, staged.size_bytes, quoted=False, max_record=max_record):
+        if isinstance(item, Oversized):
+            yield Batch(_unreadable_frame([_oversized(item, max_record)]), item.progress)
+            continue
+        lines = (
+            pl.Series(RAW_RECORD, [item.data.decode("utf-8")]).str.split("\n").explode().to_frame()
+            .with_row_index(LINE, offset=item.first_line)
+            .filter(pl.col(RAW_RECORD).str.strip_chars().str.len_bytes() > 0)
+        )
+        if lines.height:
+            yield Batch(_ndjson_fields(lines, resource), item.progress)
 
 
 def _ndjson_fields(lines: pl.DataFrame, resource: Resource) -> pl.DataFrame:
     """Each field's JSON value as text (strings unquoted, arrays as JSON); a line that is
-    not a JSON object has all fields null and `_raw` kept, so the rules reject it."""
+    not a JSON object is unreadable, with `_raw` kept. Values polars may render wrongly are
+    read again exactly (`_exact_values`)."""
     line = pl.col(RAW_RECORD).str.strip_chars()
     is_object = line.str.starts_with("{") & line.str.json_path_match("$").is_not_null()
-    fields = [
-        pl.when(is_object).then(line.str.json_path_match(f"$.{name}")).alias(name)
-        for name in resource.field_names
-    ]
-    return lines.select(pl.col(LINE).cast(pl.Int64), *fields, pl.col(RAW_RECORD), is_object.alias(IS_OBJECT))
+    fields = [pl.when(is_object).then(line.str.json_path_match(f"$.{name}")).alias(name) for name in resource.field_names]
+    read = lines.select(
+        pl.col(LINE).cast(pl.Int64), *fields, pl.col(RAW_RECORD),
+        pl.when(~is_object).then(pl.lit("malformed_record")).alias(READ_RULE),
+        pl.when(~is_object).then(pl.lit("the line is not a JSON object (or is nested too deeply)")).alias(READ_MESSAGE),
+        pl.lit(None, pl.String).alias(INVALID_TYPE),
+    )
+    single = [f.name for f in resource.fields if f.kind != "text_list"]
+    unsure = pl.any_horizontal([pl.col(n).str.contains(_UNSURE_JSON_VALUE) for n in single]).fill_null(False)
+    if not read.select(unsure.any()).item():
+        return read
+    exact = _exact_values(read.filter(unsure), resource)
+    return pl.concat([read.filter(~unsure), exact]).sort(LINE)
 
 
-def _parquet_batches(staged: StagedSource, resource: Resource) -> Iterator[Batch]:
+def _exact_values(rows: pl.DataFrame, resource: Resource) -> pl.DataFrame:
+    """Read lines again with Python's json, numbers kept as written: objects and arrays
+    where one value is expected are named in `_invalid_type`."""
+    records = []
+    for row in rows.iter_rows(named=True):
+        try:
+            record = json.loads(row[RAW_RECORD], parse_int=str, parse_float=str, parse_constant=str)
+        except (ValueError, RecursionError):
+            record = None
+        if not isinstance(record, dict):
+            records.append({**row, READ_RULE: "malformed_record", READ_MESSAGE: "the line is not a JSON object"})
+            continue
+        wrong = []
+        for f in resource.fields:
+            value = record.get(f.name)
+            if isinstance(value, (dict, list)) and f.kind != "text_list":
+                wrong.append(f.name)
+            row[f.name] = _as_text(value)
+        records.append({**row, INVALID_TYPE: ",".join(wrong) or None})
+    return pl.DataFrame(records, schema=rows.schema)
+
+
+def _as_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- Parquet -----------------------------------------------------------------------------
+
+
+def _parquet_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
     parquet = pq.ParquetFile(staged.path)
     total = max(parquet.metadata.num_rows, 1)
     columns = [c for c in resource.field_names if c in parquet.schema_arrow.names]
@@ -182,3 +253,4 @@ def _exact_batches(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
             yield Batch(joined.head(size), progress)
     if held:
         yield Batch(pl.concat(pending, how="diagonal_relaxed"), 1.0)
+

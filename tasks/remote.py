@@ -60,9 +60,9 @@ def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
     )
 
 
-def check_size(size: int, source: str) -> None:
-    """TooLargeError once `size` bytes exceed BULKFLOW_MAX_SOURCE_BYTES."""
-    limit = get_settings().max_source_bytes
+def check_size(size: int, source: str, limit: int | None = None) -> None:
+    """TooLargeError once `size` bytes exceed `limit` (default BULKFLOW_MAX_SOURCE_BYTES)."""
+    limit = get_settings().max_source_bytes if limit is None else limit
     if size > limit:
         raise TooLargeError(f"{source} is larger than the {limit} byte limit (BULKFLOW_MAX_SOURCE_BYTES)")
 

@@ -9,13 +9,15 @@ recognised whatever the file is called.
 from __future__ import annotations
 
 import codecs
+import csv
 import gzip
 import hashlib
 import io
 import json
 import os
-import shutil
+import re
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +26,12 @@ from typing import IO, Literal, get_args
 
 import fsspec
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError, ParameterError, RetryableError
 from bulkflow.settings import get_settings
+from tasks.records import Oversized, record_blocks, split_records
 from tasks.remote import check_remote_url, check_size, is_remote, limited
 
 Format = Literal["csv", "ndjson", "json", "parquet"]
@@ -89,28 +94,67 @@ def check_source(source: str, format_override: str | None = None) -> tuple[Forma
     """Cheap checks before any work: (format, compression, local path or None if remote)."""
     fmt, compression = detect_format(source, format_override)
     local_path = None if is_remote(source) else Path(source.removeprefix("file://"))
-    if local_path is not None and not local_path.is_file():
-        raise InputError(f"file not found: {source}")
+    if local_path is not None:
+        _check_local_file(source, local_path)
     return fmt, compression, local_path
 
 
+def _check_local_file(source: str, path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"{source} is a directory: give the path of a file")
+    if not path.exists():
+        raise InputError(f"file not found: {source}")
+    if not path.is_file():
+        raise InputError(f"{source} is not a regular file (a pipe or a device?): give the path of a file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {source}: permission denied")
+
+
 def stage_source(source: str, format_override: str | None = None) -> StagedSource:
-    """Make `source` a local, checked file; raise InputError saying what to fix."""
+    """Make `source` a local, checked file; raise InputError saying what to fix.
+
+    Checked before anything is written: at most BULKFLOW_MAX_SOURCE_BYTES of content (as
+    decompressed), UTF-8 text, and for CSV balanced quotes. Old Mac line ends (CR alone)
+    are read as line ends: such a file is staged as a copy with LF.
+    """
     fmt, compression, local_path = check_source(source, format_override)
-    in_place = local_path is not None and compression is None and fmt != "json"
+    in_place = local_path is not None and compression is None and fmt != "json" and not _cr_only(local_path, fmt)
     if in_place:
-        with open(local_path, "rb") as fh:  # type: ignore[arg-type]
-            digest, size = checked_copy(fh, None, text=fmt != "parquet", source=source)
-        staged = StagedSource(source, local_path, fmt, fmt, digest, size, temporary=False)  # type: ignore[arg-type]
+        assert local_path is not None
+        try:
+            with open(local_path, "rb") as fh:
+                copied = checked_copy(fh, None, text=fmt != "parquet", source=source, limit=_limit(), quotes=fmt == "csv")
+        except OSError as exc:
+            raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
+        staged = StagedSource(source, local_path, fmt, fmt, copied.sha256, copied.size, temporary=False)
     else:
-        staged = _stage_copy(source, fmt, compression)
-    if staged.size_bytes == 0:
+        staged, copied = _stage_copy(source, fmt, compression)
+    try:
+        if staged.size_bytes == 0:
+            raise InputError(f"{source} is empty: nothing to import")
+        if copied.quotes_odd:
+            line, why = find_quote_problem(staged.path)
+            raise InputError(f"{source} line {line}: {why}; fix the quoting (a quote inside a field is written \"\")")
+    except BaseException:
         staged.cleanup()
-        raise InputError(f"{source} is empty: nothing to import")
+        raise
     return staged
 
 
-def _stage_copy(source: str, fmt: Format, compression: str | None) -> StagedSource:
+def _limit() -> int:
+    return get_settings().max_source_bytes
+
+
+def _cr_only(path: Path, fmt: Format) -> bool:
+    """True for a text file whose lines end in CR alone (the first block has CR, no LF)."""
+    if fmt == "parquet":
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(_BLOCK)
+    return b"\r" in head and b"\n" not in head
+
+
+def _stage_copy(source: str, fmt: Format, compression: str | None) -> tuple[StagedSource, Copied]:
     staging = Path(get_settings().home) / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     read_as: Format = "ndjson" if fmt == "json" else fmt
@@ -118,16 +162,16 @@ def _stage_copy(source: str, fmt: Format, compression: str | None) -> StagedSour
     try:
         with _open_source(source, compression) as src, os.fdopen(fd, "wb") as dst:
             if fmt == "json":
-                digest, size = _json_array_to_ndjson(src, dst, source)
+                copied = _json_array_to_ndjson(src, dst, source, _limit())
             else:
-                digest, size = checked_copy(src, dst, text=fmt != "parquet", source=source)
-    except (OSError, EOFError, ValueError) as exc:
+                copied = checked_copy(src, dst, text=fmt != "parquet", source=source, limit=_limit(), quotes=fmt == "csv")
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
         Path(name).unlink(missing_ok=True)
-        raise InputError(f"cannot read {source}: {exc}") from exc
+        raise InputError(f"cannot read {source}: {_first_line(exc)}") from None
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return StagedSource(source, Path(name), read_as, fmt, digest, size, temporary=True)
+    return StagedSource(source, Path(name), read_as, fmt, copied.sha256, copied.size, temporary=True), copied
 
 
 @contextmanager
@@ -181,122 +225,335 @@ class _IteratorReader(io.RawIOBase):
         return size
 
 
+@dataclass(frozen=True)
+class Copied:
+    """What a checked copy saw: the checksum and size of the content, and whether its
+    double quotes are odd in number (a CSV quoted field left open)."""
+
+    sha256: str
+    size: int
+    quotes_odd: bool = False
+
+
 def checked_copy(
-    src: IO[bytes], dst: IO[bytes] | None, *, text: bool, source: str, size_limited: bool = False
-) -> tuple[str, int]:
-    """Stream `src` (to `dst` if given), hashing it and, for text, checking it is UTF-8;
-    with `size_limited`, failing past BULKFLOW_MAX_SOURCE_BYTES. Returns (sha256, bytes)."""
+    src: IO[bytes], dst: IO[bytes] | None, *, text: bool, source: str, limit: int | None = None, quotes: bool = False
+) -> Copied:
+    """Stream `src` (to `dst` if given), hashing it; for text, checking it is UTF-8 (and,
+    when copying, writing CR-only line ends as LF); with `limit`, failing past that many
+    bytes; with `quotes`, counting double quotes."""
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")() if text else None
-    size, line = 0, 1
+    size, line, odd = 0, 1, False
+    newlines: _CrToLf | None = None
     while block := src.read(_BLOCK):
-        if size_limited:
-            check_size(size + len(block), source)
+        if limit is not None:
+            check_size(size + len(block), source, limit)
         digest.update(block)
+        if text and dst is not None and size == 0 and b"\r" in block and b"\n" not in block:
+            newlines = _CrToLf()
+        if newlines is not None:
+            block = newlines(block)
         if decoder is not None:
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                bad_line = line + block[: exc.start].count(b"\n")
-                raise InputError(
-                    f"{source} is not valid UTF-8 (line {bad_line}, byte {size + exc.start}): "
-                    "re-encode the file as UTF-8"
-                ) from None
+            _check_utf8(decoder, block, source, line, size)
             line += block.count(b"\n")
+        odd ^= quotes and bool(block.count(b'"') & 1)
         if dst is not None:
             dst.write(block)
         size += len(block)
+    if newlines is not None and dst is not None:
+        dst.write(newlines.flush())
     if decoder is not None:
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise InputError(f"{source} ends in the middle of a UTF-8 character") from None
-    return digest.hexdigest(), size
+    return Copied(digest.hexdigest(), size, odd)
 
 
-def _json_array_to_ndjson(src: IO[bytes], dst: IO[bytes], source: str) -> tuple[str, int]:
-    """Stream a top-level JSON array into NDJSON, one element a line, in bounded memory."""
-    digest = hashlib.sha256()
-    reader = codecs.getreader("utf-8")(src)
-    decoder = json.JSONDecoder()
-    buffer, position, size, started, element = "", 0, 0, False, 0
-    while True:
-        # Skip separators between elements; pull more text when the buffer runs dry.
-        while True:
-            while position < len(buffer) and buffer[position] in " \t\r\n,\ufeff":
-                position += 1
-            if position < len(buffer):
-                break
-            chunk = _read_text(reader, source)
-            if not chunk:
-                raise InputError(f"{source}: the JSON array is not closed (expected ']')")
-            digest.update(chunk.encode())
-            size += len(chunk)
-            buffer, position = buffer[position:] + chunk, 0
-        if not started:
-            if buffer[position] != "[":
-                raise InputError(f"{source} is not a JSON array: it must start with '['")
-            started, position = True, position + 1
-            continue
-        if buffer[position] == "]":
-            break
-        while True:
-            try:
-                obj, end = decoder.raw_decode(buffer, position)
-                break
-            except json.JSONDecodeError as exc:
-                chunk = _read_text(reader, source)
-                if not chunk:
-                    raise InputError(
-                        f"{source}: element {element + 1} of the JSON array is not valid JSON: {exc.msg}"
-                    ) from None
-                digest.update(chunk.encode())
-                size += len(chunk)
-                buffer, position = buffer[position:] + chunk, 0
-        element += 1
-        dst.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
-        buffer, position = buffer[end:], 0
-    # Hash whatever trails the array too, so the checksum covers the whole file.
-    shutil.copyfileobj(reader, _HashSink(digest))
-    return digest.hexdigest(), size
-
-
-def _read_text(reader: codecs.StreamReader, source: str) -> str:
+def _check_utf8(decoder: codecs.IncrementalDecoder, block: bytes, source: str, line: int, offset: int) -> None:
     try:
-        return reader.read(_BLOCK)
-    except UnicodeDecodeError:
-        raise InputError(f"{source} is not valid UTF-8: re-encode the file as UTF-8") from None
+        decoder.decode(block)
+    except UnicodeDecodeError as exc:
+        bad_line = line + block[: exc.start].count(b"\n")
+        raise InputError(
+            f"{source} is not valid UTF-8 (line {bad_line}, byte {offset + exc.start}): re-encode the file as UTF-8"
+        ) from None
 
 
-class _HashSink:
-    def __init__(self, digest: hashlib._Hash) -> None:
-        self.digest = digest
+class _CrToLf:
+    """Line ends of CR alone (and any CRLF) as LF, block by block."""
 
-    def write(self, text: str) -> int:
-        self.digest.update(text.encode())
-        return len(text)
+    def __init__(self) -> None:
+        self.pending_cr = False
+
+    def __call__(self, block: bytes) -> bytes:
+        if self.pending_cr:
+            block = b"\r" + block
+        self.pending_cr = block.endswith(b"\r")
+        if self.pending_cr:
+            block = block[:-1]
+        return block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+    def flush(self) -> bytes:
+        return b"\n" if self.pending_cr else b""
+
+
+def find_quote_problem(path: Path) -> tuple[int, str]:
+    """(line, what is wrong) for the first broken CSV quoting of a file whose quotes are odd
+    in number. Only a failing file pays for this walk, which visits each quote once."""
+    walk = _QuoteWalk()
+    with open(path, "rb") as fh:
+        first = True
+        while block := fh.read(_BLOCK):
+            start = 3 if first and block.startswith(codecs.BOM_UTF8) else 0
+            first = False
+            problem = walk.feed(block, start)
+            if problem:
+                return problem
+    return walk.open_line, "a quoted field opens here and is never closed"
+
+
+class _QuoteWalk:
+    """RFC 4180 quoting, quote by quote: a field is quoted when it starts with a quote, and
+    ends at a quote followed by a comma or a line end; `""` inside is one quote."""
+
+    def __init__(self) -> None:
+        self.line, self.open_line = 1, 0
+        self.inside = False
+        self.after_quote = False  # inside, and the previous byte was a quote
+        self.previous = ord("\n")
+
+    def feed(self, block: bytes, start: int = 0) -> tuple[int, str] | None:
+        position = start
+        while position < len(block):
+            if self.after_quote:
+                self.after_quote = False
+                if block[position] == ord('"'):  # an escaped quote
+                    self.previous, position = ord('"'), position + 1
+                    continue
+                self.inside = False  # the previous quote closed the field
+                if block[position] not in b",\r\n":
+                    return self.line, "a quoted field goes on after its closing quote"
+            quote = block.find(b'"', position)
+            stop = len(block) if quote < 0 else quote
+            self.line += block.count(b"\n", position, stop)
+            if stop > position:
+                self.previous = block[stop - 1]
+            if quote < 0:
+                return None
+            if self.inside:
+                self.after_quote = True
+            elif self.previous not in b",\r\n":
+                return self.line, "a quote inside an unquoted field"
+            else:
+                self.inside, self.open_line = True, self.line
+            self.previous, position = ord('"'), quote + 1
+        return None
+
+
+def _json_array_to_ndjson(src: IO[bytes], dst: IO[bytes], source: str, limit: int) -> Copied:
+    """Stream a top-level JSON array into NDJSON, one element a line, in bounded memory.
+
+    Numbers are kept as written (ids are text). An element nested too deeply for a parser,
+    or longer than the maximum record size, is copied through as it is, on one line, for
+    the reader to reject (malformed_record, record_too_large) without holding it."""
+    text = _JsonText(src, source, limit)
+    decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
+    max_record = get_settings().max_record_bytes
+    started = False
+    while True:
+        if not text.skip_separators():
+            raise InputError(f"{source}: the JSON array is not closed (expected ']')")
+        head = text.buffer[text.position]
+        if not started:
+            if head != "[":
+                raise InputError(f"{source} is not a JSON array: it must start with '['")
+            started, text.position = True, text.position + 1
+            continue
+        if head == "]":
+            break
+        _copy_element(text, decoder, dst, max_record)
+    text.drain()
+    return Copied(text.digest.hexdigest(), text.size)
+
+
+def _copy_element(text: _JsonText, decoder: json.JSONDecoder, dst: IO[bytes], max_record: int) -> None:
+    while True:
+        try:
+            value, end = decoder.raw_decode(text.buffer, text.position)
+        except RecursionError:
+            break
+        except json.JSONDecodeError as exc:
+            if len(text.buffer) - text.position > max_record and text.buffer[text.position] in '[{"':
+                break
+            if not text.more():
+                raise InputError(f"{text.source}: an element of the JSON array is not valid JSON: {exc.msg}") from None
+            continue
+        dst.write(json.dumps(value, ensure_ascii=False).encode() + b"\n")
+        text.position = end
+        return
+    _copy_raw_element(text, dst)
+
+
+def _copy_raw_element(text: _JsonText, dst: IO[bytes]) -> None:
+    """Copy one element as written (line breaks as spaces) up to its matching bracket."""
+    element = _RawElement()
+    while True:
+        end = element.feed(text.buffer, text.position)
+        stop = len(text.buffer) if end is None else end
+        dst.write(text.buffer[text.position : stop].replace("\n", " ").replace("\r", " ").encode())
+        text.position = stop
+        if end is not None:
+            dst.write(b"\n")
+            return
+        if not text.more():
+            raise InputError(f"{text.source}: the JSON array is not closed (expected ']')")
+
+
+class _JsonText:
+    """The decoded text of a JSON file, pulled block by block, hashed and size-limited."""
+
+    def __init__(self, src: IO[bytes], source: str, limit: int) -> None:
+        self.reader = codecs.getreader("utf-8")(src)
+        self.source, self.limit = source, limit
+        self.digest = hashlib.sha256()
+        self.buffer, self.position, self.size = "", 0, 0
+
+    def more(self) -> bool:
+        """Append the next block to the buffer (dropping what was consumed); False at the end."""
+        try:
+            chunk = self.reader.read(_BLOCK)
+        except UnicodeDecodeError:
+            raise InputError(f"{self.source} is not valid UTF-8: re-encode the file as UTF-8") from None
+        if not chunk:
+            return False
+        encoded = chunk.encode()
+        self.size += len(encoded)
+        check_size(self.size, self.source, self.limit)
+        self.digest.update(encoded)
+        self.buffer, self.position = self.buffer[self.position :] + chunk, 0
+        return True
+
+    def skip_separators(self) -> bool:
+        """Move past blanks and commas between elements; False when the text ends first."""
+        while True:
+            while self.position < len(self.buffer) and self.buffer[self.position] in " \t\r\n,\ufeff":
+                self.position += 1
+            if self.position < len(self.buffer):
+                return True
+            if not self.more():
+                return False
+
+    def drain(self) -> None:
+        """Hash whatever trails the array too, so the checksum covers the whole file."""
+        while self.more():
+            self.position = len(self.buffer)
+
+
+_STRUCTURE = re.compile(r'["\[\]{}]')
+_STRING_STOP = re.compile(r'["\\]')
+
+
+class _RawElement:
+    """Where a JSON value ends, found by counting brackets outside strings (no recursion,
+    one step per bracket or string, whatever the depth)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+
+    def feed(self, text: str, position: int) -> int | None:
+        """The index just after the value's end, or None when `text` ends first."""
+        while position < len(text):
+            if self.escaped:
+                self.escaped, position = False, position + 1
+                continue
+            pattern = _STRING_STOP if self.in_string else _STRUCTURE
+            match = pattern.search(text, position)
+            if match is None:
+                return None
+            position, char = match.end(), match.group()
+            if self.in_string:
+                self.escaped = char == "\\"
+                self.in_string = char != '"'
+                if not self.in_string and self.depth == 0:
+                    return position
+            elif char == '"':
+                self.in_string = True
+            elif char in "[{":
+                self.depth += 1
+            else:
+                self.depth -= 1
+                if self.depth == 0:
+                    return position
+        return None
 
 
 def read_columns(staged: StagedSource) -> list[str]:
-    """The columns a file declares: CSV header, Parquet schema, keys of the first NDJSON lines."""
+    """The columns a file declares: CSV header, Parquet schema, keys of the first NDJSON
+    lines. A Parquet file is decoded through once here, so a corrupt one is refused before
+    anything is written."""
+    max_record = get_settings().max_record_bytes
     try:
         if staged.format == "csv":
-            return pl.scan_csv(staged.path, infer_schema=False).collect_schema().names()
+            return csv_header(staged, max_record)[0]
         if staged.format == "parquet":
-            return pl.scan_parquet(staged.path).collect_schema().names()
-        return _ndjson_keys(staged.path, sample_lines=1000)
-    except (pl.exceptions.PolarsError, OSError) as exc:
+            return _parquet_columns(staged)
+        return _ndjson_keys(staged.path, sample_lines=1000, max_record=max_record)
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read {staged.source} as {staged.declared_format}: {_first_line(exc)}") from exc
 
 
-def _ndjson_keys(path: Path, sample_lines: int) -> list[str]:
+def csv_header(staged: StagedSource, max_record: int) -> tuple[list[str], bytes]:
+    """The header's column names, and the header record as written (its line end included)."""
+    first = next(record_blocks(staged.path, staged.size_bytes, quoted=True, max_record=max_record), None)
+    if isinstance(first, Oversized):
+        raise InputError(
+            f"{staged.source}: the header (line 1) is over {max_record:,} bytes (BULKFLOW_MAX_RECORD_BYTES): "
+            "is this really a CSV file with a header?"
+        )
+    if first is None:
+        raise InputError(f"{staged.source} is empty: nothing to import")
+    _, record = next(split_records(first.data, 1))
+    text = record.decode("utf-8").lstrip("\ufeff").removesuffix("\n").removesuffix("\r")
+    try:
+        names = next(csv.reader([text], strict=True))
+    except csv.Error as exc:
+        raise InputError(f"{staged.source}: the header (line 1) is not valid CSV: {exc}") from None
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"{staged.source}: the header names {', '.join(map(repr, repeated))} more than once")
+    return names, record
+
+
+def _parquet_columns(staged: StagedSource) -> list[str]:
+    parquet = pq.ParquetFile(staged.path)
+    schema = parquet.schema_arrow
+    for name in schema.names:
+        kind = schema.field(name).type
+        if pa.types.is_struct(kind) or pa.types.is_map(kind):
+            raise InputError(f"{staged.source}: column {name} holds structs; bulkflow reads text, numbers, booleans, timestamps and lists")
+    for _ in parquet.iter_batches(batch_size=65_536):
+        pass
+    return list(schema.names)
+
+
+def _ndjson_keys(path: Path, sample_lines: int, max_record: int) -> list[str]:
     """Union of the keys of the first lines that are JSON objects (malformed ones skipped)."""
     keys: dict[str, None] = {}
     with open(path, encoding="utf-8") as fh:
-        for _, line in zip(range(sample_lines), fh):
+        for _ in range(sample_lines):
+            line = fh.readline(max_record + 1)
+            if not line:
+                break
+            if len(line) > max_record:  # the reader rejects it; skip the rest, never holding it
+                while line and not line.endswith("\n"):
+                    line = fh.readline(max_record)
+                continue
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(record, dict):
                 keys.update(dict.fromkeys(record))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from schemas.resource import POLARS_TYPES, RAW_SUFFIX, Resource, RuleContext, present
+from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource, RuleContext, present
 
 LINE = "_line"
 RAW_RECORD = "_raw"
@@ -27,6 +27,12 @@ _FAST_TIMESTAMP = "%Y-%m-%dT%H:%M:%S%#z"
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 _JSON_STRING_ARRAY = r'^\[\s*(?:"(?:[^"\\]|\\.)*"\s*(?:,\s*"(?:[^"\\]|\\.)*"\s*)*)?\]$'
+YEARS = (1, 9999)
+"""Timestamps outside these years are refused: ISO-8601's four-digit years, inside what
+PostgreSQL, Arrow and every export format can hold."""
+VALUE_EXCERPT = 1000
+RAW_EXCERPT = 10_000
+"""Reject entries quote a value or a record up to this many characters (then `…`)."""
 
 
 def parse_boolean(text: pl.Expr) -> pl.Expr:
@@ -36,8 +42,10 @@ def parse_boolean(text: pl.Expr) -> pl.Expr:
 
 
 def parse_timestamp(text: pl.Expr) -> pl.Expr:
-    """ISO-8601 to UTC; an offset-less timestamp or a date is taken as UTC. Unreadable: null."""
-    return text.map_batches(_parse_timestamps, return_dtype=pl.Datetime("us", "UTC"))
+    """ISO-8601 to UTC; an offset-less timestamp or a date is taken as UTC. Unreadable or
+    outside YEARS: null."""
+    parsed = text.map_batches(_parse_timestamps, return_dtype=pl.Datetime("us", "UTC"))
+    return pl.when(parsed.dt.year().is_between(*YEARS)).then(parsed)
 
 
 def _parse_timestamps(text: pl.Series) -> pl.Series:
@@ -90,7 +98,8 @@ def coerce(resource: Resource, frame: pl.LazyFrame) -> pl.LazyFrame:
     Input columns are the resource's fields as text (absent ones are added as null).
     """
     present_columns = set(frame.collect_schema().names())
-    missing = [pl.lit(None, pl.String).alias(n) for n in resource.field_names if n not in present_columns]
+    expected = [*resource.field_names, INVALID_TYPE]
+    missing = [pl.lit(None, pl.String).alias(n) for n in expected if n not in present_columns]
     frame = frame.with_columns(missing) if missing else frame
     raws = [pl.col(f.name).alias(f.name + RAW_SUFFIX) for f in resource.fields]
     typed = []
@@ -124,27 +133,34 @@ def rule_rejects(resource: Resource, context: RuleContext, flagged: pl.DataFrame
 
 
 def reject_entries(
-    rows: pl.DataFrame, resource: Resource, *, field: str, rule: str, message: str
+    rows: pl.DataFrame, resource: Resource, *, field: str, rule: str, message: str | pl.Expr
 ) -> pl.DataFrame:
-    """Reject entries for `rows` (which carry `_line`, the raw field columns and maybe `_raw`)."""
+    """Reject entries for `rows` (which carry `_line`, the raw field columns and maybe `_raw`).
+
+    `message` is one text for all rows, or an expression over `rows` for a message per row."""
     value_column = field + RAW_SUFFIX
     value = pl.col(value_column) if value_column in rows.columns else pl.lit(None, pl.String)
     return rows.select(
         pl.col(LINE).cast(pl.Int64).alias("line"),
         pl.lit(field).alias("field"),
         pl.lit(rule).alias("rule"),
-        pl.lit(message).alias("message"),
-        value.cast(pl.String).alias("value"),
-        raw_record(rows, resource).alias("raw"),
+        (pl.lit(message) if isinstance(message, str) else message).alias("message"),
+        excerpt(value.cast(pl.String), VALUE_EXCERPT).alias("value"),
+        excerpt(raw_record(rows, resource), RAW_EXCERPT).alias("raw"),
     )
+
+
+def excerpt(text: pl.Expr, limit: int) -> pl.Expr:
+    """`text` as a report can hold it: NUL written as `\\u0000`, cut after `limit` characters."""
+    safe = text.str.replace_all("\x00", "\\u0000", literal=True)
+    return pl.when(safe.str.len_chars() > limit).then(safe.str.slice(0, limit) + "…").otherwise(safe)
 
 
 def raw_record(rows: pl.DataFrame, resource: Resource) -> pl.Expr:
     """The record as read: the source line for NDJSON, else the fields as a JSON object."""
-    if RAW_RECORD in rows.columns:
-        return pl.col(RAW_RECORD)
     columns = [pl.col(f.name + RAW_SUFFIX).alias(f.name) for f in resource.fields if f.name + RAW_SUFFIX in rows.columns]
-    return pl.struct(columns).struct.json_encode()
+    fields = pl.struct(columns).struct.json_encode() if columns else pl.lit(None, pl.String)
+    return pl.coalesce(pl.col(RAW_RECORD), fields) if RAW_RECORD in rows.columns else fields
 
 
 def empty_rejects() -> pl.DataFrame:
@@ -182,30 +198,202 @@ class SeenKeys:
         self.hashes[key] = new if old is None else pl.concat([old, new], rechunk=False)
 
 
+READ_RULE = "_read_rule"
+READ_MESSAGE = "_read_message"
+"""Set by the readers on a record they could not read (ragged, not a JSON object, too
+large): its rule id and message. Null on readable records."""
+KEY = "_key"
+"""The natural key as the database's unique index folds it (null: as `normalize` has it)."""
+RESOLVED_ID = "_resolved_id"
+"""The id an id-less row takes: the one its natural key holds in the table, or one derived
+from the key."""
+HOLDER = "_holder"
+"""The id that holds the row's natural key in the table, when that is another id."""
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What the database says about a chunk's candidate rows (see `tasks/checks.py`)."""
+
+    missing_references: pl.DataFrame
+    """(line, field, rule, message) of rows whose referenced row does not exist."""
+    keys: pl.DataFrame
+    """`_line`, KEY, RESOLVED_ID, HOLDER for the rows where any of them matters."""
+    recorded_rejects: pl.Series | None = None
+    """For a chunk an earlier run committed: the lines it rejected (its decision stands)."""
+
+
+def no_facts() -> DatabaseFacts:
+    """Facts of an empty database (pure tests, and rows with nothing to look up)."""
+    return DatabaseFacts(
+        missing_references=pl.DataFrame(schema={"line": pl.Int64, "field": pl.String, "rule": pl.String, "message": pl.String}),
+        keys=pl.DataFrame(schema={LINE: pl.Int64, KEY: pl.String, RESOLVED_ID: pl.String, HOLDER: pl.String}),
+    )
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    """A chunk after the record rules: flagged rows, and the rejects of unreadable records
+    and failing rules. Pure; comes before the database checks and the key decision."""
+
+    index: int
+    rows_read: int
+    flagged: pl.DataFrame
+    rejects: pl.DataFrame
+    source: pl.DataFrame
+    """The chunk's readable records as text, to report rows refused later on."""
+
+    def candidates(self, resource: Resource) -> pl.DataFrame:
+        """Typed rows that pass the rules, with `_line` and `_key` (the polars-normalized
+        natural key): what the database checks look at."""
+        nk = resource.natural_key
+        key = nk.normalize(pl.col(nk.field)) if nk else pl.lit(None, pl.String)
+        return self.flagged.filter(pl.col(OK)).select(LINE, *resource.field_names, key.alias(KEY))
+
+
+@dataclass(frozen=True)
+class CheckedChunk:
+    """A chunk after every check and the in-file key decision: rows to load and rejects."""
+
+    index: int
+    rows_read: int
+    rows: pl.DataFrame
+    """Typed rows accepted, with `_line` and their ids resolved, ready for the upsert."""
+    rejects: pl.DataFrame
+    source: pl.DataFrame
+    """The chunk's readable records as text, to report rows the load itself refuses."""
+    released_holders: frozenset[str] = frozenset()
+    """Ids holding a key in the table that an earlier chunk of this file re-keys: while that
+    chunk is in flight the key still looks taken (wait and retry, do not reject)."""
+
+    def rejects_for(self, resource: Resource, lines: pl.Series, *, field: str, rule: str, message: str) -> pl.DataFrame:
+        """Reject entries for the given lines, with their values and records as read."""
+        rows = self.source.filter(pl.col(LINE).is_in(lines.implode()))
+        return reject_entries(as_raw(rows, resource), resource, field=field, rule=rule, message=message)
+
+
+def as_raw(rows: pl.DataFrame, resource: Resource) -> pl.DataFrame:
+    """Text records with their fields named as `reject_entries` reads them."""
+    return rows.rename({c: c + RAW_SUFFIX for c in resource.field_names if c in rows.columns})
+
+
+def check_records(resource: Resource, context: RuleContext, index: int, chunk: pl.DataFrame) -> RecordCheck:
+    """Validate one chunk of raw text rows against every record rule (all failures kept)."""
+    readable, unreadable = split_unreadable(chunk)
+    flagged = flag_rules(resource, context, coerce(resource, readable.lazy())).collect()
+    rejects = pl.concat([unreadable_rejects(resource, unreadable), rule_rejects(resource, context, flagged)])
+    return RecordCheck(index, chunk.height, flagged, rejects, readable)
+
+
 def dedupe_keys(resource: Resource) -> list[tuple[str, str, pl.Expr]]:
-    """The in-file unique keys: (field, rule id, normalized key expression)."""
+    """The in-file unique keys: (field, rule id, key expression over a decided chunk)."""
     keys = [("id", "duplicate_id", pl.col("id"))]
     nk = resource.natural_key
     if nk is not None:
-        keys.append((nk.field, f"duplicate_{nk.field}", nk.normalize(pl.col(nk.field))))
+        keys.append((nk.field, f"duplicate_{nk.field}", pl.col(KEY)))
     return keys
 
 
-def mark_duplicates(resource: Resource, flagged: pl.DataFrame, seen: SeenKeys) -> pl.DataFrame:
-    """Flag later occurrences of a key among rows that pass the rules.
+def decide(resource: Resource, check: RecordCheck, facts: DatabaseFacts, seen: SeenKeys) -> CheckedChunk:
+    """The chunk's outcome, row by row, and the keys it claims in `seen`.
 
-    The first valid occurrence wins (earlier chunks first, via `seen`); later ones get one
+    A row is accepted when it passes the record rules and the database checks and no
+    earlier accepted row of the file has its id or natural key. A row rejected for any
+    reason claims nothing, so a later valid twin of it is accepted: first *accepted*
+    occurrence wins. Ids and natural keys are compared as the database resolves and folds
+    them, so the decision is the unique indexes' own.
+    """
+    rows = _with_key_facts(resource, check.flagged, facts)
+    missing = facts.missing_references
+    passed = pl.col(OK) & ~pl.col(LINE).is_in(missing["line"].implode())
+    rows = rows.with_columns(_taken(resource, rows, passed, seen))
+    rows = rows.with_columns((passed & ~pl.col("_taken")).alias(OK))
+    if facts.recorded_rejects is not None:  # committed earlier: its decision is in the ledger
+        rows = rows.with_columns((pl.col(OK) & ~pl.col(LINE).is_in(facts.recorded_rejects.implode())).alias(OK))
+    marked = mark_duplicates(resource, rows, seen)
+    text = as_raw(check.source, resource)
+    rejects = pl.concat(
+        [check.rejects, _reference_rejects(resource, text, missing), _taken_rejects(resource, marked),
+         duplicate_rejects(resource, marked)]
+    )
+    return CheckedChunk(
+        index=check.index,
+        rows_read=check.rows_read,
+        rows=marked.filter(pl.col(OK)).select(LINE, *resource.field_names),
+        rejects=rejects,
+        source=check.source,
+        released_holders=_released_holders(rows, seen),
+    )
+
+
+def _with_key_facts(resource: Resource, flagged: pl.DataFrame, facts: DatabaseFacts) -> pl.DataFrame:
+    """Resolve ids of id-less rows and fold natural keys as the database does."""
+    nk = resource.natural_key
+    joined = flagged.join(facts.keys, on=LINE, how="left")
+    polars_key = nk.normalize(pl.col(nk.field)) if nk else pl.lit(None, pl.String)
+    return joined.with_columns(
+        pl.coalesce(KEY, polars_key).alias(KEY),
+        pl.col("id").alias("_given_id"),
+        pl.coalesce("id", RESOLVED_ID).alias("id"),
+    )
+
+
+def _taken(resource: Resource, rows: pl.DataFrame, passed: pl.Expr, seen: SeenKeys) -> pl.Series:
+    """True where the row's natural key is held in the table by another id — unless that
+    id is accepted earlier in this file (an earlier chunk, or an earlier line of this one
+    that passes), whose own row then decides: a duplicate, or the key moved away."""
+    if resource.natural_key is None:
+        return pl.Series("_taken", [False] * rows.height, dtype=pl.Boolean)
+    hit = (pl.col("_given_id").is_not_null() & pl.col(HOLDER).is_not_null()).fill_null(False)
+    earlier = (
+        rows.filter(passed & ~hit).group_by("id").agg(pl.col(LINE).min().alias("_holder_line"))
+        .rename({"id": HOLDER})
+    )
+    judged = rows.select(LINE, HOLDER, hit.alias("_hit")).join(earlier, on=HOLDER, how="left", maintain_order="left")
+    moved_here = (pl.col("_holder_line") < pl.col(LINE)).fill_null(False)
+    in_file = judged.select(moved_here).to_series() | seen.seen_before("id", judged.get_column(HOLDER))
+    return (judged.get_column("_hit") & ~in_file).alias("_taken")
+
+
+def _released_holders(rows: pl.DataFrame, seen: SeenKeys) -> frozenset[str]:
+    holders = rows.get_column(HOLDER).drop_nulls() if HOLDER in rows.columns else pl.Series([], dtype=pl.String)
+    return frozenset(holders.filter(seen.seen_before("id", holders)).to_list()) if holders.len() else frozenset()
+
+
+def _reference_rejects(resource: Resource, text: pl.DataFrame, missing: pl.DataFrame) -> pl.DataFrame:
+    if missing.height == 0:
+        return empty_rejects()
+    parts = []
+    for (field_name, rule, message), group in missing.group_by(["field", "rule", "message"], maintain_order=True):
+        rows = text.filter(pl.col(LINE).is_in(group["line"].implode()))
+        parts.append(reject_entries(rows, resource, field=str(field_name), rule=str(rule), message=str(message)))
+    return pl.concat(parts)
+
+
+def _taken_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
+    nk = resource.natural_key
+    if nk is None or not marked.get_column("_taken").any():
+        return empty_rejects()
+    hits = marked.filter(pl.col("_taken"))
+    message = pl.concat_str(pl.lit(f"{nk.field} is already used by another {resource.name[:-1]} (id "), HOLDER, pl.lit(")"))
+    return reject_entries(hits, resource, field=nk.field, rule=nk.taken_rule, message=message)
+
+
+def mark_duplicates(resource: Resource, rows: pl.DataFrame, seen: SeenKeys) -> pl.DataFrame:
+    """Flag later occurrences of a key among the rows still accepted (`_ok`).
+
+    The first accepted occurrence wins (earlier chunks first, via `seen`); later ones get one
     `_dup_<field>` flag per duplicated key and lose `_ok`. The winners' keys join `seen`.
     """
     flags, valid_keys = [], {}
     for name, _, key in dedupe_keys(resource):
-        # Rows failing the rules get a null key, so they never count as an occurrence.
-        valid_key = flagged.select(pl.when(pl.col(OK)).then(key)).to_series()
+        # Rows already rejected get a null key, so they never count as an occurrence.
+        valid_key = rows.select(pl.when(pl.col(OK)).then(key)).to_series()
         earlier_in_chunk = ~valid_key.is_first_distinct() & valid_key.is_not_null()
         flags.append((earlier_in_chunk | seen.seen_before(name, valid_key)).alias(f"_dup_{name}"))
         valid_keys[name] = valid_key
     dup_columns = [f"_dup_{name}" for name, _, _ in dedupe_keys(resource)]
-    marked = flagged.with_columns(flags)
+    marked = rows.with_columns(flags)
     marked = marked.with_columns((pl.col(OK) & ~pl.any_horizontal(dup_columns)).alias(OK))
     ok = marked.get_column(OK)
     for name, valid_key in valid_keys.items():
@@ -214,51 +402,38 @@ def mark_duplicates(resource: Resource, flagged: pl.DataFrame, seen: SeenKeys) -
 
 
 def duplicate_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
+    """One entry per duplicated key; an id-less row's id comes from its natural key, so a
+    duplicate natural key is reported alone."""
+    nk = resource.natural_key
     parts = []
     for name, rule, _ in dedupe_keys(resource):
-        if not marked.get_column(f"_dup_{name}").any():
+        hit = pl.col(f"_dup_{name}")
+        if name == "id" and nk is not None and "_given_id" in marked.columns:
+            hit = hit & ~(pl.col("_given_id").is_null() & pl.col(f"_dup_{nk.field}"))
+        if not marked.select(hit.any()).item():
             continue
-        hits = marked.filter(pl.col(f"_dup_{name}"))
+        hits = marked.filter(hit)
         message = f"{name} already appears on an earlier line of this file"
         parts.append(reject_entries(hits, resource, field=name, rule=rule, message=message))
     return pl.concat(parts) if parts else empty_rejects()
 
 
-MALFORMED = "the line is not a JSON object"
-IS_OBJECT = "_is_object"
-
-
-def split_malformed(chunk: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(readable rows, malformed rows): only NDJSON readers mark lines that are not objects."""
-    if IS_OBJECT not in chunk.columns:
+def split_unreadable(chunk: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(readable rows, unreadable rows): readers mark the records they could not read."""
+    if READ_RULE not in chunk.columns:
         return chunk, chunk.clear()
-    readable = chunk.filter(pl.col(IS_OBJECT)).drop(IS_OBJECT)
-    return readable, chunk.filter(~pl.col(IS_OBJECT)).drop(IS_OBJECT)
+    readable = chunk.filter(pl.col(READ_RULE).is_null()).drop(READ_RULE, READ_MESSAGE)
+    return readable, chunk.filter(pl.col(READ_RULE).is_not_null())
 
 
-def malformed_rejects(resource: Resource, malformed: pl.DataFrame) -> pl.DataFrame:
-    if malformed.height == 0:
+def unreadable_rejects(resource: Resource, unreadable: pl.DataFrame) -> pl.DataFrame:
+    if unreadable.height == 0:
         return empty_rejects()
-    return reject_entries(malformed, resource, field=RAW_RECORD, rule="malformed_record", message=MALFORMED)
-
-
-@dataclass(frozen=True)
-class CheckedChunk:
-    """A chunk after record rules and in-file dedupe: rows to load and rejects so far."""
-
-    index: int
-    rows_read: int
-    rows: pl.DataFrame
-    """Typed rows that passed, with `_line`, ready for the database checks and upsert."""
-    rejects: pl.DataFrame
-    source: pl.DataFrame
-    """The chunk's readable records as text, to report rows the database checks refuse."""
-
-    def rejects_for(self, resource: Resource, lines: pl.Series, *, field: str, rule: str, message: str) -> pl.DataFrame:
-        """Reject entries for the given lines, with their values and records as read."""
-        rows = self.source.filter(pl.col(LINE).is_in(lines.implode()))
-        text = rows.rename({c: c + RAW_SUFFIX for c in resource.field_names if c in rows.columns})
-        return reject_entries(text, resource, field=field, rule=rule, message=message)
+    parts = []
+    for (rule,), group in unreadable.group_by([READ_RULE], maintain_order=True):
+        message = pl.col(READ_MESSAGE)
+        parts.append(reject_entries(group, resource, field=RAW_RECORD, rule=str(rule), message=message))
+    return pl.concat(parts)
 
 
 def read_value(resource: Resource, context: RuleContext, name: str, text: str) -> tuple[object, list[str]]:
@@ -275,14 +450,13 @@ def read_value(resource: Resource, context: RuleContext, name: str, text: str) -
 
 
 def check_chunk(
-    resource: Resource, context: RuleContext, index: int, chunk: pl.DataFrame, seen: SeenKeys
+    resource: Resource,
+    context: RuleContext,
+    index: int,
+    chunk: pl.DataFrame,
+    seen: SeenKeys,
+    facts: DatabaseFacts | None = None,
 ) -> CheckedChunk:
-    """Validate one chunk of raw text rows: every failing rule, then in-file duplicates."""
-    readable, malformed = split_malformed(chunk)
-    flagged = flag_rules(resource, context, coerce(resource, readable.lazy())).collect()
-    marked = mark_duplicates(resource, flagged, seen)
-    rejects = pl.concat(
-        [malformed_rejects(resource, malformed), rule_rejects(resource, context, flagged), duplicate_rejects(resource, marked)]
-    )
-    rows = marked.filter(pl.col(OK)).select(LINE, *resource.field_names)
-    return CheckedChunk(index=index, rows_read=chunk.height, rows=rows, rejects=rejects, source=readable)
+    """Record rules, then the key decision given what the database says (default: nothing
+    in the database). The flow runs the two steps apart, with the database checks between."""
+    return decide(resource, check_records(resource, context, index, chunk), facts or no_facts(), seen)

@@ -63,7 +63,7 @@ def test_ndjson_values_malformed_and_blank_lines(tmp_path: Path) -> None:
     )
     [chunk] = chunks(path)
     assert chunk["_line"].to_list() == [1, 3, 4, 5]
-    assert chunk["_is_object"].to_list() == [True, False, False, True]
+    assert chunk["_read_rule"].is_null().to_list() == [True, False, False, True]
     assert chunk.row(0, named=True)["id"] == "1" and chunk.row(0, named=True)["active"] == "true"
     assert chunk.row(3, named=True)["name"] == "Zoë" and chunk.row(3, named=True)["email"] is None
 
@@ -130,18 +130,21 @@ def test_unknown_format_is_a_parameter_error() -> None:
         detect_format("a.csv", "xlsx")
 
 
-def test_ragged_csv_is_a_clear_input_error(tmp_path: Path) -> None:
+def test_ragged_csv_rows_are_unreadable_rows_and_the_others_go_on(tmp_path: Path) -> None:
     path = tmp_path / "ragged.csv"
-    path.write_text("id,email,role\nu1,a@x.io,admin,EXTRA,MORE\n")
-    with pytest.raises(InputError, match="cannot read .* as csv"):
-        chunks(path)
+    path.write_text("id,email,role\nu1,a@x.io,admin,EXTRA,MORE\nu2,b@x.io\n\nu3,c@x.io,admin\n")
+    [chunk] = chunks(path)
+    assert chunk["_line"].to_list() == [2, 3, 5]
+    assert chunk["_read_rule"].to_list() == ["malformed_record", "malformed_record", None]
+    assert chunk["_read_message"][0] == "the record has 5 fields, the header has 3"
+    assert chunk["_raw"][1] == "u2,b@x.io" and chunk["id"][2] == "u3"
 
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 20])
 def test_records_spanning_block_boundaries_read_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
-    import tasks.read
+    import tasks.records
 
-    monkeypatch.setattr(tasks.read, "BLOCK_BYTES", block)
+    monkeypatch.setattr(tasks.records, "BLOCK_BYTES", block)
     csv = tmp_path / "u.csv"
     csv.write_text(
         "id,email,name,role\n" + "".join(f'u{i},e{i}@x.io,"multi\nline, ""{i}""",admin\n' for i in range(40)) + "u40,e@x.io,last,admin"

@@ -126,8 +126,9 @@ def test_reject_carries_line_value_message_and_raw_record() -> None:
 
 
 def test_malformed_ndjson_line_is_one_reject() -> None:
-    chunk = pl.DataFrame({"_line": [3], "id": [None], "email": [None], "role": [None],
-                          "_raw": ['{"id": broken'], "_is_object": [False]}, schema_overrides={"id": pl.String, "email": pl.String, "role": pl.String})
+    chunk = pl.DataFrame({"_line": [3], "id": [None], "email": [None], "role": [None], "_raw": ['{"id": broken'],
+                          "_read_rule": ["malformed_record"], "_read_message": ["the line is not a JSON object"]},
+                         schema_overrides={"id": pl.String, "email": pl.String, "role": pl.String})
     checked = check_chunk(RESOURCES["users"], CONTEXT, 0, chunk, SeenKeys())
     assert checked.rejects.select("line", "rule", "raw").rows() == [(3, "malformed_record", '{"id": broken')]
 
