@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field, create_model
 
 from api.errors import ApiError
-from api.jobs import read_job, trigger
+from api.jobs import public_location, public_text, read_job, trigger
 from api.models import Accepted, ExportJob, ExportJobRequest
 from api.streaming import stream_writer
 from deployments.catalog import EXPORT
@@ -65,9 +65,13 @@ def export_status(job_id: str, request: Request) -> ExportJob:
     """The job's status; once completed, its manifest and the download URL."""
     run = read_job(job_id, "export")
     recorded = find_export(job_id)
-    manifest = recorded["manifest"] if recorded else None
+    manifest = dict(recorded["manifest"]) if recorded and recorded["manifest"] else None
+    location = recorded["location"] if recorded else None
+    if manifest is not None:
+        manifest["location"] = public_location(manifest.get("location"))
     download = str(request.url_for("export_download", job_id=job_id)) if manifest else None
-    return ExportJob(job_id=job_id, status=run.status, manifest=manifest, download_url=download, error=run.message)
+    error = public_text(run.message, location)
+    return ExportJob(job_id=job_id, status=run.status, manifest=manifest, download_url=download, error=error)
 
 
 @router.get(

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api.errors import ApiError, validation_details
-from api.jobs import read_job, trigger
+from api.jobs import public_location, public_text, read_job, trigger
 from api.models import Accepted, ImportFromUrl, ImportJob
 from bulkflow.settings import get_settings
 from deployments.catalog import IMPORT
@@ -128,12 +128,12 @@ def import_status(job_id: str, request: Request) -> ImportJob:
         job_id=job_id,
         status=run.status,
         resource=run.parameters.get("resource"),
-        source=run.parameters.get("source"),
+        source=public_location(run.parameters.get("source")),
         started_at=run.started_at,
         finished_at=run.finished_at,
         duration_s=run.duration_s,
         rows_per_s=round(rows_per_s, 1) if rows_per_s is not None else None,
-        error=run.message,
+        error=public_text(run.message, run.parameters.get("source")),
         rejects_sample=sample,
         rejects_url=str(request.url_for("import_rejects", job_id=job_id)),
         **totals,

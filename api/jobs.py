@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +14,7 @@ from prefect.exceptions import ObjectNotFound
 
 from api.errors import ApiError
 from api.models import JobStatus
+from tasks.remote import is_remote
 
 STATUS_OF_STATE: dict[StateType, JobStatus] = {
     StateType.SCHEDULED: "queued",
@@ -90,3 +92,21 @@ def _as_job(run: Any) -> JobRun:
         duration_s=run.total_run_time.total_seconds() if run.start_time else None,
         message=state.message if state is not None and (state.is_failed() or state.is_crashed()) else None,
     )
+
+
+def public_location(location: str | None) -> str | None:
+    """A location as clients may see it: URLs as they are, server paths as a file name."""
+    if location is None or is_remote(location):
+        return location
+    return PurePath(location).name
+
+
+def public_text(text: str | None, *locations: str | None) -> str | None:
+    """`text` with every server path among `locations` shown as its file name."""
+    if text is None:
+        return None
+    for location in locations:
+        shown = public_location(location)
+        if location and shown != location:
+            text = text.replace(location, shown or "")
+    return text

@@ -13,9 +13,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from bulkflow.errors import BulkflowError, TerminalError
+from bulkflow.errors import BulkflowError, TerminalError, is_retryable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, stop the embedded server.")
@@ -26,6 +27,7 @@ SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data"
 DEMO_FILES = (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson"))
 EXIT_TERMINAL = 2
 EXIT_FAILED = 1
+MAX_MESSAGE = 500
 
 
 @app.command("import")
@@ -208,7 +210,7 @@ def _run_import(
     with _errors_as_exit():  # fail fast, before a flow run exists, on what is cheap to check
         get_resource(resource)
         check_source(source, format)
-    _quiet_known_errors()
+    _quiet_tracebacks()
     with _errors_as_exit(), _progress_bar(enabled=progress and stderr.is_terminal):
         state = import_flow(
             resource=resource,  # type: ignore[arg-type]
@@ -224,7 +226,10 @@ def _run_import(
 
 
 class _errors_as_exit:
-    """Turn errors into one line on stderr and an exit code: 2 terminal, 1 otherwise."""
+    """Turn errors into one line on stderr and an exit code: 1 for the environment (a
+    retryable failure, such as the database unreachable after retries), 2 for everything
+    else (the input, the parameters, or an unexpected error, named as such). Never a
+    traceback on the console (the Prefect API keeps the full log)."""
 
     def __enter__(self) -> None:
         return None
@@ -232,9 +237,11 @@ class _errors_as_exit:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, (typer.Exit, KeyboardInterrupt, SystemExit)):
             return False
-        code = EXIT_TERMINAL if isinstance(exc, TerminalError) or _is_parameter_error(exc) else EXIT_FAILED
+        code = EXIT_FAILED if is_retryable(exc) else EXIT_TERMINAL
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        if not isinstance(exc, BulkflowError) and not _is_parameter_error(exc) and code == EXIT_TERMINAL:
+            message = f"unexpected {type(exc).__name__}: {message} (a bug in bulkflow: please report it)"
+        stderr.print(f"[bold red]error:[/] {escape(message[:MAX_MESSAGE])}", highlight=False, soft_wrap=True)
         raise typer.Exit(code)
 
 
@@ -289,14 +296,13 @@ def _row_counter(enabled: bool) -> Iterator[Callable[[int], None] | None]:
         yield None if update is None else (lambda rows: update(completed=rows))
 
 
-def _quiet_known_errors() -> None:
-    """Our own errors carry a message for the user: keep their tracebacks out of the console
-    (the Prefect API still receives the full log)."""
+def _quiet_tracebacks() -> None:
+    """Keep tracebacks out of the console: the run's error is printed as one line at the
+    end (the Prefect API still receives the full log)."""
 
     def drop_traceback(record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], BulkflowError):
-            record.exc_info = None
-            record.exc_text = None
+        record.exc_info = None
+        record.exc_text = None
         return True
 
     from prefect.logging.handlers import PrefectConsoleHandler

@@ -250,11 +250,16 @@ def _missing(name: str) -> Callable[[RuleContext], pl.Expr]:
 
 
 def _unreadable(name: str) -> Callable[[RuleContext], pl.Expr]:
-    return lambda ctx: present(name) & value(name).is_null() & ~_not_scalar(name)(ctx)
+    return lambda ctx: present(name) & value(name).is_null()
 
 
 def _not_scalar(name: str) -> Callable[[RuleContext], pl.Expr]:
-    return lambda ctx: pl.col(INVALID_TYPE).str.split(",").list.contains(name).fill_null(False)
+    return lambda ctx: not_scalar(name)
+
+
+def not_scalar(name: str) -> pl.Expr:
+    """True where the field holds a JSON object or array (set by the JSON readers)."""
+    return pl.col(INVALID_TYPE).str.split(",").list.contains(name).fill_null(False)
 
 
 def _has_nul(f: Field) -> Callable[[RuleContext], pl.Expr]:

@@ -142,8 +142,10 @@ def _ndjson_batches(staged: StagedSource, resource: Resource, max_record: int) -
         if isinstance(item, Oversized):
             yield Batch(_unreadable_frame([_oversized(item, max_record)]), item.progress)
             continue
+        text = item.data.decode("utf-8")
         lines = (
-            pl.Series(RAW_RECORD, [item.data.decode("utf-8")]).str.split("\n").explode().to_frame()
+            pl.Series(RAW_RECORD, [text.removeprefix("\ufeff") if item.first_line == 1 else text])
+            .str.split("\n").explode().to_frame()
             .with_row_index(LINE, offset=item.first_line)
             .filter(pl.col(RAW_RECORD).str.strip_chars().str.len_bytes() > 0)
         )

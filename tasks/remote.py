@@ -2,8 +2,9 @@
 
 One policy for every caller (CLI, flows, deployments, the HTTP API): a remote source's
 scheme must be allowed (`BULKFLOW_URL_SCHEMES`, http and https by default), and its host
-must not resolve to loopback, private, link-local, multicast or reserved (cloud metadata)
-addresses unless `BULKFLOW_ALLOW_PRIVATE_URLS` is set. Every hop of a redirect is checked.
+must resolve to global addresses only (no loopback, private, shared, link-local, multicast
+or reserved ones, cloud metadata included, nor IPv6 forms that embed them) unless
+`BULKFLOW_ALLOW_PRIVATE_URLS` is set. Every hop of a redirect is checked.
 Downloads stop at `BULKFLOW_MAX_SOURCE_BYTES` and `BULKFLOW_FETCH_TIMEOUT`.
 """
 
@@ -51,13 +52,35 @@ def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv
     return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_ALSO_INTERNAL = (ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("100.64.0.0/10"))
+"""Special-purpose blocks that older Pythons' `is_global` still calls global."""
+
+
 def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address.is_loopback or address.is_private or address.is_link_local or address.is_multicast
-        or address.is_reserved or address.is_unspecified
+    """True unless the address, and every IPv4 address it carries (IPv4-mapped, 6to4,
+    Teredo, NAT64), is global: shared address space (100.64.0.0/10, where some clouds put
+    their metadata service), 192.0.0.0/24 and the like are internal too."""
+    return any(
+        not a.is_global or a.is_multicast or any(a in network for network in _ALSO_INTERNAL)
+        for a in _carried(address)
     )
+
+
+def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The address itself and the IPv4 addresses embedded in it."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return [address]
+    embedded: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+    if address.ipv4_mapped is not None:
+        embedded.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        embedded.append(address.sixtofour)
+    if address.teredo is not None:
+        embedded.extend(address.teredo)
+    if address in _NAT64:
+        embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return embedded
 
 
 def check_size(size: int, source: str, limit: int | None = None) -> None:

@@ -249,6 +249,8 @@ def checked_copy(
         if limit is not None:
             check_size(size + len(block), source, limit)
         digest.update(block)
+        if text and size == 0 and block.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise InputError(f"{source} is UTF-16 (it starts with a UTF-16 byte order mark): re-encode the file as UTF-8")
         if text and dst is not None and size == 0 and b"\r" in block and b"\n" not in block:
             newlines = _CrToLf()
         if newlines is not None:
@@ -542,7 +544,7 @@ def _parquet_columns(staged: StagedSource) -> list[str]:
 def _ndjson_keys(path: Path, sample_lines: int, max_record: int) -> list[str]:
     """Union of the keys of the first lines that are JSON objects (malformed ones skipped)."""
     keys: dict[str, None] = {}
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         for _ in range(sample_lines):
             line = fh.readline(max_record + 1)
             if not line:

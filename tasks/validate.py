@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource, RuleContext, present
+from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource, Rule, RuleContext, not_scalar, present
 
 LINE = "_line"
 RAW_RECORD = "_raw"
@@ -115,10 +115,16 @@ def coerce(resource: Resource, frame: pl.LazyFrame) -> pl.LazyFrame:
 def flag_rules(resource: Resource, context: RuleContext, coerced: pl.LazyFrame) -> pl.LazyFrame:
     """Add one boolean column per rule (True = violated) and `_ok` (no rule violated)."""
     rules = resource.all_rules()
-    flags = [rule.violated(context).fill_null(False).alias(_flag(i)) for i, rule in enumerate(rules)]
+    flags = [_violated(rule, context).alias(_flag(i)) for i, rule in enumerate(rules)]
     return coerced.with_columns(flags).with_columns(
         (~pl.any_horizontal([pl.col(_flag(i)) for i in range(len(rules))])).alias(OK)
     )
+
+
+def _violated(rule: Rule, context: RuleContext) -> pl.Expr:
+    """The rule's flag; a field holding an object or an array breaks only `invalid_type`."""
+    violated = rule.violated(context).fill_null(False)
+    return violated if rule.id == "invalid_type" else violated & ~not_scalar(rule.field)
 
 
 def rule_rejects(resource: Resource, context: RuleContext, flagged: pl.DataFrame) -> pl.DataFrame:

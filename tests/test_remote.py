@@ -25,6 +25,13 @@ DATA = Path(__file__).resolve().parent.parent / "data"
         ("http://[::1]/users.csv", "internal address ::1"),
         ("http://[::ffff:127.0.0.1]/users.csv", "internal address"),
         ("http://0.0.0.0/users.csv", "internal address"),
+        ("http://100.64.0.1/users.csv", "internal address 100.64.0.1"),  # shared address space
+        ("http://100.100.100.200/latest/meta-data/", "internal address"),  # a cloud metadata address
+        ("http://192.0.0.8/users.csv", "internal address 192.0.0.8"),
+        ("http://[2002:7f00:1::1]/users.csv", "internal address"),  # 6to4 carrying 127.0.0.1
+        ("http://[2002:a9fe:a9fe::1]/users.csv", "internal address"),  # 6to4 carrying 169.254.169.254
+        ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/users.csv", "internal address"),  # Teredo, 127.0.0.1
+        ("http://[64:ff9b::a9fe:a9fe]/users.csv", "internal address"),  # NAT64 of 169.254.169.254
         ("ftp://example.com/users.csv", "scheme 'ftp'"),
         ("file:///etc/passwd", "scheme 'file'"),
         ("s3://bucket/users.csv", "scheme 's3'"),
