@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import polars as pl
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from bulkflow.db import connect, tune_session
-from bulkflow.errors import retry_condition
 from schemas.resource import ForeignKey, Resource
+from tasks.retrying import chunk_task_options
 from tasks.validate import HOLDER, KEY, LINE, RESOLVED_ID, DatabaseFacts, RecordCheck, no_facts
 
 CHECK_STAGE = "_bulkflow_check"
@@ -87,15 +86,7 @@ def missing_message(fk: ForeignKey) -> str:
     return f"{fk.field} does not match any {fk.references[:-1]} id"
 
 
-@task(
-    name="check-chunk",
-    task_run_name="check-{resource.name}-chunk-{check.index}",
-    retries=3,
-    retry_delay_seconds=[1, 5, 15],
-    retry_condition_fn=retry_condition,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{check.index}"))
 def check_database(job_key: str, resource: Resource, check: RecordCheck, committed: bool) -> DatabaseFacts:
     """The database's facts about the chunk's candidate rows (read-only). For a chunk an
     earlier run committed, also the lines it rejected then."""

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import adbc_driver_manager
 import polars as pl
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from bulkflow.db import Connection, adbc, connect, tune_session
-from bulkflow.errors import RetryableError, retry_condition
+from bulkflow.errors import RetryableError
 from schemas.resource import Resource
 from tasks.checks import frame_of, missing_message, missing_reference_query, quote, taken_query
+from tasks.retrying import chunk_task_options
 from tasks.validate import HOLDER, LINE, CheckedChunk
 
 STAGE = "_bulkflow_stage"
@@ -41,15 +41,7 @@ class ChunkResult:
     """True when the ledger already held this chunk (an earlier run committed it)."""
 
 
-@task(
-    name="load-chunk",
-    task_run_name="load-{resource.name}-chunk-{chunk.index}",
-    retries=3,
-    retry_delay_seconds=[1, 5, 15],
-    retry_condition_fn=retry_condition,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{chunk.index}"))
 def load_chunk(job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
     """Apply one chunk exactly once (see module docstring); returns its counts.
 
