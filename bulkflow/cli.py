@@ -19,7 +19,7 @@ from rich.table import Table
 from bulkflow.errors import BulkflowError, TerminalError, is_retryable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, stop the embedded server.")
+db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, status, stop the embedded server.")
 app.add_typer(db_app, name="db")
 stderr = Console(stderr=True)
 
@@ -182,13 +182,32 @@ def generate_command(
 
 @db_app.command("migrate")
 def migrate_command() -> None:
-    """Create or update the tables (idempotent)."""
-    from bulkflow.db import connect, database_url, redacted_url
+    """Apply the pending schema migrations (each once; safe to run from several processes)."""
+    from bulkflow.db import connect, database_url, migrate, redacted_url
 
     with _errors_as_exit():
-        with connect():
-            pass
-        stderr.print(f"schema is up to date on {redacted_url(database_url())}")
+        with connect(migrate=False) as conn:
+            applied = migrate(conn)
+        for migration_id in applied:
+            stderr.print(f"applied {migration_id}", highlight=False)
+        stderr.print(f"schema is up to date on {redacted_url(database_url())}", highlight=False)
+
+
+@db_app.command("status")
+def status_command() -> None:
+    """The schema version of the database, and the migrations still pending."""
+    from bulkflow.db import connect, database_url, migration_status, redacted_url
+
+    with _errors_as_exit():
+        with connect(migrate=False) as conn:
+            status = migration_status(conn)
+    typer.echo(f"database: {redacted_url(database_url())}")
+    typer.echo(f"version:  {status.version or 'none (never migrated)'}")
+    typer.echo(f"applied:  {len(status.applied)} migrations")
+    if not status.pending:
+        typer.echo("pending:  none")
+    for migration in status.pending:
+        typer.echo(f"pending:  {migration.id}  {migration.description}")
 
 
 @db_app.command("stop")

@@ -1,8 +1,9 @@
-"""PostgreSQL access: where the database is, connections, and the idempotent migration."""
+"""PostgreSQL access: where the database is, connections, and the versioned migrations."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +15,8 @@ import adbc_driver_postgresql.dbapi as adbc
 
 from bulkflow.errors import RetryableError, is_retryable
 from bulkflow.settings import Settings, get_settings
-from schemas import RESOURCES
-from schemas.bookkeeping import BOOKKEEPING_DDL
+from schemas.migrations import SCHEMA_MIGRATIONS_DDL, Migration, pending
+from schemas.resource import Resource
 
 Connection = adbc.Connection
 
@@ -196,22 +197,62 @@ def execute_all(conn: Connection, statements: tuple[str, ...] | list[str]) -> No
             cur.execute(statement)
 
 
-def migration_statements() -> list[str]:
-    """Every DDL statement of the schema, resources in dependency order, then bookkeeping."""
-    statements: list[str] = []
-    for resource in RESOURCES.values():
-        statements.extend(resource.ddl())
-    statements.extend(BOOKKEEPING_DDL)
-    return statements
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Which migrations a database has, and which are pending."""
+
+    applied: tuple[str, ...]
+    pending: tuple[Migration, ...]
+
+    @property
+    def version(self) -> str | None:
+        """The latest numbered migration applied (None on a database never migrated)."""
+        numbered = sorted(i for i in self.applied if i.isdigit())
+        return numbered[-1] if numbered else None
+
+
+def migration_status(conn: Connection) -> MigrationStatus:
+    applied = _applied(conn)
+    conn.rollback()
+    return MigrationStatus(tuple(sorted(applied)), tuple(pending(applied)))
+
+
+def migrate(conn: Connection, resources: dict[str, Resource] | None = None) -> list[str]:
+    """Apply the pending migrations, each once, in one transaction, under an advisory lock
+    (two processes starting at once: the second waits, then finds nothing to do). Returns
+    the ids applied now. `resources` replaces the declared ones (tests of a changed schema)."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
+        cur.execute(SCHEMA_MIGRATIONS_DDL)
+        todo = pending(_applied(conn), resources)
+        for migration in todo:
+            for statement in migration.statements:
+                cur.execute(statement)
+            cur.execute(
+                "INSERT INTO schema_migrations (id, description) VALUES ($1, $2)",
+                parameters=(migration.id, migration.description),
+            )
+    conn.commit()
+    return [m.id for m in todo]
+
+
+def _applied(conn: Connection) -> set[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return set()
+        cur.execute("SELECT id FROM schema_migrations")
+        return {row[0] for row in cur.fetchall()}
 
 
 def ensure_migrated(conn: Connection, url: str | None = None) -> None:
-    """Apply the schema once per process and database; idempotent and safe across processes."""
+    """Migrate once per process and database: a cheap read when nothing is pending."""
     key = url or "default"
     with _migrate_lock:
         if key in _migrated:
             return
-        execute_all(conn, [f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"])
-        execute_all(conn, migration_statements())
-        conn.commit()
+        if pending(_applied(conn)):
+            migrate(conn)
+        else:
+            conn.rollback()
         _migrated.add(key)
