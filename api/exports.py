@@ -65,10 +65,10 @@ def export_status(job_id: str, request: Request) -> ExportJob:
     """The job's status; once completed, its manifest and the download URL."""
     run = read_job(job_id, "export")
     recorded = find_export(job_id)
-    manifest = dict(recorded["manifest"]) if recorded and recorded["manifest"] else None
-    location = recorded["location"] if recorded else None
+    manifest = recorded.manifest if recorded else None
+    location = recorded.location if recorded else None
     if manifest is not None:
-        manifest["location"] = public_location(manifest.get("location"))
+        manifest = manifest.model_copy(update={"location": public_location(manifest.location)})
     download = str(request.url_for("export_download", job_id=job_id)) if manifest else None
     error = public_text(run.message, location)
     return ExportJob(job_id=job_id, status=run.status, manifest=manifest, download_url=download, error=error)
@@ -84,12 +84,12 @@ def export_download(job_id: str) -> StreamingResponse:
     """The export's file, streamed. Its location comes from the job record, never the client."""
     read_job(job_id, "export")
     recorded = find_export(job_id)
-    if recorded is None or recorded["manifest"] is None:
+    if recorded is None or recorded.manifest is None:
         raise ApiError(409, "not_ready", f"export {job_id} has no file yet: poll its status until completed")
-    name = f'{recorded["resource"]}-{job_id}.{recorded["format"]}'
+    name = f"{recorded.resource}-{job_id}.{recorded.format}"
     return StreamingResponse(
-        _read_blocks(recorded["location"]),
-        media_type=CONTENT_TYPES[recorded["format"]],
+        _read_blocks(recorded.location),
+        media_type=CONTENT_TYPES[recorded.format],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 

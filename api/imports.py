@@ -19,6 +19,7 @@ from bulkflow.settings import get_settings
 from deployments.catalog import IMPORT
 from schemas import RESOURCES, get_resource
 from schemas.parameters import ImportOptions
+from schemas.reports import JobTotals
 from tasks.jobs import find_job_key, iter_rejects, job_totals, read_rejects
 from tasks.landing import store_upload
 from tasks.remote import check_remote_url, check_size
@@ -116,15 +117,15 @@ def import_status(job_id: str, request: Request) -> ImportJob:
     """The job's status and counters (running totals while it runs), and a sample of rejects."""
     run = read_job(job_id, "import")
     job_key = find_job_key(job_id)
-    totals: dict[str, Any] = {}
+    totals = JobTotals()
     sample: list[dict[str, Any]] = []
     if job_key is not None:
-        found = job_totals(job_key)
-        totals = {name: getattr(found, name) for name in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
-        totals["chunks_committed"] = found.chunks
+        totals = job_totals(job_key)
         sample = read_rejects(job_key, limit=get_settings().reject_sample_size).drop("raw").to_dicts()
-    rows_per_s = totals.get("rows_read", 0) / run.duration_s if run.duration_s else None
+    rows_per_s = totals.rows_read / run.duration_s if run.duration_s else None
     return ImportJob(
+        **totals.model_dump(),
+        chunks_committed=totals.chunks,
         job_id=job_id,
         status=run.status,
         resource=run.parameters.get("resource"),
@@ -136,7 +137,6 @@ def import_status(job_id: str, request: Request) -> ImportJob:
         error=public_text(run.message, run.parameters.get("source")),
         rejects_sample=sample,
         rejects_url=str(request.url_for("import_rejects", job_id=job_id)),
-        **totals,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field
 
 from schemas.parameters import ExportFilters, ResourceName
+from schemas.reports import ExportManifest, JobTotals
 from tasks.export import ExportFormat
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -38,16 +39,13 @@ class ImportFromUrl(BaseModel):
     format: Optional[ExportFormat] = Field(default=None, description="Default: from the URL's file name.")
 
 
-class ImportJob(BaseModel):
+class ImportJob(JobTotals):
+    """An import job's status: the job's totals (running totals while it runs) and its run."""
+
     job_id: str
     status: JobStatus
     resource: Optional[str] = None
     source: Optional[str] = None
-    rows_read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    rejected: int = 0
-    rejects_by_rule: dict[str, int] = Field(default_factory=dict)
     chunks_committed: int = 0
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
@@ -68,6 +66,6 @@ class ExportJobRequest(BaseModel):
 class ExportJob(BaseModel):
     job_id: str
     status: JobStatus
-    manifest: Optional[dict[str, Any]] = None
+    manifest: Optional[ExportManifest] = None
     download_url: Optional[str] = None
     error: Optional[str] = None

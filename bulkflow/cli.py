@@ -266,7 +266,10 @@ class _errors_as_exit:
 
 def _is_parameter_error(exc: BaseException) -> bool:
     """Prefect rejects flow parameters (e.g. an unknown resource) before the flow starts."""
-    return type(exc).__name__ in {"ParameterTypeError", "SignatureMismatchError", "ValidationError"}
+    from prefect.exceptions import ParameterTypeError, SignatureMismatchError
+    from pydantic import ValidationError
+
+    return isinstance(exc, (ParameterTypeError, SignatureMismatchError, ValidationError))
 
 
 @contextmanager

@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+import adbc_driver_manager
+
 
 class BulkflowError(Exception):
-    """Base of every error bulkflow raises on purpose; its message is for the user."""
+    """Base of every error bulkflow raises on purpose; its message is for the user, its
+    fields for programs (what a retry, a report or an API response needs)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        sqlstate: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.source = source
+        self.line = line
+        self.field = field
+        self.sqlstate = sqlstate
+
+    def facts(self) -> dict[str, object]:
+        """The fields that are set, for logs and API error details."""
+        facts = {"source": self.source, "line": self.line, "field": self.field, "sqlstate": self.sqlstate}
+        return {k: v for k, v in facts.items() if v is not None}
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep the fields when Prefect pickles the error into a task or flow run state.
+        return (_rebuild, (type(self), self.message, self.facts()))
+
+
+def _rebuild(cls: type[BulkflowError], message: str, facts: dict[str, object]) -> BulkflowError:
+    return cls(message, **facts)  # type: ignore[arg-type]  # facts() holds exactly the keyword fields
 
 
 class TerminalError(BulkflowError):
@@ -27,6 +59,10 @@ class RetryableError(BulkflowError):
     """A passing failure (database down, connection lost, serialization failure)."""
 
 
+class InvariantError(BulkflowError):
+    """A promise broke (inserted + updated + rejected != rows read): a bug, never the input."""
+
+
 # SQLSTATE classes that a retry can cure: connection exceptions, serialization failures and
 # deadlocks, insufficient resources, operator intervention (e.g. admin shutdown), and a
 # lock wait that timed out (lock_not_available).
@@ -39,12 +75,14 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, TerminalError):
         return False
+    if isinstance(exc, BulkflowError):
+        return False  # an invariant broke: retrying repeats it
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate:
         # The server answered: only its transient conditions are worth a retry.
-        return sqlstate.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
+        return str(sqlstate).startswith(_RETRYABLE_SQLSTATE_PREFIXES)
     # No SQLSTATE from ADBC means the server was never reached (refused, lost, timed out).
-    return type(exc).__name__ == "OperationalError"
+    return isinstance(exc, adbc_driver_manager.OperationalError)
 
 
 def retry_condition(task: object, task_run: object, state: object) -> bool:

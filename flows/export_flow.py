@@ -24,7 +24,7 @@ def export_flow(
     request = plan_export(resource, format, filter_values(filters), fields)
     manifest = write_export(request, str(flow_run.id))
     publish_export(manifest)
-    return manifest
+    return manifest.model_dump(mode="json")
 
 
 @flow(name="nightly-export", validate_parameters=True)

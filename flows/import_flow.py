@@ -11,14 +11,15 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from bulkflow.errors import InputError
+from bulkflow.errors import InputError, InvariantError
 from bulkflow.settings import Settings, get_settings
 from schemas import get_resource
 from schemas.parameters import ImportOptions, ResourceName
+from schemas.reports import ChunkResult, ImportReport
 from schemas.resource import Resource, RuleContext
 from tasks.checks import check_database
-from tasks.jobs import ImportReport, Job, close_job, open_job, read_rejects
-from tasks.load import ChunkResult, load_chunk
+from tasks.jobs import Job, close_job, open_job, read_rejects
+from tasks.load import load_chunk
 from tasks.read import read_chunks
 from tasks.report import ImportProgress, publish_report
 from tasks.source import Format, StagedSource, read_columns, stage_source
@@ -72,11 +73,11 @@ def import_flow(
     finally:
         staged.cleanup()  # a failed run leaves no staged copy behind either
     if not report.invariant_holds:
-        raise RuntimeError(
+        raise InvariantError(
             f"invariant broken: inserted {report.inserted} + updated {report.updated} + "
             f"rejected {report.rejected} != rows read {report.rows_read}"
         )
-    return report.__dict__
+    return report.model_dump(mode="json")
 
 
 def _load(resource: Resource, staged: StagedSource, options: ImportOptions, settings: Settings, started: float) -> ImportReport:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
 
 import fsspec
 from prefect import task
@@ -15,6 +15,7 @@ from prefect.logging import get_run_logger
 from bulkflow.db import execute, query_one
 from bulkflow.errors import retry_condition
 from bulkflow.settings import get_settings
+from schemas.reports import ExportManifest
 from tasks.export import ExportRequest, stream_export
 from tasks.report import artifact_key
 
@@ -27,28 +28,28 @@ def export_location(request: ExportRequest, run_id: str) -> str:
 
 
 @task(name="write-export", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
-def write_export(request: ExportRequest, run_id: str) -> dict[str, Any]:
+def write_export(request: ExportRequest, run_id: str) -> ExportManifest:
     """Stream the export to storage, then record and return its manifest."""
     location = export_location(request, run_id)
     _record_start(request, run_id, location)
     with fsspec.open(location, "wb", auto_mkdir=True) as sink:
         stats = stream_export(request, sink, digest=True)
-    manifest = {
-        "job_id": run_id,
-        "resource": request.resource.name,
-        "format": request.format,
-        "filters": request.filters,
-        "fields": list(request.fields),
-        "rows": stats.rows,
-        "bytes": stats.bytes,
-        "sha256": stats.sha256,
-        "duration_s": stats.duration_s,
-        "rows_per_s": stats.rows_per_s,
-        "location": location,
-    }
+    manifest = ExportManifest(
+        job_id=run_id,
+        resource=request.resource.name,
+        format=request.format,
+        filters=request.filters,
+        fields=list(request.fields),
+        rows=stats.rows,
+        bytes=stats.bytes,
+        sha256=stats.sha256 or "",
+        duration_s=stats.duration_s,
+        rows_per_s=stats.rows_per_s,
+        location=location,
+    )
     with fsspec.open(location + MANIFEST_SUFFIX, "w") as fh:
-        json.dump(manifest, fh, indent=2)
-    _record_finish(run_id, manifest)
+        fh.write(manifest.model_dump_json(indent=2))
+    _record_finish(manifest)
     get_run_logger().info(
         "exported %d %s rows as %s: %d bytes in %.2fs (%.0f rows/s) to %s",
         stats.rows, request.resource.name, request.format, stats.bytes, stats.duration_s, stats.rows_per_s, location,
@@ -56,14 +57,17 @@ def write_export(request: ExportRequest, run_id: str) -> dict[str, Any]:
     return manifest
 
 
-def publish_export(manifest: dict[str, Any]) -> None:
+def publish_export(manifest: ExportManifest) -> None:
     """A link artifact to the file and a table artifact with the manifest."""
-    key = artifact_key("export", manifest["resource"], manifest["format"])
-    create_link_artifact(link=manifest["location"], link_text=manifest["location"], key=key + "-file")
+    key = artifact_key("export", manifest.resource, manifest.format)
+    create_link_artifact(link=manifest.location, link_text=manifest.location, key=key + "-file")
     create_table_artifact(
-        table=[{"field": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)} for k, v in manifest.items()],
+        table=[
+            {"field": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)}
+            for k, v in manifest.model_dump().items()
+        ],
         key=key + "-manifest",
-        description=f"Export of {manifest['resource']} as {manifest['format']}",
+        description=f"Export of {manifest.resource} as {manifest.format}",
     )
 
 
@@ -76,17 +80,27 @@ def _record_start(request: ExportRequest, run_id: str, location: str) -> None:
     )
 
 
-def _record_finish(run_id: str, manifest: dict[str, Any]) -> None:
+def _record_finish(manifest: ExportManifest) -> None:
     execute(
         "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, finished_at = now() "
         "WHERE flow_run_id = $1",
-        (run_id, manifest["rows"], manifest["bytes"], manifest["sha256"], manifest["duration_s"]),
+        (manifest.job_id, manifest.rows, manifest.bytes, manifest.sha256, manifest.duration_s),
     )
 
 
-def find_export(job_id: str) -> dict[str, Any] | None:
-    """What the export job with this flow run id recorded: location, and manifest once written
-    (None while running). None when no export run has started under that id."""
+@dataclass(frozen=True)
+class RecordedExport:
+    """What an export job recorded: where its file goes, and its manifest once written."""
+
+    resource: str
+    format: str
+    location: str
+    manifest: ExportManifest | None
+
+
+def find_export(job_id: str) -> RecordedExport | None:
+    """The export job with this flow run id (manifest None while it runs); None when no
+    export run has started under that id."""
     row = query_one(
         "SELECT resource, format, filters, fields, location, rows, bytes, sha256, duration_s, finished_at "
         "FROM export_jobs WHERE flow_run_id = $1",
@@ -97,9 +111,9 @@ def find_export(job_id: str) -> dict[str, Any] | None:
     resource, fmt, filters, fields, location, rows, size, sha256, duration, finished = row
     manifest = None
     if finished is not None:
-        manifest = {
-            "job_id": job_id, "resource": resource, "format": fmt, "filters": json.loads(filters),
-            "fields": json.loads(fields), "rows": rows, "bytes": size, "sha256": sha256, "duration_s": duration,
-            "location": location,
-        }
-    return {"location": location, "format": fmt, "resource": resource, "manifest": manifest}
+        manifest = ExportManifest(
+            job_id=job_id, resource=resource, format=fmt, filters=json.loads(filters), fields=json.loads(fields),
+            rows=rows, bytes=size, sha256=sha256, duration_s=duration,
+            rows_per_s=round(rows / duration, 1) if duration else 0.0, location=location,
+        )
+    return RecordedExport(resource, fmt, location, manifest)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 from prefect import task
@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bulkflow.db import connect, execute, query_one
 from bulkflow.errors import ParameterError, retry_condition
+from schemas.reports import ImportReport, JobTotals
 from tasks.source import StagedSource
 
 
@@ -21,29 +22,6 @@ class Job:
     chunk_size: int
     """The chunk size of the job's first run: resumed runs must cut the file the same way."""
     done_chunks: frozenset[int]
-
-
-@dataclass
-class ImportReport:
-    job_key: str
-    resource: str
-    source: str
-    flow_run_id: str | None
-    status: str
-    rows_read: int
-    inserted: int
-    updated: int
-    rejected: int
-    rejects_by_rule: dict[str, int] = field(default_factory=dict)
-    chunks: int = 0
-    chunks_skipped: int = 0
-    duration_s: float = 0.0
-    rows_per_s: float = 0.0
-    error_rate: float = 0.0
-
-    @property
-    def invariant_holds(self) -> bool:
-        return self.inserted + self.updated + self.rejected == self.rows_read
 
 
 def default_job_key(resource: str, sha256: str) -> str:
@@ -88,16 +66,6 @@ def open_job(
     return Job(key, resource, int(known_chunk_size), done)
 
 
-@dataclass(frozen=True)
-class JobTotals:
-    chunks: int
-    rows_read: int
-    inserted: int
-    updated: int
-    rejected: int
-    rejects_by_rule: dict[str, int]
-
-
 def job_totals(job_key: str) -> JobTotals:
     """What the job's committed chunks add up to so far, over all its runs."""
     with connect() as conn, conn.cursor() as cur:
@@ -112,7 +80,8 @@ def job_totals(job_key: str) -> JobTotals:
             parameters=(job_key,),
         )
         by_rule = {rule: int(n) for rule, n in cur.fetchall()}
-    return JobTotals(chunks, rows_read, inserted, updated, rejected, by_rule)
+    return JobTotals(chunks=chunks, rows_read=rows_read, inserted=inserted, updated=updated, rejected=rejected,
+                     rejects_by_rule=by_rule)
 
 
 @task(name="close-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
@@ -121,21 +90,16 @@ def close_job(job: Job, staged: StagedSource, flow_run_id: str | None, duration_
     totals = job_totals(job.key)
     execute("UPDATE import_jobs SET finished_at = now() WHERE job_key = $1", (job.key,))
     return ImportReport(
+        **totals.model_dump(),
         job_key=job.key,
         resource=job.resource,
         source=staged.source,
         flow_run_id=flow_run_id,
         status="completed",
-        rows_read=totals.rows_read,
-        inserted=totals.inserted,
-        updated=totals.updated,
-        rejected=totals.rejected,
-        rejects_by_rule=totals.rejects_by_rule,
-        chunks=totals.chunks,
         chunks_skipped=chunks_skipped,
         duration_s=round(duration_s, 3),
         rows_per_s=round(totals.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
-        error_rate=round(totals.rejected / totals.rows_read, 6) if totals.rows_read else 0.0,
+        error_rate=totals.rejected_share(),
     )
 
 

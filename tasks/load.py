@@ -8,14 +8,13 @@ exactly the recorded chunks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import adbc_driver_manager
 import polars as pl
 from prefect import task
 
 from bulkflow.db import Connection, adbc, connect, tune_session
 from bulkflow.errors import RetryableError
+from schemas.reports import ChunkResult
 from schemas.resource import Resource
 from tasks.checks import frame_of, missing_message, missing_reference_query, quote, taken_query
 from tasks.retrying import chunk_task_options
@@ -28,17 +27,6 @@ referenced row since the chunk was checked."""
 ARROW_COMPAT = pl.CompatLevel.newest()
 """Hand polars' own string layout (string_view) to the driver as is, instead of converting
 every string column to large_string first."""
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    index: int
-    rows_read: int
-    inserted: int
-    updated: int
-    rejected: int
-    skipped: bool
-    """True when the ledger already held this chunk (an earlier run committed it)."""
 
 
 @task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{chunk.index}"))
@@ -63,7 +51,9 @@ def load_chunk(job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkRe
         except adbc_driver_manager.IntegrityError as exc:
             if getattr(exc, "sqlstate", None) not in CONFLICTS:
                 raise
-            raise RetryableError(f"chunk {chunk.index}: another transaction is changing the same keys; retrying") from exc
+            raise RetryableError(
+                f"chunk {chunk.index}: another transaction is changing the same keys; retrying", sqlstate=exc.sqlstate
+            ) from exc
 
 
 def _apply(conn: Connection, job_key: str, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> ChunkResult:
@@ -89,7 +79,8 @@ def _apply(conn: Connection, job_key: str, resource: Resource, chunk: CheckedChu
             parameters=(job_key, chunk.index, inserted, updated, rejected),
         )
     conn.commit()
-    return ChunkResult(chunk.index, chunk.rows_read, inserted, updated, rejected, skipped=False)
+    return ChunkResult(index=chunk.index, rows_read=chunk.rows_read, inserted=inserted, updated=updated,
+                       rejected=rejected, skipped=False)
 
 
 def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
@@ -100,7 +91,8 @@ def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
             parameters=(job_key, index),
         )
         rows_read, inserted, updated, rejected = cur.fetchone()
-    return ChunkResult(index, rows_read, inserted, updated, rejected, skipped=True)
+    return ChunkResult(index=index, rows_read=rows_read, inserted=inserted, updated=updated, rejected=rejected,
+                       skipped=True)
 
 
 def _write_rows(conn: Connection, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> tuple[int, int, pl.DataFrame]:

@@ -87,7 +87,7 @@ def check_size(size: int, source: str, limit: int | None = None) -> None:
     """TooLargeError once `size` bytes exceed `limit` (default BULKFLOW_MAX_SOURCE_BYTES)."""
     limit = get_settings().max_source_bytes if limit is None else limit
     if size > limit:
-        raise TooLargeError(f"{source} is larger than the {limit} byte limit (BULKFLOW_MAX_SOURCE_BYTES)")
+        raise TooLargeError(f"{source} is larger than the {limit} byte limit (BULKFLOW_MAX_SOURCE_BYTES)", source=source)
 
 
 def limited(chunks: Iterator[bytes], source: str) -> Iterator[bytes]:

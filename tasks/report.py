@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from tasks.jobs import ImportReport
-from tasks.load import ChunkResult
+from schemas.reports import ChunkResult, ImportReport
 
 ProgressListener = Callable[[int, float], None]
 """Called with (rows done, fraction of the file done) after every chunk; the CLI draws a bar."""
@@ -57,7 +55,7 @@ class ImportProgress:
         logger.info(
             "chunk %d %s: %d rows, %d inserted, %d updated, %d rejected (error_rate %.4f, %.0f rows/s)",
             result.index, verb, result.rows_read, result.inserted, result.updated, result.rejected,
-            result.rejected / result.rows_read if result.rows_read else 0.0, rate,
+            result.rejected_share(), rate,
         )
         update_progress_artifact(self.artifact_id, round(100.0 * self.fraction, 1))
         self._notify()
@@ -76,7 +74,7 @@ def publish_report(report: ImportReport, first_rejects: list[dict[str, object]])
         report.resource, report.rows_read, report.inserted, report.updated, report.rejected,
         report.duration_s, report.rows_per_s, report.error_rate,
     )
-    summary = {k: v for k, v in asdict(report).items() if k != "rejects_by_rule"}
+    summary = report.model_dump(exclude={"rejects_by_rule"})
     rows = [{"metric": k, "value": str(v)} for k, v in summary.items()]
     rows += [{"metric": f"rejects: {rule}", "value": str(n)} for rule, n in report.rejects_by_rule.items()]
     create_table_artifact(

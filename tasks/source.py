@@ -134,7 +134,11 @@ def stage_source(source: str, format_override: str | None = None) -> StagedSourc
             raise InputError(f"{source} is empty: nothing to import")
         if copied.quotes_odd:
             line, why = find_quote_problem(staged.path)
-            raise InputError(f"{source} line {line}: {why}; fix the quoting (a quote inside a field is written \"\")")
+            raise InputError(
+                f"{source} line {line}: {why}; fix the quoting (a quote inside a field is written \"\")",
+                source=source,
+                line=line,
+            )
     except BaseException:
         staged.cleanup()
         raise
@@ -278,7 +282,9 @@ def _check_utf8(decoder: codecs.IncrementalDecoder, block: bytes, source: str, l
     except UnicodeDecodeError as exc:
         bad_line = line + block[: exc.start].count(b"\n")
         raise InputError(
-            f"{source} is not valid UTF-8 (line {bad_line}, byte {offset + exc.start}): re-encode the file as UTF-8"
+            f"{source} is not valid UTF-8 (line {bad_line}, byte {offset + exc.start}): re-encode the file as UTF-8",
+            source=source,
+            line=bad_line,
         ) from None
 
 

@@ -141,7 +141,8 @@ def test_export_flow_writes_a_manifest_matching_the_file(tmp_path: Path, monkeyp
     assert manifest["rows"] == len(content.decode().splitlines()) - 1 == 4
     assert json.loads(Path(str(path) + MANIFEST_SUFFIX).read_text())["sha256"] == manifest["sha256"]
     job = find_export(manifest["job_id"])
-    assert job is not None and job["manifest"] == {k: v for k, v in manifest.items() if k != "rows_per_s"}
+    assert job is not None and job.manifest is not None
+    assert job.manifest.model_dump(exclude={"rows_per_s"}) == {k: v for k, v in manifest.items() if k != "rows_per_s"}
     assert find_export("00000000-0000-0000-0000-000000000000") is None
 
 

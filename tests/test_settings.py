@@ -60,3 +60,17 @@ def test_field_names_are_not_read_from_the_environment(clean_env: pytest.MonkeyP
     clean_env.setenv("CHUNK_SIZE", "7")
     settings = Settings(_env_file=None)
     assert str(settings.home) == ".bulkflow" and settings.chunk_size == 50_000
+
+
+def test_errors_carry_their_facts_through_pickling() -> None:
+    """Prefect pickles a failed run's exception: the fields must survive the trip."""
+    import pickle
+
+    from bulkflow.errors import InputError, InvariantError, RetryableError, is_retryable
+
+    error = InputError("bad.csv is not valid UTF-8 (line 3, byte 17)", source="bad.csv", line=3)
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is InputError and str(again) == str(error)
+    assert again.facts() == {"source": "bad.csv", "line": 3}
+    assert is_retryable(RetryableError("lost", sqlstate="08006")) and not is_retryable(again)
+    assert not is_retryable(InvariantError("inserted + updated + rejected != rows read"))

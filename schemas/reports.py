@@ -1,0 +1,80 @@
+"""What imports and exports report: one typed model per concept, used end to end.
+
+The chunk ledger's counts, a job's totals, the import report (the flow's result, the CLI's
+`--json`, the Prefect artifact, the API's job status) and the export manifest (the file
+beside the export, the `export_jobs` row, the API) are all built from these models, so a
+counter is declared once.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ImportCounts(BaseModel):
+    """Rows read, and what became of them: inserted + updated + rejected = rows_read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    rejected: int = Field(default=0, description="rows rejected (a row failing three rules counts once)")
+
+    @property
+    def invariant_holds(self) -> bool:
+        return self.inserted + self.updated + self.rejected == self.rows_read
+
+    def rejected_share(self) -> float:
+        """rejected / rows_read (0 for no rows), to six decimals: the reports' error_rate."""
+        return round(self.rejected / self.rows_read, 6) if self.rows_read else 0.0
+
+
+class ChunkResult(ImportCounts):
+    """One chunk's counts, as its ledger row holds them."""
+
+    index: int
+    skipped: bool = Field(description="the ledger already held this chunk (an earlier run committed it)")
+
+
+class JobTotals(ImportCounts):
+    """A job's counts over all its runs: the sum of its committed chunks."""
+
+    chunks: int = 0
+    rejects_by_rule: dict[str, int] = Field(
+        default_factory=dict, description="reject entries per rule id (a row failing three rules counts three times)"
+    )
+
+
+class ImportReport(JobTotals):
+    """The result of an import run: the job's totals plus what this run did."""
+
+    job_key: str
+    resource: str
+    source: str
+    flow_run_id: Optional[str]
+    status: str
+    chunks_skipped: int = 0
+    duration_s: float = 0.0
+    rows_per_s: float = 0.0
+    error_rate: float = 0.0
+
+
+class ExportManifest(BaseModel):
+    """Written beside every async export as `<file>.manifest.json`, and returned by the API."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    resource: str
+    format: str
+    filters: dict[str, str] = Field(default_factory=dict)
+    fields: list[str] = Field(default_factory=list)
+    rows: int
+    bytes: int
+    sha256: str
+    duration_s: float
+    rows_per_s: float = 0.0
+    location: str
