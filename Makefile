@@ -1,6 +1,7 @@
 # The two commands for a fresh machine with only Python 3.11+:
 #   make demo   set up a local venv and import the sample data into the embedded PostgreSQL
-#   make test   set up a local venv and run the test suite
+#   make test   set up a local venv, lint and type-check, and run the whole test suite
+#   make test-unit  the pure tests only: nothing started, well under a minute
 #   make bench  the benchmark against PostgreSQL's COPY (about 15 minutes; BENCH_ARGS="--rows 100000" for a quick one)
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-unit check bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +25,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/bulkflow demo
 
-test: $(STAMP)
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -24,7 +24,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=_ERRORS)  # type: ignore[arg-type]
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=_ERRORS)  # type: ignore[arg-type]  # FastAPI's responses mapping is typed narrower than it accepts
     v1.include_router(imports.router)
     v1.include_router(exports.router)
     app.include_router(v1)

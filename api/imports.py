@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -98,13 +98,13 @@ async def _receive_upload(request: Request) -> tuple[str, str, str | None]:
         if not isinstance(upload, UploadFile) or not isinstance(resource, str):
             raise ApiError(422, "invalid_request", "a multipart import needs the fields file and resource")
         get_resource(resource)
-        location = await run_in_threadpool(store_upload, upload.file, upload.filename or "upload", fmt)  # type: ignore[arg-type]
+        location = await run_in_threadpool(store_upload, upload.file, upload.filename or "upload", fmt)  # type: ignore[arg-type]  # UploadFile.file is a binary stream
     finally:
         await form.close()
-    return resource, location, fmt  # type: ignore[return-value]
+    return resource, location, fmt  # type: ignore[return-value]  # resource checked by get_resource, fmt by detect_format
 
 
-async def _limited(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _limited(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     size = 0
     async for chunk in chunks:
         size += len(chunk)

@@ -59,7 +59,7 @@ class ImportJob(JobTotals):
 class ExportJobRequest(BaseModel):
     resource: ResourceName
     format: ExportFormat = "csv"
-    filters: Optional[ExportFilters] = Field(default=None, examples=[{"role": "admin"}])  # type: ignore[valid-type]
+    filters: Optional[ExportFilters] = Field(default=None, examples=[{"role": "admin"}])  # type: ignore[valid-type]  # a model declared at run time
     fields: Optional[list[str]] = Field(default=None, examples=[["id", "email"]])
 
 

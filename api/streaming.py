@@ -11,7 +11,7 @@ import io
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, cast
 
 _SLICE = 1 << 20
 _DONE = object()
@@ -29,7 +29,7 @@ class _QueueSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:  # type: ignore[override]  # RawIOBase.write takes any buffer; we are handed bytes
         view = memoryview(bytes(data))
         for start in range(0, len(view), _SLICE):
             put(self.handoff, self.stop, view[start : start + _SLICE])
@@ -56,7 +56,7 @@ def stream_writer(write: Callable[[IO[bytes]], object], depth: int = 4) -> Itera
 
     def produce() -> None:
         try:
-            write(_QueueSink(handoff, stop))
+            write(cast(IO[bytes], _QueueSink(handoff, stop)))  # a RawIOBase is a binary stream
             put(handoff, stop, _DONE)
         except _ClientGone:
             return

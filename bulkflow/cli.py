@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -232,9 +232,9 @@ def _run_import(
     _quiet_tracebacks()
     with _errors_as_exit(), _progress_bar(enabled=progress and stderr.is_terminal):
         state = import_flow(
-            resource=resource,  # type: ignore[arg-type]
+            resource=resource,
             source=source,
-            format=format,  # type: ignore[arg-type]
+            format=format,
             options=ImportOptions(chunk_size=chunk_size, idempotency_key=key),
             return_state=True,
         )
@@ -253,7 +253,7 @@ class _errors_as_exit:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None or isinstance(exc, (typer.Exit, KeyboardInterrupt, SystemExit)):
             return False
         code = EXIT_FAILED if is_retryable(exc) else EXIT_TERMINAL

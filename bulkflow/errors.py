@@ -88,7 +88,7 @@ def is_retryable(exc: BaseException) -> bool:
 def retry_condition(task: object, task_run: object, state: object) -> bool:
     """Prefect `retry_condition_fn`: retry only errors classified as retryable."""
     try:
-        state.result()  # type: ignore[attr-defined]
+        state.result()  # type: ignore[attr-defined]  # Prefect passes a State; the signature keeps it loose
     except Exception as exc:  # noqa: BLE001 - we classify whatever the task raised
         return is_retryable(exc)
     return False

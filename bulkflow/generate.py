@@ -102,10 +102,10 @@ def _tags_as_json(frame: pl.DataFrame) -> list[pl.Expr]:
     return [format_text_list(pl.col("tags")).alias("tags")] if "tags" in frame.columns else []
 
 
-def _referenced(n: int, count: int, prefix: str) -> pl.Expr:
+def _referenced(n: pl.Expr, count: int, prefix: str) -> pl.Expr:
     """A valid reference to one of `count` generated ids, never to an id-less row."""
-    target = (n * 7919) % max(count, 1)
-    target = pl.when(target % ID_LESS_EVERY == ID_LESS_EVERY - 1).then(target - 1).otherwise(target)
+    modulo = (n * 7919) % max(count, 1)
+    target = pl.when(modulo % ID_LESS_EVERY == ID_LESS_EVERY - 1).then(modulo - 1).otherwise(modulo)
     return pl.format(prefix + "{}", target)
 
 

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ROLES = ("admin", "author", "editor", "reader")
+MAX_LOAD_WORKERS = 32
 
 
 class Settings(BaseSettings):
@@ -35,7 +36,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".bulkflow"), validation_alias="BULKFLOW_HOME")
     chunk_size: int = Field(default=50_000, ge=1, validation_alias="BULKFLOW_CHUNK_SIZE")
     load_workers: int = Field(
-        default=2, ge=1, le=32, validation_alias=AliasChoices("BULKFLOW_LOAD_WORKERS")
+        default=2, ge=1, le=MAX_LOAD_WORKERS, validation_alias=AliasChoices("BULKFLOW_LOAD_WORKERS")
     )
     allowed_roles: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_ROLES, validation_alias="BULKFLOW_ALLOWED_ROLES"

@@ -3,6 +3,9 @@ them by name) and the tests read these definitions."""
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from prefect.deployments.runner import RunnerDeployment
 
 from bulkflow.settings import get_settings
@@ -18,39 +21,46 @@ LANDING = "landing-pickup/landing"
 TAGS = ["bulkflow"]
 
 
+def _sync(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) -> RunnerDeployment:
+    """Prefect types its sync-compatible `to_deployment` as `T | Coroutine`; called from sync
+    code it returns T."""
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
 def import_deployment() -> RunnerDeployment:
-    return import_flow.to_deployment(
+    return _sync(import_flow.to_deployment(
         name=IMPORT.split("/")[1],
         tags=TAGS,
         description="Import a file (path or URL) into users, articles or comments, exactly once.",
-    )
+    ))
 
 
 def export_deployment() -> RunnerDeployment:
-    return export_flow.to_deployment(
+    return _sync(export_flow.to_deployment(
         name=EXPORT.split("/")[1],
         tags=TAGS,
         description="Export a resource (filters, fields) to BULKFLOW_EXPORT_URL with a manifest.",
-    )
+    ))
 
 
 def nightly_deployment() -> RunnerDeployment:
-    return nightly_export.to_deployment(
+    return _sync(nightly_export.to_deployment(
         name=NIGHTLY.split("/")[1],
         tags=TAGS,
         cron=get_settings().nightly_cron,
         parameters={"format": "parquet"},
         description="Parquet snapshot of users, articles and comments into BULKFLOW_EXPORT_URL.",
-    )
+    ))
 
 
 def landing_deployment() -> RunnerDeployment:
-    return landing_pickup.to_deployment(
+    return _sync(landing_pickup.to_deployment(
         name=LANDING.split("/")[1],
         tags=TAGS,
         interval=get_settings().landing_interval_s,
         description="Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first.",
-    )
+    ))
 
 
 def all_deployments() -> list[RunnerDeployment]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -12,7 +13,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bulkflow.errors import InputError, InvariantError
-from bulkflow.settings import Settings, get_settings
+from bulkflow.settings import MAX_LOAD_WORKERS, Settings, get_settings
 from schemas import get_resource
 from schemas.parameters import ImportOptions, ResourceName
 from schemas.reports import ChunkResult, ImportReport
@@ -24,6 +25,8 @@ from tasks.read import read_chunks
 from tasks.report import ImportProgress, publish_report
 from tasks.source import Format, StagedSource, read_columns, stage_source
 from tasks.validate import DatabaseFacts, RecordCheck, SeenKeys, check_records, decide
+
+_THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
 
 
 @task(name="stage-source", cache_policy=NO_CACHE, persist_result=False)
@@ -50,7 +53,8 @@ def stage(resource: Resource, source: str, format: Format | None) -> StagedSourc
 @flow(
     name="import",
     flow_run_name="import-{resource}",
-    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().load_workers),
+    # Threads start on demand; the chunk pipeline bounds how many run at once (load_workers).
+    task_runner=_THREADS,  # type: ignore[arg-type]  # Prefect's TaskRunner generic is invariant in its future type
     validate_parameters=True,
 )
 def import_flow(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from prefect import flow, get_run_logger
 from prefect.states import State
 
 from bulkflow.errors import TerminalError, is_retryable
 from bulkflow.settings import get_settings
 from flows.import_flow import import_flow
+from schemas.parameters import ResourceName
 from tasks.landing import Outcome, already_imported, content_sha256, find_new_files, record_outcome
 
 
@@ -24,10 +27,11 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     outcomes: dict[str, list[str]] = {"imported": [], "duplicate": [], "failed": [], "retry_later": []}
     for file in find_new_files(landing or get_settings().landing_root()):
         sha256 = content_sha256(file)
+        outcome: Outcome | None
         if already_imported(file.resource, sha256):
             outcome, detail, run_id = "duplicate", None, None
         else:
-            state = import_flow(resource=file.resource, source=file.location, return_state=True)  # type: ignore[arg-type]
+            state = import_flow(resource=cast(ResourceName, file.resource), source=file.location, return_state=True)
             outcome, detail = _outcome_of(state)
             run_id = str(state.state_details.flow_run_id)
         if outcome is None:

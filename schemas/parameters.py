@@ -40,7 +40,7 @@ def _filter_fields() -> dict[str, object]:
     }
 
 
-ExportFilters: type[BaseModel] = create_model(  # type: ignore[call-overload]
+ExportFilters: type[BaseModel] = create_model(  # type: ignore[call-overload]  # fields built at run time from the resources
     "ExportFilters",
     __config__=ConfigDict(extra="forbid"),
     __doc__="Export filters; values are checked against the resource's rules (e.g. role, ISO-8601 times).",

@@ -111,7 +111,7 @@ def check_database(job_key: str, resource: Resource, check: RecordCheck, committ
         query = key_facts_query(resource)
         if query is not None:
             cur.execute(query)
-            keys = frame_of(cur.fetch_arrow_table()).cast(facts.keys.schema)  # type: ignore[arg-type]
+            keys = frame_of(cur.fetch_arrow_table()).cast(facts.keys.schema)
         recorded = None
         if committed:
             cur.execute(recorded_rejects_query(), parameters=(job_key, check.index))
@@ -122,6 +122,6 @@ def check_database(job_key: str, resource: Resource, check: RecordCheck, committ
 
 
 def frame_of(table: object) -> pl.DataFrame:
-    frame = pl.from_arrow(table)  # type: ignore[arg-type]
+    frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO
+from typing import IO, Protocol, cast
 
 import polars as pl
 import pyarrow as pa
@@ -79,7 +79,7 @@ def parse_where(expressions: Sequence[str]) -> dict[str, str]:
         if not match:
             raise ParameterError(f"cannot read --where {expression!r}: write FIELD=VALUE, FIELD>=VALUE or FIELD<VALUE")
         name, op, value = match.groups()
-        filters[name + FILTER_KEY_SUFFIX[op]] = value
+        filters[name + FILTER_KEY_SUFFIX[cast(FilterOp, op)]] = value
     return filters
 
 
@@ -155,7 +155,7 @@ class _MeteredSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:  # type: ignore[override]  # RawIOBase.write takes any buffer; we are handed bytes
         data = bytes(data)
         self.sink.write(data)
         self.bytes += len(data)
@@ -180,7 +180,7 @@ def stream_export(
             cur.execute("SELECT set_config($1, $2, true)", parameters=(name, value))
         cur.execute(sql)
         batches = (pl.from_arrow(batch) for batch in cur.fetch_record_batch())
-        rows, size, sha256 = write_batches(request, batches, sink, digest=digest, on_rows=on_rows)  # type: ignore[arg-type]
+        rows, size, sha256 = write_batches(request, batches, sink, digest=digest, on_rows=on_rows)  # type: ignore[arg-type]  # ADBC record batches are untyped
     return ExportStats(rows, size, round(time.perf_counter() - started, 3), sha256)
 
 
@@ -211,7 +211,7 @@ class _NdjsonWriter:
         self.sink = sink
 
     def write(self, frame: pl.DataFrame) -> None:
-        frame.write_ndjson(self.sink)  # type: ignore[arg-type]
+        frame.write_ndjson(binary(self.sink))
 
     def close(self) -> None:
         return None
@@ -251,7 +251,7 @@ class _CsvWriter:
         if "tags" in frame.columns:
             naive_utc.append(format_text_list(pl.col("tags")).alias("tags"))
         frame.with_columns(naive_utc).write_csv(
-            self.sink, include_header=self.header, datetime_format=_UTC_TIMESTAMP_TEXT  # type: ignore[arg-type]
+            binary(self.sink), include_header=self.header, datetime_format=_UTC_TIMESTAMP_TEXT
         )
         self.header = False
 
@@ -267,10 +267,23 @@ class _ParquetWriter:
         self.writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), self.empty.to_arrow().schema)
 
     def write(self, frame: pl.DataFrame) -> None:
-        self.writer.write_table(frame.cast(self.empty.schema).to_arrow())  # type: ignore[arg-type]
+        self.writer.write_table(frame.cast(self.empty.schema).to_arrow())
 
     def close(self) -> None:
         self.writer.close()
 
 
-_WRITERS = {"ndjson": _NdjsonWriter, "json": _JsonArrayWriter, "csv": _CsvWriter, "parquet": _ParquetWriter}
+class _BatchWriter(Protocol):
+    def write(self, frame: pl.DataFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def binary(sink: _MeteredSink) -> IO[bytes]:
+    """The sink as the binary stream polars writes to (a RawIOBase is one)."""
+    return cast(IO[bytes], sink)
+
+
+_WRITERS: dict[str, Callable[[_MeteredSink, ExportRequest], _BatchWriter]] = {
+    "ndjson": _NdjsonWriter, "json": _JsonArrayWriter, "csv": _CsvWriter, "parquet": _ParquetWriter,
+}

@@ -9,7 +9,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bulkflow.db import connect, execute, query_one
+from bulkflow.db import connect, execute, fetch_one, query_one
 from bulkflow.errors import ParameterError, retry_condition
 from schemas.reports import ImportReport, JobTotals
 from tasks.source import StagedSource
@@ -49,7 +49,7 @@ def open_job(
             "SELECT resource, content_sha256, chunk_size FROM import_jobs WHERE job_key = $1",
             parameters=(key,),
         )
-        known_resource, known_sha, known_chunk_size = cur.fetchone()
+        known_resource, known_sha, known_chunk_size = fetch_one(cur)
         if (known_resource, known_sha) != (resource, staged.sha256):
             raise ParameterError(
                 f"idempotency key {key!r} already names an import of other content "
@@ -74,7 +74,7 @@ def job_totals(job_key: str) -> JobTotals:
             "coalesce(sum(updated), 0), coalesce(sum(rejected), 0) FROM import_chunks WHERE job_key = $1",
             parameters=(job_key,),
         )
-        chunks, rows_read, inserted, updated, rejected = (int(v) for v in cur.fetchone())
+        chunks, rows_read, inserted, updated, rejected = (int(v) for v in fetch_one(cur))
         cur.execute(
             "SELECT rule, count(*) FROM import_rejects WHERE job_key = $1 GROUP BY rule ORDER BY 2 DESC, 1",
             parameters=(job_key,),
@@ -122,7 +122,7 @@ def read_rejects(job_key: str, limit: int) -> pl.DataFrame:
     """The job's first `limit` reject entries in file order."""
     with connect() as conn, conn.cursor() as cur:
         cur.execute(f"{_REJECTS_SQL} LIMIT {int(limit)}", parameters=(job_key,))
-        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]  # a table in, a DataFrame out
 
 
 def iter_rejects(job_key: str) -> Iterator[pl.DataFrame]:
@@ -130,4 +130,4 @@ def iter_rejects(job_key: str) -> Iterator[pl.DataFrame]:
     with connect() as conn, conn.cursor() as cur:
         cur.execute(_REJECTS_SQL, parameters=(job_key,))
         for batch in cur.fetch_record_batch():
-            yield pl.from_arrow(batch)  # type: ignore[misc]
+            yield pl.from_arrow(batch)  # type: ignore[misc]  # a record batch in, a DataFrame out

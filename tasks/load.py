@@ -12,7 +12,7 @@ import adbc_driver_manager
 import polars as pl
 from prefect import task
 
-from bulkflow.db import Connection, adbc, connect, tune_session
+from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
 from bulkflow.errors import RetryableError
 from schemas.reports import ChunkResult
 from schemas.resource import Resource
@@ -90,7 +90,7 @@ def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
             "WHERE job_key = $1 AND chunk_index = $2",
             parameters=(job_key, index),
         )
-        rows_read, inserted, updated, rejected = cur.fetchone()
+        rows_read, inserted, updated, rejected = fetch_one(cur)
     return ChunkResult(index=index, rows_read=rows_read, inserted=inserted, updated=updated, rejected=rejected,
                        skipped=True)
 
@@ -105,7 +105,7 @@ def _write_rows(conn: Connection, resource: Resource, chunk: CheckedChunk, *, re
         return (*_upsert(cur, resource), refused)
 
 
-def _refused_now(cur: adbc.Cursor, resource: Resource, chunk: CheckedChunk) -> pl.DataFrame:
+def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk) -> pl.DataFrame:
     """Check the staged rows again; drop the refused ones from the stage, return their rejects."""
     parts = []
     for fk in resource.foreign_keys:
@@ -153,7 +153,7 @@ def any_existing_sql(resource: Resource) -> str:
     )
 
 
-def _upsert(cur: adbc.Cursor, resource: Resource) -> tuple[int, int]:
+def _upsert(cur: Cursor, resource: Resource) -> tuple[int, int]:
     """Write the staged rows: (inserted, updated).
 
     A chunk of ids the table does not hold yet (the common case of a fresh load) goes in
@@ -162,11 +162,11 @@ def _upsert(cur: adbc.Cursor, resource: Resource) -> tuple[int, int]:
     and the caller treats it as any other conflict.
     """
     cur.execute(any_existing_sql(resource))
-    if not cur.fetchone()[0]:
+    if not fetch_one(cur)[0]:
         cur.execute(insert_sql(resource))
         return cur.rowcount, 0
     cur.execute(upsert_sql(resource))
-    inserted, updated = cur.fetchone()
+    inserted, updated = fetch_one(cur)
     return int(inserted), int(updated)
 
 

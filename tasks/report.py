@@ -34,11 +34,13 @@ class ImportProgress:
     def __init__(self, resource: str, source: str) -> None:
         self.rows_done = 0
         self.fraction = 0.0
-        self.artifact_id: UUID = create_progress_artifact(
+        created = create_progress_artifact(
             progress=0.0,
             key=artifact_key("import", resource, "progress"),
             description=f"Import of {source} into {resource}",
         )
+        assert isinstance(created, UUID)  # the sync call returns the id, not a coroutine
+        self.artifact_id = created
         self._notify()
 
     def skipped(self, rows: int, fraction: float) -> None:

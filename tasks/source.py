@@ -71,7 +71,7 @@ def check_format(name: str) -> Format:
     """`name` as one of the formats we read and write; ParameterError naming them otherwise."""
     if name not in FORMATS:
         raise ParameterError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}")
-    return name  # type: ignore[return-value]
+    return name  # type: ignore[return-value]  # checked to be one of FORMATS just above
 
 
 def detect_format(source: str, override: str | None = None) -> tuple[Format, str | None]:
@@ -202,7 +202,7 @@ def _open_source(source: str, compression: str | None) -> Iterator[IO[bytes]]:
             if response.status_code >= 400:
                 raise InputError(f"cannot download {source}: HTTP {response.status_code}")
             raw = io.BufferedReader(_IteratorReader(limited(response.iter_bytes(), source)), buffer_size=_BLOCK)
-            yield gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw  # type: ignore[misc]
+            yield gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw  # type: ignore[misc]  # GzipFile and BufferedReader are both binary streams
     except httpx.TransportError as exc:
         raise RetryableError(f"cannot download {source}: {exc}") from exc
 
@@ -218,7 +218,7 @@ class _IteratorReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # RawIOBase types it as a generic buffer
         while not self.pending:
             try:
                 self.pending = next(self.chunks)

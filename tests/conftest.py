@@ -12,6 +12,17 @@ from pathlib import Path
 import pytest
 
 
+INTEGRATION_FIXTURES = {"db", "prefect_api"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need PostgreSQL or the Prefect API are `integration`; the rest start
+    nothing (`make test-unit` runs them alone)."""
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def bulkflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("bulkflow-home")
