@@ -11,11 +11,13 @@ from api.auth import require_token
 from api.errors import install_error_handlers
 from api.metrics import BulkflowCollector
 from api.models import ErrorBody
+from bulkflow.settings import Settings
 
 _ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 415, 422, 503)}
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app, configured by `settings` (default: read from the environment now, once)."""
     app = FastAPI(
         title="bulkflow",
         version="1",
@@ -24,13 +26,14 @@ def create_app() -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    app.state.settings = settings or Settings()
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=_ERRORS)  # type: ignore[arg-type]  # FastAPI's responses mapping is typed narrower than it accepts
     v1.include_router(imports.router)
     v1.include_router(exports.router)
     app.include_router(v1)
     install_error_handlers(app)
     registry = CollectorRegistry()
-    registry.register(BulkflowCollector())
+    registry.register(BulkflowCollector(app.state.settings))
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def metrics() -> PlainTextResponse:

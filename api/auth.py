@@ -7,14 +7,14 @@ import secrets
 from fastapi import Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.deps import AppSettings
 from api.errors import ApiError
-from bulkflow.settings import get_settings
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API_TOKEN>` when API_TOKEN is set")
 
 
-def require_token(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-    token = get_settings().api_token
+def require_token(settings: AppSettings, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+    token = settings.api_token
     if token is None:
         return
     if credentials is None or not secrets.compare_digest(credentials.credentials, token.get_secret_value()):

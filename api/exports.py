@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
+from api.deps import AppSettings
 from api.errors import ApiError
 from api.jobs import public_location, public_text, read_job, trigger
 from api.models import Accepted, ExportJob, ExportJobRequest
@@ -34,15 +35,15 @@ _STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for me
 
 
 @router.get("", response_class=StreamingResponse, responses=_STREAMED)
-def export_stream(query: Annotated[ExportQuery, Query()]) -> StreamingResponse:  # type: ignore[valid-type]  # a model declared at run time
+def export_stream(query: Annotated[ExportQuery, Query()], settings: AppSettings) -> StreamingResponse:  # type: ignore[valid-type]  # a model declared at run time
     """Stream the rows (filters and fields checked first), in constant memory."""
     values = cast(BaseModel, query).model_dump(exclude_none=True)
     filters = {k: v for k, v in values.items() if k not in _NOT_FILTERS}
     listed = values.get("fields")
     fields = [f.strip() for f in listed.split(",") if f.strip()] if listed else None
-    export = plan_export(values["resource"], values["format"], filters, fields)
+    export = plan_export(values["resource"], values["format"], filters, fields, context=settings.rule_context())
     return StreamingResponse(
-        stream_writer(lambda sink: stream_export(export, sink)),
+        stream_writer(lambda sink: stream_export(export, sink, settings=settings)),
         media_type=CONTENT_TYPES[export.format],
         headers={"Content-Disposition": f'attachment; filename="{export.resource.name}.{export.format}"'},
     )
@@ -52,21 +53,23 @@ def export_stream(query: Annotated[ExportQuery, Query()]) -> StreamingResponse: 
 def create_export(
     body: ExportJobRequest,
     request: Request,
+    settings: AppSettings,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Accepted:
     """Start an export job writing to storage; poll its status URL for the download link."""
     filters = filter_values(body.filters)
-    plan_export(body.resource, body.format, filters, body.fields)  # refuse bad parameters now, not in the run
+    # Refuse bad parameters now, not in the run.
+    plan_export(body.resource, body.format, filters, body.fields, context=settings.rule_context())
     parameters = {"resource": body.resource, "format": body.format, "filters": filters, "fields": body.fields}
     job = trigger(EXPORT, parameters, "export", idempotency_key)
     return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("export_status", job_id=job.job_id)))
 
 
 @router.get("/{job_id}", response_model=ExportJob, name="export_status")
-def export_status(job_id: str, request: Request) -> ExportJob:
+def export_status(job_id: str, request: Request, settings: AppSettings) -> ExportJob:
     """The job's status; once completed, its manifest and the download URL."""
     run = read_job(job_id, "export")
-    recorded = find_export(job_id)
+    recorded = find_export(settings, job_id)
     manifest = recorded.manifest if recorded else None
     location = recorded.location if recorded else None
     if manifest is not None:
@@ -82,10 +85,10 @@ def export_status(job_id: str, request: Request) -> ExportJob:
     response_class=StreamingResponse,
     responses=_STREAMED,
 )
-def export_download(job_id: str) -> StreamingResponse:
+def export_download(job_id: str, settings: AppSettings) -> StreamingResponse:
     """The export's file, streamed. Its location comes from the job record, never the client."""
     read_job(job_id, "export")
-    recorded = find_export(job_id)
+    recorded = find_export(settings, job_id)
     if recorded is None or recorded.manifest is None:
         raise ApiError(409, "not_ready", f"export {job_id} has no file yet: poll its status until completed")
     name = f"{recorded.resource}-{job_id}.{recorded.format}"

@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from api.deps import AppSettings
 from api.errors import ApiError, validation_details
 from api.jobs import public_location, public_text, read_job, trigger
 from api.models import Accepted, ImportFromUrl, ImportJob
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 from deployments.catalog import IMPORT
 from schemas import RESOURCES, get_resource
 from schemas.parameters import ImportOptions
@@ -51,15 +52,16 @@ _UPLOAD_BODY = {
 @router.post("", status_code=202, response_model=Accepted, openapi_extra=_UPLOAD_BODY)
 async def create_import(
     request: Request,
+    settings: AppSettings,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Accepted:
     """Start an import of an uploaded file (multipart) or of a URL (JSON). The same
     `Idempotency-Key` returns the same job."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        resource, source, fmt = await _receive_upload(request)
+        resource, source, fmt = await _receive_upload(request, settings)
     elif content_type.startswith("application/json"):
-        resource, source, fmt = await run_in_threadpool(_check_url_request, await _json_body(request))
+        resource, source, fmt = await run_in_threadpool(_check_url_request, await _json_body(request), settings)
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (file, resource) or JSON (resource, url)")
     parameters = {
@@ -79,18 +81,18 @@ async def _json_body(request: Request) -> ImportFromUrl:
         raise ApiError(422, "invalid_request", "the JSON body needs resource and url", validation_details(exc.errors())) from None
 
 
-def _check_url_request(body: ImportFromUrl) -> tuple[str, str, str | None]:
-    check_remote_url(body.url)
+def _check_url_request(body: ImportFromUrl, settings: Settings) -> tuple[str, str, str | None]:
+    check_remote_url(body.url, settings)
     detect_format(body.url, body.format)
     return body.resource, body.url, body.format
 
 
-async def _receive_upload(request: Request) -> tuple[str, str, str | None]:
+async def _receive_upload(request: Request, settings: Settings) -> tuple[str, str, str | None]:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit():
-        check_size(int(declared), "the upload")
+        check_size(int(declared), "the upload", settings.max_source_bytes)
     try:
-        form = await MultiPartParser(request.headers, _limited(request.stream()), max_files=1, max_fields=4).parse()
+        form = await MultiPartParser(request.headers, _limited(request.stream(), settings.max_source_bytes), max_files=1, max_fields=4).parse()
     except MultiPartException as exc:
         raise ApiError(400, "invalid_upload", f"cannot read the multipart body: {exc.message}") from None
     upload, resource, fmt = form.get("file"), form.get("resource"), form.get("format") or None
@@ -98,30 +100,30 @@ async def _receive_upload(request: Request) -> tuple[str, str, str | None]:
         if not isinstance(upload, UploadFile) or not isinstance(resource, str):
             raise ApiError(422, "invalid_request", "a multipart import needs the fields file and resource")
         get_resource(resource)
-        location = await run_in_threadpool(store_upload, upload.file, upload.filename or "upload", fmt)  # type: ignore[arg-type]  # UploadFile.file is a binary stream
+        location = await run_in_threadpool(store_upload, settings, upload.file, upload.filename or "upload", fmt)  # type: ignore[arg-type]  # UploadFile.file is a binary stream
     finally:
         await form.close()
     return resource, location, fmt  # type: ignore[return-value]  # resource checked by get_resource, fmt by detect_format
 
 
-async def _limited(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
     size = 0
     async for chunk in chunks:
         size += len(chunk)
-        check_size(size, "the upload")
+        check_size(size, "the upload", limit)
         yield chunk
 
 
 @router.get("/{job_id}", response_model=ImportJob, name="import_status")
-def import_status(job_id: str, request: Request) -> ImportJob:
+def import_status(job_id: str, request: Request, settings: AppSettings) -> ImportJob:
     """The job's status and counters (running totals while it runs), and a sample of rejects."""
     run = read_job(job_id, "import")
-    job_key = find_job_key(job_id)
+    job_key = find_job_key(settings, job_id)
     totals = JobTotals()
     sample: list[dict[str, Any]] = []
     if job_key is not None:
-        totals = job_totals(job_key)
-        sample = read_rejects(job_key, limit=get_settings().reject_sample_size).drop("raw").to_dicts()
+        totals = job_totals(settings, job_key)
+        sample = read_rejects(settings, job_key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     rows_per_s = totals.rows_read / run.duration_s if run.duration_s else None
     return ImportJob(
         **totals.model_dump(),
@@ -146,15 +148,15 @@ def import_status(job_id: str, request: Request) -> ImportJob:
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}, "description": "one reject entry per line"}},
 )
-def import_rejects(job_id: str) -> StreamingResponse:
+def import_rejects(job_id: str, settings: AppSettings) -> StreamingResponse:
     """Every reject entry of the job (line, field, rule, message, value, raw), as NDJSON."""
     read_job(job_id, "import")
-    job_key = find_job_key(job_id)
-    return StreamingResponse(_rejects_ndjson(job_key), media_type="application/x-ndjson")
+    job_key = find_job_key(settings, job_id)
+    return StreamingResponse(_rejects_ndjson(settings, job_key), media_type="application/x-ndjson")
 
 
-def _rejects_ndjson(job_key: str | None) -> Iterator[bytes]:
+def _rejects_ndjson(settings: Settings, job_key: str | None) -> Iterator[bytes]:
     if job_key is None:
         return
-    for frame in iter_rejects(job_key):
+    for frame in iter_rejects(settings, job_key):
         yield frame.write_ndjson().encode()

@@ -22,11 +22,15 @@ from prometheus_client.registry import Collector
 
 from api.jobs import STATES_OF_STATUS
 from bulkflow.db import connect
+from bulkflow.settings import Settings
 
 _KINDS = ("import", "export", "landing-pickup", "nightly-export")
 
 
 class BulkflowCollector(Collector):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
     def collect(self) -> Iterator[Metric]:
         yield from self._jobs()
         yield from self._rows()
@@ -60,7 +64,7 @@ class BulkflowCollector(Collector):
         exported = CounterMetricFamily("bulkflow_rows_exported", "Rows written by export jobs", labels=["resource"])
         import_time = SummaryMetricFamily("bulkflow_import_duration_seconds", "Finished import jobs, wall time", labels=["resource"])
         export_time = SummaryMetricFamily("bulkflow_export_duration_seconds", "Finished export jobs", labels=["resource"])
-        with connect() as conn, conn.cursor() as cur:
+        with connect(self.settings) as conn, conn.cursor() as cur:
             cur.execute(
                 "SELECT j.resource, coalesce(sum(c.inserted + c.updated), 0), coalesce(sum(c.rejected), 0) "
                 "FROM import_jobs j JOIN import_chunks c USING (job_key) GROUP BY j.resource"

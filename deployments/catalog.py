@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect.deployments.runner import RunnerDeployment
 
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 from flows.export_flow import export_flow, nightly_export
 from flows.import_flow import import_flow
 from flows.landing_flow import landing_pickup
@@ -44,24 +44,25 @@ def export_deployment() -> RunnerDeployment:
     ))
 
 
-def nightly_deployment() -> RunnerDeployment:
+def nightly_deployment(settings: Settings) -> RunnerDeployment:
     return _sync(nightly_export.to_deployment(
         name=NIGHTLY.split("/")[1],
         tags=TAGS,
-        cron=get_settings().nightly_cron,
+        cron=settings.nightly_cron,
         parameters={"format": "parquet"},
         description="Parquet snapshot of users, articles and comments into BULKFLOW_EXPORT_URL.",
     ))
 
 
-def landing_deployment() -> RunnerDeployment:
+def landing_deployment(settings: Settings) -> RunnerDeployment:
     return _sync(landing_pickup.to_deployment(
         name=LANDING.split("/")[1],
         tags=TAGS,
-        interval=get_settings().landing_interval_s,
+        interval=settings.landing_interval_s,
         description="Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first.",
     ))
 
 
-def all_deployments() -> list[RunnerDeployment]:
-    return [import_deployment(), export_deployment(), nightly_deployment(), landing_deployment()]
+def all_deployments(settings: Settings) -> list[RunnerDeployment]:
+    """Every deployment, scheduled as `settings` say."""
+    return [import_deployment(), export_deployment(), nightly_deployment(settings), landing_deployment(settings)]

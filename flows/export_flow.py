@@ -7,6 +7,7 @@ from typing import Any, cast
 from prefect import flow
 from prefect.runtime import flow_run
 
+from bulkflow.settings import Settings
 from schemas import RESOURCES
 from schemas.parameters import ExportFilters, ResourceName, filter_values
 from tasks.export import ExportFormat, plan_export
@@ -21,8 +22,9 @@ def export_flow(
     fields: list[str] | None = None,
 ) -> dict[str, Any]:
     """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest."""
-    request = plan_export(resource, format, filter_values(filters), fields)
-    manifest = write_export(request, str(flow_run.id))
+    settings = Settings()
+    request = plan_export(resource, format, filter_values(filters), fields, context=settings.rule_context())
+    manifest = write_export(request, str(flow_run.id), settings)
     publish_export(manifest)
     return manifest.model_dump(mode="json")
 

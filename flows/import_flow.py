@@ -13,11 +13,11 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bulkflow.errors import InputError, InvariantError
-from bulkflow.settings import MAX_LOAD_WORKERS, Settings, get_settings
+from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from schemas import get_resource
 from schemas.parameters import ImportOptions, ResourceName
 from schemas.reports import ChunkResult, ImportReport
-from schemas.resource import Resource, RuleContext
+from schemas.resource import Resource
 from tasks.checks import check_database
 from tasks.jobs import Job, close_job, open_job, read_rejects
 from tasks.load import load_chunk
@@ -30,11 +30,11 @@ _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_
 
 
 @task(name="stage-source", cache_policy=NO_CACHE, persist_result=False)
-def stage(resource: Resource, source: str, format: Format | None) -> StagedSource:
+def stage(resource: Resource, source: str, format: Format | None, settings: Settings) -> StagedSource:
     """Fetch/decompress/check the source and verify its columns."""
-    staged = stage_source(source, format)
+    staged = stage_source(source, format, settings=settings)
     try:
-        columns = read_columns(staged)
+        columns = read_columns(staged, settings.max_record_bytes)
         missing = [c for c in resource.required_columns if c not in columns]
         if missing:
             raise InputError(
@@ -69,9 +69,9 @@ def import_flow(
     that earlier runs committed. Returns the report: rows_read, inserted, updated, rejected...
     """
     started = time.perf_counter()
-    settings = get_settings()
+    settings = Settings()  # read once per flow run, then handed down
     definition = get_resource(resource)
-    staged = stage(definition, source, format)
+    staged = stage(definition, source, format, settings)
     try:
         report = _load(definition, staged, options, settings, started)
     finally:
@@ -86,16 +86,16 @@ def import_flow(
 
 def _load(resource: Resource, staged: StagedSource, options: ImportOptions, settings: Settings, started: float) -> ImportReport:
     run_id = str(flow_run.id) if flow_run.id else None
-    job = open_job(resource.name, staged, options.chunk_size or settings.chunk_size, options.idempotency_key, run_id)
-    progress = ImportProgress(resource.name, staged.source)
-    context = RuleContext(allowed_roles=settings.allowed_roles)
-    chunks = _ChunkPipeline(job, resource, progress, settings.load_workers)
+    job = open_job(settings, resource, staged, options.chunk_size or settings.chunk_size, options.idempotency_key, run_id)
+    progress = ImportProgress(resource, staged.source)
+    context = settings.rule_context()
+    chunks = _ChunkPipeline(settings, job, progress)
     for index, batch in enumerate(read_chunks(staged, resource, job.chunk_size, settings.max_record_bytes)):
         # Every chunk is checked, committed or not, so in-file duplicates are judged the same.
         chunks.add(check_records(resource, context, index, batch.rows), batch.progress)
     chunks.finish()
-    report = close_job(job, staged, run_id, time.perf_counter() - started, chunks.skipped)
-    sample = read_rejects(job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
+    report = close_job(settings, job, staged, run_id, time.perf_counter() - started, chunks.skipped)
+    sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     publish_report(report, sample)
     return report
 
@@ -105,8 +105,9 @@ class _ChunkPipeline:
     (here, strictly in file order, so "first accepted occurrence wins" is decided as one
     sequential pass would), load (in parallel, at most `workers` at once)."""
 
-    def __init__(self, job: Job, resource: Resource, progress: ImportProgress, workers: int) -> None:
-        self.job, self.resource, self.progress, self.workers = job, resource, progress, workers
+    def __init__(self, settings: Settings, job: Job, progress: ImportProgress) -> None:
+        self.settings, self.job, self.progress = settings, job, progress
+        self.resource, self.workers = job.resource, settings.load_workers
         self.seen = SeenKeys()
         self.checking: deque[tuple[RecordCheck, PrefectFuture[DatabaseFacts], float]] = deque()
         self.loading: deque[tuple[PrefectFuture[ChunkResult], float, float]] = deque()
@@ -114,7 +115,8 @@ class _ChunkPipeline:
 
     def add(self, check: RecordCheck, fraction: float) -> None:
         committed = check.index in self.job.done_chunks
-        self.checking.append((check, check_database.submit(self.job.key, self.resource, check, committed), fraction))
+        checked = check_database.submit(self.settings, self.job.key, self.resource, check, committed)
+        self.checking.append((check, checked, fraction))
         if len(self.checking) > 1:
             self._decide_oldest()
 
@@ -131,7 +133,8 @@ class _ChunkPipeline:
             self.skipped += 1
             self.progress.skipped(check.rows_read, fraction)
             return
-        self.loading.append((load_chunk.submit(self.job.key, self.resource, decided), time.perf_counter(), fraction))
+        loaded = load_chunk.submit(self.settings, self.job.key, self.resource, decided)
+        self.loading.append((loaded, time.perf_counter(), fraction))
         while len(self.loading) > self.workers:
             self._finish_oldest_load()
 

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.states import State
 
 from bulkflow.errors import TerminalError, is_retryable
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 from flows.import_flow import import_flow
 from schemas.parameters import ResourceName
 from tasks.landing import Outcome, already_imported, content_sha256, find_new_files, record_outcome
@@ -23,12 +23,13 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     a passing failure (database down) leaves it for the next pick-up. Returns the locations
     by outcome; fails at the end when any file failed, after trying all the others.
     """
+    settings = Settings()
     logger = get_run_logger()
     outcomes: dict[str, list[str]] = {"imported": [], "duplicate": [], "failed": [], "retry_later": []}
-    for file in find_new_files(landing or get_settings().landing_root()):
+    for file in find_new_files(settings, landing or settings.landing_root()):
         sha256 = content_sha256(file)
         outcome: Outcome | None
-        if already_imported(file.resource, sha256):
+        if already_imported(settings, file.resource, sha256):
             outcome, detail, run_id = "duplicate", None, None
         else:
             state = import_flow(resource=cast(ResourceName, file.resource), source=file.location, return_state=True)
@@ -38,7 +39,7 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
             logger.warning("%s will be tried again by the next pick-up: %s", file.location, detail)
             outcomes["retry_later"].append(file.location)
             continue
-        record_outcome(file, sha256, outcome, detail, run_id)
+        record_outcome(settings, file, sha256, outcome, detail, run_id)
         logger.info("%s: %s%s", file.location, outcome, f" ({detail})" if detail else "")
         outcomes[outcome].append(file.location)
     if outcomes["failed"] or outcomes["retry_later"]:

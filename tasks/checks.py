@@ -18,6 +18,7 @@ import polars as pl
 from prefect import task
 
 from bulkflow.db import connect, tune_session
+from bulkflow.settings import Settings
 from schemas.resource import ForeignKey, Resource
 from tasks.retrying import chunk_task_options
 from tasks.validate import HOLDER, KEY, LINE, RESOLVED_ID, DatabaseFacts, RecordCheck, no_facts
@@ -87,7 +88,7 @@ def missing_message(fk: ForeignKey) -> str:
 
 
 @task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{check.index}"))
-def check_database(job_key: str, resource: Resource, check: RecordCheck, committed: bool) -> DatabaseFacts:
+def check_database(settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool) -> DatabaseFacts:
     """The database's facts about the chunk's candidate rows (read-only). For a chunk an
     earlier run committed, also the lines it rejected then."""
     candidates = check.candidates(resource)
@@ -95,7 +96,7 @@ def check_database(job_key: str, resource: Resource, check: RecordCheck, committ
     if candidates.height == 0:
         return facts  # nothing to look up, and nothing the chunk could have accepted
     columns = [LINE, *dict.fromkeys(resource.key_fields), KEY]
-    with connect() as conn, conn.cursor() as cur:
+    with connect(settings) as conn, conn.cursor() as cur:
         tune_session(cur)
         cur.adbc_ingest(CHECK_STAGE, candidates.select(columns).to_arrow(), mode="replace", temporary=True)
         missing = []

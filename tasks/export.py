@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from bulkflow.db import connect
 from bulkflow.errors import ParameterError
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 from schemas import get_resource
 from schemas.resource import FILTER_KEY_SUFFIX, PG_TYPES, FilterOp, Resource, RuleContext
 from tasks.source import FORMATS, Format, check_format
@@ -88,8 +88,11 @@ def plan_export(
     format: str = "ndjson",
     filters: Mapping[str, str] | None = None,
     fields: Sequence[str] | None = None,
+    *,
+    context: RuleContext,
 ) -> ExportRequest:
-    """Check an export's parameters against the resource's declared filters and fields."""
+    """Check an export's parameters against the resource's declared filters and fields
+    (filter values by the import's own rules, configured by `context`)."""
     definition = get_resource(resource)
     checked_format = check_format(format)
     chosen = tuple(fields) if fields else tuple(definition.field_names)
@@ -98,17 +101,16 @@ def plan_export(
         raise ParameterError(
             f"unknown field(s) {', '.join(unknown)} for {resource}: choose from {', '.join(definition.field_names)}"
         )
-    conditions = tuple(_condition(definition, key, value) for key, value in (filters or {}).items())
+    conditions = tuple(_condition(definition, key, value, context) for key, value in (filters or {}).items())
     return ExportRequest(definition, checked_format, conditions, chosen, dict(filters or {}))
 
 
-def _condition(resource: Resource, key: str, text: str) -> Condition:
+def _condition(resource: Resource, key: str, text: str, context: RuleContext) -> Condition:
     spec = resource.filters().get(key)
     if spec is None:
         raise ParameterError(
             f"unknown filter {key!r} for {resource.name}: allowed are {', '.join(resource.filters())}"
         )
-    context = RuleContext(allowed_roles=get_settings().allowed_roles)
     parsed, problems = read_value(resource, context, spec.field, text)
     if problems or parsed is None:
         reason = problems[0] if problems else f"{spec.field} needs a value"
@@ -168,6 +170,7 @@ def stream_export(
     request: ExportRequest,
     sink: IO[bytes],
     *,
+    settings: Settings,
     digest: bool = False,
     on_rows: Callable[[int], None] | None = None,
 ) -> ExportStats:
@@ -175,7 +178,7 @@ def stream_export(
     bytes, duration (and sha256). `on_rows` gets the running row count (progress bars)."""
     started = time.perf_counter()
     sql, values = export_sql(request)
-    with connect() as conn, conn.cursor() as cur:
+    with connect(settings) as conn, conn.cursor() as cur:
         for name, value in values.items():
             cur.execute("SELECT set_config($1, $2, true)", parameters=(name, value))
         cur.execute(sql)

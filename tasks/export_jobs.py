@@ -14,7 +14,7 @@ from prefect.logging import get_run_logger
 
 from bulkflow.db import execute, query_one
 from bulkflow.errors import retry_condition
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 from schemas.reports import ExportManifest
 from tasks.export import ExportRequest, stream_export
 from tasks.report import artifact_key
@@ -22,18 +22,19 @@ from tasks.report import artifact_key
 MANIFEST_SUFFIX = ".manifest.json"
 
 
-def export_location(request: ExportRequest, run_id: str) -> str:
-    """Storage path of an export: named after the flow run, so a retry overwrites, never duplicates."""
-    return f"{get_settings().export_root()}/{request.resource.name}-{run_id}.{request.format}"
+def export_location(request: ExportRequest, run_id: str, root: str) -> str:
+    """Storage path of an export under `root`: named after the flow run, so a retry
+    overwrites, never duplicates."""
+    return f"{root}/{request.resource.name}-{run_id}.{request.format}"
 
 
 @task(name="write-export", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
-def write_export(request: ExportRequest, run_id: str) -> ExportManifest:
+def write_export(request: ExportRequest, run_id: str, settings: Settings) -> ExportManifest:
     """Stream the export to storage, then record and return its manifest."""
-    location = export_location(request, run_id)
-    _record_start(request, run_id, location)
+    location = export_location(request, run_id, settings.export_root())
+    _record_start(settings, request, run_id, location)
     with fsspec.open(location, "wb", auto_mkdir=True) as sink:
-        stats = stream_export(request, sink, digest=True)
+        stats = stream_export(request, sink, settings=settings, digest=True)
     manifest = ExportManifest(
         job_id=run_id,
         resource=request.resource.name,
@@ -49,7 +50,7 @@ def write_export(request: ExportRequest, run_id: str) -> ExportManifest:
     )
     with fsspec.open(location + MANIFEST_SUFFIX, "w") as fh:
         fh.write(manifest.model_dump_json(indent=2))
-    _record_finish(manifest)
+    _record_finish(settings, manifest)
     get_run_logger().info(
         "exported %d %s rows as %s: %d bytes in %.2fs (%.0f rows/s) to %s",
         stats.rows, request.resource.name, request.format, stats.bytes, stats.duration_s, stats.rows_per_s, location,
@@ -71,8 +72,9 @@ def publish_export(manifest: ExportManifest) -> None:
     )
 
 
-def _record_start(request: ExportRequest, run_id: str, location: str) -> None:
+def _record_start(settings: Settings, request: ExportRequest, run_id: str, location: str) -> None:
     execute(
+        settings,
         "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, location) "
         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flow_run_id) DO NOTHING",
         (run_id, request.resource.name, request.format, json.dumps(request.filters),
@@ -80,8 +82,9 @@ def _record_start(request: ExportRequest, run_id: str, location: str) -> None:
     )
 
 
-def _record_finish(manifest: ExportManifest) -> None:
+def _record_finish(settings: Settings, manifest: ExportManifest) -> None:
     execute(
+        settings,
         "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, finished_at = now() "
         "WHERE flow_run_id = $1",
         (manifest.job_id, manifest.rows, manifest.bytes, manifest.sha256, manifest.duration_s),
@@ -98,10 +101,11 @@ class RecordedExport:
     manifest: ExportManifest | None
 
 
-def find_export(job_id: str) -> RecordedExport | None:
+def find_export(settings: Settings, job_id: str) -> RecordedExport | None:
     """The export job with this flow run id (manifest None while it runs); None when no
     export run has started under that id."""
     row = query_one(
+        settings,
         "SELECT resource, format, filters, fields, location, rows, bytes, sha256, duration_s, finished_at "
         "FROM export_jobs WHERE flow_run_id = $1",
         (job_id,),

@@ -11,14 +11,16 @@ from prefect.cache_policies import NO_CACHE
 
 from bulkflow.db import connect, execute, fetch_one, query_one
 from bulkflow.errors import ParameterError, retry_condition
+from bulkflow.settings import Settings
 from schemas.reports import ImportReport, JobTotals
+from schemas.resource import Resource
 from tasks.source import StagedSource
 
 
 @dataclass(frozen=True)
 class Job:
     key: str
-    resource: str
+    resource: Resource
     chunk_size: int
     """The chunk size of the job's first run: resumed runs must cut the file the same way."""
     done_chunks: frozenset[int]
@@ -31,26 +33,27 @@ def default_job_key(resource: str, sha256: str) -> str:
 
 @task(name="open-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
 def open_job(
-    resource: str,
+    settings: Settings,
+    resource: Resource,
     staged: StagedSource,
     chunk_size: int,
     idempotency_key: str | None,
     flow_run_id: str | None,
 ) -> Job:
     """Create the job or find it again, and list the chunks earlier runs committed."""
-    key = idempotency_key or default_job_key(resource, staged.sha256)
-    with connect() as conn, conn.cursor() as cur:
+    key = idempotency_key or default_job_key(resource.name, staged.sha256)
+    with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size) "
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_key) DO NOTHING",
-            parameters=(key, resource, staged.source, staged.declared_format, staged.sha256, chunk_size),
+            parameters=(key, resource.name, staged.source, staged.declared_format, staged.sha256, chunk_size),
         )
         cur.execute(
             "SELECT resource, content_sha256, chunk_size FROM import_jobs WHERE job_key = $1",
             parameters=(key,),
         )
         known_resource, known_sha, known_chunk_size = fetch_one(cur)
-        if (known_resource, known_sha) != (resource, staged.sha256):
+        if (known_resource, known_sha) != (resource.name, staged.sha256):
             raise ParameterError(
                 f"idempotency key {key!r} already names an import of other content "
                 f"({known_resource}, sha256 {known_sha[:12]}…): use a new key"
@@ -66,9 +69,9 @@ def open_job(
     return Job(key, resource, int(known_chunk_size), done)
 
 
-def job_totals(job_key: str) -> JobTotals:
+def job_totals(settings: Settings, job_key: str) -> JobTotals:
     """What the job's committed chunks add up to so far, over all its runs."""
-    with connect() as conn, conn.cursor() as cur:
+    with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(inserted), 0), "
             "coalesce(sum(updated), 0), coalesce(sum(rejected), 0) FROM import_chunks WHERE job_key = $1",
@@ -85,14 +88,16 @@ def job_totals(job_key: str) -> JobTotals:
 
 
 @task(name="close-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
-def close_job(job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float, chunks_skipped: int) -> ImportReport:
+def close_job(
+    settings: Settings, job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float, chunks_skipped: int
+) -> ImportReport:
     """The job's totals over all its runs, read back from the ledger and the rejects."""
-    totals = job_totals(job.key)
-    execute("UPDATE import_jobs SET finished_at = now() WHERE job_key = $1", (job.key,))
+    totals = job_totals(settings, job.key)
+    execute(settings, "UPDATE import_jobs SET finished_at = now() WHERE job_key = $1", (job.key,))
     return ImportReport(
         **totals.model_dump(),
         job_key=job.key,
-        resource=job.resource,
+        resource=job.resource.name,
         source=staged.source,
         flow_run_id=flow_run_id,
         status="completed",
@@ -103,9 +108,10 @@ def close_job(job: Job, staged: StagedSource, flow_run_id: str | None, duration_
     )
 
 
-def find_job_key(run_or_job: str) -> str | None:
+def find_job_key(settings: Settings, run_or_job: str) -> str | None:
     """Resolve a flow run id or a job key to the job key."""
     row = query_one(
+        settings,
         "SELECT job_key FROM import_jobs WHERE job_key = $1 UNION SELECT job_key FROM import_runs WHERE flow_run_id = $1",
         (run_or_job,),
     )
@@ -118,16 +124,16 @@ _REJECTS_SQL = (
 )
 
 
-def read_rejects(job_key: str, limit: int) -> pl.DataFrame:
+def read_rejects(settings: Settings, job_key: str, limit: int) -> pl.DataFrame:
     """The job's first `limit` reject entries in file order."""
-    with connect() as conn, conn.cursor() as cur:
+    with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(f"{_REJECTS_SQL} LIMIT {int(limit)}", parameters=(job_key,))
         return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]  # a table in, a DataFrame out
 
 
-def iter_rejects(job_key: str) -> Iterator[pl.DataFrame]:
+def iter_rejects(settings: Settings, job_key: str) -> Iterator[pl.DataFrame]:
     """All the job's reject entries in file order, batch by batch (bounded memory)."""
-    with connect() as conn, conn.cursor() as cur:
+    with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(_REJECTS_SQL, parameters=(job_key,))
         for batch in cur.fetch_record_batch():
             yield pl.from_arrow(batch)  # type: ignore[misc]  # a record batch in, a DataFrame out

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bulkflow.db import execute, query_one
 from bulkflow.errors import InputError, retry_condition
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 from schemas import RESOURCES
 from tasks.source import checked_copy, detect_format
 
@@ -55,13 +55,14 @@ def list_landed(root: str) -> list[LandedFile]:
 
 
 @task(name="find-new-files", retries=3, retry_delay_seconds=5, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
-def find_new_files(root: str) -> list[LandedFile]:
+def find_new_files(settings: Settings, root: str) -> list[LandedFile]:
     """Landed files the pick-up has not dealt with yet (same location, size and mtime = seen)."""
-    return [file for file in list_landed(root) if not _seen(file)]
+    return [file for file in list_landed(root) if not _seen(settings, file)]
 
 
-def _seen(file: LandedFile) -> bool:
+def _seen(settings: Settings, file: LandedFile) -> bool:
     return query_one(
+        settings,
         "SELECT 1 FROM landing_files WHERE location = $1 AND size = $2 AND modified = $3",
         (file.location, file.size, file.modified),
     ) is not None
@@ -74,26 +75,30 @@ def content_sha256(file: LandedFile) -> str:
         return checked_copy(stream, None, text=False, source=file.location).sha256
 
 
-def already_imported(resource: str, sha256: str) -> bool:
+def already_imported(settings: Settings, resource: str, sha256: str) -> bool:
     """True when an import of this content into this resource has finished before, whatever
     the file was called and whichever key the job had."""
     return query_one(
+        settings,
         "SELECT 1 FROM import_jobs WHERE resource = $1 AND content_sha256 = $2 AND finished_at IS NOT NULL",
         (resource, sha256),
     ) is not None
 
 
 @task(name="record-landed-file", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
-def record_outcome(file: LandedFile, sha256: str, outcome: Outcome, detail: str | None, flow_run_id: str | None) -> None:
+def record_outcome(
+    settings: Settings, file: LandedFile, sha256: str, outcome: Outcome, detail: str | None, flow_run_id: str | None
+) -> None:
     """Remember the file so later pick-ups skip it (a changed file is a new file)."""
     execute(
+        settings,
         "INSERT INTO landing_files (location, size, modified, resource, sha256, outcome, detail, flow_run_id) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (location, size, modified) DO NOTHING",
         (file.location, file.size, file.modified, file.resource, sha256, outcome, detail, flow_run_id),
     )
 
 
-def store_upload(stream: IO[bytes], filename: str, format: str | None) -> str:
+def store_upload(settings: Settings, stream: IO[bytes], filename: str, format: str | None) -> str:
     """Copy an uploaded file into `<landing>/uploads/<sha256>.<ext>` and return its location.
 
     The copy is written under a hidden name and renamed when complete, so nothing ever reads
@@ -101,12 +106,12 @@ def store_upload(stream: IO[bytes], filename: str, format: str | None) -> str:
     """
     fmt, compression = detect_format(filename, format)
     suffix = f".{fmt}" + (".gz" if compression else "")
-    root = f"{get_settings().landing_root()}/uploads"
+    root = f"{settings.landing_root()}/uploads"
     partial = f"{root}/.upload-{uuid.uuid4().hex}{suffix}"
     fs = fsspec.core.url_to_fs(partial)[0]
     try:
         with fsspec.open(partial, "wb", auto_mkdir=True) as out:
-            copied = checked_copy(stream, out, text=False, source=filename, limit=get_settings().max_source_bytes)
+            copied = checked_copy(stream, out, text=False, source=filename, limit=settings.max_source_bytes)
         digest = copied.sha256
         if copied.size == 0:
             raise InputError(f"{filename} is empty: nothing to import")

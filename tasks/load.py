@@ -14,6 +14,7 @@ from prefect import task
 
 from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
 from bulkflow.errors import RetryableError
+from bulkflow.settings import Settings
 from schemas.reports import ChunkResult
 from schemas.resource import Resource
 from tasks.checks import frame_of, missing_message, missing_reference_query, quote, taken_query
@@ -30,7 +31,7 @@ every string column to large_string first."""
 
 
 @task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{chunk.index}"))
-def load_chunk(job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
+def load_chunk(settings: Settings, job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
     """Apply one chunk exactly once (see module docstring); returns its counts.
 
     The flow checked the rows against the database already, so the upsert normally just
@@ -39,7 +40,7 @@ def load_chunk(job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkRe
     it, the ones now refused becoming rejects. A conflict that persists (a transaction still
     in flight) is left to the task's retry, never guessed at.
     """
-    with connect() as conn:
+    with connect(settings) as conn:
         try:
             return _apply(conn, job_key, resource, chunk, recheck=False)
         except adbc_driver_manager.IntegrityError as exc:

@@ -17,16 +17,15 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from bulkflow.errors import InputError, ParameterError, RetryableError, TooLargeError
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 
 
 def is_remote(source: str) -> bool:
     return "://" in source and not source.startswith("file://")
 
 
-def check_remote_url(url: str) -> None:
+def check_remote_url(url: str, settings: Settings) -> None:
     """Refuse (ParameterError) a URL whose scheme is not allowed or whose host is internal."""
-    settings = get_settings()
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     allowed = tuple(s.lower() for s in settings.url_schemes)
@@ -83,21 +82,19 @@ def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipa
     return embedded
 
 
-def check_size(size: int, source: str, limit: int | None = None) -> None:
-    """TooLargeError once `size` bytes exceed `limit` (default BULKFLOW_MAX_SOURCE_BYTES)."""
-    limit = get_settings().max_source_bytes if limit is None else limit
+def check_size(size: int, source: str, limit: int) -> None:
+    """TooLargeError once `size` bytes exceed `limit` (BULKFLOW_MAX_SOURCE_BYTES)."""
     if size > limit:
         raise TooLargeError(f"{source} is larger than the {limit} byte limit (BULKFLOW_MAX_SOURCE_BYTES)", source=source)
 
 
-def limited(chunks: Iterator[bytes], source: str) -> Iterator[bytes]:
+def limited(chunks: Iterator[bytes], source: str, settings: Settings) -> Iterator[bytes]:
     """Pass the chunks through, failing once the download is too large or too slow."""
-    settings = get_settings()
     deadline = time.monotonic() + settings.fetch_timeout_s
     size = 0
     for chunk in chunks:
         size += len(chunk)
-        check_size(size, source)
+        check_size(size, source, settings.max_source_bytes)
         if time.monotonic() > deadline:
             raise RetryableError(
                 f"downloading {source} took longer than {settings.fetch_timeout_s:.0f}s (BULKFLOW_FETCH_TIMEOUT)"

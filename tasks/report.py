@@ -10,6 +10,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.logging import get_run_logger
 
 from schemas.reports import ChunkResult, ImportReport
+from schemas.resource import Resource
 
 ProgressListener = Callable[[int, float], None]
 """Called with (rows done, fraction of the file done) after every chunk; the CLI draws a bar."""
@@ -31,13 +32,13 @@ def artifact_key(*parts: str) -> str:
 class ImportProgress:
     """A Prefect progress artifact plus per-chunk log lines (rows/s, error rate)."""
 
-    def __init__(self, resource: str, source: str) -> None:
+    def __init__(self, resource: Resource, source: str) -> None:
         self.rows_done = 0
         self.fraction = 0.0
         created = create_progress_artifact(
             progress=0.0,
-            key=artifact_key("import", resource, "progress"),
-            description=f"Import of {source} into {resource}",
+            key=artifact_key("import", resource.name, "progress"),
+            description=f"Import of {source} into {resource.name}",
         )
         assert isinstance(created, UUID)  # the sync call returns the id, not a coroutine
         self.artifact_id = created

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError, ParameterError, RetryableError
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 from tasks.records import Oversized, record_blocks, split_records
 from tasks.remote import check_remote_url, check_size, is_remote, limited
 
@@ -110,7 +110,7 @@ def _check_local_file(source: str, path: Path) -> None:
         raise InputError(f"cannot read {source}: permission denied")
 
 
-def stage_source(source: str, format_override: str | None = None) -> StagedSource:
+def stage_source(source: str, format_override: str | None = None, *, settings: Settings) -> StagedSource:
     """Make `source` a local, checked file; raise InputError saying what to fix.
 
     Checked before anything is written: at most BULKFLOW_MAX_SOURCE_BYTES of content (as
@@ -123,12 +123,14 @@ def stage_source(source: str, format_override: str | None = None) -> StagedSourc
         assert local_path is not None
         try:
             with open(local_path, "rb") as fh:
-                copied = checked_copy(fh, None, text=fmt != "parquet", source=source, limit=_limit(), quotes=fmt == "csv")
+                copied = checked_copy(
+                    fh, None, text=fmt != "parquet", source=source, limit=settings.max_source_bytes, quotes=fmt == "csv"
+                )
         except OSError as exc:
             raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
         staged = StagedSource(source, local_path, fmt, fmt, copied.sha256, copied.size, temporary=False)
     else:
-        staged, copied = _stage_copy(source, fmt, compression)
+        staged, copied = _stage_copy(source, fmt, compression, settings)
     try:
         if staged.size_bytes == 0:
             raise InputError(f"{source} is empty: nothing to import")
@@ -145,10 +147,6 @@ def stage_source(source: str, format_override: str | None = None) -> StagedSourc
     return staged
 
 
-def _limit() -> int:
-    return get_settings().max_source_bytes
-
-
 def _cr_only(path: Path, fmt: Format) -> bool:
     """True for a text file whose lines end in CR alone (the first block has CR, no LF)."""
     if fmt == "parquet":
@@ -158,17 +156,18 @@ def _cr_only(path: Path, fmt: Format) -> bool:
     return b"\r" in head and b"\n" not in head
 
 
-def _stage_copy(source: str, fmt: Format, compression: str | None) -> tuple[StagedSource, Copied]:
-    staging = Path(get_settings().home) / "staging"
+def _stage_copy(source: str, fmt: Format, compression: str | None, settings: Settings) -> tuple[StagedSource, Copied]:
+    staging = Path(settings.home) / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     read_as: Format = "ndjson" if fmt == "json" else fmt
     fd, name = tempfile.mkstemp(dir=staging, suffix=f".{read_as}")
     try:
-        with _open_source(source, compression) as src, os.fdopen(fd, "wb") as dst:
+        with _open_source(source, compression, settings) as src, os.fdopen(fd, "wb") as dst:
             if fmt == "json":
-                copied = _json_array_to_ndjson(src, dst, source, _limit())
+                copied = _json_array_to_ndjson(src, dst, source, settings.max_source_bytes, settings.max_record_bytes)
             else:
-                copied = checked_copy(src, dst, text=fmt != "parquet", source=source, limit=_limit(), quotes=fmt == "csv")
+                limit = settings.max_source_bytes
+                copied = checked_copy(src, dst, text=fmt != "parquet", source=source, limit=limit, quotes=fmt == "csv")
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         Path(name).unlink(missing_ok=True)
         raise InputError(f"cannot read {source}: {_first_line(exc)}") from None
@@ -179,13 +178,13 @@ def _stage_copy(source: str, fmt: Format, compression: str | None) -> tuple[Stag
 
 
 @contextmanager
-def _open_source(source: str, compression: str | None) -> Iterator[IO[bytes]]:
+def _open_source(source: str, compression: str | None, settings: Settings) -> Iterator[IO[bytes]]:
     """A binary stream of the source's (decompressed) content.
 
     http(s) goes through httpx (a Prefect dependency, streamed); other URLs through fsspec
     (s3:// and friends need their fsspec package installed)."""
     if is_remote(source):
-        check_remote_url(source)
+        check_remote_url(source, settings)
     if not source.lower().startswith(("http://", "https://")):
         with fsspec.open(source, "rb", compression=compression) as stream:
             yield stream
@@ -193,7 +192,7 @@ def _open_source(source: str, compression: str | None) -> Iterator[IO[bytes]]:
     import httpx  # here: only http sources need it, and importing it slows every start-up
 
     # Each redirect hop goes through the same URL policy as the first request.
-    hooks = {"request": [lambda request: check_remote_url(str(request.url))]}
+    hooks = {"request": [lambda request: check_remote_url(str(request.url), settings)]}
     try:
         with (
             httpx.Client(follow_redirects=True, timeout=httpx.Timeout(**_HTTP_TIMEOUTS), event_hooks=hooks) as client,
@@ -201,7 +200,7 @@ def _open_source(source: str, compression: str | None) -> Iterator[IO[bytes]]:
         ):
             if response.status_code >= 400:
                 raise InputError(f"cannot download {source}: HTTP {response.status_code}")
-            raw = io.BufferedReader(_IteratorReader(limited(response.iter_bytes(), source)), buffer_size=_BLOCK)
+            raw = io.BufferedReader(_IteratorReader(limited(response.iter_bytes(), source, settings)), buffer_size=_BLOCK)
             yield gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw  # type: ignore[misc]  # GzipFile and BufferedReader are both binary streams
     except httpx.TransportError as exc:
         raise RetryableError(f"cannot download {source}: {exc}") from exc
@@ -359,7 +358,7 @@ class _QuoteWalk:
         return None
 
 
-def _json_array_to_ndjson(src: IO[bytes], dst: IO[bytes], source: str, limit: int) -> Copied:
+def _json_array_to_ndjson(src: IO[bytes], dst: IO[bytes], source: str, limit: int, max_record: int) -> Copied:
     """Stream a top-level JSON array into NDJSON, one element a line, in bounded memory.
 
     Numbers are kept as written (ids are text). An element nested too deeply for a parser,
@@ -367,7 +366,6 @@ def _json_array_to_ndjson(src: IO[bytes], dst: IO[bytes], source: str, limit: in
     the reader to reject (malformed_record, record_too_large) without holding it."""
     text = _JsonText(src, source, limit)
     decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
-    max_record = get_settings().max_record_bytes
     started = False
     while True:
         if not text.skip_separators():
@@ -498,11 +496,10 @@ class _RawElement:
         return None
 
 
-def read_columns(staged: StagedSource) -> list[str]:
+def read_columns(staged: StagedSource, max_record: int) -> list[str]:
     """The columns a file declares: CSV header, Parquet schema, keys of the first NDJSON
     lines. A Parquet file is decoded through once here, so a corrupt one is refused before
     anything is written."""
-    max_record = get_settings().max_record_bytes
     try:
         if staged.format == "csv":
             return csv_header(staged, max_record)[0]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-
 INTEGRATION_FIXTURES = {"db", "prefect_api"}
 
 
@@ -30,13 +29,11 @@ def bulkflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop(name, None)
     os.environ["BULKFLOW_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from bulkflow.settings import get_settings
-
-    get_settings.cache_clear()
     yield home
     from bulkflow.db import stop_embedded
+    from bulkflow.settings import Settings
 
-    stop_embedded()
+    stop_embedded(Settings())
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +50,9 @@ def prefect_api() -> Iterator[str]:
 def db(bulkflow_home: Path) -> Iterator[None]:
     """An empty database (schema applied) for each integration test."""
     from bulkflow.db import connect, execute_all
+    from bulkflow.settings import Settings
 
-    with connect() as conn:
+    with connect(Settings()) as conn:
         execute_all(
             conn,
             ["TRUNCATE comments, articles, users, import_rejects, import_chunks, import_runs, import_jobs, "
@@ -66,17 +64,15 @@ def db(bulkflow_home: Path) -> Iterator[None]:
 
 @pytest.fixture()
 def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
-    """Set environment variables for the settings model; restored (and re-read) afterwards."""
-    from bulkflow.settings import get_settings
+    """Set environment variables for the settings model, restored afterwards. Entry points
+    build their settings when they start, so nothing is cached to clear."""
 
     def apply(**values: str) -> None:
         for name, value in values.items():
             monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
 
     yield apply
     monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 @pytest.fixture()

@@ -8,8 +8,9 @@ import polars as pl
 def table(name: str) -> pl.DataFrame:
     """A whole table, sorted by id, for comparing database states."""
     from bulkflow.db import connect
+    from bulkflow.settings import Settings
 
-    with connect() as conn, conn.cursor() as cur:
+    with connect(Settings()) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT * FROM {name} ORDER BY id")
         return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
 
@@ -20,8 +21,9 @@ def snapshot() -> dict[str, pl.DataFrame]:
 
 def sql(statement: str) -> list[tuple]:
     from bulkflow.db import connect
+    from bulkflow.settings import Settings
 
-    with connect() as conn, conn.cursor() as cur:
+    with connect(Settings()) as conn, conn.cursor() as cur:
         cur.execute(statement)
         rows = cur.fetchall() if cur.description else []
         conn.commit()

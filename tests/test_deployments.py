@@ -26,7 +26,7 @@ def setting_names() -> set[str]:
 
 
 def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() -> None:
-    deployments = {f"{d.flow_name}/{d.name}": d for d in all_deployments()}
+    deployments = {f"{d.flow_name}/{d.name}": d for d in all_deployments(Settings())}
     assert set(deployments) == {"import/import", "export/export", "nightly-export/nightly-parquet", "landing-pickup/landing"}
     form = deployments["import/import"]._parameter_openapi_schema.model_dump()
     assert form["properties"]["resource"]["enum"] == ["users", "articles", "comments"]
@@ -39,7 +39,7 @@ def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() ->
 
 def test_prefect_yaml_matches_the_catalog() -> None:
     declared = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
-    for deployment in all_deployments():
+    for deployment in all_deployments(Settings()):
         entry = declared.pop(deployment.name)
         assert entry["entrypoint"] == deployment.entrypoint
         assert entry["work_pool"]["name"] == "bulkflow" and entry["tags"] == deployment.tags

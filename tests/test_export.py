@@ -12,11 +12,17 @@ from typer.testing import CliRunner
 
 from bulkflow.cli import app
 from bulkflow.errors import ParameterError
+from bulkflow.settings import Settings
 from flows.export_flow import export_flow
 from flows.import_flow import import_flow
-from tasks.export import EXPORT_FORMATS, parse_where, plan_export, stream_export
+from tasks.export import EXPORT_FORMATS, ExportRequest, parse_where, plan_export, stream_export
 from tasks.export_jobs import MANIFEST_SUFFIX, find_export
 from tests.helpers import snapshot, sql
+
+
+def plan(*args: object, **kwargs: object) -> ExportRequest:
+    """plan_export with the rules configured as an entry point would."""
+    return plan_export(*args, **kwargs, context=Settings().rule_context())  # type: ignore[arg-type]
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -57,7 +63,7 @@ def test_every_format_round_trips_exactly(format: str, tmp_path: Path) -> None:
     for resource in ("users", "articles", "comments"):
         files[resource] = tmp_path / f"{resource}.{format}"
         with open(files[resource], "wb") as sink:
-            stats = stream_export(plan_export(resource, format), sink)
+            stats = stream_export(plan(resource, format), sink, settings=Settings())
         assert stats.rows == before[resource].height
     sql("TRUNCATE comments, articles, users, import_rejects, import_chunks, import_runs, import_jobs CASCADE")
     for resource, path in files.items():
@@ -71,17 +77,17 @@ def test_every_format_round_trips_exactly(format: str, tmp_path: Path) -> None:
 def test_filters_and_fields() -> None:
     load_samples()
     buffer = io.BytesIO()
-    stream_export(plan_export("users", "csv", parse_where(["role=admin"]), ["id", "email"]), buffer)
+    stream_export(plan("users", "csv", parse_where(["role=admin"]), ["id", "email"]), buffer, settings=Settings())
     assert buffer.getvalue().decode().splitlines() == ["id,email", "usr_alice,alice@example.com"]
     buffer = io.BytesIO()
-    request = plan_export("articles", "ndjson", {"status": "published", "published_since": "2024-03-02"}, ["slug"])
-    stream_export(request, buffer)
+    request = plan("articles", "ndjson", {"status": "published", "published_since": "2024-03-02"}, ["slug"])
+    stream_export(request, buffer, settings=Settings())
     assert [json.loads(line) for line in buffer.getvalue().splitlines()] == [{"slug": "unicode-title"}]
     buffer = io.BytesIO()
-    stream_export(plan_export("users", "json", {"active": "false"}, ["id"]), buffer)
+    stream_export(plan("users", "json", {"active": "false"}, ["id"]), buffer, settings=Settings())
     assert json.loads(buffer.getvalue()) == [{"id": "usr_carol"}, {"id": "usr_oscar"}]
     buffer = io.BytesIO()
-    stream_export(plan_export("comments", "json", {"user_id": "nobody"}), buffer)
+    stream_export(plan("comments", "json", {"user_id": "nobody"}), buffer, settings=Settings())
     assert json.loads(buffer.getvalue()) == []
 
 
@@ -100,13 +106,13 @@ def test_filters_and_fields() -> None:
 )
 def test_refusals_name_what_is_allowed(resource: str, filters: dict, fields: list | None, message: str) -> None:
     with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        plan_export(resource, "ndjson", filters, fields)
+        plan(resource, "ndjson", filters, fields)
 
 
 def test_filter_values_are_bound_parameters_not_sql() -> None:
     load_samples()
     buffer = io.BytesIO()
-    stream_export(plan_export("users", "ndjson", {"id": "x' OR '1'='1"}), buffer)
+    stream_export(plan("users", "ndjson", {"id": "x' OR '1'='1"}), buffer, settings=Settings())
     assert buffer.getvalue() == b""
 
 
@@ -123,16 +129,9 @@ def test_cli_export_to_stdout_and_refusal() -> None:
 
 
 def test_export_flow_writes_a_manifest_matching_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bulkflow.settings import get_settings
-
     monkeypatch.setenv("BULKFLOW_EXPORT_URL", str(tmp_path / "exports"))
-    get_settings.cache_clear()
-    try:
-        load_samples()
-        manifest = export_flow(resource="users", format="csv", filters={"active": "true"}, fields=["id", "email"])
-    finally:
-        monkeypatch.delenv("BULKFLOW_EXPORT_URL")
-        get_settings.cache_clear()
+    load_samples()
+    manifest = export_flow(resource="users", format="csv", filters={"active": "true"}, fields=["id", "email"])
     path = Path(manifest["location"])
     assert path.parent == tmp_path / "exports" and manifest["job_id"] in path.name
     content = path.read_bytes()
@@ -140,15 +139,15 @@ def test_export_flow_writes_a_manifest_matching_the_file(tmp_path: Path, monkeyp
     assert manifest["bytes"] == len(content)
     assert manifest["rows"] == len(content.decode().splitlines()) - 1 == 4
     assert json.loads(Path(str(path) + MANIFEST_SUFFIX).read_text())["sha256"] == manifest["sha256"]
-    job = find_export(manifest["job_id"])
+    job = find_export(Settings(), manifest["job_id"])
     assert job is not None and job.manifest is not None
     assert job.manifest.model_dump(exclude={"rows_per_s"}) == {k: v for k, v in manifest.items() if k != "rows_per_s"}
-    assert find_export("00000000-0000-0000-0000-000000000000") is None
+    assert find_export(Settings(), "00000000-0000-0000-0000-000000000000") is None
 
 
 def test_nightly_deployment_definition() -> None:
     from deployments.catalog import nightly_deployment
 
-    deployment = nightly_deployment()
+    deployment = nightly_deployment(Settings())
     assert deployment.name == "nightly-parquet"
     assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 2 * * *"

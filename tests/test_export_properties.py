@@ -9,6 +9,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bulkflow.settings import Settings
 from schemas import RESOURCES
 from schemas.resource import RuleContext
 from tasks.export import EXPORT_FORMATS, plan_export, write_batches
@@ -49,9 +50,9 @@ def article_rows(draw: st.DrawFn) -> pl.DataFrame:
 def test_written_rows_read_back_identical(frame: pl.DataFrame, format: str, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
     path = Path(tmp_path_factory.mktemp("prop")) / f"articles.{format}"
     with open(path, "wb") as sink:
-        rows, _, _ = write_batches(plan_export("articles", format), [frame], sink)
+        rows, _, _ = write_batches(plan_export("articles", format, context=CONTEXT), [frame], sink)
     assert rows == frame.height
-    staged = stage_source(str(path))
+    staged = stage_source(str(path), settings=Settings())
     [batch] = list(read_chunks(staged, ARTICLES, 1000))
     staged.cleanup()
     checked = check_chunk(ARTICLES, CONTEXT, 0, batch.rows, SeenKeys())

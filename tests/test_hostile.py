@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bulkflow.cli import app
+from bulkflow.settings import Settings
 from tests.helpers import sql, table
 from tests.hostile import CASES, Case, MiB, _bomb, row, user, users_csv
 
@@ -144,7 +145,7 @@ def test_an_oversized_record_is_skipped_in_bounded_memory(tmp_path: Path) -> Non
         for _ in range(48):
             out.write(b"x" * MiB)
         out.write(b'"}\n' + json.dumps(user(3)).encode() + b"\n")
-    staged = stage_source(str(path))
+    staged = stage_source(str(path), settings=Settings())
     tracemalloc.start()
     rows = [batch.rows for batch in read_chunks(staged, RESOURCES["users"], 1000, max_record=MiB)]
     peak = tracemalloc.get_traced_memory()[1]
@@ -164,7 +165,7 @@ def test_a_gzip_bomb_stops_at_the_limit_in_bounded_memory(tmp_path: Path, settin
     assert path.stat().st_size < MiB
     tracemalloc.start()
     with pytest.raises(TooLargeError, match="16777216 byte limit"):
-        stage_source(str(path))
+        stage_source(str(path), settings=Settings())
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 8 * MiB, peak

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bulkflow.settings import Settings
 from flows.import_flow import import_flow
 from flows.landing_flow import landing_pickup
 from tasks.landing import list_landed
@@ -77,9 +78,9 @@ def test_content_imported_under_an_idempotency_key_is_not_imported_again(tmp_pat
 
 
 def test_default_landing_root_is_under_bulkflow_home() -> None:
-    from bulkflow.settings import get_settings
+    from bulkflow.settings import Settings
 
-    assert get_settings().landing_root() == str(Path(os.environ["BULKFLOW_HOME"]).resolve() / "landing")
+    assert Settings().landing_root() == str(Path(os.environ["BULKFLOW_HOME"]).resolve() / "landing")
 
 
 def test_a_refused_upload_leaves_nothing_in_landing_storage(tmp_path: Path, settings_env) -> None:  # noqa: ANN001
@@ -90,9 +91,9 @@ def test_a_refused_upload_leaves_nothing_in_landing_storage(tmp_path: Path, sett
 
     settings_env(BULKFLOW_LANDING_URL=str(tmp_path), BULKFLOW_MAX_SOURCE_BYTES="100")
     with pytest.raises(TooLargeError):
-        store_upload(io.BytesIO((DATA / "users.csv").read_bytes()), "users.csv", None)
+        store_upload(Settings(), io.BytesIO((DATA / "users.csv").read_bytes()), "users.csv", None)
     with pytest.raises(InputError, match="empty"):
-        store_upload(io.BytesIO(b""), "users.csv", None)
+        store_upload(Settings(), io.BytesIO(b""), "users.csv", None)
     assert list((tmp_path / "uploads").iterdir()) == []
-    stored = store_upload(io.BytesIO(b"id,email\n1,a@example.com\n"), "u.csv", None)
+    stored = store_upload(Settings(), io.BytesIO(b"id,email\n1,a@example.com\n"), "u.csv", None)
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == [Path(stored).name]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from bulkflow.db import LOADING_SESSION, _embedded_data_dir, _embedded_server
-from bulkflow.settings import get_settings
+from bulkflow.settings import Settings
 from schemas import RESOURCES
 from tasks.checks import CHECK_STAGE, key_facts_query, missing_reference_query, taken_query
 from tasks.load import STAGE
@@ -46,7 +46,7 @@ def _explain(name: str, statistics: list[str]) -> str:
             "ROLLBACK;",
         ]
     )
-    plans = _embedded_server(_embedded_data_dir(get_settings().home)).psql(script)
+    plans = _embedded_server(_embedded_data_dir(Settings().home)).psql(script)
     assert plans.count("QUERY PLAN") == len(statements) > 0, plans
     return plans
 

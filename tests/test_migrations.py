@@ -12,6 +12,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import pytest
 
 from bulkflow.db import Connection, database_url, migrate, migration_status
+from bulkflow.settings import Settings
 from schemas import RESOURCES
 from schemas.migrations import all_migrations
 from schemas.resource import Field
@@ -23,10 +24,10 @@ RELEASE_1 = Path(__file__).parent / "fixtures" / "schema_release_1.sql"
 @pytest.fixture()
 def fresh_database() -> Iterator[str]:
     """The URL of a new, empty database on the session's server."""
-    admin = adbc.connect(database_url())
+    admin = adbc.connect(database_url(Settings()))
     _autocommit(admin, "DROP DATABASE IF EXISTS migration_test")
     _autocommit(admin, "CREATE DATABASE migration_test")
-    url = database_url().replace("/postgres?", "/migration_test?")
+    url = database_url(Settings()).replace("/postgres?", "/migration_test?")
     yield url
     _autocommit(admin, "DROP DATABASE IF EXISTS migration_test WITH (FORCE)")
     admin.close()

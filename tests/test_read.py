@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from bulkflow.errors import InputError, ParameterError
+from bulkflow.settings import Settings
 from schemas import RESOURCES
 from tasks.read import read_chunks
 from tasks.source import detect_format, read_columns, stage_source
@@ -19,7 +20,7 @@ USERS = RESOURCES["users"]
 
 
 def chunks(path: Path, size: int = 1000, resource: str = "users") -> list[pl.DataFrame]:
-    return [batch.rows for batch in read_chunks(stage_source(str(path)), RESOURCES[resource], size)]
+    return [batch.rows for batch in read_chunks(stage_source(str(path), settings=Settings()), RESOURCES[resource], size)]
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ def test_csv_bom_crlf_quotes_and_physical_line_numbers(tmp_path: Path) -> None:
     assert chunk["_line"].to_list() == [2, 3, 5]
     assert chunk["id"].to_list() == ["u1", "u2", "u3"]  # the BOM is not part of the first name
     assert chunk["name"].to_list() == ["Smith, J", 'two\r\nlines "quoted"', None]
-    assert read_columns(stage_source(str(path))) == ["id", "email", "name", "role"]
+    assert read_columns(stage_source(str(path), settings=Settings()), 1 << 20) == ["id", "email", "name", "role"]
 
 
 def test_chunks_have_exact_sizes_and_lines_continue(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_json_array_is_streamed_to_ndjson(tmp_path: Path) -> None:
     path = tmp_path / "u.json"
     records = [{"id": f"u{i}", "email": f"e{i}@x.io", "role": "admin"} for i in range(5)]
     path.write_text(json.dumps(records, indent=2))
-    staged = stage_source(str(path))
+    staged = stage_source(str(path), settings=Settings())
     assert staged.format == "ndjson" and staged.declared_format == "json" and staged.temporary
     [chunk] = [batch.rows for batch in read_chunks(staged, USERS, 100)]
     assert chunk["id"].to_list() == [f"u{i}" for i in range(5)]
@@ -86,7 +87,7 @@ def test_broken_json_array_is_an_input_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(text)
     with pytest.raises(InputError, match="JSON array"):
-        stage_source(str(path))
+        stage_source(str(path), settings=Settings())
 
 
 def test_gzip_is_decompressed_and_hashed_like_the_plain_file(tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_gzip_is_decompressed_and_hashed_like_the_plain_file(tmp_path: Path) -> 
     plain.write_text("id,email,role\nu1,a@x.io,admin\n")
     packed = tmp_path / "u.csv.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
-    assert stage_source(str(packed)).sha256 == stage_source(str(plain)).sha256
+    assert stage_source(str(packed), settings=Settings()).sha256 == stage_source(str(plain), settings=Settings()).sha256
     assert chunks(packed)[0]["email"].to_list() == ["a@x.io"]
 
 
@@ -115,14 +116,14 @@ def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_bytes(b"id,email\nu1,a@x.io\nu2,caf\xe9@x.io\n")
     with pytest.raises(InputError, match=r"not valid UTF-8 \(line 3"):
-        stage_source(str(path))
+        stage_source(str(path), settings=Settings())
 
 
 def test_empty_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "empty.csv"
     path.write_bytes(b"")
     with pytest.raises(InputError, match="is empty"):
-        stage_source(str(path))
+        stage_source(str(path), settings=Settings())
 
 
 def test_unknown_format_is_a_parameter_error() -> None:

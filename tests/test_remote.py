@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bulkflow.errors import InputError, ParameterError
+from bulkflow.settings import Settings
 from tasks.remote import check_remote_url
 from tasks.source import stage_source
 
@@ -39,22 +40,22 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 )
 def test_internal_addresses_and_other_schemes_are_refused(url: str, reason: str) -> None:
     with pytest.raises(ParameterError, match="refused URL") as refused:
-        check_remote_url(url)
+        check_remote_url(url, Settings())
     assert reason in str(refused.value)
 
 
 def test_public_addresses_pass_and_settings_widen_the_policy(settings_env: Callable[..., None]) -> None:
-    check_remote_url("https://93.184.215.14/users.csv")  # a literal public address: no DNS needed
+    check_remote_url("https://93.184.215.14/users.csv", Settings())  # a literal public address: no DNS needed
     settings_env(BULKFLOW_ALLOW_PRIVATE_URLS="true", BULKFLOW_URL_SCHEMES="https,s3")
-    check_remote_url("https://127.0.0.1/users.csv")
-    check_remote_url("s3://bucket/users.csv")
+    check_remote_url("https://127.0.0.1/users.csv", Settings())
+    check_remote_url("s3://bucket/users.csv", Settings())
     with pytest.raises(ParameterError, match="scheme 'http'"):
-        check_remote_url("http://127.0.0.1/users.csv")
+        check_remote_url("http://127.0.0.1/users.csv", Settings())
 
 
 def test_staging_a_loopback_url_is_refused_by_default() -> None:
     with pytest.raises(ParameterError, match="BULKFLOW_ALLOW_PRIVATE_URLS"):
-        stage_source("http://127.0.0.1:9/users.csv")
+        stage_source("http://127.0.0.1:9/users.csv", settings=Settings())
 
 
 def test_downloads_stop_at_the_size_limit(file_server: tuple[str, Path], settings_env: Callable[..., None]) -> None:
@@ -62,7 +63,7 @@ def test_downloads_stop_at_the_size_limit(file_server: tuple[str, Path], setting
     (folder / "users.csv").write_bytes((DATA / "users.csv").read_bytes())
     settings_env(BULKFLOW_MAX_SOURCE_BYTES="100")
     with pytest.raises(InputError, match="larger than the 100 byte limit"):
-        stage_source(f"{base_url}/users.csv")
+        stage_source(f"{base_url}/users.csv", settings=Settings())
 
 
 def test_each_redirect_hop_is_checked(file_server: tuple[str, Path], settings_env: Callable[..., None]) -> None:
@@ -84,13 +85,13 @@ def test_each_redirect_hop_is_checked(file_server: tuple[str, Path], settings_en
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         first_hop = f"http://127.0.0.1:{server.server_address[1]}/users.csv"
-        staged = stage_source(first_hop)
+        staged = stage_source(first_hop, settings=Settings())
         staged.cleanup()
         assert staged.size_bytes == len((DATA / "users.csv").read_bytes())
         # Only loopback is reachable here, so the refused hop is refused by its scheme.
         settings_env(BULKFLOW_URL_SCHEMES="http")
         target["location"] = target["location"].replace("http://", "https://")
         with pytest.raises(ParameterError, match="scheme 'https'"):
-            stage_source(first_hop)
+            stage_source(first_hop, settings=Settings())
     finally:
         server.shutdown()
