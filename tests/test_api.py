@@ -108,7 +108,8 @@ def test_upload_with_an_idempotency_key_completes_with_exact_counts_once(client:
 
 
 @pytest.mark.usefixtures("served")
-def test_import_from_a_url(client: TestClient, file_server: tuple[str, Path]) -> None:
+def test_import_from_a_url(file_server: tuple[str, Path], client: TestClient) -> None:
+    # file_server allows loopback URLs before the client's app reads its settings
     base_url, folder = file_server
     (folder / "users.csv").write_bytes((DATA / "users.csv").read_bytes())
     accepted = client.post("/v1/imports", json={"resource": "users", "url": f"{base_url}/users.csv"})
@@ -147,7 +148,8 @@ def test_refused_uploads(client: TestClient, settings_env: Callable[..., None]) 
     wrong_type = client.post("/v1/imports", content=b"id\n", headers={"content-type": "text/csv"})
     assert wrong_type.status_code == 415
     settings_env(BULKFLOW_MAX_SOURCE_BYTES="100")
-    too_large = upload(client, DATA / "users.csv", "users")
+    with TestClient(create_app(Settings())) as limited:  # an app reads its settings when created
+        too_large = upload(limited, DATA / "users.csv", "users")
     assert (too_large.status_code, too_large.json()["error"]["code"]) == (413, "too_large")
 
 
@@ -213,8 +215,13 @@ def test_async_csv_export_of_admins_downloads_with_a_header_and_one_line_per_adm
     assert refused.status_code == 400
 
 
-def test_every_v1_route_needs_the_token_when_one_is_set(client: TestClient, settings_env: Callable[..., None]) -> None:
+def test_every_v1_route_needs_the_token_when_one_is_set(settings_env: Callable[..., None]) -> None:
     settings_env(API_TOKEN="s3cret")
+    with TestClient(create_app(Settings())) as client:
+        _check_token_is_needed(client)
+
+
+def _check_token_is_needed(client: TestClient) -> None:
     for method, url in (("GET", "/v1/exports?resource=users"), ("POST", "/v1/imports"), ("POST", "/v1/exports"),
                         ("GET", "/v1/imports/00000000-0000-0000-0000-000000000000")):
         for headers in ({}, {"Authorization": "Bearer wrong"}):
