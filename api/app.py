@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api import exports, imports
@@ -13,6 +17,7 @@ from api.metrics import BulkflowCollector
 from api.models import ErrorBody
 from bulkflow.settings import Settings
 
+UI_ASSETS = "/ui-assets"
 _ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 415, 422, 503)}
 
 
@@ -22,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="bulkflow",
         version="1",
         description="Bulk import and export of users, articles and comments. Jobs are Prefect flow runs.",
-        docs_url="/ui",
+        docs_url=None,  # served below from local files: no CDN, works air-gapped
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -32,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(exports.router)
     app.include_router(v1)
     install_error_handlers(app)
+    _serve_swagger_ui(app)
     registry = CollectorRegistry()
     registry.register(BulkflowCollector(app.state.settings))
 
@@ -45,3 +51,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _serve_swagger_ui(app: FastAPI) -> None:
+    """Swagger UI at /ui with its JavaScript and CSS served by this app (from the
+    fastapi-offline package), so the page renders on a machine without internet."""
+    app.mount(UI_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="ui-assets")
+
+    @app.get("/ui", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="bulkflow API",
+            swagger_js_url=f"{UI_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{UI_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{UI_ASSETS}/favicon.png",
+        )
