@@ -24,7 +24,7 @@ from schemas.reports import JobTotals
 from tasks.jobs import find_job_key, iter_rejects, job_totals, read_rejects
 from tasks.landing import store_upload
 from tasks.remote import check_remote_url, check_size
-from tasks.source import FORMATS, detect_format
+from tasks.source import FORMATS, detect_format, display_name
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 
@@ -39,7 +39,9 @@ _UPLOAD_BODY = {
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "resource": {"type": "string", "enum": list(RESOURCES)},
-                        "format": {"type": "string", "enum": list(FORMATS)},
+                        # No enum: Swagger would preselect its first value, and an NDJSON upload
+                        # would be read as CSV. Empty = from the file's name.
+                        "format": {"type": "string", "description": f"{', '.join(FORMATS)}; default: from the file's name"},
                     },
                 }
             },
@@ -59,16 +61,17 @@ async def create_import(
     `Idempotency-Key` returns the same job."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        resource, source, fmt = await _receive_upload(request, settings)
+        resource, source, fmt, name = await _receive_upload(request, settings)
     elif content_type.startswith("application/json"):
         resource, source, fmt = await run_in_threadpool(_check_url_request, await _json_body(request), settings)
+        name = None
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (file, resource) or JSON (resource, url)")
     parameters = {
         "resource": resource,
         "source": source,
         "format": fmt,
-        "options": ImportOptions(idempotency_key=idempotency_key).model_dump(),
+        "options": ImportOptions(idempotency_key=idempotency_key, source_name=name).model_dump(),
     }
     job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key)
     return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("import_status", job_id=job.job_id)))
@@ -87,7 +90,8 @@ def _check_url_request(body: ImportFromUrl, settings: Settings) -> tuple[str, st
     return body.resource, body.url, body.format
 
 
-async def _receive_upload(request: Request, settings: Settings) -> tuple[str, str, str | None]:
+async def _receive_upload(request: Request, settings: Settings) -> tuple[str, str, str | None, str | None]:
+    """(resource, stored location, format, the file's original name)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit():
         check_size(int(declared), "the upload", settings.max_source_bytes)
@@ -103,7 +107,7 @@ async def _receive_upload(request: Request, settings: Settings) -> tuple[str, st
         location = await run_in_threadpool(store_upload, settings, upload.file, upload.filename or "upload", fmt)  # type: ignore[arg-type]  # UploadFile.file is a binary stream
     finally:
         await form.close()
-    return resource, location, fmt  # type: ignore[return-value]  # resource checked by get_resource, fmt by detect_format
+    return resource, location, fmt, upload.filename  # type: ignore[return-value]  # resource checked by get_resource, fmt by detect_format
 
 
 async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
@@ -112,6 +116,22 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
         size += len(chunk)
         check_size(size, "the upload", limit)
         yield chunk
+
+
+def _source_name(parameters: dict[str, Any]) -> str | None:
+    """The file's name as its sender knows it (an upload keeps its original name)."""
+    options = parameters.get("options") or {}
+    source = parameters.get("source")
+    given = options.get("source_name") if isinstance(options, dict) else None
+    return display_name(str(source), given) if source else given
+
+
+def _user_error(message: str | None, parameters: dict[str, Any]) -> str | None:
+    """A failed job's message, naming the file as its sender knows it (not the stored copy)."""
+    source, name = parameters.get("source"), _source_name(parameters)
+    if message and source and name:
+        return message.replace(str(source), name)
+    return public_text(message, source)
 
 
 @router.get("/{job_id}", response_model=ImportJob, name="import_status")
@@ -132,11 +152,12 @@ def import_status(job_id: str, request: Request, settings: AppSettings) -> Impor
         status=run.status,
         resource=run.parameters.get("resource"),
         source=public_location(run.parameters.get("source")),
+        source_name=_source_name(run.parameters),
         started_at=run.started_at,
         finished_at=run.finished_at,
         duration_s=run.duration_s,
         rows_per_s=round(rows_per_s, 1) if rows_per_s is not None else None,
-        error=public_text(run.message, run.parameters.get("source")),
+        error=_user_error(run.message, run.parameters),
         rejects_sample=sample,
         rejects_url=str(request.url_for("import_rejects", job_id=job_id)),
     )

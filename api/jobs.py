@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
@@ -15,6 +16,7 @@ from prefect.exceptions import ObjectNotFound
 from api.errors import ApiError
 from api.models import JobStatus
 from tasks.remote import is_remote
+from tasks.run_labels import run_tags
 
 STATUS_OF_STATE: dict[StateType, JobStatus] = {
     StateType.SCHEDULED: "queued",
@@ -45,8 +47,9 @@ class JobRun:
 
 
 def trigger(deployment_name: str, parameters: dict[str, Any], kind: str, idempotency_key: str | None) -> JobRun:
-    """Create a flow run of the deployment. Prefect keys are unique per flow and a repeated key
-    returns the existing run (new parameters ignored): the key is prefixed with the job kind."""
+    """Create a flow run of the deployment, tagged `via:api` and with its resource. Prefect keys
+    are unique per flow and a repeated key returns the existing run (new parameters ignored):
+    the key is prefixed with the job kind."""
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(deployment_name)
@@ -58,6 +61,7 @@ def trigger(deployment_name: str, parameters: dict[str, Any], kind: str, idempot
             deployment.id,
             parameters=parameters,
             idempotency_key=f"{kind}:{idempotency_key}" if idempotency_key else None,
+            tags=sorted(run_tags(parameters.get("resource"), via="api")),
         )
     return _as_job(run)
 
@@ -90,8 +94,16 @@ def _as_job(run: Any) -> JobRun:
         started_at=run.start_time,
         finished_at=finished,
         duration_s=run.total_run_time.total_seconds() if run.start_time else None,
-        message=state.message if state is not None and (state.is_failed() or state.is_crashed()) else None,
+        message=our_message(state.message) if state is not None and (state.is_failed() or state.is_crashed()) else None,
     )
+
+
+_PREFECT_PREFIX = re.compile(r"^(?:Flow|Task) run encountered an exception:\s*(?:\w+:\s*)?")
+
+
+def our_message(message: str | None) -> str | None:
+    """A failed run's message without Prefect's `Flow run encountered an exception: X:` prefix."""
+    return _PREFECT_PREFIX.sub("", message) if message else message
 
 
 def public_location(location: str | None) -> str | None:

@@ -46,6 +46,7 @@ class ImportJob(JobTotals):
     status: JobStatus
     resource: Optional[str] = None
     source: Optional[str] = None
+    source_name: Optional[str] = Field(default=None, description="The file's name as its sender knows it.")
     chunks_committed: int = 0
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None

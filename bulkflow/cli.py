@@ -22,6 +22,8 @@ from bulkflow.settings import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, status, stop the embedded server.")
 app.add_typer(db_app, name="db")
+automations_app = typer.Typer(no_args_is_help=True, help="Example Prefect automations on bulkflow's events.")
+app.add_typer(automations_app, name="automations")
 stderr = Console(stderr=True)
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -183,6 +185,17 @@ def generate_command(
     stderr.print(f"wrote {rows:,} {resource} rows to {output}")
 
 
+@automations_app.command("install")
+def automations_install_command() -> None:
+    """Create the example automations on PREFECT_API_URL (pause the landing pick-up when an
+    import's error rate is above BULKFLOW_ERROR_RATE_ALERT)."""
+    from deployments.automations import install
+
+    with _errors_as_exit():
+        for name in install():
+            stderr.print(f"automation {name} installed", highlight=False)
+
+
 @db_app.command("migrate")
 def migrate_command() -> None:
     """Apply the pending schema migrations (each once; safe to run from several processes)."""
@@ -226,9 +239,12 @@ def stop_command() -> None:
 def _run_import(
     resource: str, source: str, format: str | None, chunk_size: int | None, key: str | None, *, progress: bool
 ) -> dict[str, Any]:
+    from prefect import tags
+
     from flows.import_flow import import_flow
     from schemas import get_resource
     from schemas.parameters import ImportOptions
+    from tasks.run_labels import run_tags
     from tasks.source import check_source
 
     with _errors_as_exit():  # fail fast, before a flow run exists, on what is cheap to check
@@ -236,13 +252,14 @@ def _run_import(
         check_source(source, format)
     _quiet_tracebacks()
     with _errors_as_exit(), _progress_bar(enabled=progress and stderr.is_terminal):
-        state = import_flow(
-            resource=resource,
-            source=source,
-            format=format,
-            options=ImportOptions(chunk_size=chunk_size, idempotency_key=key),
-            return_state=True,
-        )
+        with tags(*run_tags(resource, via="cli")):
+            state = import_flow(
+                resource=resource,
+                source=source,
+                format=format,
+                options=ImportOptions(chunk_size=chunk_size, idempotency_key=key),
+                return_state=True,
+            )
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):
             raise result

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.runtime import flow_run
 
 from bulkflow.settings import Settings
 from schemas import RESOURCES
 from schemas.parameters import ExportFilters, ResourceName, filter_values
+from tasks import events
 from tasks.export import ExportFormat, plan_export
 from tasks.export_jobs import publish_export, write_export
+from tasks.run_labels import label_run
 
 
 @flow(name="export", flow_run_name="export-{resource}-{format}", validate_parameters=True)
@@ -21,15 +24,38 @@ def export_flow(
     filters: ExportFilters | None = None,  # type: ignore[valid-type]  # a model declared at run time
     fields: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest."""
+    """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest. Emits
+    `bulkflow.export.completed` (or `.failed`) for automations.
+
+    Args:
+        resource: What to export: users, articles or comments.
+        format: parquet, csv, ndjson or json.
+        filters: Only the rows matching every filter set (role, status, ranges of time...).
+        fields: The columns to write, in order. Leave empty for all of them.
+    """
     settings = Settings()
-    request = plan_export(resource, format, filter_values(filters), fields, context=settings.rule_context())
-    manifest = write_export(request, str(flow_run.id), settings)
+    label_run(resource)
+    try:
+        request = plan_export(resource, format, filter_values(filters), fields, context=settings.rule_context())
+        manifest = write_export(request, str(flow_run.id), settings)
+    except BaseException as error:
+        events.export_failed(resource, format, error)
+        raise
     publish_export(manifest)
+    events.export_completed(manifest)
     return manifest.model_dump(mode="json")
 
 
-@flow(name="nightly-export", validate_parameters=True)
+def _nightly_name() -> str:
+    return f"nightly-{datetime.now(UTC):%Y-%m-%d}"
+
+
+@flow(name="nightly-export", flow_run_name=_nightly_name, validate_parameters=True)
 def nightly_export(format: ExportFormat = "parquet") -> list[dict[str, Any]]:
-    """A snapshot of every resource (the nightly deployment runs this)."""
-    return [export_flow(resource=cast(ResourceName, name), format=format) for name in RESOURCES]
+    """A snapshot of every resource (the nightly deployment runs this).
+
+    Args:
+        format: parquet, csv, ndjson or json.
+    """
+    with tags(label_run(None)):
+        return [export_flow(resource=cast(ResourceName, name), format=format) for name in RESOURCES]

@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bulkflow.errors import InputError, InvariantError
@@ -18,18 +18,32 @@ from schemas import get_resource
 from schemas.parameters import ImportOptions, ResourceName
 from schemas.reports import ChunkResult, ImportReport
 from schemas.resource import Resource
+from tasks import events
 from tasks.checks import check_database
 from tasks.jobs import Job, close_job, open_job, read_rejects
 from tasks.load import load_chunk
 from tasks.read import read_chunks
 from tasks.report import ImportProgress, publish_report
-from tasks.source import Format, StagedSource, read_columns, stage_source
+from tasks.run_labels import label_run
+from tasks.source import Format, StagedSource, display_name, read_columns, stage_source
 from tasks.validate import DatabaseFacts, RecordCheck, SeenKeys, check_records, decide
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
 
 
-@task(name="stage-source", cache_policy=NO_CACHE, persist_result=False)
+def _run_name() -> str:
+    """`import-users-partner-42.csv`: the resource and the file as its sender names it."""
+    parameters = flow_run.parameters
+    options = parameters.get("options") or {}
+    given = options.get("source_name") if isinstance(options, dict) else getattr(options, "source_name", None)
+    return f"import-{parameters['resource']}-{display_name(str(parameters['source']), given)}"
+
+
+def _stage_name() -> str:
+    return f"stage-{display_name(str(task_run.parameters['source']))}"
+
+
+@task(name="stage-source", task_run_name=_stage_name, cache_policy=NO_CACHE, persist_result=False)
 def stage(resource: Resource, source: str, format: Format | None, settings: Settings) -> StagedSource:
     """Fetch/decompress/check the source and verify its columns."""
     staged = stage_source(source, format, settings=settings)
@@ -52,7 +66,7 @@ def stage(resource: Resource, source: str, format: Format | None, settings: Sett
 
 @flow(
     name="import",
-    flow_run_name="import-{resource}",
+    flow_run_name=_run_name,
     # Threads start on demand; the chunk pipeline bounds how many run at once (load_workers).
     task_runner=_THREADS,  # type: ignore[arg-type]  # Prefect's TaskRunner generic is invariant in its future type
     validate_parameters=True,
@@ -67,13 +81,33 @@ def import_flow(
 
     Re-running with the same content (or the same `options.idempotency_key`) skips the chunks
     that earlier runs committed. Returns the report: rows_read, inserted, updated, rejected...
+    Emits `bulkflow.import.completed` (or `.failed`) for automations.
+
+    Args:
+        resource: Where the rows go: users, articles or comments.
+        source: The file: a local path, an http(s) URL or an s3:// URL; gzip-compressed too.
+        format: csv, ndjson, json or parquet. Leave empty to tell it from the file's name.
+        options: How the file is cut into chunks, which job it is, and the name it is shown by.
     """
     started = time.perf_counter()
     settings = Settings()  # read once per flow run, then handed down
     definition = get_resource(resource)
-    staged = stage(definition, source, format, settings)
+    label_run(definition.name)
     try:
-        report = _load(definition, staged, options, settings, started)
+        report = _import(definition, source, format, options, settings, started)
+    except BaseException as error:
+        events.import_failed(definition.name, display_name(source, options.source_name), error)
+        raise
+    events.import_completed(report, settings.error_rate_alert)
+    return report.model_dump(mode="json")
+
+
+def _import(
+    resource: Resource, source: str, format: Format | None, options: ImportOptions, settings: Settings, started: float
+) -> ImportReport:
+    staged = stage(resource, source, format, settings)
+    try:
+        report = _load(resource, staged, options, settings, started)
     finally:
         staged.cleanup()  # a failed run leaves no staged copy behind either
     if not report.invariant_holds:
@@ -81,13 +115,15 @@ def import_flow(
             f"invariant broken: inserted {report.inserted} + updated {report.updated} + "
             f"rejected {report.rejected} != rows read {report.rows_read}"
         )
-    return report.model_dump(mode="json")
+    return report
 
 
 def _load(resource: Resource, staged: StagedSource, options: ImportOptions, settings: Settings, started: float) -> ImportReport:
     run_id = str(flow_run.id) if flow_run.id else None
-    job = open_job(settings, resource, staged, options.chunk_size or settings.chunk_size, options.idempotency_key, run_id)
-    progress = ImportProgress(resource, staged.source)
+    name = display_name(staged.source, options.source_name)
+    chunk_size = options.chunk_size or settings.chunk_size
+    job = open_job(settings, resource, staged, chunk_size, options.idempotency_key, run_id, name)
+    progress = ImportProgress(resource, name)
     context = settings.rule_context()
     chunks = _ChunkPipeline(settings, job, progress)
     for index, batch in enumerate(read_chunks(staged, resource, job.chunk_size, settings.max_record_bytes)):

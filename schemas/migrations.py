@@ -46,6 +46,11 @@ NUMBERED: tuple[Migration, ...] = (
         "import_rejects indexed by chunk, for resuming runs that read a committed chunk's rejects",
         ("CREATE INDEX IF NOT EXISTS import_rejects_chunk_idx ON import_rejects (job_key, chunk_index)",),
     ),
+    Migration(
+        "0003",
+        "import_jobs.source_name: the file's name as its sender knows it (API uploads keep theirs)",
+        ("ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS source_name text",),
+    ),
 )
 
 SCHEMA_MIGRATIONS_DDL = (

@@ -26,6 +26,13 @@ class ImportOptions(BaseModel):
         max_length=200,
         description="Names the job: a re-run with the same key resumes it. Default: resource + content sha256.",
     )
+    source_name: Optional[str] = Field(
+        default=None,
+        min_length=1,
+        max_length=300,
+        description="The file's name as its sender knows it (an API upload's original name), for run names "
+        "and reports. Default: the last part of the source's path or URL.",
+    )
 
 
 def _filter_fields() -> dict[str, object]:

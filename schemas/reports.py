@@ -54,6 +54,7 @@ class ImportReport(JobTotals):
     job_key: str
     resource: str
     source: str
+    source_name: str = Field(description="the file's name as its sender knows it")
     flow_run_id: Optional[str]
     status: str
     chunks_skipped: int = 0

@@ -24,6 +24,7 @@ class Job:
     chunk_size: int
     """The chunk size of the job's first run: resumed runs must cut the file the same way."""
     done_chunks: frozenset[int]
+    source_name: str
 
 
 def default_job_key(resource: str, sha256: str) -> str:
@@ -31,7 +32,7 @@ def default_job_key(resource: str, sha256: str) -> str:
     return f"import:{resource}:{sha256}"
 
 
-@task(name="open-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(name="open-job", task_run_name="open-job-{resource.name}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
 def open_job(
     settings: Settings,
     resource: Resource,
@@ -39,14 +40,15 @@ def open_job(
     chunk_size: int,
     idempotency_key: str | None,
     flow_run_id: str | None,
+    source_name: str,
 ) -> Job:
     """Create the job or find it again, and list the chunks earlier runs committed."""
     key = idempotency_key or default_job_key(resource.name, staged.sha256)
     with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_key) DO NOTHING",
-            parameters=(key, resource.name, staged.source, staged.declared_format, staged.sha256, chunk_size),
+            "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_key) DO NOTHING",
+            parameters=(key, resource.name, staged.source, staged.declared_format, staged.sha256, chunk_size, source_name),
         )
         cur.execute(
             "SELECT resource, content_sha256, chunk_size FROM import_jobs WHERE job_key = $1",
@@ -66,7 +68,7 @@ def open_job(
         cur.execute("SELECT chunk_index FROM import_chunks WHERE job_key = $1", parameters=(key,))
         done = frozenset(int(row[0]) for row in cur.fetchall())
         conn.commit()
-    return Job(key, resource, int(known_chunk_size), done)
+    return Job(key, resource, int(known_chunk_size), done, source_name)
 
 
 def job_totals(settings: Settings, job_key: str) -> JobTotals:
@@ -87,7 +89,7 @@ def job_totals(settings: Settings, job_key: str) -> JobTotals:
                      rejects_by_rule=by_rule)
 
 
-@task(name="close-job", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(name="close-job", task_run_name="close-job-{job.resource.name}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
 def close_job(
     settings: Settings, job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float, chunks_skipped: int
 ) -> ImportReport:
@@ -99,6 +101,7 @@ def close_job(
         job_key=job.key,
         resource=job.resource.name,
         source=staged.source,
+        source_name=job.source_name,
         flow_run_id=flow_run_id,
         status="completed",
         chunks_skipped=chunks_skipped,

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_UI_URL
 
 from schemas.reports import ChunkResult, ImportReport
 from schemas.resource import Resource
@@ -25,20 +26,24 @@ def add_progress_listener(listener: ProgressListener) -> Callable[[], None]:
 
 
 def artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
+    """A Prefect artifact key (lowercase letters, digits and dashes, at most 100) that keeps
+    its last part whole: `import-users-partner-42-csv-report`."""
+    slugs = [re.sub(r"[^a-z0-9-]+", "-", part.lower()).strip("-") for part in parts]
+    *head, last = slugs
+    prefix = "-".join(head)[: 99 - len(last)].strip("-")
+    return f"{prefix}-{last}" if prefix else last
 
 
 class ImportProgress:
     """A Prefect progress artifact plus per-chunk log lines (rows/s, error rate)."""
 
-    def __init__(self, resource: Resource, source: str) -> None:
+    def __init__(self, resource: Resource, source_name: str) -> None:
         self.rows_done = 0
         self.fraction = 0.0
         created = create_progress_artifact(
             progress=0.0,
-            key=artifact_key("import", resource.name, "progress"),
-            description=f"Import of {source} into {resource.name}",
+            key=artifact_key("import", resource.name, source_name, "progress"),
+            description=f"Import of {source_name} into {resource.name}",
         )
         assert isinstance(created, UUID)  # the sync call returns the id, not a coroutine
         self.artifact_id = created
@@ -82,13 +87,42 @@ def publish_report(report: ImportReport, first_rejects: list[dict[str, object]])
     rows += [{"metric": f"rejects: {rule}", "value": str(n)} for rule, n in report.rejects_by_rule.items()]
     create_table_artifact(
         table=rows,
-        key=artifact_key("import", report.resource, "report"),
-        description=f"Import report for {report.source}",
+        key=artifact_key("import", report.resource, report.source_name, "report"),
+        description=f"Import report for {report.source_name} ({report.resource})",
     )
     if first_rejects:
         create_table_artifact(
             table=first_rejects,
-            key=artifact_key("import", report.resource, "rejects"),
-            description=f"First {len(first_rejects)} rejects of {report.source} "
+            key=artifact_key("import", report.resource, report.source_name, "rejects"),
+            description=f"First {len(first_rejects)} rejects of {report.source_name} "
             f"(all of them: `bulkflow rejects {report.job_key}`)",
         )
+
+
+class LandingSummary:
+    """The table a landing pick-up publishes: one row per file it looked at."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, object]] = []
+
+    def add(self, location: str, outcome: str, import_run_id: str | None, result: object) -> None:
+        report = result if isinstance(result, dict) else {}
+        self.rows.append({
+            "file": location.rsplit("/", 1)[-1],
+            "outcome": outcome,
+            "rows": report.get("rows_read", ""),
+            "rejected": report.get("rejected", ""),
+            "import run": _run_link(import_run_id),
+        })
+
+    def publish(self) -> None:
+        if self.rows:
+            create_table_artifact(table=self.rows, key="landing-pickup-summary", description="Files of this pick-up")
+
+
+def _run_link(run_id: str | None) -> str:
+    """A Markdown link to the run in the Prefect UI when its address is known, else the id."""
+    if run_id is None:
+        return ""
+    ui = PREFECT_UI_URL.value()
+    return f"[{run_id}]({ui}/runs/flow-run/{run_id})" if ui else run_id

@@ -21,8 +21,9 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Literal, get_args
+from urllib.parse import urlsplit
 
 import fsspec
 import polars as pl
@@ -65,6 +66,15 @@ class StagedSource:
     def cleanup(self) -> None:
         if self.temporary:
             self.path.unlink(missing_ok=True)
+
+
+def display_name(source: str, given: str | None = None) -> str:
+    """How a run names its file: `given` (an upload's original name), else the last part of
+    the source's path or URL."""
+    if given:
+        return given
+    path = urlsplit(source).path if is_remote(source) else source
+    return PurePosixPath(path).name or source
 
 
 def check_format(name: str) -> Format:

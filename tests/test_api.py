@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
@@ -99,6 +100,14 @@ def test_upload_with_an_idempotency_key_completes_with_exact_counts_once(client:
     assert job["rejects_by_rule"]["invalid_email"] == 1 and job["resource"] == "users"
     assert job["rejects_sample"] and {"line", "field", "rule", "message", "value"} <= set(job["rejects_sample"][0])
     assert sql("SELECT count(*) FROM users")[0][0] == 6
+    # The run is named after the uploaded file (not its stored, hashed copy) and says how it started.
+    assert job["source_name"] == "users.csv" and not job["source"].startswith("/")
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        run = prefect.read_flow_run(UUID(job["job_id"]))
+    assert run.name == "import-users-users.csv"
+    assert {"bulkflow", "resource:users", "via:api"} <= set(run.tags)
 
     rejects = client.get(job["rejects_url"])
     assert rejects.headers["content-type"].startswith("application/x-ndjson")
@@ -254,3 +263,16 @@ def test_postman_collection_is_generated_from_the_openapi_document() -> None:
     from api.postman import render
 
     assert (ROOT / "postman-collection.json").read_text() == render(), "run: python -m api.postman > postman-collection.json"
+
+
+@pytest.mark.usefixtures("served")
+def test_upload_format_comes_from_the_file_name_and_errors_name_the_users_file(client: TestClient) -> None:
+    users = finished(client, upload(client, DATA / "users.csv", "users").json()["status_url"])
+    assert users["status"] == "completed"
+    articles = upload(client, DATA / "articles.ndjson", "articles")  # no format field: NDJSON by its name
+    job = finished(client, articles.json()["status_url"])
+    assert (job["status"], job["rows_read"], job["source_name"]) == ("completed", 12, "articles.ndjson")
+    wrong = finished(client, upload(client, DATA / "users.csv", "comments").json()["status_url"])
+    assert wrong["status"] == "failed"
+    assert wrong["error"].startswith("users.csv lacks required column(s)"), wrong["error"]
+    assert "Flow run encountered" not in wrong["error"] and "uploads/" not in wrong["error"]

@@ -30,11 +30,14 @@ def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() ->
     assert set(deployments) == {"import/import", "export/export", "nightly-export/nightly-parquet", "landing-pickup/landing"}
     form = deployments["import/import"]._parameter_openapi_schema.model_dump()
     assert form["properties"]["resource"]["enum"] == ["users", "articles", "comments"]
-    assert set(form["definitions"]["ImportOptions"]["properties"]) == {"chunk_size", "idempotency_key"}
+    assert set(form["definitions"]["ImportOptions"]["properties"]) == {"chunk_size", "idempotency_key", "source_name"}
     export_form = deployments["export/export"]._parameter_openapi_schema.model_dump()
     assert {"role", "status", "created_at_from", "updated_since"} <= set(export_form["definitions"]["ExportFilters"]["properties"])
     assert deployments["landing-pickup/landing"].schedules[0].schedule.interval.total_seconds() == 60
     assert deployments["nightly-export/nightly-parquet"].schedules[0].schedule.cron == "0 2 * * *"
+    for name, deployment in deployments.items():  # the run form explains every field
+        for parameter, spec in deployment._parameter_openapi_schema.model_dump()["properties"].items():
+            assert spec.get("description"), (name, parameter)
 
 
 def test_prefect_yaml_matches_the_catalog() -> None:

@@ -206,8 +206,8 @@ def test_run_publishes_progress_report_and_rejects_artifacts() -> None:
     by_type = {a.type: a for a in artifacts}
     assert by_type["progress"].data == 100.0
     tables = [a for a in artifacts if a.type == "table"]
-    assert {a.key for a in tables} == {"import-users-report", "import-users-rejects"}
-    summary = next(a for a in tables if a.key == "import-users-report")
+    assert {a.key for a in tables} == {"import-users-users-csv-report", "import-users-users-csv-rejects"}
+    summary = next(a for a in tables if a.key == "import-users-users-csv-report")
     assert "rejects: invalid_role" in str(summary.data) and "rows_per_s" in str(summary.data)
 
 

@@ -45,6 +45,11 @@ def test_pickup_imports_each_file_once(tmp_path: Path) -> None:
     assert [Path(p).name for p in outcomes["imported"]] == ["2-users.csv", "1-articles.ndjson", "0-comments.ndjson"]
     counts = sql("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM articles), (SELECT count(*) FROM comments)")
     assert counts == [(6, 4, 3)]  # the sample files' exact counts: foreign keys resolved
+    summary = _latest_summary()
+    assert [(row["file"], row["outcome"], row["rows"], row["rejected"]) for row in summary] == [
+        ("2-users.csv", "imported", 14, 8), ("1-articles.ndjson", "imported", 12, 8), ("0-comments.ndjson", "imported", 10, 7),
+    ]
+    assert all(row["import run"] for row in summary)
 
     # Nothing new: nothing is read or imported again.
     jobs_before = sql("SELECT count(*) FROM import_runs")[0][0]
@@ -97,3 +102,17 @@ def test_a_refused_upload_leaves_nothing_in_landing_storage(tmp_path: Path, sett
     assert list((tmp_path / "uploads").iterdir()) == []
     stored = store_upload(Settings(), io.BytesIO(b"id,email\n1,a@example.com\n"), "u.csv", None)
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == [Path(stored).name]
+
+
+def _latest_summary() -> list[dict]:
+    """The rows of the newest landing pick-up summary table artifact."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["landing-pickup-summary"])))
+    newest = max(artifacts, key=lambda artifact: artifact.created)
+    data = newest.data
+    return json.loads(data) if isinstance(data, str) else list(data)

@@ -1,0 +1,56 @@
+"""Prefect events for automations: one when an import or an export finishes.
+
+| event | when | resource | payload |
+|---|---|---|---|
+| `bulkflow.import.completed` | an import run finished | `bulkflow.import.<resource>`, named after the file | the report: rows_read, inserted, updated, rejected, error_rate, job_key, ... |
+| `bulkflow.import.failed` | an import run failed | the same | `error` (one line), `source_name` |
+| `bulkflow.import.high-error-rate` | a completed import rejected more than `BULKFLOW_ERROR_RATE_ALERT` of its rows | the same | the report |
+| `bulkflow.export.completed` / `.failed` | an export run finished / failed | `bulkflow.export.<resource>` | the manifest / `error` |
+
+Automations match on the event name and resource labels (`bulkflow.resource`), never on
+payload values, so a threshold is its own event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.events import emit_event
+
+from schemas.reports import ExportManifest, ImportReport
+
+
+def _resource(kind: str, resource: str, name: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"bulkflow.{kind}.{resource}",
+        "prefect.resource.name": name,
+        "bulkflow.resource": resource,
+    }
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:500]
+
+
+def import_completed(report: ImportReport, alert_above: float) -> None:
+    payload: dict[str, Any] = report.model_dump(mode="json")
+    resource = _resource("import", report.resource, report.source_name)
+    emit_event("bulkflow.import.completed", resource=resource, payload=payload)
+    if report.error_rate > alert_above:
+        emit_event("bulkflow.import.high-error-rate", resource=resource, payload=payload)
+
+
+def import_failed(resource: str, source_name: str, error: BaseException) -> None:
+    payload = {"error": _error_line(error), "source_name": source_name}
+    emit_event("bulkflow.import.failed", resource=_resource("import", resource, source_name), payload=payload)
+
+
+def export_completed(manifest: ExportManifest) -> None:
+    resource = _resource("export", manifest.resource, f"{manifest.resource}.{manifest.format}")
+    emit_event("bulkflow.export.completed", resource=resource, payload=manifest.model_dump(mode="json"))
+
+
+def export_failed(resource: str, format: str, error: BaseException) -> None:
+    payload = {"error": _error_line(error)}
+    emit_event("bulkflow.export.failed", resource=_resource("export", resource, f"{resource}.{format}"), payload=payload)

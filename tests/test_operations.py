@@ -1,0 +1,108 @@
+"""What operators see in Prefect: runs named after their file, tagged with their resource
+and how they were started, per-file artifact keys, and events for automations."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from prefect import tags
+from prefect.client.orchestration import get_client
+
+from flows.export_flow import export_flow
+from flows.import_flow import import_flow
+from schemas.parameters import ImportOptions
+from tasks.report import artifact_key
+from tasks.run_labels import run_tags
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def _run(run_id: str) -> Any:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(run_id))
+
+
+def _events(api_url: str, name: str, resource_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """Events of that name and resource, read back from the Prefect API (they are
+    persisted asynchronously, so poll)."""
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}, "order": "DESC"}, "limit": 50}
+    deadline = time.monotonic() + timeout
+    while True:
+        found = httpx.post(f"{api_url}/events/filter", json=body, timeout=10).raise_for_status().json()["events"]
+        if found or time.monotonic() > deadline:
+            return list(found)
+        time.sleep(0.5)
+
+
+def test_an_import_run_is_named_and_tagged_after_what_it_does(tmp_path: Path) -> None:
+    partner = tmp_path / "partner-42.csv"
+    partner.write_bytes((DATA / "users.csv").read_bytes())
+    with tags(*run_tags("users", via="cli")):
+        report = import_flow(resource="users", source=str(partner))
+    run = _run(report["flow_run_id"])
+    assert run.name == "import-users-partner-42.csv"
+    assert {"bulkflow", "resource:users", "via:cli"} <= set(run.tags)
+    assert report["source_name"] == "partner-42.csv"
+    renamed = import_flow(resource="articles", source=str(DATA / "articles.ndjson"),
+                          options=ImportOptions(source_name="Partner articles (May).ndjson"))
+    run = _run(renamed["flow_run_id"])
+    assert run.name == "import-articles-Partner articles (May).ndjson"
+    assert {"bulkflow", "resource:articles", "via:python"} <= set(run.tags)  # no caller said how: from Python
+
+
+def test_task_runs_are_named_after_what_they_touch() -> None:
+    report = import_flow(resource="users", source=str(DATA / "users.csv"), options=ImportOptions(chunk_size=5))
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(report["flow_run_id"])])))
+    names = {run.name for run in runs}
+    assert {"stage-users.csv", "open-job-users", "close-job-users", "check-users-chunk-0", "load-users-chunk-2"} <= names
+
+
+def test_artifact_keys_name_the_resource_and_the_file() -> None:
+    assert artifact_key("import", "users", "Partner 42 (May).csv", "report") == "import-users-partner-42-may-csv-report"
+    long = artifact_key("import", "users", "x" * 300, "report")
+    assert len(long) <= 100 and long.endswith("-report")
+
+
+def test_finished_imports_and_exports_emit_events(prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BULKFLOW_ERROR_RATE_ALERT", "0.5")
+    report = import_flow(resource="users", source=str(DATA / "users.csv"))  # 8 of 14 rejected: above 0.5
+    [completed] = _events(prefect_api, "bulkflow.import.completed", "bulkflow.import.users")[:1]
+    assert completed["payload"]["job_key"] == report["job_key"]
+    assert (completed["payload"]["rows_read"], completed["payload"]["rejected"]) == (14, 8)
+    assert completed["resource"]["prefect.resource.name"] == "users.csv"
+    assert _events(prefect_api, "bulkflow.import.high-error-rate", "bulkflow.import.users")
+    with pytest.raises(Exception, match="lacks required column"):
+        import_flow(resource="comments", source=str(DATA / "users.csv"))
+    [failed] = _events(prefect_api, "bulkflow.import.failed", "bulkflow.import.comments")[:1]
+    assert "lacks required column" in failed["payload"]["error"]
+    monkeypatch.setenv("BULKFLOW_EXPORT_URL", str(tmp_path / "exports"))
+    manifest = export_flow(resource="users", format="csv")
+    [exported] = _events(prefect_api, "bulkflow.export.completed", "bulkflow.export.users")[:1]
+    assert exported["payload"]["sha256"] == manifest["sha256"]
+
+
+def test_the_example_automation_installs_with_one_command() -> None:
+    from typer.testing import CliRunner
+
+    from bulkflow.cli import app
+    from bulkflow.settings import Settings
+    from deployments.automations import HIGH_ERROR_RATE
+    from deployments.catalog import landing_deployment
+
+    deployment_id = landing_deployment(Settings()).apply()
+    for _ in range(2):  # installing again replaces it
+        result = CliRunner().invoke(app, ["automations", "install"])
+        assert result.exit_code == 0, result.output
+    with get_client(sync_client=True) as client:
+        [automation] = client.read_automations_by_name(HIGH_ERROR_RATE)
+    assert automation.trigger.expect == {"bulkflow.import.high-error-rate"}  # type: ignore[union-attr]
+    assert automation.actions[0].deployment_id == deployment_id  # type: ignore[union-attr]
