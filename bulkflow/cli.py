@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,12 +96,16 @@ def rejects_command(
         if job_key is None:
             raise TerminalError(f"no import found for {run!r}: give a flow run id or a job key")
         sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+        entries = 0
         try:
             for batch in iter_rejects(settings, job_key):
                 sink.write(batch.write_ndjson())
+                entries += batch.height
         finally:
             if output:
                 sink.close()
+    if output:
+        stderr.print(f"wrote {entries:,} reject entries of {job_key} to {output}", highlight=False, soft_wrap=True)
 
 
 @app.command("serve")
@@ -303,28 +308,60 @@ def _live_progress(enabled: bool, *columns: Any, total: float | None) -> Iterato
     from rich.progress import Progress
 
     progress = Progress(*columns, console=stderr)
-    task_id = progress.add_task("", total=total, rows=0)
+    task_id = progress.add_task("", total=total, rows=0, of="", rate="")
     progress.start()
     try:
-        yield lambda **values: progress.update(task_id, **values)
+        with _logs_above(progress.console):
+            yield lambda **values: progress.update(task_id, **values)
     finally:
         progress.stop()
 
 
 @contextmanager
+def _logs_above(console: Console) -> Iterator[None]:
+    """Print Prefect's console log lines through the live display's own console, so they
+    appear above the bar instead of inside it."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    swapped = [
+        (handler, handler.console)
+        for logger in [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)] + [logging.root]
+        for handler in getattr(logger, "handlers", [])
+        if isinstance(handler, PrefectConsoleHandler)
+    ]
+    for handler, _ in swapped:
+        handler.console = console
+    try:
+        yield
+    finally:
+        for handler, original in swapped:
+            handler.console = original
+
+
+@contextmanager
 def _progress_bar(enabled: bool) -> Iterator[None]:
-    """The import's bar: fraction of the file done and rows so far."""
-    from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+    """The import's bar: fraction of the file done, rows done of the total (estimated from
+    the bytes read), rows/s, elapsed and remaining time."""
+    from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from tasks.report import add_progress_listener
 
-    columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[rows]:,} rows"),
-               TimeRemainingColumn())
+    columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rows]:,}{task.fields[of]} rows"), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    started = time.monotonic()
+
+    def show(rows: int, fraction: float) -> None:
+        assert update is not None
+        elapsed = max(time.monotonic() - started, 1e-6)
+        estimate = f" of ~{int(rows / fraction):,}" if 0 < fraction < 1 else ""
+        update(completed=fraction, rows=rows, of=estimate, rate=f"{rows / elapsed:,.0f} rows/s")
+
     with _live_progress(enabled, *columns, total=1.0) as update:
         if update is None:
             yield
             return
-        remove = add_progress_listener(lambda rows, fraction: update(completed=fraction, rows=rows))
+        remove = add_progress_listener(show)
         try:
             yield
         finally:
@@ -358,11 +395,16 @@ def _quiet_tracebacks() -> None:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    table = Table(title=f"import {report['resource']} from {report['source']}", show_header=False)
-    for key in ("status", "rows_read", "inserted", "updated", "rejected", "duration_s", "rows_per_s", "flow_run_id"):
+    table = Table(title=f"import {report['resource']} from {report['source_name']}", show_header=False)
+    keys = ("status", "rows_read", "inserted", "updated", "rejected", "error_rate", "chunks", "duration_s",
+            "rows_per_s", "job_key", "flow_run_id")
+    for key in keys:
         table.add_row(key, str(report[key]))
     for rule, count in report["rejects_by_rule"].items():
         table.add_row(f"  rejects: {rule}", str(count))
     if report.get("chunks_skipped"):
         table.add_row("chunks already committed", str(report["chunks_skipped"]))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if report["rejected"]:
+        console.print(f"all rejects: bulkflow rejects {report['job_key']} -o rejects.ndjson", highlight=False)

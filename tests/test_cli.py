@@ -100,3 +100,41 @@ def test_generate_writes_the_requested_rows(tmp_path: Path) -> None:
     result = runner.invoke(app, ["generate", "comments", str(path), "--rows", "25"])
     assert result.exit_code == 0
     assert len(path.read_text().splitlines()) == 25
+
+
+def test_the_progress_bar_on_a_real_terminal_keeps_log_lines_out_of_it(tmp_path: Path, prefect_api: str) -> None:
+    """Under a pseudo-terminal (util-linux `script`), Prefect's log lines print above the bar,
+    never inside its line; the bar shows rows, rows/s and time; the report says how to get
+    the rejects."""
+    import re
+    import shutil
+
+    from bulkflow.generate import GeneratorSpec, write_file
+
+    script = shutil.which("script")
+    assert script, "util-linux script is part of every Debian system"
+    path = tmp_path / "users.csv"
+    write_file(GeneratorSpec("users", 20_000, 0.05, seed=3), path)
+    log = tmp_path / "terminal.log"
+    command = f"{sys.executable} -m bulkflow import users {path} --chunk-size 2000"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "160", "LINES": "40", "TERM": "xterm"}
+    done = subprocess.run([script, "-q", "-e", "-c", command, str(log)], env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, log.read_text(errors="replace")[-3000:]
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", log.read_text(errors="replace"))
+    lines = [line for line in re.split(r"[\r\n]", screen) if line.strip()]
+    bars = [line for line in lines if "━" in line]
+    assert bars and any("rows/s" in bar and " rows " in bar for bar in bars)
+    assert not [bar for bar in bars if "INFO" in bar or "Task run" in bar or "Flow run" in bar]
+    assert any("| INFO" in line for line in lines)  # the logs are still there, above the bar
+    assert any(line.strip().startswith("│ job_key") for line in lines)
+    assert any("all rejects: bulkflow rejects import:users:" in line for line in lines)
+
+
+def test_rejects_to_a_file_says_what_it_wrote(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["import", "users", str(DATA / "users.csv"), "--json"])
+    report = json.loads(result.stdout)
+    out = tmp_path / "rejects.ndjson"
+    written = runner.invoke(app, ["rejects", report["job_key"], "-o", str(out)])
+    assert written.exit_code == 0
+    entries = sum(report["rejects_by_rule"].values())
+    assert f"wrote {entries} reject entries of {report['job_key']} to {out}" in written.stderr
