@@ -113,9 +113,18 @@ def serve_command() -> None:
     """Serve the import, export, nightly and landing deployments against PREFECT_API_URL."""
     from prefect import serve
 
-    from deployments.catalog import all_deployments
+    from deployments.catalog import all_deployments, claimed_by_work_pools
 
-    serve(*all_deployments(Settings()))
+    with _errors_as_exit():
+        deployments = all_deployments(Settings())
+        claimed = claimed_by_work_pools(deployments)
+        if claimed:
+            raise TerminalError(
+                f"deployment(s) {', '.join(claimed)} belong to a work pool (`prefect deploy`): serving them here "
+                "would leave its workers without pull steps. Run `prefect worker start --pool bulkflow` instead, "
+                f"or delete them first (`prefect deployment delete {claimed[0]}`)"
+            )
+    serve(*deployments)
 
 
 @app.command("api")

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     """Where async exports are written (a local folder or an fsspec URL such as s3://bucket/prefix);
     default `BULKFLOW_HOME/exports`."""
     nightly_cron: str = Field(default="0 2 * * *", validation_alias="BULKFLOW_NIGHTLY_CRON")
+    max_imports_per_resource: int = Field(default=1, ge=1, validation_alias="BULKFLOW_MAX_IMPORTS_PER_RESOURCE")
+    """Imports that may write one table at once, however many workers run (the others wait)."""
     error_rate_alert: float = Field(default=0.1, ge=0.0, le=1.0, validation_alias="BULKFLOW_ERROR_RATE_ALERT")
     """An import rejecting more than this share of its rows also emits `bulkflow.import.high-error-rate`."""
     reject_sample_size: int = Field(default=20, ge=0, validation_alias="BULKFLOW_REJECT_SAMPLE")

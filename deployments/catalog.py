@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
+from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import ObjectNotFound
 
 from bulkflow.settings import Settings
 from flows.export_flow import export_flow, nightly_export
@@ -66,3 +68,19 @@ def landing_deployment(settings: Settings) -> RunnerDeployment:
 def all_deployments(settings: Settings) -> list[RunnerDeployment]:
     """Every deployment, scheduled as `settings` say."""
     return [import_deployment(), export_deployment(), nightly_deployment(settings), landing_deployment(settings)]
+
+
+def claimed_by_work_pools(deployments: list[RunnerDeployment]) -> list[str]:
+    """The names among `deployments` that the Prefect server already holds for a work pool
+    (made by `prefect deploy`): serving one of those names would replace its pull steps."""
+    claimed = []
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            name = f"{deployment.flow_name}/{deployment.name}"
+            try:
+                registered = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if registered.work_pool_name:
+                claimed.append(name)
+    return claimed

@@ -21,6 +21,7 @@ from schemas.resource import Resource
 from tasks import events
 from tasks.checks import check_database
 from tasks.jobs import Job, close_job, open_job, read_rejects
+from tasks.limits import table_slot
 from tasks.load import load_chunk
 from tasks.read import read_chunks
 from tasks.report import ImportProgress, publish_report
@@ -107,7 +108,8 @@ def _import(
 ) -> ImportReport:
     staged = stage(resource, source, format, settings)
     try:
-        report = _load(resource, staged, options, settings, started)
+        with table_slot(resource.name, settings.max_imports_per_resource):
+            report = _load(resource, staged, options, settings, started)
     finally:
         staged.cleanup()  # a failed run leaves no staged copy behind either
     if not report.invariant_holds:

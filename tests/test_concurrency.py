@@ -166,3 +166,24 @@ def _socket_dir(data_dir: Path) -> str:
     """Where the server was told to put its socket (postmaster.opts: `... "-k" "<dir>"`)."""
     words = [word.strip('"') for word in (data_dir / "postmaster.opts").read_text().split()]
     return words[words.index("-k") + 1]
+
+
+def test_imports_into_one_table_take_turns(tmp_path: Path, prefect_api: str) -> None:
+    """With BULKFLOW_MAX_IMPORTS_PER_RESOURCE=1 two imports of different files into users
+    never write at once: one job's chunks all commit before the other's first."""
+    files = []
+    for seed in (21, 22):
+        files.append(tmp_path / f"users-{seed}.csv")
+        _users(files[-1], f"s{seed}_", range(0, 3000))
+    sql("CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$")
+    sql("CREATE TRIGGER slow_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION slow_chunk()")
+    try:
+        reports = _reports(*(_start(prefect_api, "users", path) for path in files))
+    finally:
+        sql("DROP TRIGGER IF EXISTS slow_chunk ON import_chunks")
+    windows = sorted(
+        sql("SELECT min(committed_at), max(committed_at) FROM import_chunks GROUP BY job_key")
+    )
+    assert len(windows) == 2 and windows[0][1] < windows[1][0], windows
+    assert [r["rows_read"] for r in reports] == [3000, 3000]

@@ -106,3 +106,26 @@ def test_the_example_automation_installs_with_one_command() -> None:
         [automation] = client.read_automations_by_name(HIGH_ERROR_RATE)
     assert automation.trigger.expect == {"bulkflow.import.high-error-rate"}  # type: ignore[union-attr]
     assert automation.actions[0].deployment_id == deployment_id  # type: ignore[union-attr]
+
+
+def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
+    """After `prefect deploy`, `bulkflow serve` must not re-register the same names without
+    their pull steps (every worker run would then crash): it refuses, saying what to do."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from typer.testing import CliRunner
+
+    from bulkflow.cli import app
+    from deployments.catalog import import_deployment
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name="bulkflow-test-pool", type="process"))
+        except Exception:  # noqa: BLE001 - already there from an earlier test run
+            pass
+        deployment_id = import_deployment().apply(work_pool_name="bulkflow-test-pool")
+        try:
+            result = CliRunner().invoke(app, ["serve"])
+        finally:
+            client.delete_deployment(deployment_id)
+    assert result.exit_code == 2
+    assert "import/import belong to a work pool" in result.stderr and "prefect worker start" in result.stderr
