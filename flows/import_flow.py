@@ -125,6 +125,11 @@ def _load(resource: Resource, staged: StagedSource, options: ImportOptions, sett
     name = display_name(staged.source, options.source_name)
     chunk_size = options.chunk_size or settings.chunk_size
     job = open_job(settings, resource, staged, chunk_size, options.idempotency_key, run_id, name)
+    if job.earlier_runs:
+        get_run_logger().info(
+            "continuing job %s of earlier run(s) %s: %d chunk(s) already committed",
+            job.key, ", ".join(job.earlier_runs), len(job.done_chunks),
+        )
     progress = ImportProgress(resource, name)
     context = settings.rule_context()
     chunks = _ChunkPipeline(settings, job, progress)

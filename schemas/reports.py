@@ -58,6 +58,9 @@ class ImportReport(JobTotals):
     flow_run_id: Optional[str]
     status: str
     chunks_skipped: int = 0
+    continues_runs: list[str] = Field(
+        default_factory=list, description="earlier flow runs of the same job that this run continues"
+    )
     duration_s: float = 0.0
     rows_per_s: float = 0.0
     error_rate: float = 0.0

@@ -25,6 +25,8 @@ class Job:
     """The chunk size of the job's first run: resumed runs must cut the file the same way."""
     done_chunks: frozenset[int]
     source_name: str
+    earlier_runs: tuple[str, ...] = ()
+    """Flow runs that worked on this job before (a crashed or failed run this one resumes)."""
 
 
 def default_job_key(resource: str, sha256: str) -> str:
@@ -60,6 +62,12 @@ def open_job(
                 f"idempotency key {key!r} already names an import of other content "
                 f"({known_resource}, sha256 {known_sha[:12]}…): use a new key"
             )
+        cur.execute(
+            "SELECT flow_run_id FROM import_runs WHERE job_key = $1 AND flow_run_id IS DISTINCT FROM $2 "
+            "ORDER BY started_at, flow_run_id",
+            parameters=(key, flow_run_id),
+        )
+        earlier = tuple(str(row[0]) for row in cur.fetchall())
         if flow_run_id:
             cur.execute(
                 "INSERT INTO import_runs (flow_run_id, job_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -68,7 +76,7 @@ def open_job(
         cur.execute("SELECT chunk_index FROM import_chunks WHERE job_key = $1", parameters=(key,))
         done = frozenset(int(row[0]) for row in cur.fetchall())
         conn.commit()
-    return Job(key, resource, int(known_chunk_size), done, source_name)
+    return Job(key, resource, int(known_chunk_size), done, source_name, earlier)
 
 
 def job_totals(settings: Settings, job_key: str) -> JobTotals:
@@ -105,6 +113,7 @@ def close_job(
         flow_run_id=flow_run_id,
         status="completed",
         chunks_skipped=chunks_skipped,
+        continues_runs=list(job.earlier_runs),
         duration_s=round(duration_s, 3),
         rows_per_s=round(totals.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
         error_rate=totals.rejected_share(),

@@ -95,7 +95,7 @@ def test_the_example_automation_installs_with_one_command() -> None:
 
     from bulkflow.cli import app
     from bulkflow.settings import Settings
-    from deployments.automations import HIGH_ERROR_RATE
+    from deployments.automations import HIGH_ERROR_RATE, SILENT_RUNS
     from deployments.catalog import landing_deployment
 
     deployment_id = landing_deployment(Settings()).apply()
@@ -106,6 +106,29 @@ def test_the_example_automation_installs_with_one_command() -> None:
         [automation] = client.read_automations_by_name(HIGH_ERROR_RATE)
     assert automation.trigger.expect == {"bulkflow.import.high-error-rate"}  # type: ignore[union-attr]
     assert automation.actions[0].deployment_id == deployment_id  # type: ignore[union-attr]
+    with get_client(sync_client=True) as client:
+        [silent] = client.read_automations_by_name(SILENT_RUNS)
+    assert silent.trigger.posture == "Proactive" and "prefect.flow-run.heartbeat" in silent.trigger.after  # type: ignore[union-attr]
+    assert silent.actions[0].state == "CRASHED"  # type: ignore[union-attr]
+
+
+def test_a_resumed_run_names_the_runs_it_continues(tmp_path: Path) -> None:
+    """A run fails after two chunks (a terminal error injected in the database); the run that
+    resumes the job says which earlier run it continues."""
+    from tests.helpers import sql
+
+    sql("CREATE OR REPLACE FUNCTION fail_third() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.chunk_index = 2 THEN RAISE EXCEPTION 'injected failure' USING ERRCODE = 'P0001'; END IF; RETURN NEW; END $$")
+    sql("CREATE TRIGGER fail_third AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION fail_third()")
+    options = ImportOptions(chunk_size=4, idempotency_key="resume-test")
+    try:
+        state = import_flow(resource="users", source=str(DATA / "users.csv"), options=options, return_state=True)
+    finally:
+        sql("DROP TRIGGER IF EXISTS fail_third ON import_chunks")
+    assert state.is_failed()
+    first_run = str(state.state_details.flow_run_id)
+    report = import_flow(resource="users", source=str(DATA / "users.csv"), options=options)
+    assert report["continues_runs"] == [first_run] and report["chunks_skipped"] >= 1
 
 
 def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
