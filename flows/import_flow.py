@@ -108,7 +108,7 @@ def _import(
 ) -> ImportReport:
     staged = stage(resource, source, format, settings)
     try:
-        with table_slot(resource.name, settings.max_imports_per_resource):
+        with table_slot(settings, resource.name, on_wait=get_run_logger().info):
             report = _load(resource, staged, options, settings, started)
     finally:
         staged.cleanup()  # a failed run leaves no staged copy behind either
