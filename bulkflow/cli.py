@@ -416,4 +416,4 @@ def _print_report(report: dict[str, Any]) -> None:
     console = Console()
     console.print(table)
     if report["rejected"]:
-        console.print(f"all rejects: bulkflow rejects {report['job_key']} -o rejects.ndjson", highlight=False)
+        console.print(f"all rejects: bulkflow rejects {report['job_key']} -o rejects.ndjson", highlight=False, soft_wrap=True)
