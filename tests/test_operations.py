@@ -4,6 +4,7 @@ and how they were started, per-file artifact keys, and events for automations.""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -28,15 +29,17 @@ def _run(run_id: str) -> Any:
         return client.read_flow_run(UUID(run_id))
 
 
-def _events(api_url: str, name: str, resource_id: str, timeout: float = 30) -> list[dict[str, Any]]:
-    """Events of that name and resource, read back from the Prefect API (they are
-    persisted asynchronously, so poll)."""
+def _event(api_url: str, name: str, resource_id: str, match: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    """The event of that name and resource whose payload `match`es, read back from the
+    Prefect API (events are persisted asynchronously, and earlier tests emitted some too)."""
     body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}, "order": "DESC"}, "limit": 50}
     deadline = time.monotonic() + timeout
     while True:
         found = httpx.post(f"{api_url}/events/filter", json=body, timeout=10).raise_for_status().json()["events"]
-        if found or time.monotonic() > deadline:
-            return list(found)
+        matching = [event for event in found if match(event["payload"])]
+        if matching:
+            return dict(matching[0])
+        assert time.monotonic() < deadline, f"no {name} event for {resource_id} matched"
         time.sleep(0.5)
 
 
@@ -75,20 +78,22 @@ def test_artifact_keys_name_the_resource_and_the_file() -> None:
 def test_finished_imports_and_exports_emit_events(prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BULKFLOW_ERROR_RATE_ALERT", "0.5")
     report = import_flow(resource="users", source=str(DATA / "users.csv"))  # 8 of 14 rejected: above 0.5
-    [completed] = _events(prefect_api, "bulkflow.import.completed", "bulkflow.import.users")[:1]
+    ours: Callable[[dict[str, Any]], bool] = lambda payload: payload.get("flow_run_id") == report["flow_run_id"]  # noqa: E731
+    completed = _event(prefect_api, "bulkflow.import.completed", "bulkflow.import.users", ours)
     assert completed["payload"]["job_key"] == report["job_key"]
     assert (completed["payload"]["rows_read"], completed["payload"]["rejected"]) == (14, 8)
     assert completed["resource"]["prefect.resource.name"] == "users.csv"
-    assert _events(prefect_api, "bulkflow.import.high-error-rate", "bulkflow.import.users")
+    _event(prefect_api, "bulkflow.import.high-error-rate", "bulkflow.import.users", ours)
     with pytest.raises(Exception, match="lacks required column"):
         import_flow(resource="comments", source=str(DATA / "users.csv"))
-    [failed] = _events(prefect_api, "bulkflow.import.failed", "bulkflow.import.comments")[:1]
-    assert "lacks required column" in failed["payload"]["error"]
+    failed = _event(prefect_api, "bulkflow.import.failed", "bulkflow.import.comments",
+                    lambda payload: "lacks required column" in payload.get("error", ""))
+    assert failed["payload"]["source_name"] == "users.csv"
     monkeypatch.setenv("BULKFLOW_EXPORT_URL", str(tmp_path / "exports"))
     manifest = export_flow(resource="users", format="csv")
-    [exported] = _events(prefect_api, "bulkflow.export.completed", "bulkflow.export.users")[:1]
+    exported = _event(prefect_api, "bulkflow.export.completed", "bulkflow.export.users",
+                      lambda payload: payload.get("job_id") == manifest["job_id"])
     assert exported["payload"]["sha256"] == manifest["sha256"]
-
 
 def test_the_example_automation_installs_with_one_command() -> None:
     from typer.testing import CliRunner
