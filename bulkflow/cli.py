@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from bulkflow.errors import BulkflowError, TerminalError, is_retryable
 from bulkflow.settings import Settings
+
+if TYPE_CHECKING:
+    from prefect.logging.handlers import PrefectConsoleHandler
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, status, stop the embedded server.")
@@ -330,14 +333,7 @@ def _live_progress(enabled: bool, *columns: Any, total: float | None) -> Iterato
 def _logs_above(console: Console) -> Iterator[None]:
     """Print Prefect's console log lines through the live display's own console, so they
     appear above the bar instead of inside it."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    swapped = [
-        (handler, handler.console)
-        for logger in [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)] + [logging.root]
-        for handler in getattr(logger, "handlers", [])
-        if isinstance(handler, PrefectConsoleHandler)
-    ]
+    swapped = [(handler, handler.console) for handler in _prefect_console_handlers()]
     for handler, _ in swapped:
         handler.console = console
     try:
@@ -386,21 +382,26 @@ def _row_counter(enabled: bool) -> Iterator[Callable[[int], None] | None]:
         yield None if update is None else (lambda rows: update(completed=rows))
 
 
+def _prefect_console_handlers() -> list[PrefectConsoleHandler]:
+    """Prefect's console log handlers, wherever its logging configuration put them."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)] + [logging.root]
+    return [h for logger in loggers for h in getattr(logger, "handlers", []) if isinstance(h, PrefectConsoleHandler)]
+
+
+def _drop_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
 def _quiet_tracebacks() -> None:
     """Keep tracebacks out of the console: the run's error is printed as one line at the
     end (the Prefect API still receives the full log)."""
-
-    def drop_traceback(record: logging.LogRecord) -> bool:
-        record.exc_info = None
-        record.exc_text = None
-        return True
-
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    for logger in [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)] + [logging.root]:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler) and drop_traceback not in handler.filters:
-                handler.addFilter(drop_traceback)
+    for handler in _prefect_console_handlers():
+        if _drop_traceback not in handler.filters:
+            handler.addFilter(_drop_traceback)
 
 
 def _print_report(report: dict[str, Any]) -> None:
