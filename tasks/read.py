@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError
 from schemas.resource import INVALID_TYPE, Resource
-from tasks.records import EXCERPT_BYTES, Oversized, record_blocks, split_records
+from tasks.records import EXCERPT_BYTES, Oversized, csv_fields, record_blocks, split_records
 from tasks.source import StagedSource, csv_header
 from tasks.validate import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE, format_text_list
 
@@ -121,7 +121,7 @@ def _csv_records(data: bytes, first_line: int, names: list[str], resource: Resou
         if not text:
             continue
         try:
-            fields = next(csv.reader([text], strict=True))
+            fields = csv_fields(text)
         except csv.Error as exc:
             bad.append(_unreadable(line, text[:EXCERPT_BYTES], "malformed_record", f"broken CSV quoting: {exc}"))
             continue

@@ -9,6 +9,7 @@ with its line and the first bytes, and goes on with the next record.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,3 +150,14 @@ def split_records(block: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:
         yield line, record
         line += record.count(NEWLINE)
         start = stop
+
+
+def csv_fields(text: str) -> list[str]:
+    """One CSV record (no line end) as its fields, strictly (RFC 4180 quoting); csv.Error
+    when its quoting is broken. Records are already bounded by the maximum record size, so
+    the csv module's own field limit (128 KiB) must not refuse a long but valid field."""
+    csv.field_size_limit(_NO_FIELD_LIMIT)
+    return next(csv.reader([text], strict=True))
+
+
+_NO_FIELD_LIMIT = 2**31 - 1

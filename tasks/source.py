@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError, ParameterError, RetryableError
 from bulkflow.settings import Settings
-from tasks.records import Oversized, record_blocks, split_records
+from tasks.records import Oversized, csv_fields, record_blocks, split_records
 from tasks.remote import check_remote_url, check_size, is_remote, limited
 
 Format = Literal["csv", "ndjson", "json", "parquet"]
@@ -533,7 +533,7 @@ def csv_header(staged: StagedSource, max_record: int) -> tuple[list[str], bytes]
     _, record = next(split_records(first.data, 1))
     text = record.decode("utf-8").lstrip("\ufeff").removesuffix("\n").removesuffix("\r")
     try:
-        names = next(csv.reader([text], strict=True))
+        names = csv_fields(text)
     except csv.Error as exc:
         raise InputError(f"{staged.source}: the header (line 1) is not valid CSV: {exc}") from None
     repeated = sorted({name for name in names if names.count(name) > 1})

@@ -159,3 +159,13 @@ def test_records_spanning_block_boundaries_read_the_same(tmp_path: Path, monkeyp
     [lines] = chunks(ndjson)
     assert lines["id"].to_list() == [f"u{i}" for i in range(30)] + ["last"]
     assert lines["_line"].to_list()[-1] == 32
+
+
+def test_a_long_field_in_a_block_read_record_by_record_is_kept(tmp_path: Path) -> None:
+    """A ragged row sends its block down the careful path; a 300 KB field beside it (over the
+    csv module's default field limit, far under the record limit) is still a value."""
+    path = tmp_path / "long.csv"
+    path.write_text("id,email,name,role\nu1,a@x.io,\"" + "x" * 300_000 + "\",admin\nu2,b@x.io,oops\n")
+    [chunk] = chunks(path)
+    assert chunk["_read_rule"].to_list() == [None, "malformed_record"]
+    assert len(chunk["name"][0]) == 300_000
