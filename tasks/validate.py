@@ -274,8 +274,15 @@ class CheckedChunk:
 
     def rejects_for(self, resource: Resource, lines: pl.Series, *, field: str, rule: str, message: str) -> pl.DataFrame:
         """Reject entries for the given lines, with their values and records as read."""
-        rows = self.source.filter(pl.col(LINE).is_in(lines.implode()))
-        return reject_entries(as_raw(rows, resource), resource, field=field, rule=rule, message=message)
+        return line_rejects(self.source, resource, lines, field=field, rule=rule, message=message)
+
+
+def line_rejects(
+    source: pl.DataFrame, resource: Resource, lines: pl.Series, *, field: str, rule: str, message: str
+) -> pl.DataFrame:
+    """Reject entries for the records of `source` (text, as read) on the given lines."""
+    rows = source.filter(pl.col(LINE).is_in(lines.implode()))
+    return reject_entries(as_raw(rows, resource), resource, field=field, rule=rule, message=message)
 
 
 def as_raw(rows: pl.DataFrame, resource: Resource) -> pl.DataFrame:
@@ -317,9 +324,8 @@ def decide(resource: Resource, check: RecordCheck, facts: DatabaseFacts, seen: S
     if facts.recorded_rejects is not None:  # committed earlier: its decision is in the ledger
         rows = rows.with_columns((pl.col(OK) & ~pl.col(LINE).is_in(facts.recorded_rejects.implode())).alias(OK))
     marked = mark_duplicates(resource, rows, seen)
-    text = as_raw(check.source, resource)
     rejects = pl.concat(
-        [check.rejects, _reference_rejects(resource, text, missing), _taken_rejects(resource, marked),
+        [check.rejects, _reference_rejects(resource, check.source, missing), _taken_rejects(resource, marked),
          duplicate_rejects(resource, marked)]
     )
     return CheckedChunk(
@@ -366,14 +372,14 @@ def _released_holders(rows: pl.DataFrame, seen: SeenKeys) -> frozenset[str]:
     return frozenset(holders.filter(seen.seen_before("id", holders)).to_list()) if holders.len() else frozenset()
 
 
-def _reference_rejects(resource: Resource, text: pl.DataFrame, missing: pl.DataFrame) -> pl.DataFrame:
+def _reference_rejects(resource: Resource, source: pl.DataFrame, missing: pl.DataFrame) -> pl.DataFrame:
     if missing.height == 0:
         return empty_rejects()
-    parts = []
-    for (field_name, rule, message), group in missing.group_by(["field", "rule", "message"], maintain_order=True):
-        rows = text.filter(pl.col(LINE).is_in(group["line"].implode()))
-        parts.append(reject_entries(rows, resource, field=str(field_name), rule=str(rule), message=str(message)))
-    return pl.concat(parts)
+    groups = missing.group_by(["field", "rule", "message"], maintain_order=True)
+    return pl.concat([
+        line_rejects(source, resource, group["line"], field=str(field_name), rule=str(rule), message=str(message))
+        for (field_name, rule, message), group in groups
+    ])
 
 
 def _taken_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
