@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.jobs import public_location, public_text, read_job, trigger
 from api.models import Accepted, ExportJob, ExportJobRequest
 from api.streaming import stream_writer
-from deployments.catalog import EXPORT
+from deployments.names import EXPORT
 from schemas.parameters import ExportFilters, ResourceName, filter_values
 from tasks.export import CONTENT_TYPES, ExportFormat, plan_export, stream_export
 from tasks.export_jobs import find_export

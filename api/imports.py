@@ -17,7 +17,7 @@ from api.errors import ApiError, validation_details
 from api.jobs import public_location, public_text, read_job, trigger
 from api.models import Accepted, ImportFromUrl, ImportJob
 from bulkflow.settings import Settings
-from deployments.catalog import IMPORT
+from deployments.names import IMPORT
 from schemas import RESOURCES, get_resource
 from schemas.parameters import ImportOptions
 from schemas.reports import JobTotals

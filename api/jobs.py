@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
@@ -17,6 +16,7 @@ from api.errors import ApiError
 from api.models import JobStatus
 from tasks.remote import is_remote
 from tasks.run_labels import run_tags
+from tasks.runs import our_message
 
 STATUS_OF_STATE: dict[StateType, JobStatus] = {
     StateType.SCHEDULED: "queued",
@@ -96,14 +96,6 @@ def _as_job(run: Any) -> JobRun:
         duration_s=run.total_run_time.total_seconds() if run.start_time else None,
         message=our_message(state.message) if state is not None and (state.is_failed() or state.is_crashed()) else None,
     )
-
-
-_PREFECT_PREFIX = re.compile(r"^(?:Flow|Task) run encountered an exception:\s*(?:\w+:\s*)?")
-
-
-def our_message(message: str | None) -> str | None:
-    """A failed run's message without Prefect's `Flow run encountered an exception: X:` prefix."""
-    return _PREFECT_PREFIX.sub("", message) if message else message
 
 
 def public_location(location: str | None) -> str | None:

@@ -3,9 +3,11 @@ PREFECT_API_URL is unset, the configured server otherwise)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +32,9 @@ automations_app = typer.Typer(no_args_is_help=True, help="Example Prefect automa
 app.add_typer(automations_app, name="automations")
 stderr = Console(stderr=True)
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data"
+REPOSITORY = Path(__file__).resolve().parent.parent
+"""Where prefect.yaml and the sample data are (the package is installed from the repository)."""
+SAMPLE_DIR = REPOSITORY / "data"
 DEMO_FILES = (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson"))
 EXIT_TERMINAL = 2
 EXIT_FAILED = 1
@@ -113,21 +117,74 @@ def rejects_command(
 
 @app.command("serve")
 def serve_command() -> None:
-    """Serve the import, export, nightly and landing deployments against PREFECT_API_URL."""
+    """Serve the import, export, nightly and landing deployments against PREFECT_API_URL, and
+    watch the landing storage (a pick-up run starts only when files wait)."""
     from prefect import serve
 
-    from deployments.catalog import all_deployments, claimed_by_work_pools
+    from deployments.catalog import all_deployments, registered_owners
+    from deployments.landing_watch import watch
 
     with _errors_as_exit():
-        deployments = all_deployments(Settings())
-        claimed = claimed_by_work_pools(deployments)
+        settings = Settings()
+        deployments = all_deployments(settings)
+        claimed = [name for name, pool in registered_owners(deployments).items() if pool]
         if claimed:
             raise TerminalError(
                 f"deployment(s) {', '.join(claimed)} belong to a work pool (`prefect deploy`): serving them here "
                 "would leave its workers without pull steps. Run `prefect worker start --pool bulkflow` instead, "
                 f"or delete them first (`prefect deployment delete {claimed[0]}`)"
             )
-    serve(*deployments)
+    stop = threading.Event()
+    threading.Thread(target=watch, args=(settings, stop), name="landing-watch", daemon=True).start()
+    try:
+        serve(*deployments)
+    finally:
+        stop.set()
+
+
+@app.command("deploy")
+def deploy_command() -> None:
+    """Register the deployments of prefect.yaml on the `bulkflow` process work pool (created
+    if missing), with the schedule settings of .env and the environment: `prefect deploy
+    --all` with them filled in. Then start workers: `prefect worker start --pool bulkflow`."""
+    import os
+    import subprocess
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from deployments.catalog import WORK_POOL, all_deployments, deploy_environment, registered_owners
+
+    with _errors_as_exit():
+        settings = Settings()
+        served = [name for name, pool in registered_owners(all_deployments(settings)).items() if not pool]
+        if served:
+            raise TerminalError(
+                f"deployment(s) {', '.join(served)} are served by `bulkflow serve`: deploying them to a work pool "
+                f"would take them from it. Stop it and delete them first (`prefect deployment delete {served[0]}`)"
+            )
+        with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+    deployed = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=REPOSITORY, env={**os.environ, **deploy_environment(settings)}, check=False,
+    )
+    raise typer.Exit(deployed.returncode)
+
+
+@app.command("watch")
+def watch_command() -> None:
+    """Start a landing pick-up whenever files wait under BULKFLOW_LANDING_URL (every
+    BULKFLOW_LANDING_INTERVAL s). `bulkflow serve` does this itself; run it next to work-pool
+    workers."""
+    from deployments.landing_watch import watch
+
+    with _errors_as_exit():
+        settings = Settings()
+    stderr.print(f"watching {settings.landing_root()} for landed files (Ctrl-C stops)", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        watch(settings, threading.Event())
 
 
 @app.command("api")

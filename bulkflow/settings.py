@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     """Landing folder or bucket prefix (fsspec URL); default `BULKFLOW_HOME/landing`. The pick-up
     imports `<landing>/<resource>/<file>`; API uploads are kept under `<landing>/uploads/`."""
     landing_interval_s: int = Field(default=60, ge=5, validation_alias="BULKFLOW_LANDING_INTERVAL")
+    """How often the landing watcher looks for waiting files (no flow run unless some wait)."""
     max_source_bytes: int = Field(default=5 << 30, ge=1, validation_alias="BULKFLOW_MAX_SOURCE_BYTES")
     """Largest upload or download accepted (default 5 GiB)."""
     max_record_bytes: int = Field(default=16 << 20, ge=1024, validation_alias="BULKFLOW_MAX_RECORD_BYTES")

@@ -25,7 +25,7 @@ from prefect.events.actions import ChangeFlowRunState, PauseDeployment
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.settings import get_current_settings
 
-from deployments.catalog import LANDING
+from deployments.names import LANDING
 
 HIGH_ERROR_RATE = "pause-landing-on-high-error-rate"
 SILENT_RUNS = "mark-silent-runs-crashed"

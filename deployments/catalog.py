@@ -11,16 +11,14 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
 
 from bulkflow.settings import Settings
+from deployments.names import EXPORT, IMPORT, LANDING, NIGHTLY
 from flows.export_flow import export_flow, nightly_export
 from flows.import_flow import import_flow
 from flows.landing_flow import landing_pickup
 
-IMPORT = "import/import"
-"""`<flow name>/<deployment name>`: what `create_flow_run` and `run_deployment` address."""
-EXPORT = "export/export"
-NIGHTLY = "nightly-export/nightly-parquet"
-LANDING = "landing-pickup/landing"
 TAGS = ["bulkflow"]
+WORK_POOL = "bulkflow"
+"""The process work pool of prefect.yaml's deployments (`bulkflow deploy` creates it)."""
 
 
 def _sync(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) -> RunnerDeployment:
@@ -56,31 +54,36 @@ def nightly_deployment(settings: Settings) -> RunnerDeployment:
     ))
 
 
-def landing_deployment(settings: Settings) -> RunnerDeployment:
+def landing_deployment() -> RunnerDeployment:
     return _sync(landing_pickup.to_deployment(
         name=LANDING.split("/")[1],
         tags=TAGS,
-        interval=settings.landing_interval_s,
-        description="Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first.",
+        description="Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first. "
+        "Started by the landing watcher when files wait (no schedule: no empty runs).",
     ))
 
 
 def all_deployments(settings: Settings) -> list[RunnerDeployment]:
     """Every deployment, scheduled as `settings` say."""
-    return [import_deployment(), export_deployment(), nightly_deployment(settings), landing_deployment(settings)]
+    return [import_deployment(), export_deployment(), nightly_deployment(settings), landing_deployment()]
 
 
-def claimed_by_work_pools(deployments: list[RunnerDeployment]) -> list[str]:
-    """The names among `deployments` that the Prefect server already holds for a work pool
-    (made by `prefect deploy`): serving one of those names would replace its pull steps."""
-    claimed = []
+def deploy_environment(settings: Settings) -> dict[str, str]:
+    """The environment `prefect deploy` needs to render prefect.yaml as the catalog: the same
+    schedule settings (Prefect's `{{ $VAR }}` templating has no defaults, so `bulkflow
+    deploy` fills in every one)."""
+    return {"BULKFLOW_NIGHTLY_CRON": settings.nightly_cron}
+
+
+def registered_owners(deployments: list[RunnerDeployment]) -> dict[str, str | None]:
+    """The names among `deployments` that the Prefect server already holds, each with its
+    work pool (made by `prefect deploy`) or None (made by `bulkflow serve`)."""
+    owners: dict[str, str | None] = {}
     with get_client(sync_client=True) as client:
         for deployment in deployments:
             name = f"{deployment.flow_name}/{deployment.name}"
             try:
-                registered = client.read_deployment_by_name(name)
+                owners[name] = client.read_deployment_by_name(name).work_pool_name
             except ObjectNotFound:
                 continue
-            if registered.work_pool_name:
-                claimed.append(name)
-    return claimed
+    return owners

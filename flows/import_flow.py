@@ -12,7 +12,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from bulkflow.errors import InputError, InvariantError
+from bulkflow.errors import InputError, InvariantError, RetryableError, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from schemas import get_resource
 from schemas.parameters import ImportOptions, ResourceName
@@ -98,6 +98,9 @@ def import_flow(
         report = _import(definition, source, format, options, settings, started)
     except BaseException as error:
         events.import_failed(definition.name, display_name(source, options.source_name), error)
+        if is_retryable(error) and not isinstance(error, RetryableError):
+            # so the run's state says a retry may cure it (the landing pick-up reads that)
+            raise RetryableError(str(error), sqlstate=getattr(error, "sqlstate", None)) from error
         raise
     events.import_completed(report, settings.error_rate_alert)
     return report.model_dump(mode="json")

@@ -1,20 +1,29 @@
-"""The landing pick-up: import each newly landed file once, in dependency order. Only wiring."""
+"""The landing pick-up: each newly landed file becomes its own import run, in dependency
+order, each once. Only wiring."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import cast
 
-from prefect import flow, get_run_logger, tags
-from prefect.states import State
+from prefect import flow, get_run_logger
 
-from bulkflow.errors import TerminalError, is_retryable
+from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
-from flows.import_flow import import_flow
-from schemas.parameters import ResourceName
-from tasks.landing import Outcome, already_imported, content_sha256, find_new_files, record_outcome
+from tasks.jobs import default_job_key, job_totals
+from tasks.landing import (
+    LandedFile,
+    Outcome,
+    already_imported,
+    content_sha256,
+    find_new_files,
+    import_batches,
+    outcome_of,
+    record_outcome,
+    start_import,
+)
 from tasks.report import LandingSummary
 from tasks.run_labels import label_run
+from tasks.runs import wait_for_run
 
 
 def _run_name() -> str:
@@ -25,40 +34,25 @@ def _run_name() -> str:
 def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     """Import the files under `<landing>/<resource>/` that no earlier pick-up dealt with.
 
-    A file whose content was imported before (same checksum) is skipped as a duplicate. A
-    file that cannot be imported is recorded as failed and not tried again until it changes;
-    a passing failure (database down) leaves it for the next pick-up. Returns the locations
-    by outcome; fails at the end when any file failed, after trying all the others. Publishes
-    a summary table: file, outcome, rows, rejected, import run.
+    Each file becomes its own run of the import deployment (named after the file, tagged
+    `via:landing`), which any runner or worker takes: users files first, then articles, then
+    comments, at most `BULKFLOW_MAX_IMPORTS_PER_RESOURCE` files of one resource at once. A
+    file whose content was imported before (same checksum) is skipped as a duplicate. A file
+    that cannot be imported is recorded as failed and not tried again until it changes; a
+    passing failure (database down, a crashed run) leaves it for the next pick-up. Returns the
+    locations by outcome; fails at the end when any file failed, after trying all the others.
+    Publishes a summary table: file, outcome, rows, rejected, import run.
 
     Args:
         landing: The landing folder or bucket prefix (an fsspec URL). Default: BULKFLOW_LANDING_URL.
     """
     settings = Settings()
     label_run(None)
-    logger = get_run_logger()
-    outcomes: dict[str, list[str]] = {"imported": [], "duplicate": [], "failed": [], "retry_later": []}
-    summary = LandingSummary()
-    for file in find_new_files(settings, landing or settings.landing_root()):
-        sha256 = content_sha256(file)
-        outcome: Outcome | None
-        if already_imported(settings, file.resource, sha256):
-            outcome, detail, run_id = "duplicate", None, None
-            summary.add(file.location, outcome, None, None)
-        else:
-            with tags("via:landing"):
-                state = import_flow(resource=cast(ResourceName, file.resource), source=file.location, return_state=True)
-            outcome, detail = _outcome_of(state)
-            run_id = str(state.state_details.flow_run_id)
-            summary.add(file.location, outcome or "retry later", run_id, state.result(raise_on_failure=False))
-        if outcome is None:
-            logger.warning("%s will be tried again by the next pick-up: %s", file.location, detail)
-            outcomes["retry_later"].append(file.location)
-            continue
-        record_outcome(settings, file, sha256, outcome, detail, run_id)
-        logger.info("%s: %s%s", file.location, outcome, f" ({detail})" if detail else "")
-        outcomes[outcome].append(file.location)
-    summary.publish()
+    pickup = _Pickup(settings)
+    for batch in import_batches(find_new_files(settings, landing or settings.landing_root()), settings.max_imports_per_resource):
+        pickup.run(batch)
+    pickup.summary.publish()
+    outcomes = pickup.outcomes
     if outcomes["failed"] or outcomes["retry_later"]:
         raise TerminalError(
             f"{len(outcomes['failed'])} landed file(s) failed, {len(outcomes['retry_later'])} left for the next "
@@ -67,11 +61,35 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     return outcomes
 
 
-def _outcome_of(state: State) -> tuple[Outcome | None, str | None]:
-    """imported; failed (with the reason) for unusable files; None when a retry may cure it."""
-    if state.is_completed():
-        return "imported", None
-    error = state.result(raise_on_failure=False)
-    if isinstance(error, BaseException) and is_retryable(error):
-        return None, str(error)
-    return "failed", str(error) if isinstance(error, BaseException) else state.message
+class _Pickup:
+    """What one pick-up did with each file: outcomes, the summary table, the landing records."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.outcomes: dict[str, list[str]] = {"imported": [], "duplicate": [], "failed": [], "retry_later": []}
+        self.summary = LandingSummary()
+
+    def run(self, batch: list[LandedFile]) -> None:
+        """Start an import run for each new file of the batch, then wait for them all."""
+        started = []
+        for file in batch:
+            sha256 = content_sha256(file)
+            if already_imported(self.settings, file.resource, sha256):
+                self.summary.add(file.location, "duplicate", None, None)
+                self._record(file, sha256, "duplicate", None, None)
+            else:
+                started.append((file, sha256, start_import(file)))
+        for file, sha256, run in started:
+            outcome, detail = outcome_of(wait_for_run(run.id))
+            totals = job_totals(self.settings, default_job_key(file.resource, sha256)) if outcome == "imported" else None
+            self.summary.add(file.location, outcome or "retry later", str(run.id), totals)
+            if outcome is None:
+                get_run_logger().warning("%s will be tried again by the next pick-up: %s", file.location, detail)
+                self.outcomes["retry_later"].append(file.location)
+            else:
+                self._record(file, sha256, outcome, detail, str(run.id))
+
+    def _record(self, file: LandedFile, sha256: str, outcome: Outcome, detail: str | None, run_id: str | None) -> None:
+        record_outcome(self.settings, file, sha256, outcome, detail, run_id)
+        get_run_logger().info("%s: %s%s", file.location, outcome, f" ({detail})" if detail else "")
+        self.outcomes[outcome].append(file.location)

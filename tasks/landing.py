@@ -15,11 +15,15 @@ from typing import IO, Literal
 import fsspec
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 
 from bulkflow.db import execute, query_one
 from bulkflow.errors import InputError, retry_condition
 from bulkflow.settings import Settings
+from deployments.names import IMPORT
 from schemas import RESOURCES
+from tasks.run_labels import run_tags
+from tasks.runs import failed_for_retryable_reason, our_message, start_run
 from tasks.source import checked_copy, detect_format
 
 Outcome = Literal["imported", "duplicate", "failed"]
@@ -54,10 +58,48 @@ def list_landed(root: str) -> list[LandedFile]:
     return files
 
 
+def unseen_files(settings: Settings, root: str) -> list[LandedFile]:
+    """Landed files no pick-up has dealt with yet (same location, size and mtime = seen), in
+    dependency order. Cheap: a listing and one lookup per file, no flow run."""
+    return [file for file in list_landed(root) if not _seen(settings, file)]
+
+
 @task(name="find-new-files", retries=3, retry_delay_seconds=5, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
 def find_new_files(settings: Settings, root: str) -> list[LandedFile]:
-    """Landed files the pick-up has not dealt with yet (same location, size and mtime = seen)."""
-    return [file for file in list_landed(root) if not _seen(settings, file)]
+    """The pick-up's `unseen_files`, as a task of its run."""
+    return unseen_files(settings, root)
+
+
+def import_batches(files: list[LandedFile], per_resource: int) -> list[list[LandedFile]]:
+    """The files (in dependency order) as batches imported at once: files of one resource, at
+    most `per_resource` (the imports that may write its table at once) in name order. A batch
+    starts when the one before it finished, so articles wait for every users file."""
+    batches: list[list[LandedFile]] = []
+    for file in files:
+        last = batches[-1] if batches else None
+        if last is not None and last[0].resource == file.resource and len(last) < per_resource:
+            last.append(file)
+        else:
+            batches.append([file])
+    return batches
+
+
+def start_import(file: LandedFile) -> FlowRun:
+    """An import run of the file on the import deployment, tagged `via:landing`, for any worker."""
+    return start_run(IMPORT, {"resource": file.resource, "source": file.location}, run_tags(file.resource, "landing"))
+
+
+def outcome_of(run: FlowRun) -> tuple[Outcome | None, str | None]:
+    """How a finished import run ended: imported; failed (with the reason) for a file that
+    cannot be imported; None (with the reason) when a later pick-up may succeed: a passing
+    failure, a crashed or cancelled run (a re-run resumes from the committed chunks)."""
+    state = run.state
+    if state is not None and state.is_completed():
+        return "imported", None
+    message = our_message(state.message) if state is not None else None
+    if state is not None and state.is_failed() and not failed_for_retryable_reason(state.message):
+        return "failed", message
+    return None, message or (state.name if state is not None else "no state")
 
 
 def _seen(settings: Settings, file: LandedFile) -> bool:

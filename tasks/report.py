@@ -10,7 +10,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_UI_URL
 
-from schemas.reports import ChunkResult, ImportReport
+from schemas.reports import ChunkResult, ImportReport, JobTotals
 from schemas.resource import Resource
 
 ProgressListener = Callable[[int, float], None]
@@ -105,13 +105,12 @@ class LandingSummary:
     def __init__(self) -> None:
         self.rows: list[dict[str, object]] = []
 
-    def add(self, location: str, outcome: str, import_run_id: str | None, result: object) -> None:
-        report = result if isinstance(result, dict) else {}
+    def add(self, location: str, outcome: str, import_run_id: str | None, totals: JobTotals | None) -> None:
         self.rows.append({
             "file": location.rsplit("/", 1)[-1],
             "outcome": outcome,
-            "rows": report.get("rows_read", ""),
-            "rejected": report.get("rejected", ""),
+            "rows": totals.rows_read if totals else "",
+            "rejected": totals.rejected if totals else "",
             "import run": _run_link(import_run_id),
         })
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-INTEGRATION_FIXTURES = {"db", "prefect_api"}
+INTEGRATION_FIXTURES = {"db", "prefect_api", "served"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,6 +49,45 @@ def prefect_api() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def served(prefect_api: str) -> Iterator[None]:
+    """`bulkflow serve` in its own process, as an operator runs it."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.names import EXPORT, IMPORT, LANDING
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "BULKFLOW_ALLOW_PRIVATE_URLS": "true",  # the test file server is on loopback
+        "BULKFLOW_LANDING_INTERVAL": "86400",  # its watcher looks once, at the start: tests start their own pick-ups
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # take new runs within a second, not ten
+    }
+    log = tempfile.TemporaryFile()  # not a pipe: an unread pipe would block the runner once full
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "bulkflow", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while True:
+                try:
+                    client.read_deployment_by_name(IMPORT)
+                    client.read_deployment_by_name(EXPORT)
+                    client.read_deployment_by_name(LANDING)
+                    break
+                except Exception as not_yet:
+                    if runner.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(f"bulkflow serve did not start: {log.read().decode()[-2000:]}") from not_yet
+                    time.sleep(1)
+        yield
+    finally:
+        runner.terminate()
+        runner.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture()

@@ -6,10 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,43 +21,6 @@ from tests.helpers import sql
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 DATA = Path(__file__).resolve().parent.parent / "data"
 ROOT = DATA.parent
-
-
-@pytest.fixture(scope="module")
-def served(prefect_api: str) -> Iterator[None]:
-    """`bulkflow serve` in its own process, as an operator runs it."""
-    from prefect.client.orchestration import get_client
-
-    from deployments.catalog import EXPORT, IMPORT
-
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "BULKFLOW_ALLOW_PRIVATE_URLS": "true",  # the test file server is on loopback
-        "BULKFLOW_LANDING_INTERVAL": "86400",
-    }
-    log = tempfile.TemporaryFile()  # not a pipe: an unread pipe would block the runner once full
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "bulkflow", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 120
-        with get_client(sync_client=True) as client:
-            while True:
-                try:
-                    client.read_deployment_by_name(IMPORT)
-                    client.read_deployment_by_name(EXPORT)
-                    break
-                except Exception as not_yet:
-                    if runner.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(f"bulkflow serve did not start: {log.read().decode()[-2000:]}") from not_yet
-                    time.sleep(1)
-        yield
-    finally:
-        runner.terminate()
-        runner.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture()

@@ -9,10 +9,11 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bulkflow.settings import Settings
-from deployments.catalog import all_deployments
+from deployments.catalog import WORK_POOL, all_deployments, deploy_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,25 +34,35 @@ def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() ->
     assert set(form["definitions"]["ImportOptions"]["properties"]) == {"chunk_size", "idempotency_key", "source_name"}
     export_form = deployments["export/export"]._parameter_openapi_schema.model_dump()
     assert {"role", "status", "created_at_from", "updated_since"} <= set(export_form["definitions"]["ExportFilters"]["properties"])
-    assert deployments["landing-pickup/landing"].schedules[0].schedule.interval.total_seconds() == 60
+    assert not deployments["landing-pickup/landing"].schedules  # the landing watcher starts it when files wait
     assert deployments["nightly-export/nightly-parquet"].schedules[0].schedule.cron == "0 2 * * *"
     for name, deployment in deployments.items():  # the run form explains every field
         for parameter, spec in deployment._parameter_openapi_schema.model_dump()["properties"].items():
             assert spec.get("description"), (name, parameter)
 
 
-def test_prefect_yaml_matches_the_catalog() -> None:
-    declared = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
-    for deployment in all_deployments(Settings()):
+def test_prefect_yaml_matches_the_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendered as `bulkflow deploy` renders it (the settings in the environment), prefect.yaml
+    declares what the catalog does, schedules from the same settings included."""
+    from prefect.utilities.templating import apply_values
+
+    settings = Settings(BULKFLOW_NIGHTLY_CRON="30 3 * * 1-5")  # type: ignore[call-arg]  # by alias, as .env sets it
+    for name, value in deploy_environment(settings).items():
+        monkeypatch.setenv(name, value)
+    rendered = apply_values(yaml.safe_load((ROOT / "prefect.yaml").read_text()), {}, warn_on_notset=True)
+    declared = {d["name"]: d for d in rendered["deployments"]}
+    for deployment in all_deployments(settings):
         entry = declared.pop(deployment.name)
         assert entry["entrypoint"] == deployment.entrypoint
-        assert entry["work_pool"]["name"] == "bulkflow" and entry["tags"] == deployment.tags
+        assert entry["work_pool"]["name"] == WORK_POOL and entry["tags"] == deployment.tags
+        assert entry["description"] == deployment.description
         assert entry.get("parameters", {}) == deployment.parameters
         schedules = [s.schedule for s in deployment.schedules or []]
         assert [s.get("cron") or s.get("interval") for s in entry.get("schedules", [])] == [
             getattr(s, "cron", None) or s.interval.total_seconds() for s in schedules
         ]
-    assert not declared, f"prefect.yaml has deployments the catalog lacks: {sorted(declared)}"
+    assert declared == {}, f"prefect.yaml has deployments the catalog lacks: {sorted(declared)}"
+    assert "30 3 * * 1-5" in str(rendered)
 
 
 def test_compose_runs_postgres_prefect_the_runner_and_the_api() -> None:

@@ -1,10 +1,12 @@
-"""The landing pick-up: each landed file imported once, in dependency order."""
+"""The landing pick-up: each landed file imported once, in dependency order, as its own import
+run that the served deployments' runner takes; the watcher starts pick-ups only when files wait."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -14,7 +16,7 @@ from flows.landing_flow import landing_pickup
 from tasks.landing import list_landed
 from tests.helpers import sql
 
-pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+pytestmark = pytest.mark.usefixtures("prefect_api", "db", "served")
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
@@ -50,6 +52,11 @@ def test_pickup_imports_each_file_once(tmp_path: Path) -> None:
         ("2-users.csv", "imported", 14, 8), ("1-articles.ndjson", "imported", 12, 8), ("0-comments.ndjson", "imported", 10, 7),
     ]
     assert all(row["import run"] for row in summary)
+    runs = _import_runs_of(_latest_pickup_id())
+    assert [run.name for run in runs] == ["import-users-2-users.csv", "import-articles-1-articles.ndjson", "import-comments-0-comments.ndjson"]
+    assert all({"bulkflow", "via:landing", f"resource:{run.parameters['resource']}"} <= set(run.tags) for run in runs)
+    for earlier, later in zip(runs, runs[1:], strict=False):  # one resource after the other
+        assert earlier.end_time is not None and later.start_time is not None and earlier.end_time <= later.start_time
 
     # Nothing new: nothing is read or imported again.
     jobs_before = sql("SELECT count(*) FROM import_runs")[0][0]
@@ -102,6 +109,59 @@ def test_a_refused_upload_leaves_nothing_in_landing_storage(tmp_path: Path, sett
     assert list((tmp_path / "uploads").iterdir()) == []
     stored = store_upload(Settings(), io.BytesIO(b"id,email\n1,a@example.com\n"), "u.csv", None)
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == [Path(stored).name]
+
+
+def test_the_watcher_starts_a_pickup_only_when_files_wait(tmp_path: Path, settings_env) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from deployments.landing_watch import start_pickup_if_files_wait
+    from deployments.names import LANDING
+
+    settings_env(BULKFLOW_LANDING_URL=str(tmp_path))
+    (tmp_path / "users").mkdir()
+    land(tmp_path, "users", "u.csv.part", DATA / "users.csv")  # still being written
+    assert start_pickup_if_files_wait(Settings()) is None
+    (tmp_path / "users" / "u.csv.part").rename(tmp_path / "users" / "u.csv")
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(LANDING)
+        later = client.create_flow_run_from_deployment(
+            deployment.id, state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(hours=1))
+        )
+        assert start_pickup_if_files_wait(Settings()) is None  # a pick-up is already scheduled
+        client.delete_flow_run(later.id)
+        client.pause_deployment(deployment.id)
+        try:
+            assert start_pickup_if_files_wait(Settings()) is None  # paused: by an operator or the error-rate automation
+        finally:
+            client.resume_deployment(deployment.id)
+        started = start_pickup_if_files_wait(Settings())
+        assert started is not None
+        assert {"bulkflow", "via:landing"} <= set(client.read_flow_run(started).tags)
+
+
+def _latest_pickup_id() -> UUID:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["landing-pickup"])), sort=FlowRunSort.START_TIME_DESC, limit=1
+        )
+    return run.id
+
+
+def _import_runs_of(pickup_id: UUID) -> list:
+    """The import runs a pick-up started (its child runs), in start order."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pickup_id])))
+    return sorted(runs, key=lambda run: run.start_time)
 
 
 def _latest_summary() -> list[dict]:

@@ -99,11 +99,10 @@ def test_the_example_automation_installs_with_one_command() -> None:
     from typer.testing import CliRunner
 
     from bulkflow.cli import app
-    from bulkflow.settings import Settings
     from deployments.automations import HIGH_ERROR_RATE, SILENT_RUNS
     from deployments.catalog import landing_deployment
 
-    deployment_id = landing_deployment(Settings()).apply()
+    deployment_id = landing_deployment().apply()
     for _ in range(2):  # installing again replaces it
         result = CliRunner().invoke(app, ["automations", "install"])
         assert result.exit_code == 0, result.output
@@ -138,22 +137,24 @@ def test_a_resumed_run_names_the_runs_it_continues(tmp_path: Path) -> None:
 
 def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
     """After `prefect deploy`, `bulkflow serve` must not re-register the same names without
-    their pull steps (every worker run would then crash): it refuses, saying what to do."""
+    their pull steps (every worker run would then crash): it refuses, saying what to do. (The
+    nightly deployment: the served runner of other tests never runs it.)"""
     from prefect.client.schemas.actions import WorkPoolCreate
     from typer.testing import CliRunner
 
     from bulkflow.cli import app
-    from deployments.catalog import import_deployment
+    from bulkflow.settings import Settings
+    from deployments.catalog import nightly_deployment
 
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name="bulkflow-test-pool", type="process"))
         except Exception:  # noqa: BLE001 - already there from an earlier test run
             pass
-        deployment_id = import_deployment().apply(work_pool_name="bulkflow-test-pool")
+        deployment_id = nightly_deployment(Settings()).apply(work_pool_name="bulkflow-test-pool")
         try:
             result = CliRunner().invoke(app, ["serve"])
         finally:
             client.delete_deployment(deployment_id)
     assert result.exit_code == 2
-    assert "import/import belong to a work pool" in result.stderr and "prefect worker start" in result.stderr
+    assert "nightly-export/nightly-parquet belong to a work pool" in result.stderr and "prefect worker start" in result.stderr

@@ -1,0 +1,55 @@
+"""Flow runs that a run starts on a deployment and waits for: the landing pick-up starts one
+import run per landed file, so any worker can take each, and reads back how each ended."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from bulkflow.errors import TerminalError
+
+POLL_S = 1.0
+
+_PREFECT_PREFIX = re.compile(r"^(?:Flow|Task) run encountered an exception:\s*(?:(\w+):\s*)?")
+
+
+def our_message(message: str | None) -> str | None:
+    """A failed run's message without Prefect's `Flow run encountered an exception: X:` prefix."""
+    return _PREFECT_PREFIX.sub("", message) if message else message
+
+
+def failed_for_retryable_reason(message: str | None) -> bool:
+    """True when a failed run's message says a passing failure ended it: flows raise their
+    retryable errors as `RetryableError` (see `bulkflow.errors.is_retryable`)."""
+    found = _PREFECT_PREFIX.match(message or "")
+    return found is not None and found.group(1) == "RetryableError"
+
+
+def start_run(deployment: str, parameters: dict[str, Any], tags: set[str]) -> FlowRun:
+    """Create a run of `deployment` (`flow/deployment`) as a child of the current flow run,
+    for a runner or worker to take; returns at once."""
+    try:
+        run = run_deployment(deployment, parameters=parameters, tags=sorted(tags), timeout=0, as_subflow=True)
+    except ObjectNotFound:
+        raise TerminalError(
+            f"deployment {deployment} is not registered: start `bulkflow serve`, or `bulkflow deploy` and workers"
+        ) from None
+    assert isinstance(run, FlowRun)  # sync-compatible: called from sync code it returns the run, not a coroutine
+    return run
+
+
+def wait_for_run(run_id: UUID) -> FlowRun:
+    """The run, once in a final state (completed, failed, crashed, cancelled)."""
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            time.sleep(POLL_S)

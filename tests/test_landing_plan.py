@@ -1,0 +1,31 @@
+"""How the landing pick-up plans its import runs and reads their ends: pure, nothing started."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+
+def test_outcomes_of_import_runs() -> None:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.states import Completed, Crashed, Failed
+
+    from tasks.landing import outcome_of
+
+    def run(state) -> FlowRun:  # noqa: ANN001
+        return FlowRun(flow_id=uuid4(), state=state)
+
+    prefix = "Flow run encountered an exception: "
+    assert outcome_of(run(Completed())) == ("imported", None)
+    assert outcome_of(run(Failed(message=prefix + "InputError: u.csv line 2 is not valid UTF-8"))) == (
+        "failed", "u.csv line 2 is not valid UTF-8"
+    )
+    assert outcome_of(run(Failed(message=prefix + "RetryableError: cannot connect"))) == (None, "cannot connect")
+    assert outcome_of(run(Crashed(message="worker lost")))[0] is None
+
+
+def test_batches_keep_dependency_order_and_the_per_table_limit() -> None:
+    from tasks.landing import LandedFile, import_batches
+
+    files = [LandedFile(f"{r}/{n}", r, 1, "t") for r, n in [("users", "a"), ("users", "b"), ("users", "c"), ("articles", "d")]]
+    assert [[f.location for f in b] for b in import_batches(files, 1)] == [["users/a"], ["users/b"], ["users/c"], ["articles/d"]]
+    assert [[f.location for f in b] for b in import_batches(files, 2)] == [["users/a", "users/b"], ["users/c"], ["articles/d"]]

@@ -1,0 +1,139 @@
+"""Scale-out on a process work pool, as an operator runs it: two real `prefect worker`
+processes share four imports into one table. The per-table write slot makes them take
+turns (a waiting import waits, it does not fail), and the tables and rejects equal those of
+the same imports run one after the other."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+
+from flows.import_flow import import_flow
+from schemas.parameters import ImportOptions
+from tests.conftest import ROOT
+from tests.helpers import sql
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+POOL = "bulkflow-workers-test"
+FILES = 4
+OPTIONS = {"chunk_size": 250}
+
+
+def users_file(folder: Path, k: int) -> Path:
+    """1,000 users of their own (disjoint ids and emails, so the order of the imports cannot
+    matter), every 10th with a role the rules refuse."""
+    path = folder / f"partner-{k}.csv"
+    lines = ["id,email,name,role"] + [
+        f"w{k}-{i},w{k}-{i}@example.com,User {i},{'wizard' if i % 10 == 0 else 'author'}" for i in range(1000)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def outcome() -> tuple[list[tuple], list[tuple], list[tuple]]:
+    return (
+        sql("SELECT id, email, name, role FROM users ORDER BY id"),
+        sql("SELECT job_key, line, field, rule FROM import_rejects ORDER BY job_key, line, rule"),
+        sql("SELECT job_key, chunk_index, rows_read, inserted, updated, rejected FROM import_chunks ORDER BY 1, 2"),
+    )
+
+
+@pytest.fixture()
+def two_workers(prefect_api: str) -> Iterator[tuple[UUID, list[IO[bytes]]]]:
+    """The import flow deployed on a process pool (from this checkout) and two workers taking
+    one run at a time each; yields the deployment id and the workers' logs."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    deployment_id = import_flow.from_source(str(ROOT), "flows/import_flow.py:import_flow").deploy(  # type: ignore[union-attr]
+        name="import-on-workers", work_pool_name=POOL, build=False, push=False, print_next_steps=False, ignore_warnings=True
+    )
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    logs = [tempfile.TemporaryFile() for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--limit", "1", "--name", f"worker-{n}"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        for n, log in enumerate(logs)
+    ]
+    try:
+        _wait_for(lambda: _online_workers() >= 2, workers, logs, "both workers online")
+        yield deployment_id, logs
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+        for log in logs:
+            log.close()
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
+
+
+def test_two_workers_share_four_imports_and_the_tables_equal_sequential_imports(
+    tmp_path: Path, two_workers: tuple[UUID, list[IO[bytes]]]
+) -> None:
+    files = [users_file(tmp_path, k) for k in range(FILES)]
+    for path in files:
+        import_flow(resource="users", source=str(path), options=ImportOptions(**OPTIONS))
+    sequential = outcome()
+    sql("TRUNCATE users, import_rejects, import_chunks, import_runs, import_jobs CASCADE")
+
+    deployment_id, logs = two_workers
+    with get_client(sync_client=True) as client:
+        runs = [
+            client.create_flow_run_from_deployment(
+                deployment_id, parameters={"resource": "users", "source": str(path), "options": OPTIONS}
+            ).id
+            for path in files
+        ]
+        _wait_for(lambda: all(_final(client, run) for run in runs), [], logs, "the four imports")
+        states = [client.read_flow_run(run).state for run in runs]
+    assert all(state is not None and state.is_completed() for state in states), [s.message for s in states if s]
+    assert outcome() == sequential
+    taken = [_runs_in(log, runs) for log in logs]
+    assert all(taken) and sorted(run for each in taken for run in each) == sorted(map(str, runs)), taken
+
+
+def _online_workers() -> int:
+    with get_client(sync_client=True) as client:
+        return len(client.read_workers_for_work_pool(POOL))
+
+
+def _final(client, run: UUID) -> bool:  # noqa: ANN001
+    state = client.read_flow_run(run).state
+    return state is not None and state.is_final()
+
+
+def _runs_in(log: IO[bytes], runs: list[UUID]) -> list[str]:
+    """The runs a worker's log says it submitted."""
+    log.seek(0)
+    text = log.read().decode(errors="replace")
+    return [str(run) for run in runs if f"submitting flow run '{run}'" in text]
+
+
+def _wait_for(done, workers: list[subprocess.Popen], logs: list[IO[bytes]], what: str, timeout: float = 240) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not done():
+        if any(worker.poll() is not None for worker in workers) or time.monotonic() > deadline:
+            tails = []
+            for log in logs:
+                log.seek(0)
+                tails.append(log.read().decode(errors="replace")[-1500:])
+            raise AssertionError(f"waiting for {what}: " + "\n---\n".join(tails))
+        time.sleep(1)
