@@ -181,27 +181,39 @@ def _flag(index: int) -> str:
 class SeenKeys:
     """Keys of rows already accepted earlier in the same file, across chunk boundaries.
 
-    Keys are kept as 64-bit hashes so memory stays small (8 bytes a key); the state is
-    rebuilt from the file on every run, so hashes only need to agree within one process.
+    Keys are kept as 64-bit hashes (8 bytes a key); the state is rebuilt from the file on
+    every run, so hashes only need to agree within one process. Each key's hashes are sorted
+    runs, merged like a binary counter (a run at most twice the size of the next absorbs it), so there
+    are at most log2(keys) runs (each more than twice the next): a chunk's lookup is a binary
+    search in each run, its cost O(chunk x log(keys)) whatever the rows already read, and
+    each hash is merged O(log(keys)) times (its run grows by half at least each time).
     """
 
-    hashes: dict[str, pl.Series] = field(default_factory=dict)
+    runs: dict[str, list[pl.Series]] = field(default_factory=dict)
 
     def seen_before(self, key: str, values: pl.Series) -> pl.Series:
         """True where a value's key was accepted in an earlier chunk."""
         hashed = values.hash(seed=0)
-        seen = self.hashes.get(key)
-        if seen is None or seen.is_empty():
-            return pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
-        # Scan the large set once for the few keys of this chunk (hash the small side):
-        # the cost per chunk stays linear in the set, with no set rebuilt per chunk.
-        hits = seen.filter(seen.is_in(hashed.drop_nulls().implode()))
-        return hashed.is_in(hits.implode()) & values.is_not_null()
+        seen = pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
+        for run in self.runs.get(key, ()):
+            at = run.search_sorted(hashed).clip(upper_bound=len(run) - 1)
+            seen = seen | (run.gather(at) == hashed)
+        return seen & values.is_not_null()
 
     def add(self, key: str, values: pl.Series) -> None:
-        new = values.drop_nulls().hash(seed=0)
-        old = self.hashes.get(key)
-        self.hashes[key] = new if old is None else pl.concat([old, new], rechunk=False)
+        new = values.drop_nulls().hash(seed=0).sort()
+        if new.is_empty():
+            return
+        runs = self.runs.setdefault(key, [])
+        runs.append(new)
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+            last, before = runs.pop(), runs.pop()
+            runs.append(_merge_sorted(before, last))
+
+
+def _merge_sorted(first: pl.Series, second: pl.Series) -> pl.Series:
+    """One sorted run of two (a linear merge, not a sort)."""
+    return pl.DataFrame({"h": first}).merge_sorted(pl.DataFrame({"h": second}), key="h").get_column("h")
 
 
 READ_RULE = "_read_rule"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import RESOURCES
 from schemas.resource import RuleContext
@@ -109,6 +111,21 @@ def test_duplicates_first_valid_occurrence_wins_across_chunks() -> None:
     assert one.rows["id"].to_list() == ["u2", "u3"]
     assert sorted(zip(two.rejects["line"], two.rejects["rule"])) == [(5, "duplicate_email"), (6, "duplicate_id")]
     assert two.rows["id"].to_list() == ["u4"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.none(), st.sampled_from([f"k{i}" for i in range(40)])), max_size=12), max_size=30))
+def test_seen_keys_answer_as_a_set_of_every_key_added_before(chunks: list[list[str | None]]) -> None:
+    """Whatever the chunk sizes and however the runs merged, a lookup says exactly whether
+    the key was added by an earlier chunk."""
+    seen, added = SeenKeys(), set()
+    for chunk in chunks:
+        values = pl.Series("id", chunk, dtype=pl.String)
+        assert seen.seen_before("id", values).to_list() == [v is not None and v in added for v in chunk]
+        seen.add("id", values)
+        added.update(v for v in chunk if v is not None)
+    runs = seen.runs.get("id", [])
+    assert len(runs) <= max(1, sum(len(run) for run in runs)).bit_length()
 
 
 def test_invalid_first_occurrence_does_not_block_a_later_valid_one() -> None:
