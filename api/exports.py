@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, Optional, cast
 
-import fsspec
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, create_model
@@ -15,10 +14,12 @@ from api.errors import ApiError
 from api.jobs import public_location, public_text, read_job, trigger
 from api.models import Accepted, ExportJob, ExportJobRequest
 from api.streaming import stream_writer
+from bulkflow.settings import Settings
 from deployments.names import EXPORT
 from schemas.parameters import ExportFilters, ResourceName, filter_values
 from tasks.export import CONTENT_TYPES, ExportFormat, plan_export, stream_export
 from tasks.export_jobs import find_export
+from tasks.storage import open_file
 
 router = APIRouter(prefix="/exports", tags=["exports"])
 _BLOCK = 1 << 20
@@ -93,13 +94,13 @@ def export_download(job_id: str, settings: AppSettings) -> StreamingResponse:
         raise ApiError(409, "not_ready", f"export {job_id} has no file yet: poll its status until completed")
     name = f"{recorded.resource}-{job_id}.{recorded.format}"
     return StreamingResponse(
-        _read_blocks(recorded.location),
+        _read_blocks(settings, recorded.location),
         media_type=CONTENT_TYPES[recorded.format],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
-def _read_blocks(location: str) -> Iterator[bytes]:
-    with fsspec.open(location, "rb") as stream:
+def _read_blocks(settings: Settings, location: str) -> Iterator[bytes]:
+    with open_file(settings, location, "rb") as stream:
         while block := stream.read(_BLOCK):
             yield block

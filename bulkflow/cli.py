@@ -67,9 +67,8 @@ def export_command(
     fields: Annotated[Optional[str], typer.Option("--fields", help="comma-separated fields to export")] = None,
 ) -> None:
     """Stream rows out of the database (ordered by id) to a file, a URL or stdout."""
-    import fsspec
-
     from tasks.export import parse_where, plan_export, stream_export
+    from tasks.storage import open_file
 
     with _errors_as_exit():
         settings = Settings()
@@ -80,7 +79,7 @@ def export_command(
                 stats = stream_export(request, sys.stdout.buffer, settings=settings, on_rows=on_rows)
                 sys.stdout.buffer.flush()
             else:
-                with fsspec.open(output, "wb", auto_mkdir=True) as sink:
+                with open_file(settings, output, "wb", auto_mkdir=True) as sink:
                     stats = stream_export(request, sink, settings=settings, on_rows=on_rows)
     stderr.print(
         f"exported {stats.rows:,} {resource} rows ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "

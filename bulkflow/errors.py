@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import adbc_driver_manager
 
 
@@ -82,7 +84,16 @@ def is_retryable(exc: BaseException) -> bool:
         # The server answered: only its transient conditions are worth a retry.
         return str(sqlstate).startswith(_RETRYABLE_SQLSTATE_PREFIXES)
     # No SQLSTATE from ADBC means the server was never reached (refused, lost, timed out).
-    return isinstance(exc, adbc_driver_manager.OperationalError)
+    return isinstance(exc, adbc_driver_manager.OperationalError) or _is_network_failure(exc)
+
+
+def _is_network_failure(exc: BaseException) -> bool:
+    """A store that did not answer: the built-in connection errors and timeouts, and those of
+    botocore (an s3:// store through s3fs), which derive from neither."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    botocore = sys.modules.get("botocore.exceptions")  # loaded only once an s3:// URL was used
+    return botocore is not None and isinstance(exc, (botocore.ConnectionError, botocore.ReadTimeoutError))
 
 
 def retry_condition(task: object, task_run: object, state: object) -> bool:

@@ -71,7 +71,10 @@ class Settings(BaseSettings):
     url_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("http", "https"), validation_alias="BULKFLOW_URL_SCHEMES"
     )
-    """Schemes remote sources may use (add `s3` when s3fs is installed and wanted)."""
+    """Schemes remote sources may use (add `s3` for `s3://` sources, with the `s3` extra)."""
+    s3_endpoint_url: str | None = Field(default=None, validation_alias="BULKFLOW_S3_ENDPOINT_URL")
+    """Endpoint of an S3-compatible store for `s3://` sources, landing and export targets
+    (default: AWS). Credentials: the usual AWS variables, profiles or roles."""
     allow_private_urls: bool = Field(default=False, validation_alias="BULKFLOW_ALLOW_PRIVATE_URLS")
     """Allow remote sources on loopback, private, link-local and metadata addresses."""
 

@@ -73,7 +73,7 @@ class _Pickup:
         """Start an import run for each new file of the batch, then wait for them all."""
         started = []
         for file in batch:
-            sha256 = content_sha256(file)
+            sha256 = content_sha256(self.settings, file)
             if already_imported(self.settings, file.resource, sha256):
                 self.summary.add(file.location, "duplicate", None, None)
                 self._record(file, sha256, "duplicate", None, None)

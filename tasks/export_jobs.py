@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import fsspec
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -18,6 +17,7 @@ from bulkflow.settings import Settings
 from schemas.reports import ExportManifest
 from tasks.export import ExportRequest, stream_export
 from tasks.report import artifact_key
+from tasks.storage import open_file
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -33,7 +33,7 @@ def write_export(request: ExportRequest, run_id: str, settings: Settings) -> Exp
     """Stream the export to storage, then record and return its manifest."""
     location = export_location(request, run_id, settings.export_root())
     _record_start(settings, request, run_id, location)
-    with fsspec.open(location, "wb", auto_mkdir=True) as sink:
+    with open_file(settings, location, "wb", auto_mkdir=True) as sink:
         stats = stream_export(request, sink, settings=settings, digest=True)
     manifest = ExportManifest(
         job_id=run_id,
@@ -48,7 +48,7 @@ def write_export(request: ExportRequest, run_id: str, settings: Settings) -> Exp
         rows_per_s=stats.rows_per_s,
         location=location,
     )
-    with fsspec.open(location + MANIFEST_SUFFIX, "w") as fh:
+    with open_file(settings, location + MANIFEST_SUFFIX, "w") as fh:
         fh.write(manifest.model_dump_json(indent=2))
     _record_finish(settings, manifest)
     get_run_logger().info(

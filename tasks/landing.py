@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 from typing import IO, Literal
 
-import fsspec
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
@@ -25,6 +24,7 @@ from schemas import RESOURCES
 from tasks.run_labels import run_tags
 from tasks.runs import failed_for_retryable_reason, our_message, start_run
 from tasks.source import checked_copy, detect_format
+from tasks.storage import filesystem, open_file
 
 Outcome = Literal["imported", "duplicate", "failed"]
 _UNFINISHED_SUFFIXES = (".part", ".tmp", ".partial")
@@ -39,9 +39,9 @@ class LandedFile:
     """Modification time (or ETag) as the storage reports it: with size, tells a file changed."""
 
 
-def list_landed(root: str) -> list[LandedFile]:
+def list_landed(settings: Settings, root: str) -> list[LandedFile]:
     """Every finished file under `<root>/<resource>/`, users first, then articles, then comments."""
-    fs, path = fsspec.core.url_to_fs(root)
+    fs, path = filesystem(settings, root)
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     files: list[LandedFile] = []
     for resource in RESOURCES:  # dependency order: a resource references only earlier ones
@@ -61,7 +61,7 @@ def list_landed(root: str) -> list[LandedFile]:
 def unseen_files(settings: Settings, root: str) -> list[LandedFile]:
     """Landed files no pick-up has dealt with yet (same location, size and mtime = seen), in
     dependency order. Cheap: a listing and one lookup per file, no flow run."""
-    return [file for file in list_landed(root) if not _seen(settings, file)]
+    return [file for file in list_landed(settings, root) if not _seen(settings, file)]
 
 
 @task(name="find-new-files", retries=3, retry_delay_seconds=5, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
@@ -111,9 +111,9 @@ def _seen(settings: Settings, file: LandedFile) -> bool:
 
 
 @task(name="content-sha256", cache_policy=NO_CACHE)
-def content_sha256(file: LandedFile) -> str:
+def content_sha256(settings: Settings, file: LandedFile) -> str:
     """The checksum that names an import job (the same bytes the import hashes)."""
-    with fsspec.open(file.location, "rb") as stream:
+    with open_file(settings, file.location, "rb") as stream:
         return checked_copy(stream, None, text=False, source=file.location).sha256
 
 
@@ -150,9 +150,9 @@ def store_upload(settings: Settings, stream: IO[bytes], filename: str, format: s
     suffix = f".{fmt}" + (".gz" if compression else "")
     root = f"{settings.landing_root()}/uploads"
     partial = f"{root}/.upload-{uuid.uuid4().hex}{suffix}"
-    fs = fsspec.core.url_to_fs(partial)[0]
+    fs = filesystem(settings, partial)[0]
     try:
-        with fsspec.open(partial, "wb", auto_mkdir=True) as out:
+        with open_file(settings, partial, "wb", auto_mkdir=True) as out:
             copied = checked_copy(stream, out, text=False, source=filename, limit=settings.max_source_bytes)
         digest = copied.sha256
         if copied.size == 0:

@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal, get_args
 from urllib.parse import urlsplit
 
-import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +33,7 @@ from bulkflow.errors import InputError, ParameterError, RetryableError
 from bulkflow.settings import Settings
 from tasks.records import Oversized, csv_fields, record_blocks, split_records
 from tasks.remote import check_remote_url, check_size, is_remote, limited
+from tasks.storage import open_file
 
 Format = Literal["csv", "ndjson", "json", "parquet"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -192,11 +192,11 @@ def _open_source(source: str, compression: str | None, settings: Settings) -> It
     """A binary stream of the source's (decompressed) content.
 
     http(s) goes through httpx (a Prefect dependency, streamed); other URLs through fsspec
-    (s3:// and friends need their fsspec package installed)."""
+    (`tasks.storage`: s3:// needs the `s3` extra)."""
     if is_remote(source):
         check_remote_url(source, settings)
     if not source.lower().startswith(("http://", "https://")):
-        with fsspec.open(source, "rb", compression=compression) as stream:
+        with open_file(settings, source, "rb", compression=compression) as stream:
             yield stream
         return
     import httpx  # here: only http sources need it, and importing it slows every start-up

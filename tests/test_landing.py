@@ -33,7 +33,7 @@ def test_files_are_listed_in_dependency_order_and_unfinished_ones_wait(tmp_path:
         land(tmp_path, "users", unfinished, DATA / "users.csv")
     (tmp_path / "uploads").mkdir()
     land(tmp_path, "uploads", "x.csv", DATA / "users.csv")
-    assert [(f.resource, Path(f.location).name) for f in list_landed(str(tmp_path))] == [
+    assert [(f.resource, Path(f.location).name) for f in list_landed(Settings(), str(tmp_path))] == [
         ("users", "c.csv"), ("articles", "b.ndjson"), ("comments", "a.ndjson"),
     ]
 

@@ -1,0 +1,154 @@
+"""s3:// for real: sources, landing storage and export targets on a real S3 API on loopback
+(`moto_server`, started here), through the `s3` extra (s3fs) with BULKFLOW_S3_ENDPOINT_URL."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from bulkflow.settings import Settings
+from tests.helpers import sql
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """`moto_server` on a free loopback port, for the session."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture()
+def bucket(s3_endpoint: str, settings_env: Callable[..., None]) -> str:
+    """A new bucket; the settings point at the test server; returns `s3://<bucket>`."""
+    settings_env(
+        BULKFLOW_S3_ENDPOINT_URL=s3_endpoint,
+        BULKFLOW_URL_SCHEMES="http,https,s3",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    name = f"bulkflow-{uuid4().hex[:12]}"
+    s3().mkdir(name)
+    return f"s3://{name}"
+
+
+def s3():  # noqa: ANN201 - s3fs is untyped
+    from tasks.storage import filesystem
+
+    return filesystem(Settings(), "s3://")[0]
+
+
+def test_import_from_a_bucket_equals_the_local_import(bucket: str) -> None:
+    from flows.import_flow import import_flow
+
+    local = import_flow(resource="users", source=str(DATA / "users.csv"))
+    expected = sql("SELECT id, email, name, role, active, created_at FROM users ORDER BY id")
+    sql("TRUNCATE users, import_rejects, import_chunks, import_runs, import_jobs CASCADE")
+    s3().pipe(f"{bucket}/in/users.csv.gz", gzip.compress((DATA / "users.csv").read_bytes()))
+    remote = import_flow(resource="users", source=f"{bucket}/in/users.csv.gz")
+    assert {k: remote[k] for k in ("rows_read", "inserted", "rejected")} == {k: local[k] for k in ("rows_read", "inserted", "rejected")}
+    assert sql("SELECT id, email, name, role, active, created_at FROM users ORDER BY id") == expected
+
+
+def test_the_size_limit_holds_for_bucket_sources(bucket: str, settings_env: Callable[..., None]) -> None:
+    from typer.testing import CliRunner
+
+    from bulkflow.cli import app
+
+    s3().pipe(f"{bucket}/users.csv", (DATA / "users.csv").read_bytes())
+    settings_env(BULKFLOW_MAX_SOURCE_BYTES="100")
+    result = CliRunner().invoke(app, ["import", "users", f"{bucket}/users.csv"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and "100" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    missing = CliRunner().invoke(app, ["import", "users", f"{bucket}/nothing-here.csv"])
+    assert missing.exit_code == 2 and "nothing-here.csv" in missing.stderr, missing.output
+    assert sql("SELECT count(*) FROM users") == [(0,)]
+
+
+def test_an_unreachable_store_is_the_environment_exit_1(bucket: str, settings_env: Callable[..., None]) -> None:
+    from typer.testing import CliRunner
+
+    from bulkflow.cli import app
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        settings_env(BULKFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{closed.getsockname()[1]}")
+    result = CliRunner().invoke(app, ["import", "users", f"{bucket}/users.csv"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: Could not connect") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_to_a_bucket_with_its_manifest(bucket: str, settings_env: Callable[..., None]) -> None:
+    from flows.export_flow import export_flow
+    from flows.import_flow import import_flow
+
+    import_flow(resource="users", source=str(DATA / "users.csv"))
+    settings_env(BULKFLOW_EXPORT_URL=f"{bucket}/exports")
+    manifest = export_flow(resource="users", format="csv", fields=["id", "email"])
+    assert manifest["location"].startswith(f"{bucket}/exports/users-")
+    content = s3().cat(manifest["location"])
+    assert hashlib.sha256(content).hexdigest() == manifest["sha256"] and len(content) == manifest["bytes"]
+    assert json.loads(s3().cat(manifest["location"] + ".manifest.json"))["sha256"] == manifest["sha256"]
+    assert manifest["rows"] == len(content.decode().splitlines()) - 1 == sql("SELECT count(*) FROM users")[0][0]
+
+
+def test_landing_storage_in_a_bucket(bucket: str, settings_env: Callable[..., None]) -> None:
+    import io
+
+    from tasks.landing import list_landed, store_upload, unseen_files
+
+    settings_env(BULKFLOW_LANDING_URL=f"{bucket}/landing")
+    fs = s3()
+    fs.pipe(f"{bucket}/landing/articles/b.ndjson", (DATA / "articles.ndjson").read_bytes())
+    fs.pipe(f"{bucket}/landing/users/a.csv", (DATA / "users.csv").read_bytes())
+    fs.pipe(f"{bucket}/landing/users/a2.csv.part", b"id,email\n")
+    landed = list_landed(Settings(), f"{bucket}/landing")
+    assert [(f.resource, f.location, f.size) for f in landed] == [
+        ("users", f"{bucket}/landing/users/a.csv", (DATA / "users.csv").stat().st_size),
+        ("articles", f"{bucket}/landing/articles/b.ndjson", (DATA / "articles.ndjson").stat().st_size),
+    ]
+    assert unseen_files(Settings(), f"{bucket}/landing") == landed
+    stored = store_upload(Settings(), io.BytesIO(b"id,email\n1,a@example.com\n"), "u.csv", None)
+    assert stored.startswith(f"{bucket}/landing/uploads/") and fs.cat(stored) == b"id,email\n1,a@example.com\n"
+
+
+def test_a_store_without_its_package_is_a_parameter_error() -> None:
+    from bulkflow.errors import ParameterError
+    from tasks.storage import open_file
+
+    with pytest.raises(ParameterError, match=r"^gcs:// storage needs its fsspec package"):
+        open_file(Settings(), "gcs://bucket/users.csv")
