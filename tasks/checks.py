@@ -17,7 +17,7 @@ from __future__ import annotations
 import polars as pl
 from prefect import task
 
-from bulkflow.db import connect, tune_session
+from bulkflow.db import connect, fetch_one, tune_session
 from bulkflow.settings import Settings
 from schemas.resource import ForeignKey, Resource
 from tasks.retrying import chunk_task_options
@@ -79,6 +79,14 @@ def taken_query(resource: Resource, stage: str) -> str | None:
     )
 
 
+def any_id_exists_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
+    """Whether any staged id is in the table already (stops at the first one)."""
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {quote(stage)} s JOIN LATERAL (SELECT 1 FROM {quote(resource.name)} t "
+        f"WHERE t.{quote('id')} = s.{quote('id')} LIMIT 1) t ON true WHERE s.{quote('id')} IS NOT NULL)"
+    )
+
+
 def recorded_rejects_query() -> str:
     return "SELECT DISTINCT line FROM import_rejects WHERE job_key = $1 AND chunk_index = $2"
 
@@ -113,13 +121,15 @@ def check_database(settings: Settings, job_key: str, resource: Resource, check: 
         if query is not None:
             cur.execute(query)
             keys = frame_of(cur.fetch_arrow_table()).cast(facts.keys.schema)
+        cur.execute(any_id_exists_query(resource))
+        ids_exist = bool(fetch_one(cur)[0])
         recorded = None
         if committed:
             cur.execute(recorded_rejects_query(), parameters=(job_key, check.index))
             recorded = frame_of(cur.fetch_arrow_table()).get_column("line").cast(pl.Int64)
         conn.rollback()
     references = pl.concat([facts.missing_references, *missing]) if missing else facts.missing_references
-    return DatabaseFacts(missing_references=references, keys=keys, recorded_rejects=recorded)
+    return DatabaseFacts(missing_references=references, keys=keys, recorded_rejects=recorded, ids_exist=ids_exist)
 
 
 def frame_of(table: object) -> pl.DataFrame:

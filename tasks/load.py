@@ -101,6 +101,11 @@ def _write_rows(conn: Connection, resource: Resource, chunk: CheckedChunk, *, re
     by the re-check)."""
     resource.pandera_schema().validate(chunk.rows.lazy())
     with conn.cursor() as cur:
+        if chunk.all_new and not recheck:
+            # Straight into the table with binary COPY: one pass instead of stage + INSERT ... SELECT.
+            rows = chunk.rows.select(resource.field_names).to_arrow(compat_level=ARROW_COMPAT)
+            cur.adbc_ingest(resource.name, rows, mode="append")
+            return chunk.rows.height, 0, chunk.rejects.clear()
         cur.adbc_ingest(STAGE, chunk.rows.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
         refused = _refused_now(cur, resource, chunk) if recheck else chunk.rejects.clear()
         return (*_upsert(cur, resource), refused)

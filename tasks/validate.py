@@ -239,6 +239,8 @@ class DatabaseFacts:
     """`_line`, KEY, RESOLVED_ID, HOLDER for the rows where any of them matters."""
     recorded_rejects: pl.Series | None = None
     """For a chunk an earlier run committed: the lines it rejected (its decision stands)."""
+    ids_exist: bool = False
+    """Whether the table holds any of the candidates' given ids already."""
 
 
 def no_facts() -> DatabaseFacts:
@@ -283,6 +285,10 @@ class CheckedChunk:
     released_holders: frozenset[str] = frozenset()
     """Ids holding a key in the table that an earlier chunk of this file re-keys: while that
     chunk is in flight the key still looks taken (wait and retry, do not reject)."""
+    all_new: bool = False
+    """When checked, the table held none of the rows' ids (given or resolved), so the load
+    may append them straight into the table. Only a hint: should one be there after all,
+    the primary key refuses the append and the load redoes the chunk as an upsert."""
 
     def rejects_for(self, resource: Resource, lines: pl.Series, *, field: str, rule: str, message: str) -> pl.DataFrame:
         """Reject entries for the given lines, with their values and records as read."""
@@ -347,6 +353,8 @@ def decide(resource: Resource, check: RecordCheck, facts: DatabaseFacts, seen: S
         rejects=rejects,
         source=check.source,
         released_holders=_released_holders(rows, seen),
+        # An id-less row may resolve to the id of the row holding its key: not known as new.
+        all_new=not facts.ids_exist and marked.filter(pl.col(OK) & pl.col("_given_id").is_null()).is_empty(),
     )
 
 

@@ -187,3 +187,25 @@ def test_imports_into_one_table_take_turns(tmp_path: Path, prefect_api: str) -> 
     )
     assert len(windows) == 2 and windows[0][1] < windows[1][0], windows
     assert [r["rows_read"] for r in reports] == [3000, 3000]
+
+
+def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -> None:
+    """The straight-into-the-table append of a chunk of new ids is only a hint: when another
+    transaction adds one of those ids between the check and the load, the primary key refuses
+    the append and the chunk is redone as an upsert, not failed."""
+    from bulkflow.settings import Settings
+    from schemas import get_resource
+    from tasks.load import load_chunk
+    from tasks.validate import SeenKeys, check_records, decide, no_facts
+
+    users = get_resource("users")
+    raw = pl.DataFrame({"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"],
+                        "role": ["admin", "author"]})
+    chunk = decide(users, check_records(users, Settings().rule_context(), 0, raw), no_facts(), SeenKeys())
+    assert chunk.all_new
+    sql("INSERT INTO users (id, email, role) VALUES ('u2', 'old@example.com', 'reader')")  # meanwhile
+    sql("INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
+        "VALUES ('k', 'users', 's', 'csv', 'x', 2, 's')")
+    result = load_chunk.fn(Settings(), "k", users, chunk)
+    assert (result.inserted, result.updated, result.rejected) == (1, 1, 0)
+    assert sql("SELECT id, email, role FROM users ORDER BY id") == [("u1", "a@example.com", "admin"), ("u2", "b@example.com", "author")]
