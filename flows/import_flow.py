@@ -25,7 +25,7 @@ from tasks.limits import table_slot
 from tasks.load import load_chunk
 from tasks.read import read_chunks
 from tasks.report import ImportProgress, publish_report
-from tasks.run_labels import label_run
+from tasks.run_labels import label_run, untagged_tasks
 from tasks.source import Format, StagedSource, display_name, read_columns, stage_source
 from tasks.validate import DatabaseFacts, RecordCheck, SeenKeys, check_records, decide
 
@@ -95,7 +95,8 @@ def import_flow(
     definition = get_resource(resource)
     label_run(definition.name)
     try:
-        report = _import(definition, source, format, options, settings, started)
+        with untagged_tasks():
+            report = _import(definition, source, format, options, settings, started)
     except BaseException as error:
         events.import_failed(definition.name, display_name(source, options.source_name), error)
         if is_retryable(error) and not isinstance(error, RetryableError):

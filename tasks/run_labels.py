@@ -9,7 +9,11 @@ Python, which the run itself finds out and records.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect.client.orchestration import get_client
+from prefect.context import TagsContext
 from prefect.runtime import flow_run
 
 VIA_PREFIX = "via:"
@@ -43,3 +47,12 @@ def label_run(resource: str | None) -> str:
         if not wanted <= current:
             client.update_flow_run(run_id, tags=sorted(current | wanted))
     return given[0]
+
+
+@contextmanager
+def untagged_tasks() -> Iterator[None]:
+    """Task runs started in the block carry no tags. The flow run has them (and says what
+    the run does); a tagged task run costs two more API calls, as Prefect takes and frees a
+    tag concurrency slot for each one."""
+    with TagsContext(current_tags=set()):
+        yield
