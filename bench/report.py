@@ -39,7 +39,10 @@ def summarise(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
     comparisons: list[Comparison] = outcome["comparisons"]
     memory = outcome["memory"]
     by_rows = {point["rows"]: point["peak_rss_mb"] for point in memory}
-    smallest, largest = min(by_rows), max(by_rows)
+    per_row = {point["rows"]: point["ours_s"] / point["rows"] for point in memory}
+    largest = max(by_rows)
+    base = 100_000 if 100_000 in by_rows else min(by_rows)  # the memory yardstick
+    fixed = outcome["fixed_cost"]
     return {
         "machine": machine(outcome["postgres"]),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
@@ -53,7 +56,10 @@ def summarise(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
             for c in comparisons
         ],
         "memory": memory,
-        "memory_growth": round(by_rows[largest] / by_rows[smallest], 3),
+        "memory_growth": round(by_rows[largest] / by_rows[base], 3),
+        "memory_base_rows": base,
+        "time_per_row_growth": round(per_row[largest] / per_row[1_000_000], 3) if 1_000_000 in per_row else None,
+        "fixed_cost": fixed | {"ratio": round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3)},
     }
 
 
@@ -80,7 +86,18 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {point['rows']:,} | {point['peak_rss_mb']:.0f} | {point['rows'] / point['ours_s']:,.0f} "
             f"| {point['rows'] / point['copy_s']:,.0f} |"
         )
-    lines.append(f"\nPeak memory, largest over smallest file: {summary['memory_growth']:.2f}x (target ≤ 1.25x, under 500 MB).")
+    largest = max(point["rows"] for point in summary["memory"])
+    lines.append(
+        f"\nPeak memory, {largest:,} rows over {summary['memory_base_rows']:,}: {summary['memory_growth']:.2f}x "
+        "(target ≤ 1.25x, under 500 MB)."
+    )
+    if summary["time_per_row_growth"] is not None:
+        lines.append(f"Time per row, {largest:,} rows over 1,000,000: {summary['time_per_row_growth']:.2f}x (target ≤ 1.15x).")
+    fixed = summary["fixed_cost"]
+    lines.append(
+        f"Fixed cost: a 10-row import {fixed['ten_rows_s']:.2f} s, `python -c \"import prefect\"` "
+        f"{fixed['import_prefect_s']:.2f} s: {fixed['ratio']:.2f}x (target ≤ 1.5x)."
+    )
     return "\n".join(lines) + "\n"
 
 

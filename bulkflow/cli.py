@@ -167,7 +167,8 @@ def deploy_command() -> None:
             client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
     deployed = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=REPOSITORY, env={**os.environ, **deploy_environment(settings)}, check=False,
+        # prefect.yaml's pull step reads $PWD: the repository, wherever this was started from
+        cwd=REPOSITORY, env={**os.environ, **deploy_environment(settings), "PWD": str(REPOSITORY)}, check=False,
     )
     raise typer.Exit(deployed.returncode)
 
@@ -204,7 +205,7 @@ def api_command(
 def bench_command(
     rows: Annotated[int, typer.Option("--rows", min=100, help="rows of users, articles and comments each")] = 1_000_000,
     repeats: Annotated[int, typer.Option("--repeats", min=1)] = 3,
-    memory_rows: Annotated[str, typer.Option("--memory-rows", help="users import sizes for peak memory")] = "100000,1000000,3000000",
+    memory_rows: Annotated[str, typer.Option("--memory-rows", help="users import sizes for peak memory")] = "10000,100000,1000000,10000000",
     workdir: Annotated[Path, typer.Option("--workdir", help="generated files, the bench database")] = Path(".bulkflow-bench"),
     results: Annotated[Path, typer.Option("--results", help="where results.json/.md and chart.png go")] = Path("bench/results"),
     prefect_api_url: Annotated[

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     imports `<landing>/<resource>/<file>`; API uploads are kept under `<landing>/uploads/`."""
     landing_interval_s: int = Field(default=60, ge=5, validation_alias="BULKFLOW_LANDING_INTERVAL")
     """How often the landing watcher looks for waiting files (no flow run unless some wait)."""
+    landing_start_timeout_s: int = Field(default=600, ge=1, validation_alias="BULKFLOW_LANDING_START_TIMEOUT")
+    """How long a pick-up waits for a runner or worker to start a file's import run; then the
+    run is cancelled and the file left for the next pick-up."""
     max_source_bytes: int = Field(default=5 << 30, ge=1, validation_alias="BULKFLOW_MAX_SOURCE_BYTES")
     """Largest upload or download accepted (default 5 GiB)."""
     max_record_bytes: int = Field(default=16 << 20, ge=1024, validation_alias="BULKFLOW_MAX_RECORD_BYTES")

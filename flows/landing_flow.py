@@ -80,7 +80,7 @@ class _Pickup:
             else:
                 started.append((file, sha256, start_import(file)))
         for file, sha256, run in started:
-            outcome, detail = outcome_of(wait_for_run(run.id))
+            outcome, detail = outcome_of(wait_for_run(run.id, self.settings.landing_start_timeout_s))
             totals = job_totals(self.settings, default_job_key(file.resource, sha256)) if outcome == "imported" else None
             self.summary.add(file.location, outcome or "retry later", str(run.id), totals)
             if outcome is None:

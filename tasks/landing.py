@@ -38,6 +38,11 @@ class LandedFile:
     modified: str
     """Modification time (or ETag) as the storage reports it: with size, tells a file changed."""
 
+    @property
+    def name(self) -> str:
+        """The file's name, without its folder (what task runs are named after)."""
+        return self.location.rsplit("/", 1)[-1]
+
 
 def list_landed(settings: Settings, root: str) -> list[LandedFile]:
     """Every finished file under `<root>/<resource>/`, users first, then articles, then comments."""
@@ -64,7 +69,7 @@ def unseen_files(settings: Settings, root: str) -> list[LandedFile]:
     return [file for file in list_landed(settings, root) if not _seen(settings, file)]
 
 
-@task(name="find-new-files", retries=3, retry_delay_seconds=5, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(name="find-new-files", task_run_name="find-new-files", retries=3, retry_delay_seconds=5, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
 def find_new_files(settings: Settings, root: str) -> list[LandedFile]:
     """The pick-up's `unseen_files`, as a task of its run."""
     return unseen_files(settings, root)
@@ -110,7 +115,7 @@ def _seen(settings: Settings, file: LandedFile) -> bool:
     ) is not None
 
 
-@task(name="content-sha256", cache_policy=NO_CACHE)
+@task(name="content-sha256", task_run_name="sha256-{file.name}", cache_policy=NO_CACHE)
 def content_sha256(settings: Settings, file: LandedFile) -> str:
     """The checksum that names an import job (the same bytes the import hashes)."""
     with open_file(settings, file.location, "rb") as stream:
@@ -127,7 +132,7 @@ def already_imported(settings: Settings, resource: str, sha256: str) -> bool:
     ) is not None
 
 
-@task(name="record-landed-file", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(name="record-landed-file", task_run_name="record-{outcome}-{file.name}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
 def record_outcome(
     settings: Settings, file: LandedFile, sha256: str, outcome: Outcome, detail: str | None, flow_run_id: str | None
 ) -> None:

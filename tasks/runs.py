@@ -12,6 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelled
 
 from bulkflow.errors import TerminalError
 
@@ -45,11 +46,21 @@ def start_run(deployment: str, parameters: dict[str, Any], tags: set[str]) -> Fl
     return run
 
 
-def wait_for_run(run_id: UUID) -> FlowRun:
-    """The run, once in a final state (completed, failed, crashed, cancelled)."""
+def wait_for_run(run_id: UUID, start_within_s: float) -> FlowRun:
+    """The run, once in a final state (completed, failed, crashed, cancelled). A run that no
+    runner or worker has started within `start_within_s` is cancelled (so it cannot start
+    later, behind the caller's back) and returned so, saying why."""
+    deadline = time.monotonic() + start_within_s
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(run_id)
             if run.state is not None and run.state.is_final():
                 return run
+            if run.start_time is None and time.monotonic() > deadline:
+                message = (
+                    f"no runner or worker started this run within {start_within_s:.0f} s: "
+                    "is `bulkflow serve`, or a worker of its work pool, running?"
+                )
+                client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+                return client.read_flow_run(run_id)
             time.sleep(POLL_S)

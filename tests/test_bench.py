@@ -28,5 +28,8 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
     assert [point["rows"] for point in saved["memory"]] == [200, 300]
     assert saved["machine"]["postgres"].startswith("PostgreSQL ")
     table = (tmp_path / "results" / "results.md").read_text()
-    assert "| import users | 300 |" in table and "Peak memory" in table
+    assert "| import users | 300 |" in table and "Peak memory" in table and "Fixed cost: a 10-row import" in table
+    fixed = saved["fixed_cost"]
+    assert fixed["ten_rows_s"] > 0 and fixed["import_prefect_s"] > 0
+    assert fixed["ratio"] == round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3)
     assert summary["chart"] == (tmp_path / "results" / "chart.png").exists()

@@ -52,7 +52,9 @@ def test_pickup_imports_each_file_once(tmp_path: Path) -> None:
         ("2-users.csv", "imported", 14, 8), ("1-articles.ndjson", "imported", 12, 8), ("0-comments.ndjson", "imported", 10, 7),
     ]
     assert all(row["import run"] for row in summary)
-    runs = _import_runs_of(_latest_pickup_id())
+    pickup = _latest_pickup_id()
+    runs = _import_runs_of(pickup)
+    assert {"find-new-files", "sha256-2-users.csv", "record-imported-2-users.csv"} <= _task_run_names(pickup)
     assert [run.name for run in runs] == ["import-users-2-users.csv", "import-articles-1-articles.ndjson", "import-comments-0-comments.ndjson"]
     assert all({"bulkflow", "via:landing", f"resource:{run.parameters['resource']}"} <= set(run.tags) for run in runs)
     for earlier, later in zip(runs, runs[1:], strict=False):  # one resource after the other
@@ -164,6 +166,15 @@ def _import_runs_of(pickup_id: UUID) -> list:
     return sorted(runs, key=lambda run: run.start_time)
 
 
+def _task_run_names(flow_run_id: UUID) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {task_run.name for task_run in task_runs}
+
+
 def _latest_summary() -> list[dict]:
     """The rows of the newest landing pick-up summary table artifact."""
     import json
@@ -176,3 +187,22 @@ def _latest_summary() -> list[dict]:
     newest = max(artifacts, key=lambda artifact: artifact.created)
     data = newest.data
     return json.loads(data) if isinstance(data, str) else list(data)
+
+
+def test_an_import_run_nobody_starts_is_cancelled_and_its_file_waits() -> None:
+    """A pick-up does not wait forever when no runner or worker serves the import deployment."""
+    from prefect.client.orchestration import get_client
+
+    from tasks.landing import outcome_of
+    from tasks.runs import wait_for_run
+
+    deployment_id = import_flow.to_deployment(name="served-by-nobody").apply()  # type: ignore[union-attr]
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment_id, parameters={"resource": "users", "source": "x.csv"})
+        try:
+            ended = wait_for_run(run.id, start_within_s=2)
+        finally:
+            client.delete_deployment(deployment_id)
+    assert ended.state is not None and ended.state.is_cancelled()
+    outcome, detail = outcome_of(ended)
+    assert outcome is None and detail is not None and "no runner or worker started this run within 2 s" in detail

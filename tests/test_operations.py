@@ -158,3 +158,15 @@ def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
             client.delete_deployment(deployment_id)
     assert result.exit_code == 2
     assert "nightly-export/nightly-parquet belong to a work pool" in result.stderr and "prefect worker start" in result.stderr
+
+
+@pytest.mark.usefixtures("served")
+def test_deploy_refuses_deployments_that_serve_owns() -> None:
+    """The other way round: `bulkflow deploy` does not move served deployments to a pool."""
+    from typer.testing import CliRunner
+
+    from bulkflow.cli import app
+
+    result = CliRunner().invoke(app, ["deploy"])
+    assert result.exit_code == 2, result.output
+    assert "import/import" in result.stderr and "served by `bulkflow serve`" in result.stderr
