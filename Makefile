@@ -2,7 +2,7 @@
 #   make demo   set up a local venv and import the sample data into the embedded PostgreSQL
 #   make test   set up a local venv, lint and type-check, and run the whole test suite
 #   make test-unit  the pure tests only: nothing started, well under a minute
-#   make bench  the benchmark against PostgreSQL's COPY (about 15 minutes; BENCH_ARGS="--rows 100000" for a quick one)
+#   make bench  the benchmark against PostgreSQL's COPY (about 25 minutes with the 10M-row memory run; BENCH_ARGS="--rows 100000 --memory-rows 10000,100000" for a quick one)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

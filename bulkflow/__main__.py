@@ -1,3 +1,3 @@
-from bulkflow.cli import app
+from bulkflow.cli import main
 
-app()
+main()
