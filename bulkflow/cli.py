@@ -230,7 +230,7 @@ def bench_command(
     summary = write(config, run(config))
     typer.echo((results / "results.md").read_text())
     if not summary["chart"]:
-        stderr.print("no chart: install the bench extra (pip install -e '.[bench]') for matplotlib")
+        stderr.print("no chart: install the bench extra (pip install -e '.[bench]') for matplotlib", markup=False)
 
 
 @app.command("demo")
