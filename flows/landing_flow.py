@@ -75,14 +75,14 @@ class _Pickup:
         for file in batch:
             sha256 = content_sha256(self.settings, file)
             if already_imported(self.settings, file.resource, sha256):
-                self.summary.add(file.location, "duplicate", None, None)
+                self.summary.add(file.name, "duplicate", None, None)
                 self._record(file, sha256, "duplicate", None, None)
             else:
                 started.append((file, sha256, start_import(file)))
         for file, sha256, run in started:
             outcome, detail = outcome_of(wait_for_run(run.id, self.settings.landing_start_timeout_s))
             totals = job_totals(self.settings, default_job_key(file.resource, sha256)) if outcome == "imported" else None
-            self.summary.add(file.location, outcome or "retry later", str(run.id), totals)
+            self.summary.add(file.name, outcome or "retry later", str(run.id), totals)
             if outcome is None:
                 get_run_logger().warning("%s will be tried again by the next pick-up: %s", file.location, detail)
                 self.outcomes["retry_later"].append(file.location)

@@ -23,7 +23,7 @@ from deployments.names import IMPORT
 from schemas import RESOURCES
 from tasks.run_labels import run_tags
 from tasks.runs import failed_for_retryable_reason, our_message, start_run
-from tasks.source import checked_copy, detect_format
+from tasks.source import checked_copy, detect_format, display_name
 from tasks.storage import filesystem, open_file
 
 Outcome = Literal["imported", "duplicate", "failed"]
@@ -40,8 +40,8 @@ class LandedFile:
 
     @property
     def name(self) -> str:
-        """The file's name, without its folder (what task runs are named after)."""
-        return self.location.rsplit("/", 1)[-1]
+        """The file's name, without its folder (what task runs and the summary name it by)."""
+        return display_name(self.location)
 
 
 def list_landed(settings: Settings, root: str) -> list[LandedFile]:

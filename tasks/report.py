@@ -105,9 +105,9 @@ class LandingSummary:
     def __init__(self) -> None:
         self.rows: list[dict[str, object]] = []
 
-    def add(self, location: str, outcome: str, import_run_id: str | None, totals: JobTotals | None) -> None:
+    def add(self, file_name: str, outcome: str, import_run_id: str | None, totals: JobTotals | None) -> None:
         self.rows.append({
-            "file": location.rsplit("/", 1)[-1],
+            "file": file_name,
             "outcome": outcome,
             "rows": totals.rows_read if totals else "",
             "rejected": totals.rejected if totals else "",
