@@ -4,7 +4,7 @@ once with `Settings()` and hand it down; nothing below them reads the environmen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     load_workers: int = Field(
         default=2, ge=1, le=MAX_LOAD_WORKERS, validation_alias=AliasChoices("BULKFLOW_LOAD_WORKERS")
     )
+    task_runner: Literal["thread", "dask"] = Field(default="thread", validation_alias="BULKFLOW_TASK_RUNNER")
+    """Where an import's chunk work runs: threads of the flow's process, or a Dask cluster
+    (the `dask` extra), whose workers read, validate and load their chunks themselves."""
+    dask_address: str | None = Field(default=None, validation_alias="BULKFLOW_DASK_ADDRESS")
+    """Scheduler of an existing Dask cluster (`tcp://host:8786`); none: each import starts a
+    local cluster of `BULKFLOW_DASK_WORKERS` worker processes."""
+    dask_workers: int = Field(default=2, ge=1, le=MAX_LOAD_WORKERS, validation_alias="BULKFLOW_DASK_WORKERS")
     allowed_roles: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_ROLES, validation_alias="BULKFLOW_ALLOWED_ROLES"
     )

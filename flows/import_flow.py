@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run, task_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bulkflow.errors import InputError, InvariantError, RetryableError, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
+from flows.chunk_pipeline import ChunkPipeline, Steps
 from schemas import get_resource
 from schemas.parameters import ImportOptions, ResourceName
 from schemas.reports import ChunkResult, ImportReport
 from schemas.resource import Resource
 from tasks import events
 from tasks.checks import check_database
+from tasks.cluster import dask_task_runner
 from tasks.jobs import Job, close_job, open_job, read_rejects
 from tasks.limits import table_slot
 from tasks.load import load_chunk
-from tasks.read import read_chunks
+from tasks.on_workers import check_span, load_span
+from tasks.read import ChunkSpan, SharedFile, read_chunks, shared_file
 from tasks.report import ImportProgress, publish_report
 from tasks.run_labels import label_run, untagged_tasks
 from tasks.source import Format, StagedSource, display_name, read_columns, stage_source
-from tasks.validate import DatabaseFacts, RecordCheck, SeenKeys, check_records, decide
+from tasks.spans import plan_spans
+from tasks.validate import (
+    CheckedChunk,
+    ChunkKeys,
+    DatabaseFacts,
+    KeyDecision,
+    RecordCheck,
+    SeenKeys,
+    check_records,
+    decide,
+    decide_keys,
+)
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
 
@@ -135,56 +148,75 @@ def _load(resource: Resource, staged: StagedSource, options: ImportOptions, sett
             job.key, ", ".join(job.earlier_runs), len(job.done_chunks),
         )
     progress = ImportProgress(resource, name)
-    context = settings.rule_context()
-    chunks = _ChunkPipeline(settings, job, progress)
-    for index, batch in enumerate(read_chunks(staged, resource, job.chunk_size, settings.max_record_bytes)):
-        # Every chunk is checked, committed or not, so in-file duplicates are judged the same.
-        chunks.add(check_records(resource, context, index, batch.rows), batch.progress)
-    chunks.finish()
-    report = close_job(settings, job, staged, run_id, time.perf_counter() - started, chunks.skipped)
+    if settings.task_runner == "dask":
+        skipped = _chunks_on_dask(settings, job, staged, progress)
+    else:
+        skipped = _chunks_in_threads(settings, job, staged, progress)
+    report = close_job(settings, job, staged, run_id, time.perf_counter() - started, skipped)
     sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     publish_report(report, sample)
     return report
 
 
-class _ChunkPipeline:
-    """Chunks through their three steps: database check (in parallel, ahead), key decision
-    (here, strictly in file order, so "first accepted occurrence wins" is decided as one
-    sequential pass would), load (in parallel, at most `workers` at once)."""
+def _chunks_in_threads(settings: Settings, job: Job, staged: StagedSource, progress: ImportProgress) -> int:
+    """The flow reads and validates each chunk; threads check and load it. Returns the
+    chunks skipped as committed."""
+    steps = InFlowSteps(settings, job)
+    chunks = ChunkPipeline(steps, job, progress, workers=settings.load_workers, ahead=1)
+    context = settings.rule_context()
+    for index, batch in enumerate(read_chunks(staged, job.resource, job.chunk_size, settings.max_record_bytes)):
+        check = check_records(job.resource, context, index, batch.rows)
+        chunks.add(check, index, check.rows_read, batch.progress)
+    chunks.finish()
+    return chunks.skipped
 
-    def __init__(self, settings: Settings, job: Job, progress: ImportProgress) -> None:
-        self.settings, self.job, self.progress = settings, job, progress
-        self.resource, self.workers = job.resource, settings.load_workers
-        self.seen = SeenKeys()
-        self.checking: deque[tuple[RecordCheck, PrefectFuture[DatabaseFacts], float]] = deque()
-        self.loading: deque[tuple[PrefectFuture[ChunkResult], float, float]] = deque()
-        self.skipped = 0
 
-    def add(self, check: RecordCheck, fraction: float) -> None:
-        committed = check.index in self.job.done_chunks
-        checked = check_database.submit(self.settings, self.job.key, self.resource, check, committed)
-        self.checking.append((check, checked, fraction))
-        if len(self.checking) > 1:
-            self._decide_oldest()
+def _chunks_on_dask(settings: Settings, job: Job, staged: StagedSource, progress: ImportProgress) -> int:
+    """Dask workers read, validate, check and load each chunk's span; the flow plans the
+    spans and decides the keys. Returns the chunks skipped as committed."""
+    file = shared_file(staged, settings.max_record_bytes)
+    get_run_logger().info("chunk work on Dask; workers read %s", file.location)
+    with dask_task_runner(settings) as runner:
+        steps = OnWorkerSteps(settings, job, file, runner)
+        workers = settings.dask_workers
+        chunks = ChunkPipeline(steps, job, progress, workers=workers, ahead=workers)
+        for span in plan_spans(staged, job.chunk_size, settings.max_record_bytes):
+            chunks.add(span, span.index, span.rows, span.progress)
+        chunks.finish()
+    return chunks.skipped
 
-    def finish(self) -> None:
-        while self.checking:
-            self._decide_oldest()
-        while self.loading:
-            self._finish_oldest_load()
 
-    def _decide_oldest(self) -> None:
-        check, facts, fraction = self.checking.popleft()
-        decided = decide(self.resource, check, facts.result(), self.seen)
-        if check.index in self.job.done_chunks:
-            self.skipped += 1
-            self.progress.skipped(check.rows_read, fraction)
-            return
-        loaded = load_chunk.submit(self.settings, self.job.key, self.resource, decided)
-        self.loading.append((loaded, time.perf_counter(), fraction))
-        while len(self.loading) > self.workers:
-            self._finish_oldest_load()
+class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
+    """Threads: the flow read and validated the chunk; the tasks get its rows."""
 
-    def _finish_oldest_load(self) -> None:
-        future, submitted, fraction = self.loading.popleft()
-        self.progress.chunk_done(future.result(), time.perf_counter() - submitted, fraction)
+    def __init__(self, settings: Settings, job: Job) -> None:
+        self.settings, self.job = settings, job
+
+    def check(self, chunk: RecordCheck, committed: bool) -> PrefectFuture[DatabaseFacts]:
+        return check_database.submit(self.settings, self.job.key, self.job.resource, chunk, committed)
+
+    def decide(self, chunk: RecordCheck, checked: DatabaseFacts, seen: SeenKeys) -> CheckedChunk:
+        return decide(self.job.resource, chunk, checked, seen)
+
+    def load(self, chunk: RecordCheck, decided: CheckedChunk) -> PrefectFuture[ChunkResult]:
+        return load_chunk.submit(self.settings, self.job.key, self.job.resource, decided)
+
+
+class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
+    """Dask: a chunk is a span of `file`; the workers read it, the flow sees its keys."""
+
+    def __init__(self, settings: Settings, job: Job, file: SharedFile, runner: TaskRunner[Any]) -> None:
+        self.settings, self.job, self.file, self.runner = settings, job, file, runner
+
+    def check(self, chunk: ChunkSpan, committed: bool) -> PrefectFuture[ChunkKeys]:
+        return self.runner.submit(check_span, self._parameters(chunk) | {"committed": committed})
+
+    def decide(self, chunk: ChunkSpan, checked: ChunkKeys, seen: SeenKeys) -> KeyDecision:
+        return decide_keys(self.job.resource, checked, seen)
+
+    def load(self, chunk: ChunkSpan, decided: KeyDecision) -> PrefectFuture[ChunkResult]:
+        return self.runner.submit(load_span, self._parameters(chunk) | {"decision": decided})
+
+    def _parameters(self, span: ChunkSpan) -> dict[str, Any]:
+        job = self.job
+        return {"settings": self.settings, "job_key": job.key, "resource": job.resource, "file": self.file, "span": span}

@@ -97,6 +97,11 @@ def missing_message(fk: ForeignKey) -> str:
 
 @task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{check.index}"))
 def check_database(settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool) -> DatabaseFacts:
+    """The database's facts about the chunk's candidate rows (see `database_facts`)."""
+    return database_facts(settings, job_key, resource, check, committed)
+
+
+def database_facts(settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool) -> DatabaseFacts:
     """The database's facts about the chunk's candidate rows (read-only). For a chunk an
     earlier run committed, also the lines it rejected then."""
     candidates = check.candidates(resource)

@@ -32,6 +32,11 @@ every string column to large_string first."""
 
 @task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{chunk.index}"))
 def load_chunk(settings: Settings, job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
+    """Apply one chunk exactly once (see `apply_chunk`); returns its counts."""
+    return apply_chunk(settings, job_key, resource, chunk)
+
+
+def apply_chunk(settings: Settings, job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
     """Apply one chunk exactly once (see module docstring); returns its counts.
 
     The flow checked the rows against the database already, so the upsert normally just

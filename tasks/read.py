@@ -18,15 +18,28 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError
 from schemas.resource import INVALID_TYPE, Resource
-from tasks.records import EXCERPT_BYTES, Oversized, csv_fields, record_blocks, split_records
-from tasks.source import StagedSource, csv_header
+from tasks.records import (
+    EXCERPT_BYTES,
+    Block,
+    Oversized,
+    Readable,
+    csv_fields,
+    csv_record_starts,
+    record_blocks,
+    split_records,
+)
+from tasks.remote import is_http, is_remote
+from tasks.source import Format, StagedSource, csv_header
 from tasks.validate import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE, format_text_list
 
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
@@ -34,6 +47,19 @@ _UNSURE_JSON_VALUE = r"^[\[{]|^-?\d+(?:\.\d*)?[eE]|^-?\d+\.\d"
 """Values json_path_match renders ambiguously: an object or array (or a string that looks
 like one), and numbers it may have rounded through a float (`1e400`, 20+ digit integers
 come back in exponent form). Such lines are read again exactly, in Python."""
+
+
+@dataclass(frozen=True)
+class TextSpan:
+    """Whole records of a text file: `size` bytes of `stream` from its position, the first
+    record starting on physical line `first_line` (1: the file from its start)."""
+
+    stream: Readable
+    size: int
+    first_line: int
+
+    def record_blocks(self, *, quoted: bool, max_record: int) -> Iterator[Block | Oversized]:
+        return record_blocks(self.stream, self.size, quoted=quoted, max_record=max_record, first_line=self.first_line)
 
 
 @dataclass(frozen=True)
@@ -49,11 +75,92 @@ def read_chunks(
 ) -> Iterator[Batch]:
     """Yield the file's records in chunks of exactly `chunk_size` rows (the last may be shorter)."""
     readers = {"csv": _csv_batches, "ndjson": _ndjson_batches, "parquet": _parquet_batches}
-    try:
+    with _as_input_error(staged.source, staged.declared_format):
         yield from _exact_batches(readers[staged.format](staged, resource, max_record), chunk_size)
+
+
+@dataclass(frozen=True)
+class ChunkSpan:
+    """Where chunk `index` lies (see `tasks/spans.py`): bytes [start, end) of a text file,
+    its first record on line `first_line` (chunk 0 starts at byte 0, with the CSV header);
+    for Parquet, rows [start, end). A reader must find exactly `rows` rows there."""
+
+    index: int
+    start: int
+    end: int
+    first_line: int
+    rows: int
+    progress: float
+    """How far through the file the chunk reaches (0..1)."""
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    """A staged file as a worker reaches it: where the same bytes are, and what reading
+    one span of it alone needs."""
+
+    source: str
+    location: str
+    """A path or fsspec URL holding the staged file's bytes."""
+    format: Format
+    declared_format: Format
+    csv_names: tuple[str, ...] = ()
+    csv_header: bytes = b""
+
+
+def shared_file(staged: StagedSource, max_record: int) -> SharedFile:
+    """How workers read `staged`: at the source itself when the staged bytes are the
+    source's (a local file read in place, an object store copied as is), else at the
+    staged copy, which must then be on storage the workers share."""
+    from_store = staged.verbatim and is_remote(staged.source) and not is_http(staged.source)
+    location = staged.source if from_store else str(staged.path.resolve())
+    names, header = csv_header(staged, max_record) if staged.format == "csv" else ([], b"")
+    return SharedFile(staged.source, location, staged.format, staged.declared_format, tuple(names), header)
+
+
+def read_span(stream: Seekable, file: SharedFile, resource: Resource, span: ChunkSpan, max_record: int) -> pl.DataFrame:
+    """The rows of one chunk, from `stream` (the file at `file.location`, opened): the same
+    rows, lines and values as `read_chunks` gives for that chunk."""
+    with _as_input_error(file.source, file.declared_format):
+        if file.format == "parquet":
+            batches = _parquet_rows(pq.ParquetFile(stream), resource, span)
+        else:
+            stream.seek(span.start)
+            text = TextSpan(_Window(stream, span.end - span.start), span.end - span.start, span.first_line)
+            if file.format == "csv":
+                batches = _csv_span(text, list(file.csv_names), file.csv_header, resource, max_record)
+            else:
+                batches = _ndjson_span(text, resource, max_record)
+        chunks = [batch.rows for batch in _exact_batches(batches, span.rows)]
+    if len(chunks) != 1 or chunks[0].height != span.rows:
+        raise InputError(f"{file.source} changed while it was being imported: chunk {span.index} no longer holds "
+                         f"{span.rows} rows at {file.location}")
+    return chunks[0]
+
+
+@contextmanager
+def _as_input_error(source: str, declared_format: str) -> Iterator[None]:
+    try:
+        yield
     except pl.exceptions.PolarsError as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read {staged.source} as {staged.declared_format}: {detail[:200]}") from exc
+        raise InputError(f"cannot read {source} as {declared_format}: {detail[:200]}") from exc
+
+
+class Seekable(Readable, Protocol):
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
+class _Window:
+    """The next `size` bytes of a stream, and no more."""
+
+    def __init__(self, stream: Readable, size: int) -> None:
+        self.stream, self.left = stream, size
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.stream.read(self.left if size < 0 else min(size, self.left))
+        self.left -= len(data)
+        return data
 
 
 def _unreadable(line: int, raw: str, rule: str, message: str) -> dict[str, object]:
@@ -76,7 +183,12 @@ def _unreadable_frame(rows: list[dict[str, object]]) -> pl.DataFrame:
 
 def _csv_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
     names, header = csv_header(staged, max_record)
-    for item in record_blocks(staged.path, staged.size_bytes, quoted=True, max_record=max_record):
+    with open(staged.path, "rb") as stream:
+        yield from _csv_span(TextSpan(stream, staged.size_bytes, 1), names, header, resource, max_record)
+
+
+def _csv_span(span: TextSpan, names: list[str], header: bytes, resource: Resource, max_record: int) -> Iterator[Batch]:
+    for item in span.record_blocks(quoted=True, max_record=max_record):
         if isinstance(item, Oversized):
             yield Batch(_unreadable_frame([_oversized(item, max_record)]), item.progress)
             continue
@@ -88,12 +200,15 @@ def _csv_batches(staged: StagedSource, resource: Resource, max_record: int) -> I
 
 
 def _csv_block(data: bytes, first_line: int, names: list[str], header: bytes, resource: Resource) -> pl.DataFrame:
-    """Parse a block of whole records. Polars reads it in one go; the count of separators
-    outside quotes proves every record had exactly the header's fields (polars pads short
-    rows silently). Otherwise the block is read record by record."""
+    """Parse a block of whole records. Polars reads it in one go; the fast read stands when
+    it found the block's records (as `split_records` cuts them: a blank line is none) and
+    the count of separators outside quotes proves every record had exactly the header's
+    fields (polars pads short rows silently). Otherwise the block is read record by record."""
     try:
         batch = pl.read_csv(io.BytesIO(header + data), infer_schema=False)
     except pl.exceptions.PolarsError:
+        return _csv_records(data, first_line, names, resource)
+    if batch.height != len(csv_record_starts(data)):
         return _csv_records(data, first_line, names, resource)
     quoted_commas = batch.select(pl.sum_horizontal(pl.all().str.count_matches(",", literal=True).fill_null(0)).sum()).item()
     if data.count(b",") - (quoted_commas or 0) != batch.height * (len(names) - 1):
@@ -138,19 +253,32 @@ def _csv_records(data: bytes, first_line: int, names: list[str], resource: Resou
 
 
 def _ndjson_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
-    for item in record_blocks(staged.path, staged.size_bytes, quoted=False, max_record=max_record):
+    with open(staged.path, "rb") as stream:
+        yield from _ndjson_span(TextSpan(stream, staged.size_bytes, 1), resource, max_record)
+
+
+def _ndjson_span(span: TextSpan, resource: Resource, max_record: int) -> Iterator[Batch]:
+    for item in span.record_blocks(quoted=False, max_record=max_record):
         if isinstance(item, Oversized):
             yield Batch(_unreadable_frame([_oversized(item, max_record)]), item.progress)
             continue
-        text = item.data.decode("utf-8")
-        lines = (
-            pl.Series(RAW_RECORD, [text.removeprefix("\ufeff") if item.first_line == 1 else text])
-            .str.split("\n").explode().to_frame()
-            .with_row_index(LINE, offset=item.first_line)
-            .filter(pl.col(RAW_RECORD).str.strip_chars().str.len_bytes() > 0)
-        )
+        lines = ndjson_lines(item).filter(IS_NDJSON_ROW)
         if lines.height:
             yield Batch(_ndjson_fields(lines, resource), item.progress)
+
+
+IS_NDJSON_ROW = pl.col(RAW_RECORD).str.strip_chars().str.len_bytes() > 0
+"""A line that is a row: one with more than blanks (blank lines are skipped)."""
+
+
+def ndjson_lines(block: Block) -> pl.DataFrame:
+    """Every line of a block (the file's byte order mark dropped), with its `_line`."""
+    text = block.data.decode("utf-8")
+    return (
+        pl.Series(RAW_RECORD, [text.removeprefix("\ufeff") if block.first_line == 1 else text])
+        .str.split("\n").explode().to_frame()
+        .with_row_index(LINE, offset=block.first_line)
+    )
 
 
 def _ndjson_fields(lines: pl.DataFrame, resource: Resource) -> pl.DataFrame:
@@ -213,11 +341,30 @@ def _parquet_batches(staged: StagedSource, resource: Resource, max_record: int) 
     columns = [c for c in resource.field_names if c in parquet.schema_arrow.names]
     next_row = 1
     for record_batch in parquet.iter_batches(batch_size=65_536, columns=columns):
-        batch = pl.from_arrow(record_batch)
-        assert isinstance(batch, pl.DataFrame)
-        numbered = batch.with_columns(pl.int_range(next_row, next_row + batch.height, dtype=pl.Int64).alias(LINE))
+        batch = _numbered(record_batch, next_row)
         next_row += batch.height
-        yield Batch(_parquet_as_text(numbered, resource), (next_row - 1) / total)
+        yield Batch(_parquet_as_text(batch, resource), (next_row - 1) / total)
+
+
+def _parquet_rows(parquet: pq.ParquetFile, resource: Resource, span: ChunkSpan) -> Iterator[Batch]:
+    """Rows [span.start, span.end) of a Parquet file, reading only the row groups they are in."""
+    columns = [c for c in resource.field_names if c in parquet.schema_arrow.names]
+    groups, first_row, group_start = [], 0, None
+    for group in range(parquet.num_row_groups):
+        rows = parquet.metadata.row_group(group).num_rows
+        if first_row < span.end and first_row + rows > span.start:
+            groups.append(group)
+            group_start = first_row if group_start is None else group_start
+        first_row += rows
+    table = parquet.read_row_groups(groups, columns=columns).slice(span.start - (group_start or 0), span.rows)
+    yield Batch(_parquet_as_text(_numbered(table, span.start + 1), resource), span.progress)
+
+
+def _numbered(table: pa.RecordBatch | pa.Table, first_row: int) -> pl.DataFrame:
+    """Arrow rows as a frame, with `_line` the row numbers from `first_row` on."""
+    batch = pl.from_arrow(table)
+    assert isinstance(batch, pl.DataFrame)
+    return batch.with_columns(pl.int_range(first_row, first_row + batch.height, dtype=pl.Int64).alias(LINE))
 
 
 def _parquet_as_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:

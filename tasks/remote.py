@@ -24,6 +24,11 @@ def is_remote(source: str) -> bool:
     return "://" in source and not source.startswith("file://")
 
 
+def is_http(source: str) -> bool:
+    """An http(s) URL (fetched with httpx; other URLs go through fsspec)."""
+    return source.lower().startswith(("http://", "https://"))
+
+
 def check_remote_url(url: str, settings: Settings) -> None:
     """Refuse (ParameterError) a URL whose scheme is not allowed or whose host is internal."""
     parts = urlsplit(url)

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from bulkflow.errors import InputError, ParameterError, RetryableError
 from bulkflow.settings import Settings
 from tasks.records import Oversized, csv_fields, record_blocks, split_records
-from tasks.remote import check_remote_url, check_size, is_remote, limited
+from tasks.remote import check_remote_url, check_size, is_http, is_remote, limited
 from tasks.storage import open_file
 
 Format = Literal["csv", "ndjson", "json", "parquet"]
@@ -62,6 +62,9 @@ class StagedSource:
     sha256: str
     size_bytes: int
     temporary: bool
+    verbatim: bool = True
+    """Whether `path` holds the source's bytes as they are (not decompressed, converted
+    from a JSON array or given LF line ends)."""
 
     def cleanup(self) -> None:
         if self.temporary:
@@ -184,7 +187,9 @@ def _stage_copy(source: str, fmt: Format, compression: str | None, settings: Set
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return StagedSource(source, Path(name), read_as, fmt, copied.sha256, copied.size, temporary=True), copied
+    verbatim = compression is None and fmt == read_as and not copied.rewritten
+    staged = StagedSource(source, Path(name), read_as, fmt, copied.sha256, copied.size, temporary=True, verbatim=verbatim)
+    return staged, copied
 
 
 @contextmanager
@@ -195,7 +200,7 @@ def _open_source(source: str, compression: str | None, settings: Settings) -> It
     (`tasks.storage`: s3:// needs the `s3` extra)."""
     if is_remote(source):
         check_remote_url(source, settings)
-    if not source.lower().startswith(("http://", "https://")):
+    if not is_http(source):
         with open_file(settings, source, "rb", compression=compression) as stream:
             yield stream
         return
@@ -246,6 +251,8 @@ class Copied:
     sha256: str
     size: int
     quotes_odd: bool = False
+    rewritten: bool = False
+    """Whether the copy's line ends were rewritten (CR alone to LF)."""
 
 
 def checked_copy(
@@ -282,7 +289,7 @@ def checked_copy(
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise InputError(f"{source} ends in the middle of a UTF-8 character") from None
-    return Copied(digest.hexdigest(), size, odd)
+    return Copied(digest.hexdigest(), size, odd, rewritten=newlines is not None)
 
 
 def _check_utf8(decoder: codecs.IncrementalDecoder, block: bytes, source: str, line: int, offset: int) -> None:
@@ -522,7 +529,8 @@ def read_columns(staged: StagedSource, max_record: int) -> list[str]:
 
 def csv_header(staged: StagedSource, max_record: int) -> tuple[list[str], bytes]:
     """The header's column names, and the header record as written (its line end included)."""
-    first = next(record_blocks(staged.path, staged.size_bytes, quoted=True, max_record=max_record), None)
+    with open(staged.path, "rb") as stream:
+        first = next(record_blocks(stream, staged.size_bytes, quoted=True, max_record=max_record), None)
     if isinstance(first, Oversized):
         raise InputError(
             f"{staged.source}: the header (line 1) is over {max_record:,} bytes (BULKFLOW_MAX_RECORD_BYTES): "

@@ -333,28 +333,89 @@ def decide(resource: Resource, check: RecordCheck, facts: DatabaseFacts, seen: S
     reason claims nothing, so a later valid twin of it is accepted: first *accepted*
     occurrence wins. Ids and natural keys are compared as the database resolves and folds
     them, so the decision is the unique indexes' own.
+
+    Three steps, so the rows and the keys may live apart (the Dask runner keeps rows on
+    the workers and only keys travel): `chunk_keys` (where the rows are), `decide_keys`
+    (in file order, where `seen` is), `apply_decision` (where the rows are).
     """
-    rows = _with_key_facts(resource, check.flagged, facts)
-    missing = facts.missing_references
-    passed = pl.col(OK) & ~pl.col(LINE).is_in(missing["line"].implode())
-    rows = rows.with_columns(_taken(resource, rows, passed, seen))
-    rows = rows.with_columns((passed & ~pl.col("_taken")).alias(OK))
-    if facts.recorded_rejects is not None:  # committed earlier: its decision is in the ledger
-        rows = rows.with_columns((pl.col(OK) & ~pl.col(LINE).is_in(facts.recorded_rejects.implode())).alias(OK))
-    marked = mark_duplicates(resource, rows, seen)
-    rejects = pl.concat(
-        [check.rejects, _reference_rejects(resource, check.source, missing), _taken_rejects(resource, marked),
-         duplicate_rejects(resource, marked)]
+    return apply_decision(resource, check, decide_keys(resource, chunk_keys(resource, check, facts), seen))
+
+
+@dataclass(frozen=True)
+class ChunkKeys:
+    """What the in-file key decision needs of a chunk: its candidates' keys, no values."""
+
+    index: int
+    rows_read: int
+    candidates: pl.DataFrame
+    """`_line`, resolved `id`, `_given_id`, `_key`, `_holder`, `_ok` (passes the database's
+    reference checks) and `_recorded` (rejected by the earlier run that committed it)."""
+    missing_references: pl.DataFrame
+    ids_exist: bool
+
+
+@dataclass(frozen=True)
+class KeyDecision:
+    """The in-file key decision of one chunk, per candidate line."""
+
+    index: int
+    outcome: pl.DataFrame
+    """`_line`, resolved `id`, `_given_id`, `_holder`, `_taken`, one `_dup_<key>` per
+    in-file key, and `_ok`: accepted."""
+    missing_references: pl.DataFrame
+    released_holders: frozenset[str]
+    all_new: bool
+
+
+def chunk_keys(resource: Resource, check: RecordCheck, facts: DatabaseFacts) -> ChunkKeys:
+    """The candidates' keys, ids resolved and keys folded as the database does."""
+    nk = resource.natural_key
+    columns = [LINE, "id", *([nk.field] if nk else [])]
+    rows = _with_key_facts(resource, check.flagged.filter(pl.col(OK)).select(columns), facts)
+    recorded = facts.recorded_rejects
+    candidates = rows.select(
+        LINE, "id", "_given_id", KEY, HOLDER,
+        (~pl.col(LINE).is_in(facts.missing_references["line"].implode())).alias(OK),
+        (pl.col(LINE).is_in(recorded.implode()) if recorded is not None else pl.lit(False)).alias("_recorded"),
     )
+    return ChunkKeys(check.index, check.rows_read, candidates, facts.missing_references, facts.ids_exist)
+
+
+def decide_keys(resource: Resource, keys: ChunkKeys, seen: SeenKeys) -> KeyDecision:
+    """Which candidates win their keys, given the keys accepted earlier in the file (`seen`,
+    which the winners join). Chunks must come here in file order."""
+    rows = keys.candidates
+    rows = rows.with_columns(_taken(resource, rows, pl.col(OK), seen))
+    # a chunk committed earlier: its rejects are in the ledger and its decision stands
+    rows = rows.with_columns((pl.col(OK) & ~pl.col("_taken") & ~pl.col("_recorded")).alias(OK))
+    marked = mark_duplicates(resource, rows, seen)
+    dup_columns = [f"_dup_{name}" for name, _, _ in dedupe_keys(resource)]
+    return KeyDecision(
+        index=keys.index,
+        outcome=marked.select(LINE, "id", "_given_id", HOLDER, "_taken", *dup_columns, OK),
+        missing_references=keys.missing_references,
+        released_holders=_released_holders(rows, seen),
+        # An id-less row may resolve to the id of the row holding its key: not known as new.
+        all_new=not keys.ids_exist and marked.filter(pl.col(OK) & pl.col("_given_id").is_null()).is_empty(),
+    )
+
+
+def apply_decision(resource: Resource, check: RecordCheck, decision: KeyDecision) -> CheckedChunk:
+    """The chunk's rows to load and its rejects, by the record rules and `decision`."""
+    outcome = decision.outcome.rename({OK: "_accepted"})
+    marked = check.flagged.drop("id").join(outcome, on=LINE, how="left", maintain_order="left")
+    rejects = pl.concat([
+        check.rejects, _reference_rejects(resource, check.source, decision.missing_references),
+        _taken_rejects(resource, marked), duplicate_rejects(resource, marked),
+    ])
     return CheckedChunk(
         index=check.index,
         rows_read=check.rows_read,
-        rows=marked.filter(pl.col(OK)).select(LINE, *resource.field_names),
+        rows=marked.filter(pl.col("_accepted")).select(LINE, *resource.field_names),
         rejects=rejects,
         source=check.source,
-        released_holders=_released_holders(rows, seen),
-        # An id-less row may resolve to the id of the row holding its key: not known as new.
-        all_new=not facts.ids_exist and marked.filter(pl.col(OK) & pl.col("_given_id").is_null()).is_empty(),
+        released_holders=decision.released_holders,
+        all_new=decision.all_new,
     )
 
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
-INTEGRATION_FIXTURES = {"db", "prefect_api", "served"}
+INTEGRATION_FIXTURES = {"db", "prefect_api", "served", "dask_scheduler", "s3_endpoint"}
 ROOT = Path(__file__).resolve().parent.parent
+TEST_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+"""Credentials the S3 test server takes (it takes any)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -133,3 +138,52 @@ def file_server(tmp_path: Path, settings_env: Callable[..., None]) -> Iterator[t
         yield f"http://127.0.0.1:{server.server_address[1]}", folder
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """`moto_server` on a free loopback port, for the session."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture()
+def bucket(s3_endpoint: str, settings_env: Callable[..., None]) -> str:
+    """A new bucket; the settings point at the test server; returns `s3://<bucket>`."""
+    settings_env(BULKFLOW_S3_ENDPOINT_URL=s3_endpoint, BULKFLOW_URL_SCHEMES="http,https,s3", **TEST_AWS)
+    from tests.helpers import s3
+
+    name = f"bulkflow-{uuid4().hex[:12]}"
+    s3().mkdir(name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(prefect_api: str) -> Iterator[str]:
+    """A real Dask cluster with two worker processes (`distributed.LocalCluster`) for the
+    session, its workers reporting to the test Prefect API; yields the scheduler address."""
+    from distributed import LocalCluster
+
+    env = {"PREFECT_API_URL": prefect_api, **TEST_AWS}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=env) as cluster:
+        yield cluster.scheduler_address

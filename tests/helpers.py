@@ -28,3 +28,11 @@ def sql(statement: str) -> list[tuple]:
         rows = cur.fetchall() if cur.description else []
         conn.commit()
         return rows
+
+
+def s3():  # noqa: ANN201 - s3fs is untyped
+    """The S3 file system the settings point at."""
+    from bulkflow.settings import Settings
+    from tasks.storage import filesystem
+
+    return filesystem(Settings(), "s3://")[0]

@@ -7,74 +7,21 @@ import gzip
 import hashlib
 import json
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
 from bulkflow.settings import Settings
-from tests.helpers import sql
+from tests.helpers import s3, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """`moto_server` on a free loopback port, for the session."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-@pytest.fixture()
-def bucket(s3_endpoint: str, settings_env: Callable[..., None]) -> str:
-    """A new bucket; the settings point at the test server; returns `s3://<bucket>`."""
-    settings_env(
-        BULKFLOW_S3_ENDPOINT_URL=s3_endpoint,
-        BULKFLOW_URL_SCHEMES="http,https,s3",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    name = f"bulkflow-{uuid4().hex[:12]}"
-    s3().mkdir(name)
-    return f"s3://{name}"
-
-
 def error_lines(stderr: str) -> list[str]:
     """The CLI's one-line errors (Prefect's console log lines may come before them)."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def s3():  # noqa: ANN201 - s3fs is untyped
-    from tasks.storage import filesystem
-
-    return filesystem(Settings(), "s3://")[0]
 
 
 def test_import_from_a_bucket_equals_the_local_import(bucket: str) -> None:

@@ -1,0 +1,88 @@
+"""Chunks through their three steps, on whichever runner does the chunk work.
+
+1. check: the database's view of the chunk (in parallel, ahead of the decision);
+2. decide: the in-file key decision, here in the flow, strictly in file order, so "first
+   accepted occurrence wins" is decided as one sequential pass would;
+3. load: exactly once (in parallel, at most `workers` at once).
+
+What a chunk *is* differs by runner (the steps are in `flows/import_flow.py`). With threads
+the flow reads and validates each chunk and hands its rows to the check and load tasks. On
+Dask a chunk is a span of the file: workers read and validate it themselves, and only keys
+and decisions travel.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Generic, TypeVar
+
+from prefect.futures import PrefectFuture
+
+from schemas.reports import ChunkResult
+from tasks.jobs import Job
+from tasks.report import ImportProgress
+from tasks.validate import SeenKeys
+
+Chunk = TypeVar("Chunk")
+Checked = TypeVar("Checked")
+Decided = TypeVar("Decided")
+
+
+class Steps(ABC, Generic[Chunk, Checked, Decided]):
+    """The three steps for one kind of chunk."""
+
+    @abstractmethod
+    def check(self, chunk: Chunk, committed: bool) -> PrefectFuture[Checked]: ...
+
+    @abstractmethod
+    def decide(self, chunk: Chunk, checked: Checked, seen: SeenKeys) -> Decided:
+        """The in-file key decision; claims the winners' keys in `seen`."""
+
+    @abstractmethod
+    def load(self, chunk: Chunk, decided: Decided) -> PrefectFuture[ChunkResult]: ...
+
+
+class ChunkPipeline(Generic[Chunk, Checked, Decided]):
+    """Feed chunks in file order with `add`, then `finish`; `skipped` counts the chunks an
+    earlier run committed (checked and decided all the same, so in-file duplicates are
+    judged as in that run, but not loaded again). At most `ahead` chunks are checked ahead
+    of the decision, and `workers` loaded at once."""
+
+    def __init__(
+        self, steps: Steps[Chunk, Checked, Decided], job: Job, progress: ImportProgress, *, workers: int, ahead: int
+    ) -> None:
+        self.steps, self.job, self.progress = steps, job, progress
+        self.workers, self.ahead = workers, ahead
+        self.seen = SeenKeys()
+        self.checking: deque[tuple[Chunk, int, int, PrefectFuture[Checked], float]] = deque()
+        self.loading: deque[tuple[PrefectFuture[ChunkResult], float, float]] = deque()
+        self.skipped = 0
+
+    def add(self, chunk: Chunk, index: int, rows_read: int, fraction: float) -> None:
+        checked = self.steps.check(chunk, index in self.job.done_chunks)
+        self.checking.append((chunk, index, rows_read, checked, fraction))
+        if len(self.checking) > self.ahead:
+            self._decide_oldest()
+
+    def finish(self) -> None:
+        while self.checking:
+            self._decide_oldest()
+        while self.loading:
+            self._finish_oldest_load()
+
+    def _decide_oldest(self) -> None:
+        chunk, index, rows_read, checked, fraction = self.checking.popleft()
+        decided = self.steps.decide(chunk, checked.result(), self.seen)
+        if index in self.job.done_chunks:
+            self.skipped += 1
+            self.progress.skipped(rows_read, fraction)
+            return
+        self.loading.append((self.steps.load(chunk, decided), time.perf_counter(), fraction))
+        while len(self.loading) > self.workers:
+            self._finish_oldest_load()
+
+    def _finish_oldest_load(self) -> None:
+        future, submitted, fraction = self.loading.popleft()
+        self.progress.chunk_done(future.result(), time.perf_counter() - submitted, fraction)
