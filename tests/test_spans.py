@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 from bulkflow.settings import Settings
 from schemas import RESOURCES
 from tasks.read import read_chunks, read_span, shared_file
-from tasks.source import stage_source
+from tasks.source import StagedSource, stage_source
 from tasks.spans import plan_spans
 
 USERS = RESOURCES["users"]
@@ -92,3 +92,17 @@ def test_a_one_column_csv_skips_blank_lines_as_every_csv_does(tmp_path: Path) ->
     [chunk] = [batch.rows for batch in read_chunks(stage_source(str(path), settings=Settings()), USERS, 10)]
     assert chunk.select("_line", "email").rows() == [(2, "a@x.io"), (4, "b@x.io")]
     assert chunk.height == pl.DataFrame({"email": ["a@x.io", "b@x.io"]}).height
+
+
+def test_workers_read_an_object_store_source_itself_and_a_rewritten_one_at_its_staged_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "staged.csv"
+    copy.write_bytes(b"id,email\nu1,a@x.io\n")
+
+    def staged(source: str, verbatim: bool) -> StagedSource:
+        return StagedSource(source, copy, "csv", "csv", "0" * 64, copy.stat().st_size, temporary=True, verbatim=verbatim)
+
+    assert shared_file(staged("s3://bucket/in/u.csv", True), MAX_RECORD).location == "s3://bucket/in/u.csv"
+    assert shared_file(staged("s3://bucket/in/u.csv.gz", False), MAX_RECORD).location == str(copy.resolve())
+    assert shared_file(staged("https://x.io/u.csv", True), MAX_RECORD).location == str(copy.resolve())
+    read = shared_file(staged("s3://bucket/in/u.csv", True), MAX_RECORD)
+    assert (read.csv_names, read.csv_header) == (("id", "email"), b"id,email\n")

@@ -1,0 +1,120 @@
+"""Chunk work on a real Dask cluster (`distributed.LocalCluster`, worker processes): the
+same tables, rejects and totals as the thread runner, also when a worker is killed
+mid-chunk, and with workers reading their chunks from a bucket."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bulkflow.generate import GeneratorSpec, write_file
+from flows.import_flow import import_flow
+from schemas.parameters import ImportOptions
+from tests.helpers import s3, snapshot, sql
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+CHUNK = 250
+
+
+@pytest.fixture()
+def partner_files(tmp_path: Path) -> list[tuple[str, Path]]:
+    """Users and their articles with every kind of reject, in-file duplicates across
+    chunks and id-less rows (ids resolved from natural keys)."""
+    files = []
+    for resource, rows in (("users", 1500), ("articles", 1000)):
+        path = tmp_path / f"{resource}.csv"
+        write_file(GeneratorSpec(resource, rows=rows, invalid_share=0.1, users=1200, seed=11), path)
+        files.append((resource, path))
+    return files
+
+
+def _import_all(files: list[tuple[str, str]]) -> dict[str, object]:
+    """Import the files in order; the tables, every reject and the reports' totals."""
+    totals = []
+    for resource, source in files:
+        report = import_flow(resource=resource, source=source, options=ImportOptions(chunk_size=CHUNK))
+        totals.append({k: report[k] for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")})
+    rejects = sql("SELECT j.resource, r.line, r.field, r.rule, r.message, r.value FROM import_rejects r "
+                  "JOIN import_jobs j USING (job_key) ORDER BY 1, 2, 3, 4")
+    return {"tables": snapshot(), "rejects": rejects, "totals": totals}
+
+
+def _on_threads_then_reset(files: list[tuple[str, str]]) -> dict[str, object]:
+    state = _import_all(files)
+    sql("TRUNCATE users, articles, comments, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    return state
+
+
+def _assert_same(state: dict[str, object], expected: dict[str, object]) -> None:
+    tables, wanted = state["tables"], expected["tables"]
+    assert isinstance(tables, dict) and isinstance(wanted, dict)
+    for name, frame in wanted.items():
+        assert tables[name].equals(frame), name
+    assert state["rejects"] == expected["rejects"]
+    assert state["totals"] == expected["totals"]
+
+
+def test_dask_workers_end_exactly_as_threads_do(
+    partner_files: list[tuple[str, Path]], dask_scheduler: str, settings_env: Callable[..., None]
+) -> None:
+    files = [(resource, str(path)) for resource, path in partner_files]
+    expected = _on_threads_then_reset(files)
+    assert expected["rejects"] and expected["totals"]
+    settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
+    _assert_same(_import_all(files), expected)
+
+
+def _kill_myself_in_chunk(marker: str, chunk_index: int) -> None:
+    """Run on every worker: the first worker to write chunk `chunk_index`'s rejects
+    (inside the chunk's transaction, its rows already written) dies by SIGKILL."""
+    import tasks.load
+
+    save_rejects = tasks.load._save_rejects
+
+    def dying(conn, job_key, index, rejects):  # noqa: ANN001, ANN202 - the patched function's own signature
+        if index == chunk_index:
+            try:
+                with open(marker, "x") as fh:
+                    fh.write(str(os.getpid()))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return save_rejects(conn, job_key, index, rejects)
+
+    tasks.load._save_rejects = dying
+
+
+def test_a_worker_killed_mid_chunk_ends_as_a_clean_run(
+    partner_files: list[tuple[str, Path]], dask_scheduler: str, settings_env: Callable[..., None], tmp_path: Path
+) -> None:
+    from distributed import Client
+
+    users = [(resource, str(path)) for resource, path in partner_files if resource == "users"]
+    expected = _on_threads_then_reset(users)
+    marker = tmp_path / "killed"
+    with Client(dask_scheduler) as client:
+        client.run(_kill_myself_in_chunk, str(marker), 3)
+        settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
+        state = _import_all(users)
+        client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed one
+    killed = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)
+    _assert_same(state, expected)
+
+
+def test_dask_workers_read_their_chunks_from_the_bucket(
+    partner_files: list[tuple[str, Path]], dask_scheduler: str, settings_env: Callable[..., None], bucket: str
+) -> None:
+    users = [(resource, path) for resource, path in partner_files if resource == "users"]
+    expected = _on_threads_then_reset([(resource, str(path)) for resource, path in users])
+    (_, path), = users
+    s3().put(str(path), f"{bucket}/in/users.csv")
+    settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
+    state = _import_all([("users", f"{bucket}/in/users.csv")])
+    _assert_same(state, expected)
