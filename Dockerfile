@@ -18,7 +18,7 @@ COPY deployments ./deployments
 COPY api ./api
 COPY bench ./bench
 COPY data ./data
-RUN pip install . && useradd --create-home --uid 10001 bulkflow && mkdir -p /data && chown bulkflow /data
+RUN pip install '.[s3,dask]' && useradd --create-home --uid 10001 bulkflow && mkdir -p /data && chown bulkflow /data
 USER bulkflow
 
 EXPOSE 3000

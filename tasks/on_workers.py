@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from prefect import task
 
+from bulkflow.errors import ParameterError
 from bulkflow.settings import Settings
 from schemas.reports import ChunkResult
 from schemas.resource import Resource
@@ -44,6 +45,13 @@ def load_span(
 
 
 def _read_and_check(settings: Settings, resource: Resource, file: SharedFile, span: ChunkSpan) -> RecordCheck:
-    with open_file(settings, file.location, "rb") as stream:
-        rows = read_span(stream, file, resource, span, settings.max_record_bytes)
+    try:
+        with open_file(settings, file.location, "rb") as stream:
+            rows = read_span(stream, file, resource, span, settings.max_record_bytes)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise ParameterError(
+            f"a Dask worker cannot read {file.location} ({exc.strerror or type(exc).__name__}): workers read the "
+            "file themselves, so it must be on storage every worker reaches (an s3:// source, or a shared path "
+            "under BULKFLOW_HOME for downloaded, compressed or converted ones)"
+        ) from None
     return check_records(resource, settings.rule_context(), span.index, rows)
