@@ -27,6 +27,7 @@ from bulkflow.settings import Settings
 from schemas import get_resource
 from schemas.resource import FILTER_KEY_SUFFIX, PG_TYPES, FilterOp, Resource, RuleContext
 from tasks.source import FORMATS, Format, check_format
+from tasks.sql import export_select
 from tasks.validate import format_text_list, read_value
 
 ExportFormat = Format
@@ -125,16 +126,13 @@ def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:
     read back with a cast: a query without parameters is one ADBC can stream with binary
     COPY, whereas a parameterised one is materialised whole in memory first.
     """
-    where, values = [], {}
+    conditions, values = [], {}
     for i, condition in enumerate(request.conditions, start=1):
         name = f"bulkflow.filter_{i}"
         pg_type = PG_TYPES[request.resource.kind_of(condition.field)]
-        where.append(f"{condition.field} {condition.op} current_setting('{name}')::{pg_type}")
+        conditions.append((condition.field, condition.op, name, pg_type))
         values[name] = _as_text(condition.value)
-    sql = f"SELECT {', '.join(request.fields)} FROM {request.resource.name}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return sql + " ORDER BY id", values
+    return export_select(request.resource.name, request.fields, conditions), values
 
 
 def _as_text(value: object) -> str:

@@ -17,11 +17,20 @@ from bulkflow.errors import RetryableError
 from bulkflow.settings import Settings
 from schemas.reports import ChunkResult
 from schemas.resource import Resource
-from tasks.checks import frame_of, missing_message, missing_reference_query, quote, taken_query
+from tasks.checks import frame_of, missing_message
 from tasks.retrying import chunk_task_options
-from tasks.validate import HOLDER, LINE, CheckedChunk
+from tasks.sql import (
+    STAGE,
+    any_existing_sql,
+    delete_stage_line_sql,
+    insert_sql,
+    missing_reference_query,
+    stage_line_index_sql,
+    taken_query,
+    upsert_sql,
+)
+from tasks.validate import HOLDER, CheckedChunk
 
-STAGE = "_bulkflow_stage"
 CONFLICTS = ("23505", "23503")
 """unique_violation, foreign_key_violation: another transaction changed a key or a
 referenced row since the chunk was checked."""
@@ -134,34 +143,10 @@ def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk) -> pl.Dat
         parts.append(chunk.rejects_for(resource, taken.get_column("line"), field=nk.field, rule=nk.taken_rule, message=message))
     refused = pl.concat(parts) if parts else chunk.rejects.clear()
     if refused.height:
-        cur.execute(f"CREATE INDEX ON {quote(STAGE)} ({quote(LINE)})")
+        cur.execute(stage_line_index_sql(STAGE))
         for line in refused.get_column("line").unique().to_list():
-            cur.execute(f"DELETE FROM {quote(STAGE)} WHERE {quote(LINE)} = $1", parameters=(line,))
+            cur.execute(delete_stage_line_sql(STAGE), parameters=(line,))
     return refused
-
-
-def upsert_sql(resource: Resource) -> str:
-    """Upsert the stage into the table, in file order (so a row that frees a key comes
-    before a later row that takes it); returns (inserted, updated)."""
-    columns = ", ".join(quote(c) for c in resource.field_names)
-    updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in resource.field_names if c != "id")
-    return (
-        f"WITH up AS (INSERT INTO {quote(resource.name)} ({columns}) SELECT {columns} FROM {quote(STAGE)} "
-        f"ORDER BY {quote(LINE)} ON CONFLICT ({quote('id')}) DO UPDATE SET {updates} RETURNING (xmax = 0) AS inserted) "
-        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
-    )
-
-
-def insert_sql(resource: Resource) -> str:
-    columns = ", ".join(quote(c) for c in resource.field_names)
-    return f"INSERT INTO {quote(resource.name)} ({columns}) SELECT {columns} FROM {quote(STAGE)}"
-
-
-def any_existing_sql(resource: Resource) -> str:
-    return (
-        f"SELECT EXISTS (SELECT 1 FROM {quote(STAGE)} s WHERE EXISTS "
-        f"(SELECT 1 FROM {quote(resource.name)} t WHERE t.{quote('id')} = s.{quote('id')}))"
-    )
 
 
 def _upsert(cur: Cursor, resource: Resource) -> tuple[int, int]:
@@ -172,11 +157,11 @@ def _upsert(cur: Cursor, resource: Resource) -> tuple[int, int]:
     another transaction add one of those ids meanwhile, the INSERT fails on the primary key
     and the caller treats it as any other conflict.
     """
-    cur.execute(any_existing_sql(resource))
+    cur.execute(any_existing_sql(resource, STAGE))
     if not fetch_one(cur)[0]:
-        cur.execute(insert_sql(resource))
+        cur.execute(insert_sql(resource, STAGE))
         return cur.rowcount, 0
-    cur.execute(upsert_sql(resource))
+    cur.execute(upsert_sql(resource, STAGE))
     inserted, updated = fetch_one(cur)
     return int(inserted), int(updated)
 

@@ -1,0 +1,155 @@
+"""The SQL text of imports and exports, built by pure functions with quoted identifiers.
+
+Nothing here touches a database: every function takes names and definitions and returns a
+statement (values always travel as `$n` parameters or bound settings, never in the text),
+so the text is unit-tested as text, and `tests/test_load_plans.py` runs EXPLAIN on it.
+
+The chunk checks have one possible plan whatever the statistics say: the stage is the outer
+side of a LATERAL subquery with LIMIT 1, which PostgreSQL cannot flatten, so each staged row
+probes the target's index once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas.resource import FilterOp, ForeignKey, Resource
+from tasks.validate import HOLDER, KEY, LINE, RESOLVED_ID
+
+CHECK_STAGE = "_bulkflow_check"
+"""Temporary table of a chunk's candidate keys, for the read-only checks."""
+STAGE = "_bulkflow_stage"
+"""Temporary table of a chunk's accepted rows, for the upsert."""
+
+
+def ident(name: str) -> str:
+    """A SQL identifier, quoted (a `"` inside is doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _columns(names: Sequence[str], prefix: str = "") -> str:
+    return ", ".join(prefix + ident(name) for name in names)
+
+
+# --- chunk checks ------------------------------------------------------------------------
+
+
+def missing_reference_query(fk: ForeignKey, stage: str = CHECK_STAGE) -> str:
+    """Lines of staged rows whose `fk.field` matches no row of the referenced table."""
+    column = ident(fk.field)
+    return (
+        f"SELECT s.{ident(LINE)} AS line FROM {ident(stage)} s "
+        f"LEFT JOIN LATERAL (SELECT 1 AS found FROM {ident(fk.references)} r "
+        f"WHERE r.{ident('id')} = s.{column} LIMIT 1) r ON true "
+        f"WHERE s.{column} IS NOT NULL AND r.found IS NULL"
+    )
+
+
+def key_facts_query(resource: Resource, stage: str = CHECK_STAGE) -> str | None:
+    """For each staged row where it matters: the natural key as the unique index folds it
+    (when that differs from the staged `_key`), the id an id-less row resolves to (the
+    holder of its key, else an id derived from the key), and the other id holding the key.
+    None when the resource has no natural key."""
+    nk = resource.natural_key
+    if nk is None:
+        return None
+    staged_key = nk.sql(f"s.{ident(nk.field)}")
+    held_key = nk.sql(f"t.{ident(nk.field)}")
+    given_id, holder = f"s.{ident('id')}", f"h.{ident('id')}"
+    derived_id = f"md5({_text_literal(resource.name + ':')} || {staged_key})::uuid::text"
+    return (
+        f"SELECT s.{ident(LINE)}, "
+        f"CASE WHEN {staged_key} IS DISTINCT FROM s.{ident(KEY)} THEN {staged_key} END AS {ident(KEY)}, "
+        f"CASE WHEN {given_id} IS NULL THEN coalesce({holder}, {derived_id}) END AS {ident(RESOLVED_ID)}, "
+        f"CASE WHEN {given_id} <> {holder} THEN {holder} END AS {ident(HOLDER)} "
+        f"FROM {ident(stage)} s "
+        f"LEFT JOIN LATERAL (SELECT t.{ident('id')} FROM {ident(resource.name)} t "
+        f"WHERE {held_key} = {staged_key} LIMIT 1) h ON true "
+        f"WHERE {given_id} IS NULL OR {given_id} <> {holder} OR {staged_key} IS DISTINCT FROM s.{ident(KEY)}"
+    )
+
+
+def taken_query(resource: Resource, stage: str) -> str | None:
+    """(line, holder) of staged rows whose natural key another id holds in the table."""
+    nk = resource.natural_key
+    if nk is None:
+        return None
+    staged_key, held_key = nk.sql(f"s.{ident(nk.field)}"), nk.sql(f"t.{ident(nk.field)}")
+    return (
+        f"SELECT s.{ident(LINE)} AS line, h.{ident('id')} AS {ident(HOLDER)} FROM {ident(stage)} s "
+        f"JOIN LATERAL (SELECT t.{ident('id')} FROM {ident(resource.name)} t "
+        f"WHERE {held_key} = {staged_key} AND t.{ident('id')} <> s.{ident('id')} LIMIT 1) h ON true"
+    )
+
+
+def any_id_exists_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
+    """Whether any staged id is in the table already (stops at the first one)."""
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {ident(stage)} s JOIN LATERAL (SELECT 1 FROM {ident(resource.name)} t "
+        f"WHERE t.{ident('id')} = s.{ident('id')} LIMIT 1) t ON true WHERE s.{ident('id')} IS NOT NULL)"
+    )
+
+
+def recorded_rejects_query() -> str:
+    """Lines an earlier run rejected in chunk $2 of job $1."""
+    return "SELECT DISTINCT line FROM import_rejects WHERE job_key = $1 AND chunk_index = $2"
+
+
+# --- chunk load --------------------------------------------------------------------------
+
+
+def upsert_sql(resource: Resource, stage: str = STAGE) -> str:
+    """Upsert the stage into the table, in file order (so a row that frees a key comes
+    before a later row that takes it); returns (inserted, updated)."""
+    columns = _columns(resource.field_names)
+    updates = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in resource.field_names if c != "id")
+    return (
+        f"WITH up AS (INSERT INTO {ident(resource.name)} ({columns}) SELECT {columns} FROM {ident(stage)} "
+        f"ORDER BY {ident(LINE)} ON CONFLICT ({ident('id')}) DO UPDATE SET {updates} RETURNING (xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
+    )
+
+
+def insert_sql(resource: Resource, stage: str = STAGE) -> str:
+    """Insert the stage into the table (ids known to be new)."""
+    columns = _columns(resource.field_names)
+    return f"INSERT INTO {ident(resource.name)} ({columns}) SELECT {columns} FROM {ident(stage)}"
+
+
+def any_existing_sql(resource: Resource, stage: str = STAGE) -> str:
+    """Whether the table holds any staged id."""
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {ident(stage)} s WHERE EXISTS "
+        f"(SELECT 1 FROM {ident(resource.name)} t WHERE t.{ident('id')} = s.{ident('id')}))"
+    )
+
+
+def stage_line_index_sql(stage: str = STAGE) -> str:
+    return f"CREATE INDEX ON {ident(stage)} ({ident(LINE)})"
+
+
+def delete_stage_line_sql(stage: str = STAGE) -> str:
+    """Drop the staged row of line $1."""
+    return f"DELETE FROM {ident(stage)} WHERE {ident(LINE)} = $1"
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+def export_select(table: str, fields: Sequence[str], conditions: Sequence[tuple[str, FilterOp, str, str]]) -> str:
+    """`SELECT fields FROM table [WHERE ...] ORDER BY id`; each condition is (field,
+    operator, setting, PostgreSQL type): the value is read from the transaction-local
+    setting, cast to the field's type."""
+    where = [
+        f"{ident(field)} {op} current_setting({_text_literal(setting)})::{pg_type}"
+        for field, op, setting, pg_type in conditions
+    ]
+    sql = f"SELECT {_columns(fields)} FROM {ident(table)}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + f" ORDER BY {ident('id')}"
+
+
+def _text_literal(text: str) -> str:
+    """A SQL string literal (a `'` inside is doubled)."""
+    return "'" + text.replace("'", "''") + "'"
