@@ -193,7 +193,8 @@ class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
         self.settings, self.job = settings, job
 
     def check(self, chunk: RecordCheck, committed: bool) -> PrefectFuture[DatabaseFacts]:
-        return check_database.submit(self.settings, self.job.key, self.job.resource, chunk, committed)
+        job = self.job
+        return check_database.submit(self.settings, job.key, job.resource, chunk, committed, job.first_load)
 
     def decide(self, chunk: RecordCheck, checked: DatabaseFacts, seen: SeenKeys) -> CheckedChunk:
         return decide(self.job.resource, chunk, checked, seen)
@@ -209,7 +210,8 @@ class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
         self.settings, self.job, self.file, self.runner = settings, job, file, runner
 
     def check(self, chunk: ChunkSpan, committed: bool) -> PrefectFuture[ChunkKeys]:
-        return self.runner.submit(check_span, self._parameters(chunk) | {"committed": committed})
+        checks = {"committed": committed, "first_load": self.job.first_load}
+        return self.runner.submit(check_span, self._parameters(chunk) | checks)
 
     def decide(self, chunk: ChunkSpan, checked: ChunkKeys, seen: SeenKeys) -> KeyDecision:
         return decide_keys(self.job.resource, checked, seen)

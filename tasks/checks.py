@@ -15,7 +15,7 @@ from __future__ import annotations
 import polars as pl
 from prefect import task
 
-from bulkflow.db import connect, fetch_one, tune_session
+from bulkflow.db import Cursor, connect, fetch_one, tune_session
 from bulkflow.settings import Settings
 from schemas.resource import ForeignKey, Resource
 from tasks.retrying import chunk_task_options
@@ -34,45 +34,68 @@ def missing_message(fk: ForeignKey) -> str:
 
 
 @task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{check.index}"))
-def check_database(settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool) -> DatabaseFacts:
+def check_database(
+    settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool, first_load: bool
+) -> DatabaseFacts:
     """The database's facts about the chunk's candidate rows (see `database_facts`)."""
-    return database_facts(settings, job_key, resource, check, committed)
+    return database_facts(settings, job_key, resource, check, committed, first_load)
 
 
-def database_facts(settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool) -> DatabaseFacts:
+def database_facts(
+    settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool, first_load: bool
+) -> DatabaseFacts:
     """The database's facts about the chunk's candidate rows (read-only). For a chunk an
-    earlier run committed, also the lines it rejected then."""
+    earlier run committed, also the lines it rejected then.
+
+    In a first load (`Job.first_load`) the table holds only rows this file accepted earlier,
+    which the in-file decision knows already: a chunk whose candidates all carry an id and
+    a plain ASCII key then needs only its references checked. Should a writer outside
+    bulkflow add a row meanwhile, the table's constraints refuse the load and the chunk is
+    redone with every check (`load.py`).
+    """
     candidates = check.candidates(resource)
     facts = no_facts()
     if candidates.height == 0:
         return facts  # nothing to look up, and nothing the chunk could have accepted
-    columns = [LINE, *dict.fromkeys(resource.key_fields), KEY]
+    key_checks = committed or not (first_load and _keys_need_no_lookup(resource, candidates))
+    if not key_checks and not resource.foreign_keys:
+        return facts
+    fields = resource.key_fields if key_checks else tuple(fk.field for fk in resource.foreign_keys)
     with connect(settings) as conn, conn.cursor() as cur:
         tune_session(cur)
-        cur.adbc_ingest(CHECK_STAGE, candidates.select(columns).to_arrow(), mode="replace", temporary=True)
-        missing = []
-        for fk in resource.foreign_keys:
-            cur.execute(missing_reference_query(fk))
-            lines = pl.from_arrow(cur.fetch_arrow_table())
-            assert isinstance(lines, pl.DataFrame)
-            missing.append(lines.select(
-                pl.col("line").cast(pl.Int64), pl.lit(fk.field).alias("field"), pl.lit(fk.rule).alias("rule"),
-                pl.lit(missing_message(fk)).alias("message"),
-            ))
-        keys = facts.keys
+        staged = candidates.select(LINE, *dict.fromkeys(fields), *([KEY] if key_checks else []))
+        cur.adbc_ingest(CHECK_STAGE, staged.to_arrow(), mode="replace", temporary=True)
+        missing = [_missing_references(cur, fk) for fk in resource.foreign_keys]
+        keys, ids_exist, recorded = facts.keys, False, None
         query = key_facts_query(resource)
-        if query is not None:
+        if key_checks and query is not None:
             cur.execute(query)
             keys = frame_of(cur.fetch_arrow_table()).cast(facts.keys.schema)
-        cur.execute(any_id_exists_query(resource))
-        ids_exist = bool(fetch_one(cur)[0])
-        recorded = None
+        if key_checks:
+            cur.execute(any_id_exists_query(resource))
+            ids_exist = bool(fetch_one(cur)[0])
         if committed:
             cur.execute(recorded_rejects_query(), parameters=(job_key, check.index))
             recorded = frame_of(cur.fetch_arrow_table()).get_column("line").cast(pl.Int64)
         conn.rollback()
     references = pl.concat([facts.missing_references, *missing]) if missing else facts.missing_references
     return DatabaseFacts(missing_references=references, keys=keys, recorded_rejects=recorded, ids_exist=ids_exist)
+
+
+def _keys_need_no_lookup(resource: Resource, candidates: pl.DataFrame) -> bool:
+    """Every candidate carries its id, and its natural key is ASCII (folded alike here and
+    by the database): no id to resolve, no folding to ask for."""
+    nk = resource.natural_key
+    plain = pl.col(nk.field).str.contains(r"^[\x20-\x7e]*$").fill_null(True).all() if nk else pl.lit(True)
+    return bool(candidates.select(pl.col("id").is_not_null().all() & plain).item())
+
+
+def _missing_references(cur: Cursor, fk: ForeignKey) -> pl.DataFrame:
+    cur.execute(missing_reference_query(fk))
+    return frame_of(cur.fetch_arrow_table()).select(
+        pl.col("line").cast(pl.Int64), pl.lit(fk.field).alias("field"), pl.lit(fk.rule).alias("rule"),
+        pl.lit(missing_message(fk)).alias("message"),
+    )
 
 
 def frame_of(table: object) -> pl.DataFrame:

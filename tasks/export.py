@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Protocol, cast
+from queue import Full, Queue
+from typing import IO, Any, Protocol, TypeVar, cast
 
 import polars as pl
 import pyarrow as pa
@@ -41,6 +44,9 @@ CONTENT_TYPES: dict[str, str] = {
 }
 _UTC_TIMESTAMP_TEXT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
 _WHERE = re.compile(r"^\s*(\w+)\s*(>=|<|=)\s*(.*)$")
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -180,9 +186,66 @@ def stream_export(
         for name, value in values.items():
             cur.execute("SELECT set_config($1, $2, true)", parameters=(name, value))
         cur.execute(sql)
-        batches = (pl.from_arrow(batch) for batch in cur.fetch_record_batch())
-        rows, size, sha256 = write_batches(request, batches, sink, digest=digest, on_rows=on_rows)  # type: ignore[arg-type]  # ADBC record batches are untyped
+        with read_ahead(cur.fetch_record_batch()) as batches:
+            frames = (pl.from_arrow(batch) for batch in batches)
+            rows, size, sha256 = write_batches(request, frames, sink, digest=digest, on_rows=on_rows)  # type: ignore[arg-type]  # ADBC record batches are untyped
     return ExportStats(rows, size, round(time.perf_counter() - started, 3), sha256)
+
+
+_AHEAD = 2
+"""Batches fetched ahead of the writer."""
+
+
+@contextmanager
+def read_ahead(batches: Iterable[T]) -> Iterator[Iterator[T]]:
+    """`batches`, fetched by a thread of their own at most `_AHEAD` ahead: the database
+    sends (and the driver decodes) the next batch while this thread formats the last one,
+    instead of each waiting for the other. An error while fetching is raised here; leaving
+    the block early stops the fetching thread before the connection closes."""
+    queue: Queue[T | _Fetched] = Queue(maxsize=_AHEAD)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        end = _Fetched(None)
+        try:
+            for batch in batches:
+                if not _offer(queue, batch, stop):
+                    return
+        except BaseException as error:  # handed over to the writer's thread, raised there
+            end = _Fetched(error)
+        _offer(queue, end, stop)
+
+    def received() -> Iterator[T]:
+        while not isinstance(item := queue.get(), _Fetched):
+            yield item
+        if item.error is not None:
+            raise item.error
+
+    fetcher = threading.Thread(target=fetch, name="export-fetch", daemon=True)
+    fetcher.start()
+    try:
+        yield received()
+    finally:
+        stop.set()
+        fetcher.join()
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """The end of the batches: all fetched (no error), or the error that ended them."""
+
+    error: BaseException | None
+
+
+def _offer(queue: Queue[Any], item: object, stop: threading.Event) -> bool:
+    """Put `item` once there is room, unless the reader stopped; False if it did."""
+    while not stop.is_set():
+        try:
+            queue.put(item, timeout=0.1)
+            return True
+        except Full:
+            continue
+    return False
 
 
 def write_batches(

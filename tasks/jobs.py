@@ -9,12 +9,13 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bulkflow.db import connect, execute, fetch_one, query_one
+from bulkflow.db import Cursor, connect, execute, fetch_one, query_one
 from bulkflow.errors import ParameterError, retry_condition
 from bulkflow.settings import Settings
 from schemas.reports import ImportReport, JobTotals
 from schemas.resource import Resource
 from tasks.source import StagedSource
+from tasks.sql import ASCII_PROBE, first_load_probe
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class Job:
     source_name: str
     earlier_runs: tuple[str, ...] = ()
     """Flow runs that worked on this job before (a crashed or failed run this one resumes)."""
+    first_load: bool = False
+    """The table was empty when this run began, nothing of the job was committed, and the job
+    holds the table's only write slot: whatever rows the table holds during the run are the
+    job's own, accepted earlier in the file (and the database folds ASCII keys as polars
+    does). Chunk checks then skip what only rows of others could change (`checks.py`)."""
 
 
 def default_job_key(resource: str, sha256: str) -> str:
@@ -75,8 +81,16 @@ def open_job(
             )
         cur.execute("SELECT chunk_index FROM import_chunks WHERE job_key = $1", parameters=(key,))
         done = frozenset(int(row[0]) for row in cur.fetchall())
+        first_load = not done and settings.max_imports_per_resource == 1 and _empty_and_folds_ascii(cur, resource)
         conn.commit()
-    return Job(key, resource, int(known_chunk_size), done, source_name, earlier)
+    return Job(key, resource, int(known_chunk_size), done, source_name, earlier, first_load)
+
+
+def _empty_and_folds_ascii(cur: Cursor, resource: Resource) -> bool:
+    cur.execute(first_load_probe(resource))
+    empty, folded = fetch_one(cur)
+    nk = resource.natural_key
+    return bool(empty) and (nk is None or folded == pl.select(nk.normalize(pl.lit(ASCII_PROBE))).item())
 
 
 def job_totals(settings: Settings, job_key: str) -> JobTotals:

@@ -28,11 +28,17 @@ from tasks.validate import ChunkKeys, KeyDecision, RecordCheck, apply_decision, 
 
 @task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{span.index}"))
 def check_span(
-    settings: Settings, job_key: str, resource: Resource, file: SharedFile, span: ChunkSpan, committed: bool
+    settings: Settings,
+    job_key: str,
+    resource: Resource,
+    file: SharedFile,
+    span: ChunkSpan,
+    committed: bool,
+    first_load: bool,
 ) -> ChunkKeys:
     """Read, validate and check the chunk against the database: its candidates' keys."""
     check = _read_and_check(settings, resource, file, span)
-    return chunk_keys(resource, check, database_facts(settings, job_key, resource, check, committed))
+    return chunk_keys(resource, check, database_facts(settings, job_key, resource, check, committed, first_load))
 
 
 @task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{span.index}"))

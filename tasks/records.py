@@ -157,8 +157,10 @@ def csv_record_starts(data: bytes) -> np.ndarray:
     if not data:
         return np.empty(0, dtype=np.int64)
     octets = np.frombuffer(data, dtype=np.uint8)
-    outside = (np.cumsum(octets == QUOTE[0]) & 1) == 0
-    ends = np.flatnonzero((octets == NEWLINE[0]) & outside)
+    ends = np.flatnonzero(octets == NEWLINE[0])
+    quotes = np.flatnonzero(octets == QUOTE[0])
+    if quotes.size:  # a newline ends a record when an even number of quotes comes before it
+        ends = ends[(np.searchsorted(quotes, ends) & 1) == 0]
     if ends.size == 0 or ends[-1] != len(octets) - 1:
         ends = np.append(ends, len(octets) - 1)  # the file's last record, without its line end
     starts = np.concatenate(([0], ends[:-1] + 1))

@@ -90,6 +90,19 @@ def any_id_exists_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
     )
 
 
+ASCII_PROBE = "".join(chr(c) for c in range(32, 127))
+"""Every printable ASCII character: how the database folds them tells whether its folding of
+ASCII keys is polars' own."""
+
+
+def first_load_probe(resource: Resource) -> str:
+    """Whether the table is empty, and `ASCII_PROBE` folded as the natural key's unique
+    index folds it (NULL without a natural key)."""
+    nk = resource.natural_key
+    folded = nk.sql(_text_literal(ASCII_PROBE)) if nk else "NULL"
+    return f"SELECT NOT EXISTS (SELECT 1 FROM {ident(resource.name)}), {folded}"
+
+
 def recorded_rejects_query() -> str:
     """Lines an earlier run rejected in chunk $2 of job $1."""
     return "SELECT DISTINCT line FROM import_rejects WHERE job_key = $1 AND chunk_index = $2"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource, Rule, RuleContext, not_scalar, present
@@ -23,6 +24,7 @@ REJECT_COLUMNS = {
     "value": pl.String,
     "raw": pl.String,
 }
+_UTC_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 _FAST_TIMESTAMP = "%Y-%m-%dT%H:%M:%S%#z"
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
@@ -49,14 +51,24 @@ def parse_timestamp(text: pl.Expr) -> pl.Expr:
 
 
 def _parse_timestamps(text: pl.Series) -> pl.Series:
-    # The common shape (seconds and an offset or Z) has a fast parser; only the rows it
-    # cannot read go through the slower list of accepted shapes.
-    fast = text.str.to_datetime(_FAST_TIMESTAMP, strict=False, time_zone="UTC", time_unit="us")
-    leftover = fast.is_null() & text.is_not_null()
-    if not leftover.any():
-        return fast
-    slow = pl.select(_parse_any_timestamp(pl.lit(text.filter(leftover)))).to_series()
-    return fast.scatter(leftover.arg_true(), slow)
+    # From the most common shape to the rarest, each parser reading only what the ones
+    # before it could not: seconds and Z (a fixed format, three times faster than an offset
+    # pattern), seconds and any offset, then the whole list of accepted shapes.
+    parsed = text.str.to_datetime(_UTC_TIMESTAMP, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+    for parse in (_parse_offset_timestamps, _parse_any_timestamps):
+        leftover = parsed.is_null() & text.is_not_null()
+        if not leftover.any():
+            break
+        parsed = parsed.scatter(leftover.arg_true(), parse(text.filter(leftover)))
+    return parsed
+
+
+def _parse_offset_timestamps(text: pl.Series) -> pl.Series:
+    return text.str.to_datetime(_FAST_TIMESTAMP, strict=False, time_zone="UTC", time_unit="us")
+
+
+def _parse_any_timestamps(text: pl.Series) -> pl.Series:
+    return pl.select(_parse_any_timestamp(pl.lit(text))).to_series()
 
 
 def _parse_any_timestamp(text: pl.Expr) -> pl.Expr:
@@ -189,31 +201,36 @@ class SeenKeys:
     each hash is merged O(log(keys)) times (its run grows by half at least each time).
     """
 
-    runs: dict[str, list[pl.Series]] = field(default_factory=dict)
+    runs: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def seen_before(self, key: str, values: pl.Series) -> pl.Series:
         """True where a value's key was accepted in an earlier chunk."""
-        hashed = values.hash(seed=0)
-        seen = pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
-        for run in self.runs.get(key, ()):
-            at = run.search_sorted(hashed).clip(upper_bound=len(run) - 1)
-            seen = seen | (run.gather(at) == hashed)
-        return seen & values.is_not_null()
+        present = values.is_not_null()
+        runs = self.runs.get(key, ())
+        if not runs or not present.any():
+            return pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
+        hashed = values.hash(seed=0).to_numpy()
+        order = np.argsort(hashed)
+        needles = hashed[order]  # sorted needles: each run's binary searches walk it in order
+        found = np.zeros(len(needles), dtype=bool)
+        for run in runs:
+            at = np.searchsorted(run, needles).clip(max=len(run) - 1)
+            found |= run[at] == needles
+        seen = np.empty_like(found)
+        seen[order] = found
+        return pl.Series(values.name, seen) & present
 
     def add(self, key: str, values: pl.Series) -> None:
-        new = values.drop_nulls().hash(seed=0).sort()
-        if new.is_empty():
+        new = np.sort(values.drop_nulls().hash(seed=0).to_numpy())
+        if not new.size:
             return
         runs = self.runs.setdefault(key, [])
         runs.append(new)
         while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
             last, before = runs.pop(), runs.pop()
-            runs.append(_merge_sorted(before, last))
-
-
-def _merge_sorted(first: pl.Series, second: pl.Series) -> pl.Series:
-    """One sorted run of two (a linear merge, not a sort)."""
-    return pl.DataFrame({"h": first}).merge_sorted(pl.DataFrame({"h": second}), key="h").get_column("h")
+            merged = np.concatenate([before, last])
+            merged.sort(kind="stable")  # in place; two sorted runs back to back: timsort merges them in one pass
+            runs.append(merged)
 
 
 READ_RULE = "_read_rule"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -58,3 +62,35 @@ def test_written_rows_read_back_identical(frame: pl.DataFrame, format: str, tmp_
     checked = check_chunk(ARTICLES, CONTEXT, 0, batch.rows, SeenKeys())
     assert checked.rejects.height == 0, checked.rejects.to_dicts()
     assert checked.rows.drop("_line").equals(frame)
+
+
+def test_read_ahead_hands_over_every_batch_in_order_and_the_error_that_ends_them() -> None:
+    from tasks.export import read_ahead
+
+    with read_ahead(iter(range(10))) as batches:
+        assert list(batches) == list(range(10))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise ConnectionError("connection lost mid-export")
+
+    with read_ahead(failing()) as batches:
+        assert next(batches) == 1
+        with pytest.raises(ConnectionError, match="mid-export"):
+            next(batches)
+
+
+def test_a_writer_that_stops_early_stops_the_fetching_thread() -> None:
+    from tasks.export import read_ahead
+
+    fetched = []
+
+    def endless() -> Iterator[int]:
+        for n in itertools.count():
+            fetched.append(n)
+            yield n
+
+    with read_ahead(endless()) as batches:
+        assert next(batches) == 0
+    assert not [t for t in threading.enumerate() if t.name == "export-fetch"]
+    assert len(fetched) <= 5  # the one handed over, the ones queued ahead, and one in hand
