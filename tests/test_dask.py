@@ -34,10 +34,16 @@ def partner_files(tmp_path: Path) -> list[tuple[str, Path]]:
 
 def _import_all(files: list[tuple[str, str]]) -> dict[str, object]:
     """Import the files in order; the tables, every reject and the reports' totals."""
-    totals = []
-    for resource, source in files:
-        report = import_flow(resource=resource, source=source, options=ImportOptions(chunk_size=CHUNK))
-        totals.append({k: report[k] for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")})
+    reports = [
+        import_flow(resource=resource, source=source, options=ImportOptions(chunk_size=CHUNK))
+        for resource, source in files
+    ]
+    return _import_state(*reports)
+
+
+def _import_state(*reports: dict[str, object]) -> dict[str, object]:
+    totals = [{k: report[k] for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
+              for report in reports]
     rejects = sql("SELECT j.resource, r.line, r.field, r.rule, r.message, r.value FROM import_rejects r "
                   "JOIN import_jobs j USING (job_key) ORDER BY 1, 2, 3, 4")
     return {"tables": snapshot(), "rejects": rejects, "totals": totals}
@@ -118,3 +124,25 @@ def test_dask_workers_read_their_chunks_from_the_bucket(
     settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
     state = _import_all([("users", f"{bucket}/in/users.csv")])
     _assert_same(state, expected)
+
+
+def test_a_job_failed_on_threads_resumes_on_dask_as_one_clean_run(
+    partner_files: list[tuple[str, Path]], dask_scheduler: str, settings_env: Callable[..., None]
+) -> None:
+    from tests.test_exactly_once import _fail_chunk
+
+    users = [(resource, str(path)) for resource, path in partner_files if resource == "users"]
+    expected = _on_threads_then_reset(users)
+    (_, source), = users
+    _fail_chunk(3, "P0001")  # a terminal error while committing chunk 3: the run fails there
+    try:
+        with pytest.raises(Exception, match="injected failure"):
+            import_flow(resource="users", source=source, options=ImportOptions(chunk_size=CHUNK))
+    finally:
+        sql("DROP TRIGGER IF EXISTS fail_chunk ON import_chunks")
+    committed = sql("SELECT count(*) FROM import_chunks")[0][0]
+    assert committed >= 3
+    settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
+    report = import_flow(resource="users", source=source, options=ImportOptions(chunk_size=CHUNK))
+    assert report["chunks_skipped"] == committed
+    _assert_same(_import_state(report), expected)
