@@ -379,8 +379,6 @@ def decide(resource: Resource, check: RecordCheck, facts: DatabaseFacts, seen: S
 class ChunkKeys:
     """What the in-file key decision needs of a chunk: its candidates' keys, no values."""
 
-    index: int
-    rows_read: int
     candidates: pl.DataFrame
     """`_line`, resolved `id`, `_given_id`, `_key`, `_holder`, `_ok` (passes the database's
     reference checks) and `_recorded` (rejected by the earlier run that committed it)."""
@@ -392,7 +390,6 @@ class ChunkKeys:
 class KeyDecision:
     """The in-file key decision of one chunk, per candidate line."""
 
-    index: int
     outcome: pl.DataFrame
     """`_line`, resolved `id`, `_given_id`, `_holder`, `_taken`, one `_dup_<key>` per
     in-file key, and `_ok`: accepted."""
@@ -412,7 +409,7 @@ def chunk_keys(resource: Resource, check: RecordCheck, facts: DatabaseFacts) -> 
         (~pl.col(LINE).is_in(facts.missing_references["line"].implode())).alias(OK),
         (pl.col(LINE).is_in(recorded.implode()) if recorded is not None else pl.lit(False)).alias("_recorded"),
     )
-    return ChunkKeys(check.index, check.rows_read, candidates, facts.missing_references, facts.ids_exist)
+    return ChunkKeys(candidates, facts.missing_references, facts.ids_exist)
 
 
 def decide_keys(resource: Resource, keys: ChunkKeys, seen: SeenKeys) -> KeyDecision:
@@ -425,7 +422,6 @@ def decide_keys(resource: Resource, keys: ChunkKeys, seen: SeenKeys) -> KeyDecis
     marked = mark_duplicates(resource, rows, seen)
     dup_columns = [f"_dup_{name}" for name, _, _ in dedupe_keys(resource)]
     return KeyDecision(
-        index=keys.index,
         outcome=marked.select(LINE, "id", "_given_id", HOLDER, "_taken", *dup_columns, OK),
         missing_references=keys.missing_references,
         released_holders=_released_holders(rows, seen),
