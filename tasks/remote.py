@@ -57,16 +57,22 @@ def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_ALSO_INTERNAL = (ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("100.64.0.0/10"))
-"""Special-purpose blocks that older Pythons' `is_global` still calls global."""
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+"""Deprecated IPv4-compatible IPv6 addresses (`::127.0.0.1`): the low 32 bits are the IPv4."""
+_ALSO_INTERNAL = (
+    ipaddress.ip_network("192.0.0.0/24"),
+    ipaddress.ip_network("100.64.0.0/10"),
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215): translates to internal networks
+)
+"""Special-purpose blocks that Python's `is_global` still calls global."""
 
 
 def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True unless the address, and every IPv4 address it carries (IPv4-mapped, 6to4,
-    Teredo, NAT64), is global: shared address space (100.64.0.0/10, where some clouds put
+    """True unless the address, and every IPv4 address it carries (IPv4-mapped,
+    IPv4-compatible, 6to4, Teredo, NAT64), is global and not reserved: shared address space (100.64.0.0/10, where some clouds put
     their metadata service), 192.0.0.0/24 and the like are internal too."""
     return any(
-        not a.is_global or a.is_multicast or any(a in network for network in _ALSO_INTERNAL)
+        not a.is_global or a.is_multicast or a.is_reserved or any(a in network for network in _ALSO_INTERNAL)
         for a in _carried(address)
     )
 
@@ -82,7 +88,7 @@ def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipa
         embedded.append(address.sixtofour)
     if address.teredo is not None:
         embedded.extend(address.teredo)
-    if address in _NAT64:
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
         embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return embedded
 

@@ -33,6 +33,10 @@ DATA = Path(__file__).resolve().parent.parent / "data"
         ("http://[2002:a9fe:a9fe::1]/users.csv", "internal address"),  # 6to4 carrying 169.254.169.254
         ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/users.csv", "internal address"),  # Teredo, 127.0.0.1
         ("http://[64:ff9b::a9fe:a9fe]/users.csv", "internal address"),  # NAT64 of 169.254.169.254
+        ("http://[::127.0.0.1]/users.csv", "internal address ::7f00:1"),  # IPv4-compatible, 127.0.0.1
+        ("http://[::a9fe:a9fe]/users.csv", "internal address"),  # IPv4-compatible, 169.254.169.254
+        ("http://[64:ff9b:1::7f00:1]/users.csv", "internal address 64:ff9b:1::7f00:1"),  # local-use NAT64
+        ("http://[64:ff9b:1:a9fe:a9:fe00::]/users.csv", "internal address"),  # local-use NAT64, RFC 6052 /48 form
         ("ftp://example.com/users.csv", "scheme 'ftp'"),
         ("file:///etc/passwd", "scheme 'file'"),
         ("s3://bucket/users.csv", "scheme 's3'"),
