@@ -30,11 +30,18 @@ def dask_task_runner(settings: Settings) -> TaskRunner[Any]:
         return DaskTaskRunner(address=settings.dask_address)
     with get_client(sync_client=True) as client:
         api_url = str(client.api_url)  # without this, each worker would start an ephemeral API of its own
-    local = {
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(settings, api_url))
+
+
+def local_cluster_kwargs(settings: Settings, api_url: str) -> dict[str, Any]:
+    """The `distributed.LocalCluster` of an import: worker processes of one thread each, the
+    scheduler, workers and dashboard on loopback only (a free port each, the dashboard's in
+    the log), the workers reporting to `api_url`."""
+    return {
         "n_workers": settings.dask_workers,
         "threads_per_worker": 1,
         "processes": True,
-        "dashboard_address": ":0",
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",
         "env": {"PREFECT_API_URL": api_url},
     }
-    return DaskTaskRunner(cluster_kwargs=local)

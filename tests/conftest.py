@@ -184,6 +184,10 @@ def dask_scheduler(prefect_api: str) -> Iterator[str]:
     session, its workers reporting to the test Prefect API; yields the scheduler address."""
     from distributed import LocalCluster
 
-    env = {"PREFECT_API_URL": prefect_api, **TEST_AWS}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=env) as cluster:
+    from bulkflow.settings import Settings
+    from tasks.cluster import local_cluster_kwargs
+
+    kwargs = local_cluster_kwargs(Settings(), prefect_api)  # the cluster an import would start itself
+    kwargs["env"] |= TEST_AWS
+    with LocalCluster(**kwargs) as cluster:
         yield cluster.scheduler_address

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,31 @@ def test_dask_workers_end_exactly_as_threads_do(
     assert expected["rejects"] and expected["totals"]
     settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
     _assert_same(_import_all(files), expected)
+
+
+def test_the_local_cluster_listens_on_loopback_only(dask_scheduler: str) -> None:
+    """The scheduler, the workers and the dashboard of the cluster an import starts itself."""
+    from urllib.parse import urlsplit
+
+    from distributed import Client
+
+    with Client(dask_scheduler) as client:
+        info = client.scheduler_info()
+        dashboard = client.dashboard_link
+    assert urlsplit(dask_scheduler).hostname == "127.0.0.1"
+    assert {urlsplit(address).hostname for address in info["workers"]} == {"127.0.0.1"}
+    assert urlsplit(dashboard).hostname == "127.0.0.1"
+    with socket.create_connection(("127.0.0.1", info["services"]["dashboard"]), timeout=5):
+        pass  # it listens, on loopback
+    for address in _own_addresses():
+        with pytest.raises(OSError):
+            socket.create_connection((address, info["services"]["dashboard"]), timeout=2).close()
+
+
+def _own_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses (none on a machine without a network)."""
+    found = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    return sorted(a for a in found if not a.startswith("127."))
 
 
 def _kill_myself_in_chunk(marker: str, chunk_index: int) -> None:
