@@ -15,6 +15,7 @@ from api.auth import require_token
 from api.errors import install_error_handlers
 from api.metrics import BulkflowCollector
 from api.models import ErrorBody
+from bulkflow.errors import ParameterError
 from bulkflow.settings import Settings
 
 UI_ASSETS = "/ui-assets"
@@ -31,7 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    app.state.settings = settings or Settings()
+    app.state.settings = settings = settings or Settings()
+    if settings.api_token is not None and not settings.api_token.get_secret_value().strip():
+        raise ParameterError(
+            "API_TOKEN is set but empty, which no request could match: set a token, or remove the line to leave /v1 open"
+        )
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=_ERRORS)  # type: ignore[arg-type]  # FastAPI's responses mapping is typed narrower than it accepts
     v1.include_router(imports.router)
     v1.include_router(exports.router)

@@ -198,8 +198,10 @@ def api_command(
 
     from api.app import create_app
 
-    settings = Settings()
-    uvicorn.run(create_app(settings), host=host, port=port or settings.port, log_level="info")
+    with _errors_as_exit():
+        settings = Settings()
+        app = create_app(settings)
+    uvicorn.run(app, host=host, port=port or settings.port, log_level="info")
 
 
 @app.command("bench")
@@ -308,7 +310,9 @@ def stop_command() -> None:
     """Stop the embedded PostgreSQL server (it restarts on next use)."""
     from bulkflow.db import stop_embedded
 
-    stderr.print("embedded PostgreSQL stopped" if stop_embedded(Settings()) else "no embedded PostgreSQL to stop")
+    with _errors_as_exit():
+        stopped = stop_embedded(Settings())
+    stderr.print("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL to stop")
 
 
 def _run_import(
@@ -323,6 +327,7 @@ def _run_import(
     from tasks.source import check_source
 
     with _errors_as_exit():  # fail fast, before a flow run exists, on what is cheap to check
+        Settings()  # the flow reads them again; a bad variable is named here, before a run exists
         get_resource(resource)
         check_source(source, format)
     _quiet_tracebacks()

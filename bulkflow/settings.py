@@ -7,13 +7,23 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
+from bulkflow.errors import ParameterError
 from schemas.resource import RuleContext
 
 DEFAULT_ROLES = ("admin", "author", "editor", "reader")
 MAX_LOAD_WORKERS = 32
+SECONDS = {"unit": "seconds"}
+BYTES = {"unit": "bytes"}
+
+
+class SettingsError(ParameterError):
+    """A variable of the environment or `.env` has a value bulkflow cannot use; the message
+    names each such variable, the value given and what is allowed, on one line."""
 
 
 class Settings(BaseSettings):
@@ -27,6 +37,16 @@ class Settings(BaseSettings):
     # No populate_by_name: field names must never be read as environment variables (the
     # field `home` would pick up $HOME).
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    def __init__(self, **values: object) -> None:
+        """Read the settings; SettingsError (one line per entry point's `error:`) when a
+        variable has a value that cannot be used."""
+        try:
+            super().__init__(**values)
+        except ValidationError as invalid:
+            raise SettingsError("; ".join(_explain(error) for error in invalid.errors())) from None
+        except _SourceError as unreadable:
+            raise SettingsError(str(unreadable).splitlines()[0]) from None
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     db_host: str | None = Field(default=None, validation_alias="DB_HOST")
@@ -66,17 +86,27 @@ class Settings(BaseSettings):
     landing_url: str | None = Field(default=None, validation_alias="BULKFLOW_LANDING_URL")
     """Landing folder or bucket prefix (fsspec URL); default `BULKFLOW_HOME/landing`. The pick-up
     imports `<landing>/<resource>/<file>`; API uploads are kept under `<landing>/uploads/`."""
-    landing_interval_s: int = Field(default=60, ge=5, validation_alias="BULKFLOW_LANDING_INTERVAL")
+    landing_interval_s: int = Field(
+        default=60, ge=5, validation_alias="BULKFLOW_LANDING_INTERVAL", json_schema_extra=SECONDS
+    )
     """How often the landing watcher looks for waiting files (no flow run unless some wait)."""
-    landing_start_timeout_s: int = Field(default=600, ge=1, validation_alias="BULKFLOW_LANDING_START_TIMEOUT")
+    landing_start_timeout_s: int = Field(
+        default=600, ge=1, validation_alias="BULKFLOW_LANDING_START_TIMEOUT", json_schema_extra=SECONDS
+    )
     """How long a pick-up waits for a runner or worker to start a file's import run; then the
     run is cancelled and the file left for the next pick-up."""
-    max_source_bytes: int = Field(default=5 << 30, ge=1, validation_alias="BULKFLOW_MAX_SOURCE_BYTES")
+    max_source_bytes: int = Field(
+        default=5 << 30, ge=1, validation_alias="BULKFLOW_MAX_SOURCE_BYTES", json_schema_extra=BYTES
+    )
     """Largest upload or download accepted (default 5 GiB)."""
-    max_record_bytes: int = Field(default=16 << 20, ge=1024, validation_alias="BULKFLOW_MAX_RECORD_BYTES")
+    max_record_bytes: int = Field(
+        default=16 << 20, ge=1024, validation_alias="BULKFLOW_MAX_RECORD_BYTES", json_schema_extra=BYTES
+    )
     """Longest record (CSV row, NDJSON line, JSON array element) read; a longer one is
     rejected as record_too_large without being held in memory (default 16 MiB)."""
-    fetch_timeout_s: float = Field(default=900.0, gt=0, validation_alias="BULKFLOW_FETCH_TIMEOUT")
+    fetch_timeout_s: float = Field(
+        default=900.0, gt=0, validation_alias="BULKFLOW_FETCH_TIMEOUT", json_schema_extra=SECONDS
+    )
     """Longest a remote download may take, in seconds."""
     url_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("http", "https"), validation_alias="BULKFLOW_URL_SCHEMES"
@@ -120,3 +150,35 @@ class Settings(BaseSettings):
                 credentials += ":" + quote(self.db_password, safe="")
             return f"postgresql://{credentials}@{self.db_host}:{self.db_port}/{self.db_name}"
         return None
+
+
+_ALLOWED = {
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "literal_error": "must be one of {expected}",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+}
+
+
+def _explain(error: ErrorDetails) -> str:
+    """`BULKFLOW_LANDING_INTERVAL=2: must be at least 5 seconds`."""
+    variable = ".".join(str(part) for part in error["loc"]) or "settings"
+    template = _ALLOWED.get(error["type"])
+    allowed = template.format(**error.get("ctx", {})) if template else error["msg"][:1].lower() + error["msg"][1:]
+    unit = _unit_of(variable)
+    if unit and error["type"] in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        allowed += f" {unit}"
+    return f"{variable}={error.get('input')}: {allowed}"
+
+
+def _unit_of(variable: str) -> str | None:
+    for field in Settings.model_fields.values():
+        if field.validation_alias == variable and isinstance(field.json_schema_extra, dict):
+            unit = field.json_schema_extra.get("unit")
+            return str(unit) if unit else None
+    return None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
-from bulkflow.settings import DEFAULT_ROLES, Settings
+from api.app import create_app
+from bulkflow.cli import app
+from bulkflow.errors import ParameterError
+from bulkflow.settings import DEFAULT_ROLES, Settings, SettingsError
 
 
 @pytest.fixture()
@@ -74,3 +78,37 @@ def test_errors_carry_their_facts_through_pickling() -> None:
     assert again.facts() == {"source": "bad.csv", "line": 3}
     assert is_retryable(RetryableError("lost", sqlstate="08006")) and not is_retryable(again)
     assert not is_retryable(InvariantError("inserted + updated + rejected != rows read"))
+
+
+def test_a_bad_setting_names_the_variable_the_value_and_what_is_allowed(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("BULKFLOW_LANDING_INTERVAL", "2")
+    clean_env.setenv("BULKFLOW_TASK_RUNNER", "spark")
+    clean_env.setenv("DB_PORT", "five")
+    with pytest.raises(SettingsError) as invalid:
+        Settings(_env_file=None)
+    message = str(invalid.value)
+    assert message.splitlines() == [message]
+    assert "BULKFLOW_LANDING_INTERVAL=2: must be at least 5 seconds" in message
+    assert "BULKFLOW_TASK_RUNNER=spark: must be one of 'thread' or 'dask'" in message
+    assert "DB_PORT=five: must be a whole number" in message
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve"], ["watch"], ["api"], ["db", "status"], ["db", "migrate"], ["db", "stop"], ["rejects", "x"],
+     ["export", "users"], ["import", "users", "data/users.csv"]],
+)
+def test_every_command_says_which_setting_is_wrong_in_one_line(clean_env: pytest.MonkeyPatch, command: list[str]) -> None:
+    clean_env.setenv("BULKFLOW_LANDING_INTERVAL", "2")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == "error: BULKFLOW_LANDING_INTERVAL=2: must be at least 5 seconds"
+
+
+def test_the_api_refuses_to_start_with_an_empty_token(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("API_TOKEN", "")
+    result = CliRunner().invoke(app, ["api"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith("error: API_TOKEN is set but empty")
+    with pytest.raises(ParameterError, match="API_TOKEN is set but empty"):
+        create_app(Settings(_env_file=None, API_TOKEN=" "))
