@@ -4,10 +4,11 @@ once with `Settings()` and hand it down; nothing below them reads the environmen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.json_schema import JsonDict
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
@@ -17,8 +18,8 @@ from schemas.resource import RuleContext
 
 DEFAULT_ROLES = ("admin", "author", "editor", "reader")
 MAX_LOAD_WORKERS = 32
-SECONDS = {"unit": "seconds"}
-BYTES = {"unit": "bytes"}
+SECONDS: JsonDict = {"unit": "seconds"}
+BYTES: JsonDict = {"unit": "bytes"}
 
 
 class SettingsError(ParameterError):
@@ -38,7 +39,7 @@ class Settings(BaseSettings):
     # field `home` would pick up $HOME).
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    def __init__(self, **values: object) -> None:
+    def __init__(self, **values: Any) -> None:
         """Read the settings; SettingsError (one line per entry point's `error:`) when a
         variable has a value that cannot be used."""
         try:
