@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BULKFLOW_HOME=/data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md prefect.yaml ./
 COPY bulkflow ./bulkflow
 COPY schemas ./schemas
 COPY tasks ./tasks
@@ -18,7 +18,8 @@ COPY deployments ./deployments
 COPY api ./api
 COPY bench ./bench
 COPY data ./data
-RUN pip install '.[s3,dask]' && useradd --create-home --uid 10001 bulkflow && mkdir -p /data && chown bulkflow /data
+# Editable, so the commands find prefect.yaml (`bulkflow deploy`) and data/ (`bulkflow demo`) in /app.
+RUN pip install -e '.[s3,dask]' && useradd --create-home --uid 10001 bulkflow && mkdir -p /data && chown bulkflow /data
 USER bulkflow
 
 EXPOSE 3000

@@ -16,6 +16,8 @@ from bulkflow.settings import Settings
 from deployments.catalog import WORK_POOL, all_deployments, deploy_environment
 
 ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_ONLY = {"DB_PUBLISH_PORT"}
+"""Variables only docker compose reads (where the host reaches a service), not settings."""
 
 
 def setting_names() -> set[str]:
@@ -79,14 +81,42 @@ def test_compose_runs_postgres_prefect_the_runner_and_the_api() -> None:
     init = services["postgres"]["volumes"][1].split(":")[0]
     assert "CREATE DATABASE prefect" in (ROOT / init).read_text()
     used = set(re.findall(r"\$\{(\w+)", (ROOT / "docker-compose.yml").read_text()))
-    assert used <= setting_names(), used - setting_names()
+    assert used <= setting_names() | COMPOSE_ONLY, used - setting_names()
+
+
+def test_compose_services_connect_inside_the_network_whatever_port_the_host_publishes() -> None:
+    """DB_PORT=5433 in .env (a local PostgreSQL took 5432) must not send the services to
+    postgres:5433: the published port is DB_PUBLISH_PORT, the service port is fixed."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["postgres"]["ports"] == ["${DB_PUBLISH_PORT:-5432}:5432"]
+    for name in ("runner", "api"):
+        service = services[name]
+        assert service["environment"]["DB_PORT"] == "5432"  # compose's environment wins over env_file
+        assert service["env_file"] == [{"path": ".env", "required": False}]  # compose works without a .env
+        assert "healthcheck" in service, name
+    assert "prefect.yaml" in (ROOT / "Dockerfile").read_text().split("COPY pyproject.toml", 1)[1].splitlines()[0]
+
+
+def test_env_example_copied_to_env_changes_nothing(clean_settings_env: None) -> None:
+    """`cp .env.example .env` keeps the embedded database and every default."""
+    from_example = Settings(_env_file=ROOT / ".env.example")
+    assert from_example.embedded
+    assert from_example.model_dump() == Settings(_env_file=None).model_dump()
+    live = [line for line in (ROOT / ".env.example").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert live == []
 
 
 def test_env_example_holds_the_seed_fields_and_only_known_settings() -> None:
     names = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
     assert {"DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "PORT", "API_TOKEN"} <= names
-    unknown = {n for n in names - setting_names() if not n.startswith("PREFECT_")}
+    unknown = {n for n in names - setting_names() - COMPOSE_ONLY if not n.startswith("PREFECT_")}
     assert not unknown, f".env.example names settings that do not exist: {unknown}"
+
+
+@pytest.fixture()
+def clean_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in setting_names():
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_the_image_contains_every_package_and_runs_as_a_user() -> None:
