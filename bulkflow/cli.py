@@ -118,8 +118,10 @@ def rejects_command(
 
 @app.command("serve")
 def serve_command() -> None:
-    """Serve the import, export, nightly and landing deployments against PREFECT_API_URL, and
-    watch the landing storage (a pick-up run starts only when files wait)."""
+    """Serve the deployments and watch the landing folder (needs PREFECT_API_URL).
+
+    Serves the import, export, nightly and landing deployments against PREFECT_API_URL and
+    watches the landing storage: a pick-up run starts only when files wait."""
     from prefect import serve
 
     from deployments.catalog import all_deployments, registered_owners
@@ -145,9 +147,11 @@ def serve_command() -> None:
 
 @app.command("deploy")
 def deploy_command() -> None:
-    """Register the deployments of prefect.yaml on the `bulkflow` process work pool (created
-    if missing), with the schedule settings of .env and the environment: `prefect deploy
-    --all` with them filled in. Then start workers: `prefect worker start --pool bulkflow`."""
+    """Register the deployments on the `bulkflow` work pool, for workers.
+
+    `prefect deploy --all` on prefect.yaml, with the schedule settings of .env and the
+    environment filled in; the process work pool is created if missing. Then start workers:
+    `prefect worker start --pool bulkflow`."""
     import subprocess
 
     from prefect.client.orchestration import get_client
@@ -176,9 +180,10 @@ def deploy_command() -> None:
 
 @app.command("watch")
 def watch_command() -> None:
-    """Start a landing pick-up whenever files wait under BULKFLOW_LANDING_URL (every
-    BULKFLOW_LANDING_INTERVAL s). `bulkflow serve` does this itself; run it next to work-pool
-    workers."""
+    """Watch the landing folder alone, next to work-pool workers.
+
+    Starts a landing pick-up whenever files wait under BULKFLOW_LANDING_URL, looking every
+    BULKFLOW_LANDING_INTERVAL seconds. `bulkflow serve` does this itself."""
     from deployments.landing_watch import watch
 
     with _errors_as_exit():
@@ -264,8 +269,10 @@ def generate_command(
 
 @automations_app.command("install")
 def automations_install_command() -> None:
-    """Create the example automations on PREFECT_API_URL (pause the landing pick-up when an
-    import's error rate is above BULKFLOW_ERROR_RATE_ALERT)."""
+    """Create the example automations on PREFECT_API_URL.
+
+    Marks silent runs Crashed, and pauses the landing pick-up when an import's error rate is
+    above BULKFLOW_ERROR_RATE_ALERT."""
     from deployments.automations import install
 
     with _errors_as_exit():

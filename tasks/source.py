@@ -104,11 +104,13 @@ def detect_format(source: str, override: str | None = None) -> tuple[Format, str
 
 
 def check_source(source: str, format_override: str | None = None) -> tuple[Format, str | None, Path | None]:
-    """Cheap checks before any work: (format, compression, local path or None if remote)."""
-    fmt, compression = detect_format(source, format_override)
+    """Cheap checks before any work: (format, compression, local path or None if remote).
+    A local path is checked first: a directory or a missing file is named as such, whatever
+    its name says about a format."""
     local_path = None if is_remote(source) else Path(source.removeprefix("file://"))
     if local_path is not None:
         _check_local_file(source, local_path)
+    fmt, compression = detect_format(source, format_override)
     return fmt, compression, local_path
 
 

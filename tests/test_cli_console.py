@@ -1,0 +1,55 @@
+"""What the `bulkflow` command shows before any server starts: help, one-line errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from bulkflow.cli import app
+
+runner = CliRunner()
+
+
+def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every command under a (typer's own) click group, with its full name."""
+    found = []
+    for name, command in group.commands.items():
+        found.append((f"{prefix}{name}", command))
+        if hasattr(command, "commands"):
+            found += _commands(command, f"{prefix}{name} ")
+    return found
+
+
+def test_every_command_summary_is_one_whole_sentence_on_its_line() -> None:
+    """`bulkflow --help` lists each command by the first paragraph of its help: a line
+    break inside it showed as a sentence cut mid-way."""
+    for name, command in _commands(typer.main.get_command(app)):
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert summary and "\n" not in summary, f"{name}: {summary!r}"
+    for arguments in ([], ["db"], ["automations"]):
+        shown = runner.invoke(app, [*arguments, "--help"], terminal_width=200, env={"COLUMNS": "200"}).stdout
+        listed = shown.split("Commands")[1]
+        rows = [line for line in listed.splitlines() if line.startswith("│")]
+        continued = [line for line in rows if re.match(r"│\s{4,}\S", line)]
+        assert rows and not continued, continued
+
+
+def test_a_directory_is_named_as_a_directory_whatever_its_name(tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    result = runner.invoke(app, ["import", "users", str(folder)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {folder} is a directory: give the path of a file"
+
+
+@pytest.mark.parametrize("name", ["missing.xlsx", "missing"])
+def test_a_missing_file_is_named_as_missing_whatever_its_name(tmp_path: Path, name: str) -> None:
+    result = runner.invoke(app, ["import", "users", str(tmp_path / name)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: file not found: {tmp_path / name}"
