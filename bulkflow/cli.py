@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -78,8 +79,13 @@ def export_command(
         request = plan_export(resource, format, parse_where(where or []), chosen, context=settings.rule_context())
         with _row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
             if output == "-":
-                stats = stream_export(request, sys.stdout.buffer, settings=settings, on_rows=on_rows)
-                sys.stdout.buffer.flush()
+                try:
+                    stats = stream_export(request, sys.stdout.buffer, settings=settings, on_rows=on_rows)
+                    sys.stdout.buffer.flush()
+                except OSError as closed:
+                    if not _is_broken_pipe(closed):
+                        raise
+                    _reader_went_away()
             else:
                 with open_file(settings, output, "wb", auto_mkdir=True) as sink:
                     stats = stream_export(request, sink, settings=settings, on_rows=on_rows)
@@ -88,6 +94,20 @@ def export_command(
         f"({stats.rows_per_s:,.0f} rows/s)",
         highlight=False,
     )
+
+
+def _is_broken_pipe(error: OSError) -> bool:
+    """Python's BrokenPipeError, or the plain OSError Arrow's and polars' writers raise for it."""
+    return isinstance(error, BrokenPipeError) or error.errno == errno.EPIPE or "[Errno 32]" in str(error)
+
+
+def _reader_went_away() -> None:
+    """The reader of stdout closed it (`| head`): end quietly, as `cat` and `psql` do.
+    stdout becomes /dev/null so that flushing it on exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise typer.Exit(0)
 
 
 @app.command("rejects")

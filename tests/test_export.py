@@ -151,3 +151,26 @@ def test_nightly_deployment_definition() -> None:
     deployment = nightly_deployment(Settings())
     assert deployment.name == "nightly-parquet"
     assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 2 * * *"
+
+
+def test_a_reader_closing_stdout_ends_the_export_quietly() -> None:
+    """`bulkflow export users --format csv | head -2`: a real pipe whose reader leaves after
+    two lines, long before the export is done."""
+    import os
+    import subprocess
+    import sys
+
+    sql("INSERT INTO users (id, email, name, role, active, created_at, updated_at) "
+        "SELECT 'u' || n, 'u' || n || '@example.com', 'User ' || n, 'reader', true, now(), now() "
+        "FROM generate_series(1, 200000) AS n")
+    export = subprocess.Popen(
+        [sys.executable, "-m", "bulkflow", "export", "users", "--format", "csv"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+    )
+    assert export.stdout is not None and export.stderr is not None
+    head = [export.stdout.readline() for _ in range(2)]
+    export.stdout.close()
+    stderr = export.stderr.read().decode()
+    assert export.wait(timeout=120) == 0, stderr
+    assert head[0].startswith(b"id,") and head[1].startswith(b"u")
+    assert stderr == "", stderr
