@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bulkflow.errors import BulkflowError, TerminalError, is_retryable
+from bulkflow.errors import InputError, TerminalError, is_retryable
 from bulkflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def import_command(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON report on stdout")] = False,
 ) -> None:
     """Import a file: every row inserted, updated or rejected, exactly once."""
-    report = _run_import(resource, source, format, chunk_size, idempotency_key, progress=not as_json)
+    report = _run_import(resource, source, format, chunk_size, idempotency_key, json_report=as_json)
     if as_json:
         typer.echo(json.dumps(report, default=str))
     else:
@@ -264,7 +264,7 @@ def bench_command(
 def demo_command() -> None:
     """Import the sample users, articles and comments in order and print each report."""
     for resource, name in DEMO_FILES:
-        report = _run_import(resource, str(SAMPLE_DIR / name), None, None, None, progress=True)
+        report = _run_import(resource, str(SAMPLE_DIR / name), None, None, None)
         _print_report(report)
 
 
@@ -343,7 +343,7 @@ def stop_command() -> None:
 
 
 def _run_import(
-    resource: str, source: str, format: str | None, chunk_size: int | None, key: str | None, *, progress: bool
+    resource: str, source: str, format: str | None, chunk_size: int | None, key: str | None, *, json_report: bool = False
 ) -> dict[str, Any]:
     from prefect import tags
 
@@ -353,12 +353,12 @@ def _run_import(
     from tasks.run_labels import run_tags
     from tasks.source import check_source
 
-    with _errors_as_exit():  # fail fast, before a flow run exists, on what is cheap to check
+    with _errors_as_exit(json_report):  # fail fast, before a flow run exists, on what is cheap to check
         Settings()  # the flow reads them again; a bad variable is named here, before a run exists
         get_resource(resource)
         check_source(source, format)
     _quiet_tracebacks()
-    with _errors_as_exit(), _progress_bar(enabled=progress and stderr.is_terminal):
+    with _errors_as_exit(json_report) as failure, _progress_bar(enabled=not json_report and stderr.is_terminal):
         with tags(*run_tags(resource, via="cli")):
             state = import_flow(
                 resource=resource,
@@ -367,30 +367,56 @@ def _run_import(
                 options=ImportOptions(chunk_size=chunk_size, idempotency_key=key),
                 return_state=True,
             )
+        failure.flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):
             raise result
         return result
 
 
+ErrorKind = Literal["input", "parameters", "environment", "bug"]
+
+
 class _errors_as_exit:
     """Turn errors into one line on stderr and an exit code: 1 for the environment (a
     retryable failure, such as the database unreachable after retries), 2 for everything
     else (the input, the parameters, or an unexpected error, named as such). Never a
-    traceback on the console (the Prefect API keeps the full log)."""
+    traceback on the console (the Prefect API keeps the full log). With `json_report`,
+    stdout also gets the failure as the command's one JSON object."""
 
-    def __enter__(self) -> None:
-        return None
+    def __init__(self, json_report: bool = False) -> None:
+        self.json_report = json_report
+        self.flow_run_id: str | None = None
+        """The run the error happened in, once one exists."""
+
+    def __enter__(self) -> _errors_as_exit:
+        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None or isinstance(exc, (typer.Exit, KeyboardInterrupt, SystemExit)):
             return False
-        code = EXIT_FAILED if is_retryable(exc) else EXIT_TERMINAL
+        kind = _kind_of(exc)
+        code = EXIT_FAILED if kind == "environment" else EXIT_TERMINAL
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, BulkflowError) and not _is_parameter_error(exc) and code == EXIT_TERMINAL:
+        if kind == "bug":
             message = f"unexpected {type(exc).__name__}: {message} (a bug in bulkflow: please report it)"
-        stderr.print(f"[bold red]error:[/] {escape(message[:MAX_MESSAGE])}", highlight=False, soft_wrap=True)
+        message = message[:MAX_MESSAGE]
+        stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        if self.json_report:
+            failed = {"status": "failed", "error": message, "kind": kind, "exit_code": code, "flow_run_id": self.flow_run_id}
+            typer.echo(json.dumps(failed))
         raise typer.Exit(code)
+
+
+def _kind_of(exc: BaseException) -> ErrorKind:
+    """What the user has to look at: the file, the parameters, the environment, or our code."""
+    if is_retryable(exc):
+        return "environment"
+    if isinstance(exc, InputError):
+        return "input"
+    if isinstance(exc, TerminalError) or _is_parameter_error(exc):
+        return "parameters"
+    return "bug"
 
 
 def _is_parameter_error(exc: BaseException) -> bool:

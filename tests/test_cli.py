@@ -138,3 +138,46 @@ def test_rejects_to_a_file_says_what_it_wrote(tmp_path: Path) -> None:
     assert written.exit_code == 0
     entries = sum(report["rejects_by_rule"].values())
     assert f"wrote {entries} reject entries of {report['job_key']} to {out}" in written.stderr
+
+
+def test_json_failures_print_one_object_with_the_reason_kind_and_exit_code(tmp_path: Path, prefect_api: str) -> None:
+    """`--json` keeps its promise when the import fails: stdout is one JSON object, before a
+    flow run exists (a missing file, an unknown resource) and inside one (bad content)."""
+    missing = bulkflow(prefect_api, "import", "users", "nope.csv", "--json")
+    assert missing.returncode == 2
+    assert json.loads(missing.stdout) == {
+        "status": "failed", "error": "file not found: nope.csv", "kind": "input", "exit_code": 2, "flow_run_id": None,
+    }
+    unknown = json.loads(bulkflow(prefect_api, "import", "widgets", str(DATA / "users.csv"), "--json").stdout)
+    assert (unknown["kind"], unknown["exit_code"], unknown["flow_run_id"]) == ("parameters", 2, None)
+    assert "widgets" in unknown["error"]
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("id,email,role\nu1,caf\u00e9@example.com,reader\n".encode("latin-1"))
+    done = bulkflow(prefect_api, "import", "users", str(latin1), "--json")
+    assert done.returncode == 2
+    failed = json.loads(done.stdout)
+    assert (failed["status"], failed["kind"], failed["exit_code"]) == ("failed", "input", 2)
+    assert "not valid UTF-8 (line 2" in failed["error"]
+    from uuid import UUID
+
+    UUID(failed["flow_run_id"])
+    assert find_job_key_of_run(failed["flow_run_id"]) is None  # nothing written: the file was refused while staged
+
+
+def find_job_key_of_run(flow_run_id: str) -> str | None:
+    from bulkflow.settings import Settings
+    from tasks.jobs import find_job_key
+
+    return find_job_key(Settings(), flow_run_id)
+
+
+def test_json_failure_of_the_environment_exits_1(prefect_api: str) -> None:
+    env_file_free = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkflow", "import", "users", str(DATA / "users.csv"), "--json"],
+        env={**os.environ, "PREFECT_API_URL": prefect_api, **env_file_free}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    failed = json.loads(done.stdout)
+    assert (failed["status"], failed["kind"], failed["exit_code"]) == ("failed", "environment", 1)
+    assert failed["flow_run_id"]
