@@ -21,7 +21,7 @@ from deployments.names import IMPORT
 from schemas import RESOURCES, get_resource
 from schemas.parameters import ImportOptions
 from schemas.reports import JobTotals
-from tasks.jobs import find_job_key, iter_rejects, job_totals, read_rejects
+from tasks.jobs import RunCounts, find_job_key, iter_rejects, read_rejects, run_counts
 from tasks.landing import store_upload
 from tasks.remote import check_remote_url, check_size
 from tasks.source import FORMATS, detect_format, display_name
@@ -139,15 +139,15 @@ def import_status(job_id: str, request: Request, settings: AppSettings) -> Impor
     """The job's status and counters (running totals while it runs), and a sample of rejects."""
     run = read_job(job_id, "import")
     job_key = find_job_key(settings, job_id)
-    totals = JobTotals()
+    counts = RunCounts(own=JobTotals(), job=JobTotals(), committed_by=[])
     sample: list[dict[str, Any]] = []
     if job_key is not None:
-        totals = job_totals(settings, job_key)
+        counts = run_counts(settings, job_key, job_id)
         sample = read_rejects(settings, job_key, limit=settings.reject_sample_size).drop("raw").to_dicts()
-    rows_per_s = totals.rows_read / run.duration_s if run.duration_s else None
+    rows_per_s = counts.rows_read / run.duration_s if run.duration_s else None
     return ImportJob(
-        **totals.model_dump(),
-        chunks_committed=totals.chunks,
+        **counts.report_fields(),
+        chunks_committed=counts.own.chunks,
         job_id=job_id,
         status=run.status,
         resource=run.parameters.get("resource"),

@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field
 
 from schemas.parameters import ExportFilters, ResourceName
-from schemas.reports import ExportManifest, JobTotals
+from schemas.reports import ExportManifest, ImportCounts, JobTotals
 from tasks.export import ExportFormat
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -39,15 +39,20 @@ class ImportFromUrl(BaseModel):
     format: Optional[ExportFormat] = Field(default=None, description="Default: from the URL's file name.")
 
 
-class ImportJob(JobTotals):
-    """An import job's status: the job's totals (running totals while it runs) and its run."""
+class ImportJob(ImportCounts):
+    """An import job's status: what this run did (running counts while it runs), apart from
+    the chunks earlier runs of the same content had committed, and the job's totals."""
 
     job_id: str
     status: JobStatus
     resource: Optional[str] = None
     source: Optional[str] = None
     source_name: Optional[str] = Field(default=None, description="The file's name as its sender knows it.")
-    chunks_committed: int = 0
+    already_committed: int = Field(default=0, description="Rows of chunks earlier runs had committed: not written again.")
+    already_committed_by: list[str] = Field(default_factory=list, description="The runs that committed those chunks.")
+    rejects_by_rule: dict[str, int] = Field(default_factory=dict, description="This run's reject entries per rule id.")
+    chunks_committed: int = Field(default=0, description="Chunks this run committed.")
+    job: JobTotals = Field(default_factory=JobTotals, description="The job's totals over all its runs.")
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     duration_s: Optional[float] = None

@@ -521,18 +521,25 @@ def _quiet_tracebacks() -> None:
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    """What this run did; the job's totals too when earlier runs had committed part of it."""
     table = Table(title=f"import {report['resource']} from {report['source_name']}", show_header=False)
-    keys = ("status", "rows_read", "inserted", "updated", "rejected", "error_rate", "chunks", "duration_s",
-            "rows_per_s", "job_key", "flow_run_id")
-    for key in keys:
+    for key in ("status", "rows_read", "inserted", "updated", "rejected", "error_rate"):
         table.add_row(key, str(report[key]))
     for rule, count in report["rejects_by_rule"].items():
         table.add_row(f"  rejects: {rule}", str(count))
-    if report.get("chunks_skipped"):
-        table.add_row("chunks already committed", str(report["chunks_skipped"]))
+    if report["already_committed"]:
+        by = ", ".join(report["already_committed_by"]) or "an earlier run"
+        table.add_row("already committed", f"{report['already_committed']} rows in {report['chunks_skipped']} "
+                      f"chunk(s), by {by}: not written again")
+    for key in ("chunks", "duration_s", "rows_per_s", "job_key", "flow_run_id"):
+        table.add_row(key, str(report[key]))
+    job = report["job"]
+    if report["already_committed"]:
+        table.add_row("job totals", f"{job['rows_read']} rows read, {job['inserted']} inserted, "
+                      f"{job['updated']} updated, {job['rejected']} rejected")
     console = Console()
     console.print(table)
-    if report["rejected"]:
+    if job["rejected"]:
         console.print(f"all rejects: bulkflow rejects {report['job_key']} -o rejects.ndjson", highlight=False, soft_wrap=True)
 
 

@@ -45,10 +45,10 @@ class Steps(ABC, Generic[Chunk, Checked, Decided]):
 
 
 class ChunkPipeline(Generic[Chunk, Checked, Decided]):
-    """Feed chunks in file order with `add`, then `finish`; `skipped` counts the chunks an
-    earlier run committed (checked and decided all the same, so in-file duplicates are
-    judged as in that run, but not loaded again). At most `ahead` chunks are checked ahead
-    of the decision, and `workers` loaded at once."""
+    """Feed chunks in file order with `add`, then `finish`. The chunks an earlier run
+    committed are checked and decided all the same, so in-file duplicates are judged as in
+    that run, but not loaded again. At most `ahead` chunks are checked ahead of the
+    decision, and `workers` loaded at once."""
 
     def __init__(
         self, steps: Steps[Chunk, Checked, Decided], job: Job, progress: ImportProgress, *, workers: int, ahead: int
@@ -58,7 +58,6 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
         self.seen = SeenKeys()
         self.checking: deque[tuple[Chunk, int, int, PrefectFuture[Checked], float]] = deque()
         self.loading: deque[tuple[PrefectFuture[ChunkResult], float, float]] = deque()
-        self.skipped = 0
 
     def add(self, chunk: Chunk, index: int, rows_read: int, fraction: float) -> None:
         checked = self.steps.check(chunk, index in self.job.done_chunks)
@@ -76,7 +75,6 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
         chunk, index, rows_read, checked, fraction = self.checking.popleft()
         decided = self.steps.decide(chunk, checked.result(), self.seen)
         if index in self.job.done_chunks:
-            self.skipped += 1
             self.progress.skipped(rows_read, fraction)
             return
         self.loading.append((self.steps.load(chunk, decided), time.perf_counter(), fraction))

@@ -130,9 +130,11 @@ def _import(
     finally:
         staged.cleanup()  # a failed run leaves no staged copy behind either
     if not report.invariant_holds:
+        job = report.job
         raise InvariantError(
-            f"invariant broken: inserted {report.inserted} + updated {report.updated} + "
-            f"rejected {report.rejected} != rows read {report.rows_read}"
+            f"invariant broken: inserted {report.inserted} + updated {report.updated} + rejected {report.rejected} + "
+            f"already committed {report.already_committed} vs rows read {report.rows_read}; the job's "
+            f"{job.inserted} + {job.updated} + {job.rejected} vs {job.rows_read}"
         )
     return report
 
@@ -149,18 +151,17 @@ def _load(resource: Resource, staged: StagedSource, options: ImportOptions, sett
         )
     progress = ImportProgress(resource, name)
     if settings.task_runner == "dask":
-        skipped = _chunks_on_dask(settings, job, staged, progress)
+        _chunks_on_dask(settings, job, staged, progress)
     else:
-        skipped = _chunks_in_threads(settings, job, staged, progress)
-    report = close_job(settings, job, staged, run_id, time.perf_counter() - started, skipped)
+        _chunks_in_threads(settings, job, staged, progress)
+    report = close_job(settings, job, staged, run_id, time.perf_counter() - started)
     sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     publish_report(report, sample)
     return report
 
 
-def _chunks_in_threads(settings: Settings, job: Job, staged: StagedSource, progress: ImportProgress) -> int:
-    """The flow reads and validates each chunk; threads check and load it. Returns the
-    chunks skipped as committed."""
+def _chunks_in_threads(settings: Settings, job: Job, staged: StagedSource, progress: ImportProgress) -> None:
+    """The flow reads and validates each chunk; threads check and load it."""
     steps = InFlowSteps(settings, job)
     chunks = ChunkPipeline(steps, job, progress, workers=settings.load_workers, ahead=1)
     context = settings.rule_context()
@@ -168,12 +169,11 @@ def _chunks_in_threads(settings: Settings, job: Job, staged: StagedSource, progr
         check = check_records(job.resource, context, index, batch.rows)
         chunks.add(check, index, check.rows_read, batch.progress)
     chunks.finish()
-    return chunks.skipped
 
 
-def _chunks_on_dask(settings: Settings, job: Job, staged: StagedSource, progress: ImportProgress) -> int:
+def _chunks_on_dask(settings: Settings, job: Job, staged: StagedSource, progress: ImportProgress) -> None:
     """Dask workers read, validate, check and load each chunk's span; the flow plans the
-    spans and decides the keys. Returns the chunks skipped as committed."""
+    spans and decides the keys."""
     file = shared_file(staged, settings.max_record_bytes)
     get_run_logger().info("chunk work on Dask; workers read %s", file.location)
     with dask_task_runner(settings) as runner:
@@ -183,7 +183,6 @@ def _chunks_on_dask(settings: Settings, job: Job, staged: StagedSource, progress
         for span in plan_spans(staged, job.chunk_size, settings.max_record_bytes):
             chunks.add(span, span.index, span.rows, span.progress)
         chunks.finish()
-    return chunks.skipped
 
 
 class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
@@ -200,7 +199,7 @@ class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
         return decide(self.job.resource, chunk, checked, seen)
 
     def load(self, chunk: RecordCheck, decided: CheckedChunk) -> PrefectFuture[ChunkResult]:
-        return load_chunk.submit(self.settings, self.job.key, self.job.resource, decided)
+        return load_chunk.submit(self.settings, self.job.ledger, self.job.resource, decided)
 
 
 class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
@@ -211,14 +210,14 @@ class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
 
     def check(self, chunk: ChunkSpan, committed: bool) -> PrefectFuture[ChunkKeys]:
         checks = {"committed": committed, "first_load": self.job.first_load}
-        return self.runner.submit(check_span, self._parameters(chunk) | checks)
+        return self.runner.submit(check_span, self._parameters(chunk) | checks | {"job_key": self.job.key})
 
     def decide(self, chunk: ChunkSpan, checked: ChunkKeys, seen: SeenKeys) -> KeyDecision:
         return decide_keys(self.job.resource, checked, seen)
 
     def load(self, chunk: ChunkSpan, decided: KeyDecision) -> PrefectFuture[ChunkResult]:
-        return self.runner.submit(load_span, self._parameters(chunk) | {"decision": decided})
+        return self.runner.submit(load_span, self._parameters(chunk) | {"decision": decided, "ledger": self.job.ledger})
 
     def _parameters(self, span: ChunkSpan) -> dict[str, Any]:
         job = self.job
-        return {"settings": self.settings, "job_key": job.key, "resource": job.resource, "file": self.file, "span": span}
+        return {"settings": self.settings, "resource": job.resource, "file": self.file, "span": span}

@@ -51,6 +51,11 @@ NUMBERED: tuple[Migration, ...] = (
         "import_jobs.source_name: the file's name as its sender knows it (API uploads keep theirs)",
         ("ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS source_name text",),
     ),
+    Migration(
+        "0004",
+        "import_chunks.flow_run_id: the run that committed the chunk, so a run reports its own counts apart from the job's",
+        ("ALTER TABLE import_chunks ADD COLUMN IF NOT EXISTS flow_run_id text",),
+    ),
 )
 
 SCHEMA_MIGRATIONS_DDL = (

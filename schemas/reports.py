@@ -48,8 +48,13 @@ class JobTotals(ImportCounts):
     )
 
 
-class ImportReport(JobTotals):
-    """The result of an import run: the job's totals plus what this run did."""
+class ImportReport(ImportCounts):
+    """The result of an import run: what *this run* did, and the job's totals apart.
+
+    `inserted`, `updated` and `rejected` are the rows of the chunks this run committed;
+    the rows of chunks an earlier run had committed (a re-import, a resumed job) are
+    `already_committed`, so `inserted + updated + rejected + already_committed = rows_read`
+    still holds for the run. `job` holds the totals over all the job's runs."""
 
     job_key: str
     resource: str
@@ -57,13 +62,29 @@ class ImportReport(JobTotals):
     source_name: str = Field(description="the file's name as its sender knows it")
     flow_run_id: Optional[str]
     status: str
-    chunks_skipped: int = 0
+    already_committed: int = Field(
+        default=0, description="rows of chunks earlier runs had committed: read again, not written again"
+    )
+    already_committed_by: list[str] = Field(
+        default_factory=list, description="the flow runs that committed those chunks"
+    )
+    rejects_by_rule: dict[str, int] = Field(
+        default_factory=dict, description="this run's reject entries per rule id"
+    )
+    chunks: int = Field(default=0, description="chunks of the file")
+    chunks_skipped: int = Field(default=0, description="chunks earlier runs had committed")
     continues_runs: list[str] = Field(
-        default_factory=list, description="earlier flow runs of the same job that this run continues"
+        default_factory=list, description="earlier runs of a job they left unfinished, that this run finishes"
     )
     duration_s: float = 0.0
     rows_per_s: float = 0.0
-    error_rate: float = 0.0
+    error_rate: float = Field(default=0.0, description="this run's rejected / rows it read (already committed ones excluded)")
+    job: JobTotals = Field(default_factory=JobTotals, description="the job's totals over all its runs")
+
+    @property
+    def invariant_holds(self) -> bool:
+        own = self.inserted + self.updated + self.rejected + self.already_committed == self.rows_read
+        return own and self.job.invariant_holds
 
 
 class ExportManifest(BaseModel):

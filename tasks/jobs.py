@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 from prefect import task
@@ -19,6 +20,15 @@ from tasks.sql import ASCII_PROBE, first_load_probe
 
 
 @dataclass(frozen=True)
+class ChunkLedger:
+    """Where a chunk is recorded as committed, and by whom: what a load task needs of its job."""
+
+    job_key: str
+    flow_run_id: str | None
+    """The run committing the chunk (its report counts the chunks it committed itself)."""
+
+
+@dataclass(frozen=True)
 class Job:
     key: str
     resource: Resource
@@ -27,12 +37,18 @@ class Job:
     done_chunks: frozenset[int]
     source_name: str
     earlier_runs: tuple[str, ...] = ()
-    """Flow runs that worked on this job before (a crashed or failed run this one resumes)."""
+    """Flow runs that worked on this job before and left it unfinished (a crashed or failed
+    run this one resumes)."""
     first_load: bool = False
     """The table was empty when this run began, nothing of the job was committed, and the job
     holds the table's only write slot: whatever rows the table holds during the run are the
     job's own, accepted earlier in the file (and the database folds ASCII keys as polars
     does). Chunk checks then skip what only rows of others could change (`checks.py`)."""
+    flow_run_id: str | None = None
+
+    @property
+    def ledger(self) -> ChunkLedger:
+        return ChunkLedger(self.key, self.flow_run_id)
 
 
 def default_job_key(resource: str, sha256: str) -> str:
@@ -59,10 +75,10 @@ def open_job(
             parameters=(key, resource.name, staged.source, staged.declared_format, staged.sha256, chunk_size, source_name),
         )
         cur.execute(
-            "SELECT resource, content_sha256, chunk_size FROM import_jobs WHERE job_key = $1",
+            "SELECT resource, content_sha256, chunk_size, finished_at IS NOT NULL FROM import_jobs WHERE job_key = $1",
             parameters=(key,),
         )
-        known_resource, known_sha, known_chunk_size = fetch_one(cur)
+        known_resource, known_sha, known_chunk_size, finished = fetch_one(cur)
         if (known_resource, known_sha) != (resource.name, staged.sha256):
             raise ParameterError(
                 f"idempotency key {key!r} already names an import of other content "
@@ -73,7 +89,8 @@ def open_job(
             "ORDER BY started_at, flow_run_id",
             parameters=(key, flow_run_id),
         )
-        earlier = tuple(str(row[0]) for row in cur.fetchall())
+        # A finished job is repeated, not continued: its runs are named by the chunks they committed.
+        earlier = () if finished else tuple(str(row[0]) for row in cur.fetchall())
         if flow_run_id:
             cur.execute(
                 "INSERT INTO import_runs (flow_run_id, job_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -83,7 +100,7 @@ def open_job(
         done = frozenset(int(row[0]) for row in cur.fetchall())
         first_load = not done and settings.max_imports_per_resource == 1 and _empty_and_folds_ascii(cur, resource)
         conn.commit()
-    return Job(key, resource, int(known_chunk_size), done, source_name, earlier, first_load)
+    return Job(key, resource, int(known_chunk_size), done, source_name, earlier, first_load, flow_run_id)
 
 
 def _empty_and_folds_ascii(cur: Cursor, resource: Resource) -> bool:
@@ -95,42 +112,96 @@ def _empty_and_folds_ascii(cur: Cursor, resource: Resource) -> bool:
 
 def job_totals(settings: Settings, job_key: str) -> JobTotals:
     """What the job's committed chunks add up to so far, over all its runs."""
+    return _chunk_totals(settings, job_key, None)
+
+
+def _chunk_totals(settings: Settings, job_key: str, run_id: str | None) -> JobTotals:
+    """The totals of the job's committed chunks: all of them (run_id None), or those `run_id` committed."""
+    only_run = "" if run_id is None else " AND c.flow_run_id = $2"
+    parameters: tuple[str, ...] = (job_key,) if run_id is None else (job_key, run_id)
     with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(inserted), 0), "
-            "coalesce(sum(updated), 0), coalesce(sum(rejected), 0) FROM import_chunks WHERE job_key = $1",
-            parameters=(job_key,),
+            f"coalesce(sum(updated), 0), coalesce(sum(rejected), 0) FROM import_chunks c WHERE job_key = $1{only_run}",
+            parameters=parameters,
         )
         chunks, rows_read, inserted, updated, rejected = (int(v) for v in fetch_one(cur))
         cur.execute(
-            "SELECT rule, count(*) FROM import_rejects WHERE job_key = $1 GROUP BY rule ORDER BY 2 DESC, 1",
-            parameters=(job_key,),
+            "SELECT r.rule, count(*) FROM import_rejects r JOIN import_chunks c USING (job_key, chunk_index) "
+            f"WHERE job_key = $1{only_run} GROUP BY r.rule ORDER BY 2 DESC, 1",
+            parameters=parameters,
         )
         by_rule = {rule: int(n) for rule, n in cur.fetchall()}
     return JobTotals(chunks=chunks, rows_read=rows_read, inserted=inserted, updated=updated, rejected=rejected,
                      rejects_by_rule=by_rule)
 
 
+def run_counts(settings: Settings, job_key: str, run_id: str | None) -> RunCounts:
+    """What one run of the job did, apart from what the job's other runs had committed."""
+    job = job_totals(settings, job_key)
+    own = _chunk_totals(settings, job_key, run_id) if run_id else JobTotals()
+    others = query_one(
+        settings,
+        "SELECT coalesce(array_agg(DISTINCT flow_run_id) FILTER (WHERE flow_run_id IS NOT NULL), '{}') "
+        "FROM import_chunks WHERE job_key = $1 AND flow_run_id IS DISTINCT FROM $2",
+        (job_key, run_id),
+    )
+    return RunCounts(own=own, job=job, committed_by=sorted(str(r) for r in (others[0] if others else [])))
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    own: JobTotals
+    """The chunks the run committed itself."""
+    job: JobTotals
+    committed_by: list[str]
+    """The other runs that committed chunks of the job."""
+
+    @property
+    def already_committed(self) -> JobTotals:
+        """The chunks of the job's other runs."""
+        return JobTotals(chunks=self.job.chunks - self.own.chunks, rows_read=self.job.rows_read - self.own.rows_read)
+
+    @property
+    def rows_read(self) -> int:
+        return self.job.rows_read
+
+    def report_fields(self) -> dict[str, Any]:
+        """The counters a run's report and its API status share (`ImportReport`, `ImportJob`)."""
+        own = self.own
+        return {
+            "rows_read": self.rows_read,
+            "inserted": own.inserted,
+            "updated": own.updated,
+            "rejected": own.rejected,
+            "rejects_by_rule": own.rejects_by_rule,
+            "already_committed": self.already_committed.rows_read,
+            "already_committed_by": self.committed_by,
+            "job": self.job,
+        }
+
+
 @task(name="close-job", task_run_name="close-job-{job.resource.name}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
 def close_job(
-    settings: Settings, job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float, chunks_skipped: int
+    settings: Settings, job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float
 ) -> ImportReport:
-    """The job's totals over all its runs, read back from the ledger and the rejects."""
-    totals = job_totals(settings, job.key)
+    """The run's own counts and the job's totals, read back from the ledger and the rejects."""
+    counts = run_counts(settings, job.key, flow_run_id)
     execute(settings, "UPDATE import_jobs SET finished_at = now() WHERE job_key = $1", (job.key,))
     return ImportReport(
-        **totals.model_dump(),
+        **counts.report_fields(),
+        chunks=counts.job.chunks,
+        chunks_skipped=counts.already_committed.chunks,
         job_key=job.key,
         resource=job.resource.name,
         source=staged.source,
         source_name=job.source_name,
         flow_run_id=flow_run_id,
         status="completed",
-        chunks_skipped=chunks_skipped,
         continues_runs=list(job.earlier_runs),
         duration_s=round(duration_s, 3),
-        rows_per_s=round(totals.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
-        error_rate=totals.rejected_share(),
+        rows_per_s=round(counts.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
+        error_rate=counts.own.rejected_share(),
     )
 
 

@@ -18,6 +18,7 @@ from bulkflow.settings import Settings
 from schemas.reports import ChunkResult
 from schemas.resource import Resource
 from tasks.checks import frame_of, missing_message
+from tasks.jobs import ChunkLedger
 from tasks.retrying import chunk_task_options
 from tasks.sql import (
     STAGE,
@@ -40,12 +41,12 @@ every string column to large_string first."""
 
 
 @task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{chunk.index}"))
-def load_chunk(settings: Settings, job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
+def load_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
     """Apply one chunk exactly once (see `apply_chunk`); returns its counts."""
-    return apply_chunk(settings, job_key, resource, chunk)
+    return apply_chunk(settings, ledger, resource, chunk)
 
 
-def apply_chunk(settings: Settings, job_key: str, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
+def apply_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
     """Apply one chunk exactly once (see module docstring); returns its counts.
 
     The flow checked the rows against the database already, so the upsert normally just
@@ -56,13 +57,13 @@ def apply_chunk(settings: Settings, job_key: str, resource: Resource, chunk: Che
     """
     with connect(settings) as conn:
         try:
-            return _apply(conn, job_key, resource, chunk, recheck=False)
+            return _apply(conn, ledger, resource, chunk, recheck=False)
         except adbc_driver_manager.IntegrityError as exc:
             if getattr(exc, "sqlstate", None) not in CONFLICTS:
                 raise
             conn.rollback()
         try:
-            return _apply(conn, job_key, resource, chunk, recheck=True)
+            return _apply(conn, ledger, resource, chunk, recheck=True)
         except adbc_driver_manager.IntegrityError as exc:
             if getattr(exc, "sqlstate", None) not in CONFLICTS:
                 raise
@@ -71,13 +72,14 @@ def apply_chunk(settings: Settings, job_key: str, resource: Resource, chunk: Che
             ) from exc
 
 
-def _apply(conn: Connection, job_key: str, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> ChunkResult:
+def _apply(conn: Connection, ledger: ChunkLedger, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> ChunkResult:
+    job_key = ledger.job_key
     with conn.cursor() as cur:
         tune_session(cur)
         cur.execute(
-            "INSERT INTO import_chunks (job_key, chunk_index, rows_read) VALUES ($1, $2, $3) "
+            "INSERT INTO import_chunks (job_key, chunk_index, rows_read, flow_run_id) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT DO NOTHING RETURNING 1",
-            parameters=(job_key, chunk.index, chunk.rows_read),
+            parameters=(job_key, chunk.index, chunk.rows_read, ledger.flow_run_id),
         )
         claimed = cur.fetchone() is not None
     if not claimed:

@@ -19,6 +19,7 @@ from bulkflow.settings import Settings
 from schemas.reports import ChunkResult
 from schemas.resource import Resource
 from tasks.checks import database_facts
+from tasks.jobs import ChunkLedger
 from tasks.load import apply_chunk
 from tasks.read import ChunkSpan, SharedFile, read_span
 from tasks.retrying import chunk_task_options
@@ -43,11 +44,11 @@ def check_span(
 
 @task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{span.index}"))
 def load_span(
-    settings: Settings, job_key: str, resource: Resource, file: SharedFile, span: ChunkSpan, decision: KeyDecision
+    settings: Settings, ledger: ChunkLedger, resource: Resource, file: SharedFile, span: ChunkSpan, decision: KeyDecision
 ) -> ChunkResult:
     """Read and validate the chunk again, and load it as `decision` says, exactly once."""
     check = _read_and_check(settings, resource, file, span)
-    return apply_chunk(settings, job_key, resource, apply_decision(resource, check, decision))
+    return apply_chunk(settings, ledger, resource, apply_decision(resource, check, decision))
 
 
 def _read_and_check(settings: Settings, resource: Resource, file: SharedFile, span: ChunkSpan) -> RecordCheck:

@@ -77,14 +77,16 @@ def publish_report(report: ImportReport, first_rejects: list[dict[str, object]])
     """Log the run's totals and publish the summary and first rejects as table artifacts."""
     logger = get_run_logger()
     logger.info(
-        "import %s done: %d rows read, %d inserted, %d updated, %d rejected in %.2fs "
-        "(%.0f rows/s, error_rate %.4f)",
-        report.resource, report.rows_read, report.inserted, report.updated, report.rejected,
+        "import %s done: %d rows read, %d inserted, %d updated, %d rejected, %d already committed by earlier runs "
+        "in %.2fs (%.0f rows/s, error_rate %.4f)",
+        report.resource, report.rows_read, report.inserted, report.updated, report.rejected, report.already_committed,
         report.duration_s, report.rows_per_s, report.error_rate,
     )
-    summary = report.model_dump(exclude={"rejects_by_rule"})
+    summary = report.model_dump(exclude={"rejects_by_rule", "job"})
     rows = [{"metric": k, "value": str(v)} for k, v in summary.items()]
     rows += [{"metric": f"rejects: {rule}", "value": str(n)} for rule, n in report.rejects_by_rule.items()]
+    job = report.job.model_dump(exclude={"rejects_by_rule"})
+    rows += [{"metric": f"job: {k}", "value": str(v)} for k, v in job.items()]
     create_table_artifact(
         table=rows,
         key=artifact_key("import", report.resource, report.source_name, "report"),

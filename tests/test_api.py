@@ -76,6 +76,18 @@ def test_upload_with_an_idempotency_key_completes_with_exact_counts_once(client:
 
 
 @pytest.mark.usefixtures("served")
+def test_a_re_import_reports_what_its_own_run_did_and_the_job_apart(client: TestClient) -> None:
+    first = finished(client, upload(client, DATA / "users.csv", "users").json()["status_url"])
+    again = finished(client, upload(client, DATA / "users.csv", "users").json()["status_url"])
+    assert again["job_id"] != first["job_id"] and again["status"] == "completed"
+    assert (again["rows_read"], again["inserted"], again["updated"], again["rejected"]) == (14, 0, 0, 0)
+    assert (again["already_committed"], again["already_committed_by"]) == (14, [first["job_id"]])
+    assert again["rejects_by_rule"] == {} and again["chunks_committed"] == 0
+    assert (again["job"]["rows_read"], again["job"]["inserted"], again["job"]["rejected"]) == (14, 6, 8)
+    assert (first["inserted"], first["rejected"], first["already_committed"]) == (6, 8, 0)
+
+
+@pytest.mark.usefixtures("served")
 def test_import_from_a_url(file_server: tuple[str, Path], client: TestClient) -> None:
     # file_server allows loopback URLs before the client's app reads its settings
     base_url, folder = file_server

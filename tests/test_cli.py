@@ -181,3 +181,21 @@ def test_json_failure_of_the_environment_exits_1(prefect_api: str) -> None:
     failed = json.loads(done.stdout)
     assert (failed["status"], failed["kind"], failed["exit_code"]) == ("failed", "environment", 1)
     assert failed["flow_run_id"]
+
+
+def test_a_re_import_says_nothing_was_written_and_shows_the_job_apart(prefect_api: str) -> None:
+    first = json.loads(bulkflow(prefect_api, "import", "users", str(DATA / "users.csv"), "--json").stdout)
+    again = bulkflow(prefect_api, "import", "users", str(DATA / "users.csv"), "--json")
+    report = json.loads(again.stdout)
+    assert (report["rows_read"], report["inserted"], report["updated"], report["rejected"]) == (14, 0, 0, 0)
+    assert report["already_committed"] == 14 and report["already_committed_by"] == [first["flow_run_id"]]
+    assert report["continues_runs"] == []
+    assert {k: report["job"][k] for k in ("rows_read", "inserted", "updated", "rejected")} == {
+        "rows_read": 14, "inserted": 6, "updated": 0, "rejected": 8,
+    }
+    shown = bulkflow(prefect_api, "import", "users", str(DATA / "users.csv"))
+    assert shown.returncode == 0, shown.stderr
+    console = " ".join(shown.stdout.split())
+    assert "│ inserted │ 0 │" in console and "│ rejected │ 0 │" in console
+    assert "already committed │ 14 rows in 1 chunk(s), by" in console and first["flow_run_id"] in console
+    assert "job totals │ 14 rows read, 6 inserted, 0 updated, 8 rejected" in console

@@ -53,12 +53,16 @@ def test_the_same_file_twice_at_once_loads_once(tmp_path: Path, prefect_api: str
     first, second = _reports(_start(prefect_api, "users", path), _start(prefect_api, "users", path))
     assert first["job_key"] == second["job_key"]
     for report in (first, second):
-        assert report["inserted"] + report["updated"] + report["rejected"] == report["rows_read"] == ROWS
+        own = report["inserted"] + report["updated"] + report["rejected"]
+        assert own + report["already_committed"] == report["rows_read"] == ROWS
+        job = report["job"]
+        assert job["inserted"] + job["updated"] + job["rejected"] == job["rows_read"] == ROWS
+    assert first["already_committed"] + second["already_committed"] == ROWS  # each chunk committed by one of them
     concurrent = snapshot()
     sql("TRUNCATE users, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
     clean = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
     assert snapshot()["users"].equals(concurrent["users"])
-    assert clean["rejects_by_rule"] == first["rejects_by_rule"]
+    assert clean["rejects_by_rule"] == first["job"]["rejects_by_rule"]
 
 
 def test_overlapping_files_at_once_end_consistent(tmp_path: Path, prefect_api: str) -> None:
@@ -109,7 +113,8 @@ def test_a_rerun_after_kill_does_not_wait_behind_the_dead_backend(tmp_path: Path
     finally:
         sql("DROP TRIGGER IF EXISTS stall ON import_chunks")
     report = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
-    assert report["inserted"] + report["rejected"] == 3000
+    assert report["job"]["inserted"] + report["job"]["rejected"] == 3000
+    assert report["inserted"] + report["rejected"] + report["already_committed"] == report["rows_read"] == 3000
     assert sql("SELECT count(*) FROM import_chunks")[0][0] == report["chunks"] == 6
 
 
@@ -141,7 +146,7 @@ def test_postgresql_restarted_mid_import(tmp_path: Path, prefect_api: str) -> No
     else:
         report = json.loads(stdout)
     assert snapshot()["users"].equals(expected)
-    assert report["rejects_by_rule"] == clean["rejects_by_rule"]
+    assert report["job"]["rejects_by_rule"] == clean["job"]["rejects_by_rule"]
 
 
 def _restart_embedded_server(pause_s: float) -> None:
@@ -195,6 +200,7 @@ def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -
     the append and the chunk is redone as an upsert, not failed."""
     from bulkflow.settings import Settings
     from schemas import get_resource
+    from tasks.jobs import ChunkLedger
     from tasks.load import load_chunk
     from tasks.validate import SeenKeys, check_records, decide, no_facts
 
@@ -206,6 +212,6 @@ def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -
     sql("INSERT INTO users (id, email, role) VALUES ('u2', 'old@example.com', 'reader')")  # meanwhile
     sql("INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
         "VALUES ('k', 'users', 's', 'csv', 'x', 2, 's')")
-    result = load_chunk.fn(Settings(), "k", users, chunk)
+    result = load_chunk.fn(Settings(), ChunkLedger("k", None), users, chunk)
     assert (result.inserted, result.updated, result.rejected) == (1, 1, 0)
     assert sql("SELECT id, email, role FROM users ORDER BY id") == [("u1", "a@example.com", "admin"), ("u2", "b@example.com", "author")]

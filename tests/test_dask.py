@@ -43,7 +43,7 @@ def _import_all(files: list[tuple[str, str]]) -> dict[str, object]:
 
 
 def _import_state(*reports: dict[str, object]) -> dict[str, object]:
-    totals = [{k: report[k] for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
+    totals = [{k: report["job"][k] for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
               for report in reports]
     rejects = sql("SELECT j.resource, r.line, r.field, r.rule, r.message, r.value FROM import_rejects r "
                   "JOIN import_jobs j USING (job_key) ORDER BY 1, 2, 3, 4")

@@ -46,14 +46,19 @@ def test_sample_files_load_with_exact_counts() -> None:
 
 
 def test_second_import_changes_nothing() -> None:
-    load_samples()
+    first = load_samples()[0]
     before = snapshot()
     again = run("users", DATA / "users.csv")
     assert again["chunks_skipped"] == again["chunks"] == 1
-    assert (again["inserted"], again["rejected"]) == (6, 8)  # the job's totals, not new work
+    # what this run did: nothing written, every row read found in a chunk the first run committed
+    assert (again["rows_read"], again["inserted"], again["updated"], again["rejected"]) == (14, 0, 0, 0)
+    assert again["already_committed"] == 14 and again["already_committed_by"] == [first["flow_run_id"]]
+    assert again["rejects_by_rule"] == {} and again["continues_runs"] == []  # a finished job is repeated, not continued
+    job = again["job"]  # the job's totals, apart
+    assert (job["rows_read"], job["inserted"], job["rejected"]) == (14, 6, 8)
     assert snapshot()["users"].equals(before["users"])
     assert sql("SELECT count(*) FROM import_rejects")[0][0] == sum(
-        r["rejects_by_rule"][k] for r in [again] for k in r["rejects_by_rule"]
+        job["rejects_by_rule"].values()
     ) + 8 + 8  # users' entries once, plus articles' and comments' entries
 
 
