@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,9 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.models import ALIASES
 from bulkflow.errors import BulkflowError, ParameterError, RetryableError, TooLargeError, is_retryable
 
 logger = logging.getLogger("bulkflow.api")
+RESOURCE_NAMES = ("resource", *ALIASES["resource"])
 
 
 class ApiError(Exception):
@@ -27,6 +29,42 @@ class ApiError(Exception):
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic's errors as `details`: where (location) and what (message)."""
     return [{"location": list(e["loc"]), "message": e["msg"]} for e in errors]
+
+
+def invalid_request(errors: Sequence[Any], given: Mapping[str, Any]) -> JSONResponse:
+    """A request that does not match the API. A value outside what a parameter allows (an
+    unknown resource, format or filter) is a 400 naming what is allowed, as the CLI says it,
+    wherever it was sent (query, JSON body, form); a request of the wrong shape (a required
+    field missing, a wrong type) is a 422 with pydantic's details."""
+    refused = _refused_parameter(errors, given)
+    if refused is not None:
+        return error_response(400, "invalid_parameter", str(refused))
+    return error_response(422, "invalid_request", "the request does not match the API", validation_details(errors))
+
+
+def _refused_parameter(errors: Sequence[Any], given: Mapping[str, Any]) -> ParameterError | None:
+    """The domain's own refusal of the first value outside what its parameter allows."""
+    from schemas import get_resource
+    from tasks.export import unknown_filter
+    from tasks.source import check_format
+
+    checks: dict[str, Callable[[str], object]] = {"format": check_format}
+    checks |= {name: get_resource for name in RESOURCE_NAMES}
+    for error in errors:
+        check = checks.get(str(error["loc"][-1]))
+        if error["type"] == "literal_error" and check is not None:
+            try:
+                check(str(error.get("input")))
+            except ParameterError as refused:
+                return refused
+    resource = next((given[name] for name in RESOURCE_NAMES if name in given), None)
+    for error in errors:
+        if error["type"] == "extra_forbidden" and isinstance(resource, str):
+            try:
+                return unknown_filter(get_resource(resource), str(error["loc"][-1]))
+            except ParameterError as refused:
+                return refused
+    return None
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -54,8 +92,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", "the request does not match the API", validation_details(exc.errors()))
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        given = {**request.query_params, **(exc.body if isinstance(exc.body, dict) else {})}
+        return invalid_request(exc.errors(), given)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, create_model
 from api.deps import AppSettings
 from api.errors import ApiError
 from api.jobs import public_location, public_text, read_job, trigger
-from api.models import Accepted, ExportJob, ExportJobRequest
+from api.models import Accepted, ExportJob, ExportJobRequest, aliased
 from api.streaming import stream_writer
 from bulkflow.settings import Settings
 from deployments.names import EXPORT
@@ -25,13 +25,14 @@ router = APIRouter(prefix="/exports", tags=["exports"])
 _BLOCK = 1 << 20
 
 _QUERY_FIELDS: dict[str, Any] = {
-    "resource": (ResourceName, Field(description="users, articles or comments")),
+    "resource": (ResourceName, aliased("resource", description="users, articles or comments.")),
     "format": (ExportFormat, Field(default="ndjson")),
     "fields": (Optional[str], Field(default=None, description="comma-separated fields, default all")),
+    "limit": (Optional[int], Field(default=None, description="the most rows to return (the first ones by id)")),
 }
 # Declared at run time on top of the resources' filters: to the type checker, a BaseModel.
 ExportQuery: type[BaseModel] = create_model("ExportQuery", __base__=ExportFilters, **_QUERY_FIELDS)
-_NOT_FILTERS = {"resource", "format", "fields"}
+_NOT_FILTERS = set(_QUERY_FIELDS)
 _STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media in CONTENT_TYPES.values()}, "description": "the rows, ordered by id"}}
 
 
@@ -42,7 +43,9 @@ def export_stream(query: Annotated[ExportQuery, Query()], settings: AppSettings)
     filters = {k: v for k, v in values.items() if k not in _NOT_FILTERS}
     listed = values.get("fields")
     fields = [f.strip() for f in listed.split(",") if f.strip()] if listed else None
-    export = plan_export(values["resource"], values["format"], filters, fields, context=settings.rule_context())
+    export = plan_export(
+        values["resource"], values["format"], filters, fields, context=settings.rule_context(), limit=values.get("limit")
+    )
     return StreamingResponse(
         stream_writer(lambda sink: stream_export(export, sink, settings=settings)),
         media_type=CONTENT_TYPES[export.format],

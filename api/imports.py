@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api.deps import AppSettings
-from api.errors import ApiError, validation_details
+from api.errors import RESOURCE_NAMES, ApiError
 from api.jobs import public_location, public_text, read_job, trigger
-from api.models import Accepted, ImportFromUrl, ImportJob
+from api.models import ALIASES, Accepted, ImportFromUrl, ImportJob
 from bulkflow.settings import Settings
 from deployments.names import IMPORT
 from schemas import RESOURCES, get_resource
@@ -38,10 +40,13 @@ _UPLOAD_BODY = {
                     "required": ["file", "resource"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "resource": {"type": "string", "enum": list(RESOURCES)},
-                        # No enum: Swagger would preselect its first value, and an NDJSON upload
-                        # would be read as CSV. Empty = from the file's name.
-                        "format": {"type": "string", "description": f"{', '.join(FORMATS)}; default: from the file's name"},
+                        "resource": {"type": "string", "enum": list(RESOURCES),
+                                     "description": "Also accepted as `resource_type`.",
+                                     "x-aliases": list(ALIASES["resource"])},
+                        # Optional with an empty default: Swagger UI fills a form from each field's
+                        # example or default, else its first choice (an NDJSON file read as CSV).
+                        "format": {"type": "string", "enum": list(FORMATS), "default": "",
+                                   "description": "Default (empty): from the file's name."},
                     },
                 }
             },
@@ -57,11 +62,12 @@ async def create_import(
     settings: AppSettings,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Accepted:
-    """Start an import of an uploaded file (multipart) or of a URL (JSON). The same
-    `Idempotency-Key` returns the same job."""
+    """Start an import of an uploaded file (multipart) or of a URL (JSON, or a form's `url`
+    field). The same `Idempotency-Key` returns the same job. Fields also go by the names
+    other clients of this API send: `resource_type` for `resource`, `file_url` for `url`."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        resource, source, fmt, name = await _receive_upload(request, settings)
+        resource, source, fmt, name = await _receive_form(request, settings)
     elif content_type.startswith("application/json"):
         resource, source, fmt = await run_in_threadpool(_check_url_request, await _json_body(request), settings)
         name = None
@@ -78,10 +84,20 @@ async def create_import(
 
 
 async def _json_body(request: Request) -> ImportFromUrl:
+    body = await request.body()
     try:
-        return ImportFromUrl.model_validate_json(await request.body())
+        return ImportFromUrl.model_validate_json(body)
     except ValidationError as exc:
-        raise ApiError(422, "invalid_request", "the JSON body needs resource and url", validation_details(exc.errors())) from None
+        raise RequestValidationError(exc.errors(), body=_as_object(body)) from None
+
+
+def _as_object(body: bytes) -> dict[str, Any]:
+    """The body's fields when it is a JSON object (to name what an unknown value should be)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _check_url_request(body: ImportFromUrl, settings: Settings) -> tuple[str, str, str | None]:
@@ -90,24 +106,36 @@ def _check_url_request(body: ImportFromUrl, settings: Settings) -> tuple[str, st
     return body.resource, body.url, body.format
 
 
-async def _receive_upload(request: Request, settings: Settings) -> tuple[str, str, str | None, str | None]:
-    """(resource, stored location, format, the file's original name)."""
+async def _receive_form(request: Request, settings: Settings) -> tuple[str, str, str | None, str | None]:
+    """(resource, source, format, the file's original name) of a form: an uploaded file,
+    stored first, or a URL (`url` or `file_url`) imported as a JSON body's would be."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit():
         check_size(int(declared), "the upload", settings.max_source_bytes)
     try:
-        form = await MultiPartParser(request.headers, _limited(request.stream(), settings.max_source_bytes), max_files=1, max_fields=4).parse()
+        form = await MultiPartParser(request.headers, _limited(request.stream(), settings.max_source_bytes), max_files=1, max_fields=6).parse()
     except MultiPartException as exc:
         raise ApiError(400, "invalid_upload", f"cannot read the multipart body: {exc.message}") from None
-    upload, resource, fmt = form.get("file"), form.get("resource"), form.get("format") or None
     try:
-        if not isinstance(upload, UploadFile) or not isinstance(resource, str):
+        upload = form.get("file")
+        fields = {key: value for key, value in form.items() if isinstance(value, str) and value}
+        if not isinstance(upload, UploadFile):
+            if not any(name in fields for name in ("url", *ALIASES["url"])):
+                raise ApiError(422, "invalid_request", "a multipart import needs the fields file and resource (or url)")
+            try:
+                body = ImportFromUrl.model_validate(fields)
+            except ValidationError as exc:
+                raise RequestValidationError(exc.errors(), body=fields) from None
+            return (*await run_in_threadpool(_check_url_request, body, settings), None)
+        resource = next((fields[name] for name in RESOURCE_NAMES if name in fields), None)
+        if resource is None:
             raise ApiError(422, "invalid_request", "a multipart import needs the fields file and resource")
+        fmt = fields.get("format")
         get_resource(resource)
-        location = await run_in_threadpool(store_upload, settings, upload.file, upload.filename or "upload", fmt)  # type: ignore[arg-type]  # UploadFile.file is a binary stream
+        location = await run_in_threadpool(store_upload, settings, upload.file, upload.filename or "upload", fmt)
     finally:
         await form.close()
-    return resource, location, fmt, upload.filename  # type: ignore[return-value]  # resource checked by get_resource, fmt by detect_format
+    return resource, location, fmt, upload.filename
 
 
 async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:

@@ -5,13 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from schemas.parameters import ExportFilters, ResourceName
 from schemas.reports import ExportManifest, ImportCounts, JobTotals
 from tasks.export import ExportFormat
+from tasks.source import OptionalFormat
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+ALIASES: dict[str, tuple[str, ...]] = {"resource": ("resource_type",), "url": ("file_url",)}
+"""Other names clients of the same API send for a field (the seed assignment's Postman
+collection sends `resource_type` and `file_url`): accepted everywhere the field is."""
+
+
+def aliased(name: str, **field: Any) -> Any:
+    """A model field called `name` that also accepts its aliases, and documents them."""
+    others = ALIASES[name]
+    description = field.pop("description", "")
+    also = ", ".join(f"`{alias}`" for alias in others)
+    return Field(
+        validation_alias=AliasChoices(name, *others),
+        description=f"{description} Also accepted as {also}.".strip(),
+        json_schema_extra={"x-aliases": list(others)},
+        **field,
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -31,12 +48,13 @@ class Accepted(BaseModel):
 
 
 class ImportFromUrl(BaseModel):
-    resource: ResourceName
-    url: str = Field(
+    resource: ResourceName = aliased("resource", description="users, articles or comments.")
+    url: str = aliased(
+        "url",
         description="http(s) URL (s3:// when BULKFLOW_URL_SCHEMES allows it).",
         examples=["https://partner.example.com/users.csv.gz"],
     )
-    format: Optional[ExportFormat] = Field(default=None, description="Default: from the URL's file name.")
+    format: OptionalFormat = Field(default=None, description="Default: from the URL's file name.")
 
 
 class ImportJob(ImportCounts):
@@ -63,7 +81,7 @@ class ImportJob(ImportCounts):
 
 
 class ExportJobRequest(BaseModel):
-    resource: ResourceName
+    resource: ResourceName = aliased("resource", description="users, articles or comments.")
     format: ExportFormat = "csv"
     filters: Optional[ExportFilters] = Field(default=None, examples=[{"role": "admin"}])  # type: ignore[valid-type]  # a model declared at run time
     fields: Optional[list[str]] = Field(default=None, examples=[["id", "email"]])

@@ -68,6 +68,7 @@ def export_command(
     output: Annotated[str, typer.Option("--output", "-o", help="file path, fsspec URL, or - for stdout")] = "-",
     where: Annotated[Optional[list[str]], typer.Option("--where", "-w", help="FIELD=VALUE, FIELD>=VALUE, FIELD<VALUE")] = None,
     fields: Annotated[Optional[str], typer.Option("--fields", help="comma-separated fields to export")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="the most rows to export (the first by id)")] = None,
 ) -> None:
     """Stream rows out of the database (ordered by id) to a file, a URL or stdout."""
     from tasks.export import parse_where, plan_export, stream_export
@@ -76,7 +77,9 @@ def export_command(
     with _errors_as_exit():
         settings = Settings()
         chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
-        request = plan_export(resource, format, parse_where(where or []), chosen, context=settings.rule_context())
+        request = plan_export(
+            resource, format, parse_where(where or []), chosen, context=settings.rule_context(), limit=limit
+        )
         with _row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
             if output == "-":
                 try:

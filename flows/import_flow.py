@@ -28,7 +28,7 @@ from tasks.on_workers import check_span, load_span
 from tasks.read import ChunkSpan, SharedFile, read_chunks, shared_file
 from tasks.report import ImportProgress, publish_report
 from tasks.run_labels import label_run, untagged_tasks
-from tasks.source import Format, StagedSource, display_name, read_columns, stage_source
+from tasks.source import Format, OptionalFormat, StagedSource, display_name, read_columns, stage_source
 from tasks.spans import plan_spans
 from tasks.validate import (
     CheckedChunk,
@@ -88,7 +88,7 @@ def stage(resource: Resource, source: str, format: Format | None, settings: Sett
 def import_flow(
     resource: ResourceName,
     source: str,
-    format: Format | None = None,
+    format: OptionalFormat = None,
     options: ImportOptions = ImportOptions(),
 ) -> dict[str, object]:
     """Import `source` into `resource`: every row inserted, updated or rejected, exactly once.

@@ -64,6 +64,8 @@ class ExportRequest:
     fields: tuple[str, ...] = ()
     filters: dict[str, str] = field(default_factory=dict)
     """The filters as the user gave them (for manifests and logs)."""
+    limit: int | None = None
+    """The most rows to write (the first ones by id); None: every matching row."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,11 @@ def plan_export(
     fields: Sequence[str] | None = None,
     *,
     context: RuleContext,
+    limit: int | None = None,
 ) -> ExportRequest:
     """Check an export's parameters against the resource's declared filters and fields
-    (filter values by the import's own rules, configured by `context`)."""
+    (filter values by the import's own rules, configured by `context`); `limit` caps the
+    rows (the first ones by id)."""
     definition = get_resource(resource)
     checked_format = check_format(format)
     chosen = tuple(fields) if fields else tuple(definition.field_names)
@@ -108,21 +112,26 @@ def plan_export(
         raise ParameterError(
             f"unknown field(s) {', '.join(unknown)} for {resource}: choose from {', '.join(definition.field_names)}"
         )
+    if limit is not None and limit < 0:
+        raise ParameterError(f"limit must be 0 or more rows, not {limit}")
     conditions = tuple(_condition(definition, key, value, context) for key, value in (filters or {}).items())
-    return ExportRequest(definition, checked_format, conditions, chosen, dict(filters or {}))
+    return ExportRequest(definition, checked_format, conditions, chosen, dict(filters or {}), limit)
 
 
 def _condition(resource: Resource, key: str, text: str, context: RuleContext) -> Condition:
     spec = resource.filters().get(key)
     if spec is None:
-        raise ParameterError(
-            f"unknown filter {key!r} for {resource.name}: allowed are {', '.join(resource.filters())}"
-        )
+        raise unknown_filter(resource, key)
     parsed, problems = read_value(resource, context, spec.field, text)
     if problems or parsed is None:
         reason = problems[0] if problems else f"{spec.field} needs a value"
         raise ParameterError(f"bad value {text!r} for filter {key}: {reason}")
     return Condition(spec.field, spec.op, parsed)
+
+
+def unknown_filter(resource: Resource, key: str) -> ParameterError:
+    """The refusal of a filter `resource` does not have, naming those it has."""
+    return ParameterError(f"unknown filter {key!r} for {resource.name}: allowed are {', '.join(resource.filters())}")
 
 
 def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:
@@ -138,7 +147,11 @@ def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:
         pg_type = PG_TYPES[request.resource.kind_of(condition.field)]
         conditions.append((condition.field, condition.op, name, pg_type))
         values[name] = _as_text(condition.value)
-    return export_select(request.resource.name, request.fields, conditions), values
+    limit_setting = None
+    if request.limit is not None:
+        limit_setting = "bulkflow.limit"
+        values[limit_setting] = str(request.limit)
+    return export_select(request.resource.name, request.fields, conditions, limit_setting), values
 
 
 def _as_text(value: object) -> str:

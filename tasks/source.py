@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal, get_args
+from typing import IO, Annotated, Literal, Optional, get_args
 from urllib.parse import urlsplit
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import WithJsonSchema
 
 from bulkflow.errors import InputError, ParameterError, RetryableError
 from bulkflow.settings import Settings
@@ -37,6 +38,10 @@ from tasks.storage import open_file
 
 Format = Literal["csv", "ndjson", "json", "parquet"]
 FORMATS: tuple[str, ...] = get_args(Format)
+OptionalFormat = Annotated[Optional[Format], WithJsonSchema({"enum": [*FORMATS, None]})]
+"""A format, or none to tell it from the file's name. Its schema is one list of the formats
+(not "a format or null"), so forms show a choice left empty by default: the Prefect UI's run
+form, Swagger UI's upload form, the API's JSON body."""
 _EXTENSIONS: dict[str, Format] = {
     ".csv": "csv",
     ".ndjson": "ndjson",

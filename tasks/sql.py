@@ -149,10 +149,15 @@ def delete_stage_line_sql(stage: str = STAGE) -> str:
 # --- export ------------------------------------------------------------------------------
 
 
-def export_select(table: str, fields: Sequence[str], conditions: Sequence[tuple[str, FilterOp, str, str]]) -> str:
-    """`SELECT fields FROM table [WHERE ...] ORDER BY id`; each condition is (field,
-    operator, setting, PostgreSQL type): the value is read from the transaction-local
-    setting, cast to the field's type."""
+def export_select(
+    table: str,
+    fields: Sequence[str],
+    conditions: Sequence[tuple[str, FilterOp, str, str]],
+    limit_setting: str | None = None,
+) -> str:
+    """`SELECT fields FROM table [WHERE ...] ORDER BY id [LIMIT ...]`; each condition is
+    (field, operator, setting, PostgreSQL type): the value is read from the
+    transaction-local setting, cast to the field's type; so is the limit, from its own."""
     where = [
         f"{ident(field)} {op} current_setting({_text_literal(setting)})::{pg_type}"
         for field, op, setting, pg_type in conditions
@@ -160,7 +165,10 @@ def export_select(table: str, fields: Sequence[str], conditions: Sequence[tuple[
     sql = f"SELECT {_columns(fields)} FROM {ident(table)}"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return sql + f" ORDER BY {ident('id')}"
+    sql += f" ORDER BY {ident('id')}"
+    if limit_setting is not None:
+        sql += f" LIMIT current_setting({_text_literal(limit_setting)})::bigint"
+    return sql
 
 
 def _text_literal(text: str) -> str:

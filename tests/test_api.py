@@ -106,7 +106,8 @@ def test_import_from_a_url(file_server: tuple[str, Path], client: TestClient) ->
         ({"resource": "users", "url": "http://169.254.169.254/latest/meta-data/x.csv"}, 400, "invalid_parameter"),
         ({"resource": "users", "url": "file:///etc/passwd.csv"}, 400, "invalid_parameter"),
         ({"resource": "users", "url": "https://93.184.215.14/users"}, 400, "invalid_parameter"),  # no format
-        ({"resource": "widgets", "url": "https://93.184.215.14/w.csv"}, 422, "invalid_request"),
+        ({"resource": "widgets", "url": "https://93.184.215.14/w.csv"}, 400, "invalid_parameter"),
+        ({"resource": "users", "url": "https://93.184.215.14/w.csv", "format": "xml"}, 400, "invalid_parameter"),
         ({"url": "https://93.184.215.14/users.csv"}, 422, "invalid_request"),
     ],
 )
@@ -166,9 +167,12 @@ def test_streamed_export_has_one_line_per_row(client: TestClient) -> None:
         ("resource=users&role=boss", 400, "invalid_parameter"),
         ("resource=users&fields=id,password", 400, "invalid_parameter"),
         ("resource=users&status=draft", 400, "invalid_parameter"),
-        ("resource=users&colour=red", 422, "invalid_request"),
-        ("resource=users&format=xml", 422, "invalid_request"),
+        ("resource=users&colour=red", 400, "invalid_parameter"),
+        ("resource=users&format=xml", 400, "invalid_parameter"),
+        ("resource=widgets", 400, "invalid_parameter"),
+        ("resource=users&limit=-1", 400, "invalid_parameter"),
         ("format=csv", 422, "invalid_request"),
+        ("resource=users&limit=many", 422, "invalid_request"),
     ],
 )
 def test_bad_export_parameters_are_refused_before_streaming(client: TestClient, query: str, status: int, code: str) -> None:
@@ -193,6 +197,65 @@ def test_async_csv_export_of_admins_downloads_with_a_header_and_one_line_per_adm
     assert job["manifest"]["rows"] == len(admins) and job["manifest"]["filters"] == {"role": "admin"}
     refused = client.post("/v1/exports", json={"resource": "users", "filters": {"role": "boss"}})
     assert refused.status_code == 400
+
+
+def test_one_status_per_kind_of_mistake_naming_what_is_allowed(client: TestClient) -> None:
+    """An unknown resource, format or filter is a 400 that names what is allowed, the same
+    words as the CLI's, whether it came in a query, a JSON body or a form."""
+    resources = "unknown resource 'widgets'"
+    answers = {
+        "stream": client.get("/v1/exports?resource=widgets"),
+        "stream alias": client.get("/v1/exports?resource_type=widgets"),
+        "export job": client.post("/v1/exports", json={"resource": "widgets"}),
+        "url import": client.post("/v1/imports", json={"resource": "widgets", "url": "https://93.184.215.14/w.csv"}),
+        "upload": client.post("/v1/imports", files={"file": ("u.csv", b"id\n1\n")}, data={"resource": "widgets"}),
+    }
+    for name, answer in answers.items():
+        assert answer.status_code == 400, (name, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_parameter" and error["message"].startswith(resources), (name, error)
+        assert "users, articles, comments" in error["message"], (name, error)
+    filters = "unknown filter 'colour' for users: allowed are id, role, active"
+    for answer in (client.get("/v1/exports?resource=users&format=csv&colour=red"),
+                   client.post("/v1/exports", json={"resource": "users", "filters": {"colour": "red"}})):
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["message"].startswith(filters), answer.text
+    formats = client.get("/v1/exports?resource=users&format=xml").json()["error"]["message"]
+    assert formats == "unknown format 'xml': choose one of csv, ndjson, json, parquet"
+
+
+@pytest.mark.usefixtures("served")
+def test_clients_sending_other_field_names_get_through(client: TestClient) -> None:
+    """What other clients of this API send: `resource_type` for `resource`, `file_url` for
+    `url`, and `limit` on a streaming export; the OpenAPI schema names the aliases."""
+    with (DATA / "users.csv").open("rb") as fh:
+        uploaded = client.post("/v1/imports", files={"file": ("users.csv", fh)}, data={"resource_type": "users"})
+    assert uploaded.status_code == 202, uploaded.text
+    assert finished(client, uploaded.json()["status_url"])["status"] == "completed"
+    for body in ({"resource_type": "articles", "file_url": "http://127.0.0.1:9/a.csv"},
+                 {"resource": "articles", "file_url": "http://127.0.0.1:9/a.csv"}):
+        # read as a URL import: refused for its address (loopback), not for missing fields
+        refused = client.post("/v1/imports", json=body)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_parameter"), refused.text
+        assert "internal address 127.0.0.1" in refused.json()["error"]["message"]
+        form = client.post("/v1/imports", files={"resource_type": (None, "articles"), "file_url": (None, body["file_url"])})
+        assert "internal address 127.0.0.1" in form.json()["error"]["message"], form.text
+    streamed = client.get("/v1/exports?resource_type=users&format=csv&limit=2&fields=id")
+    assert streamed.status_code == 200, streamed.text
+    ids = [row[0] for row in csv.reader(io.StringIO(streamed.text))]
+    assert ids == ["id", *[row[0] for row in sql("SELECT id FROM users ORDER BY id LIMIT 2")]]
+    job = client.post("/v1/exports", json={"resource_type": "users", "format": "csv"})
+    assert job.status_code == 202, job.text
+    assert finished(client, job.json()["status_url"])["status"] == "completed"
+    spec = client.get("/openapi.json").json()
+    stream_resource = next(p for p in spec["paths"]["/v1/exports"]["get"]["parameters"] if p["name"] == "resource")
+    assert "resource_type" in stream_resource["description"]
+    export_body = spec["components"]["schemas"]["ExportJobRequest"]["properties"]["resource"]
+    import_body = spec["paths"]["/v1/imports"]["post"]["requestBody"]["content"]
+    url_body = import_body["application/json"]["schema"]["properties"]
+    assert export_body["x-aliases"] == url_body["resource"]["x-aliases"] == ["resource_type"]
+    assert url_body["url"]["x-aliases"] == ["file_url"]
+    assert import_body["multipart/form-data"]["schema"]["properties"]["resource"]["x-aliases"] == ["resource_type"]
 
 
 def test_every_v1_route_needs_the_token_when_one_is_set(settings_env: Callable[..., None]) -> None:

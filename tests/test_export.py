@@ -122,6 +122,8 @@ def test_cli_export_to_stdout_and_refusal() -> None:
     result = runner.invoke(app, ["export", "users", "--where", "role=admin", "--fields", "id,email", "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["id,email", "usr_alice,alice@example.com"]
+    first_two = runner.invoke(app, ["export", "users", "--fields", "id", "--format", "csv", "--limit", "2"])
+    assert first_two.stdout.splitlines() == ["id", *[row[0] for row in sql("SELECT id FROM users ORDER BY id LIMIT 2")]]
     refused = runner.invoke(app, ["export", "users", "--where", "colour=red"])
     assert refused.exit_code == 2
     assert refused.stderr.strip().startswith("error: unknown filter 'colour'")

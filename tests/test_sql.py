@@ -63,6 +63,8 @@ def test_export_select_binds_values_as_settings_and_quotes_every_name() -> None:
         'AND "created_at" >= current_setting(\'bulkflow.filter_2\')::timestamptz ORDER BY "id"'
     )
     assert sql.export_select("users", ["id"], []) == 'SELECT "id" FROM "users" ORDER BY "id"'
+    limited = sql.export_select("users", ["id"], [], "bulkflow.limit")
+    assert limited == 'SELECT "id" FROM "users" ORDER BY "id" LIMIT current_setting(\'bulkflow.limit\')::bigint'
 
 
 def test_no_builder_puts_a_value_in_the_text() -> None:
