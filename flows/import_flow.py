@@ -22,6 +22,7 @@ from tasks import events
 from tasks.checks import check_database
 from tasks.cluster import dask_task_runner
 from tasks.jobs import Job, close_job, open_job, read_rejects
+from tasks.landing import discard_upload
 from tasks.limits import table_slot
 from tasks.load import load_chunk
 from tasks.on_workers import check_span, load_span
@@ -112,6 +113,8 @@ def import_flow(
             report = _import(definition, source, format, options, settings, started)
     except BaseException as error:
         events.import_failed(definition.name, display_name(source, options.source_name), error)
+        if isinstance(error, InputError):
+            discard_upload(settings, source)
         if is_retryable(error) and not isinstance(error, RetryableError):
             # so the run's state says a retry may cure it (the landing pick-up reads that)
             raise RetryableError(str(error), sqlstate=getattr(error, "sqlstate", None)) from error

@@ -8,6 +8,7 @@ write a file under such a name, then rename it (an atomic step on every file sys
 
 from __future__ import annotations
 
+import io
 import uuid
 from dataclasses import dataclass
 from typing import IO, Literal
@@ -23,7 +24,7 @@ from deployments.names import IMPORT
 from schemas import RESOURCES
 from tasks.run_labels import run_tags
 from tasks.runs import failed_for_retryable_reason, our_message, start_run
-from tasks.source import checked_copy, detect_format, display_name
+from tasks.source import ExpandedSizeLimit, checked_copy, detect_format, display_name
 from tasks.storage import filesystem, open_file
 
 Outcome = Literal["imported", "duplicate", "failed"]
@@ -150,8 +151,12 @@ def store_upload(settings: Settings, stream: IO[bytes], filename: str, format: s
 
     The copy is written under a hidden name and renamed when complete, so nothing ever reads
     a partial upload; the name is the content checksum, so the same upload is stored once.
+    Its content is held to BULKFLOW_MAX_SOURCE_BYTES as it arrives, a compressed upload by
+    what it expands to (TooLargeError before anything is stored).
     """
     fmt, compression = detect_format(filename, format)
+    if compression == "gzip":
+        stream = io.BufferedReader(ExpandedSizeLimit(stream, filename, settings.max_source_bytes))
     suffix = f".{fmt}" + (".gz" if compression else "")
     root = f"{settings.landing_root()}/uploads"
     partial = f"{root}/.upload-{uuid.uuid4().hex}{suffix}"
@@ -169,3 +174,16 @@ def store_upload(settings: Settings, stream: IO[bytes], filename: str, format: s
     final = f"{root}/{digest}{suffix}"
     fs.mv(partial, final)
     return final
+
+
+def is_upload(settings: Settings, location: str) -> bool:
+    """True for a file `store_upload` stored."""
+    return location.startswith(f"{settings.landing_root()}/uploads/")
+
+
+def discard_upload(settings: Settings, location: str) -> None:
+    """Remove a stored upload whose import failed on its content: no job will read it again,
+    and the same bytes would fail the same way (a new upload of them is stored anew)."""
+    fs, path = filesystem(settings, location)
+    if is_upload(settings, location) and fs.exists(path):
+        fs.rm(path)

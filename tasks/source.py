@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Annotated, Literal, Optional, get_args
+from typing import IO, Annotated, Any, Literal, Optional, get_args
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -297,6 +297,43 @@ def checked_copy(
         except UnicodeDecodeError:
             raise InputError(f"{source} ends in the middle of a UTF-8 character") from None
     return Copied(digest.hexdigest(), size, odd, rewritten=newlines is not None)
+
+
+class ExpandedSizeLimit(io.RawIOBase):
+    """A gzip stream read as it is, while counting what it expands to: TooLargeError once
+    that passes `limit` (BULKFLOW_MAX_SOURCE_BYTES counts content, not compressed bytes),
+    InputError when it is not gzip at all. What it expands to is counted, never kept."""
+
+    def __init__(self, raw: IO[bytes], source: str, limit: int) -> None:
+        super().__init__()
+        self.raw, self.source, self.limit = raw, source, limit
+        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.expanded = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        block = self.raw.read(len(buffer))
+        if block:
+            self._count(block)
+            buffer[: len(block)] = block
+        return len(block)
+
+    def _count(self, block: bytes) -> None:
+        pending = block
+        while pending:
+            try:
+                self.expanded += len(self.inflate.decompress(pending, _BLOCK))
+                while self.inflate.unconsumed_tail:
+                    check_size(self.expanded, self.source, self.limit)
+                    self.expanded += len(self.inflate.decompress(self.inflate.unconsumed_tail, _BLOCK))
+            except zlib.error:
+                raise InputError(f"{self.source} is not valid gzip: send it uncompressed or gzip it again") from None
+            check_size(self.expanded, self.source, self.limit)
+            pending = self.inflate.unused_data  # the next member of a multi-member file
+            if pending:
+                self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
 
 def _check_utf8(decoder: codecs.IncrementalDecoder, block: bytes, source: str, line: int, offset: int) -> None:

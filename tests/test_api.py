@@ -134,6 +134,40 @@ def test_refused_uploads(client: TestClient, settings_env: Callable[..., None]) 
     assert (too_large.status_code, too_large.json()["error"]["code"]) == (413, "too_large")
 
 
+def test_a_compressed_upload_is_held_to_the_limit_by_what_it_expands_to(
+    client: TestClient, settings_env: Callable[..., None]
+) -> None:
+    """A 1 MiB limit and a gzip of a few hundred KB that expands to 200 MB: 413 before any
+    job exists, and nothing stored."""
+    import gzip
+
+    header = b"id,email,role\n"
+    bomb = gzip.compress(header + b"x" * (200 << 20), compresslevel=9)
+    assert len(bomb) < 1 << 20
+    settings_env(BULKFLOW_MAX_SOURCE_BYTES=str(1 << 20))
+    settings = Settings()
+    with TestClient(create_app(settings)) as limited:
+        answer = limited.post("/v1/imports", files={"file": ("users.csv.gz", bomb)}, data={"resource": "users"})
+        garbage = limited.post("/v1/imports", files={"file": ("users.csv.gz", b"not gzip at all")}, data={"resource": "users"})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (413, "too_large"), answer.text
+    assert "larger than the 1048576 byte limit" in answer.json()["error"]["message"]
+    assert (garbage.status_code, garbage.json()["error"]["code"]) == (422, "invalid_input"), garbage.text
+    uploads = Path(settings.landing_root()) / "uploads"
+    assert not uploads.exists() or not list(uploads.iterdir())
+
+
+@pytest.mark.usefixtures("served")
+def test_a_failed_jobs_upload_is_removed(client: TestClient, tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("id,email,role\nu1,caf\u00e9@example.com,reader\n".encode("latin-1"))
+    job = finished(client, upload(client, latin1, "users").json()["status_url"])
+    assert job["status"] == "failed" and "not valid UTF-8" in job["error"]
+    uploads = Path(Settings().landing_root()) / "uploads"
+    assert not list(uploads.glob("*.csv")), list(uploads.iterdir())
+    kept = finished(client, upload(client, DATA / "users.csv", "users").json()["status_url"])
+    assert kept["status"] == "completed" and list(uploads.glob("*.csv"))  # a loaded upload stays (stored once)
+
+
 def test_unknown_jobs_are_404(client: TestClient) -> None:
     for url in ("/v1/imports/not-a-uuid", "/v1/imports/00000000-0000-0000-0000-000000000000",
                 "/v1/exports/00000000-0000-0000-0000-000000000000"):
