@@ -126,6 +126,23 @@ def _close_quietly(conn: Connection) -> None:
 _pool = _Pool()
 
 
+def open_session(settings: Settings) -> Connection:
+    """A connection of the caller's own, outside the pool, in autocommit: for a session that
+    lives as long as what it holds (an advisory lock). RetryableError when unreachable."""
+    url = database_url(settings)
+    try:
+        conn = adbc.connect(url)
+    except adbc_driver_manager.Error as exc:
+        raise RetryableError(f"cannot connect to PostgreSQL at {redacted_url(url)}: {exc}") from exc
+    conn.adbc_connection.set_autocommit(True)
+    return conn
+
+
+def close_quietly(conn: Connection) -> None:
+    """Close a connection that may be dead already."""
+    _close_quietly(conn)
+
+
 @contextmanager
 def connect(settings: Settings, *, migrate: bool = True) -> Iterator[Connection]:
     """A connection in a transaction (autocommit off), never committed for you.

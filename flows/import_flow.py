@@ -21,9 +21,9 @@ from schemas.resource import Resource
 from tasks import events
 from tasks.checks import check_database
 from tasks.cluster import dask_task_runner
-from tasks.jobs import Job, close_job, open_job, read_rejects
+from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects
 from tasks.landing import discard_upload
-from tasks.limits import table_slot
+from tasks.limits import SlotClaim, table_slot
 from tasks.load import load_chunk
 from tasks.on_workers import check_span, load_span
 from tasks.read import ChunkSpan, SharedFile, read_chunks, shared_file
@@ -128,8 +128,8 @@ def _import(
 ) -> ImportReport:
     staged = stage(resource, source, format, settings)
     try:
-        with table_slot(settings, resource.name, on_wait=get_run_logger().info):
-            report = _load(resource, staged, options, settings, started)
+        with table_slot(settings, resource.name, on_wait=get_run_logger().info) as slot:
+            report = _load(resource, staged, options, settings, started, slot)
     finally:
         staged.cleanup()  # a failed run leaves no staged copy behind either
     if not report.invariant_holds:
@@ -142,11 +142,14 @@ def _import(
     return report
 
 
-def _load(resource: Resource, staged: StagedSource, options: ImportOptions, settings: Settings, started: float) -> ImportReport:
+def _load(
+    resource: Resource, staged: StagedSource, options: ImportOptions, settings: Settings, started: float, slot: SlotClaim
+) -> ImportReport:
     run_id = str(flow_run.id) if flow_run.id else None
     name = display_name(staged.source, options.source_name)
     chunk_size = options.chunk_size or settings.chunk_size
     job = open_job(settings, resource, staged, chunk_size, options.idempotency_key, run_id, name)
+    ledger = ChunkLedger(job.key, run_id, slot)
     if job.earlier_runs:
         get_run_logger().info(
             "continuing job %s of earlier run(s) %s: %d chunk(s) already committed",
@@ -154,18 +157,20 @@ def _load(resource: Resource, staged: StagedSource, options: ImportOptions, sett
         )
     progress = ImportProgress(resource, name)
     if settings.task_runner == "dask":
-        _chunks_on_dask(settings, job, staged, progress)
+        _chunks_on_dask(settings, job, ledger, staged, progress)
     else:
-        _chunks_in_threads(settings, job, staged, progress)
+        _chunks_in_threads(settings, job, ledger, staged, progress)
     report = close_job(settings, job, staged, run_id, time.perf_counter() - started)
     sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     publish_report(report, sample)
     return report
 
 
-def _chunks_in_threads(settings: Settings, job: Job, staged: StagedSource, progress: ImportProgress) -> None:
+def _chunks_in_threads(
+    settings: Settings, job: Job, ledger: ChunkLedger, staged: StagedSource, progress: ImportProgress
+) -> None:
     """The flow reads and validates each chunk; threads check and load it."""
-    steps = InFlowSteps(settings, job)
+    steps = InFlowSteps(settings, job, ledger)
     chunks = ChunkPipeline(steps, job, progress, workers=settings.load_workers, ahead=1)
     context = settings.rule_context()
     for index, batch in enumerate(read_chunks(staged, job.resource, job.chunk_size, settings.max_record_bytes)):
@@ -174,13 +179,15 @@ def _chunks_in_threads(settings: Settings, job: Job, staged: StagedSource, progr
     chunks.finish()
 
 
-def _chunks_on_dask(settings: Settings, job: Job, staged: StagedSource, progress: ImportProgress) -> None:
+def _chunks_on_dask(
+    settings: Settings, job: Job, ledger: ChunkLedger, staged: StagedSource, progress: ImportProgress
+) -> None:
     """Dask workers read, validate, check and load each chunk's span; the flow plans the
     spans and decides the keys."""
     file = shared_file(staged, settings.max_record_bytes)
     get_run_logger().info("chunk work on Dask; workers read %s", file.location)
     with dask_task_runner(settings) as runner:
-        steps = OnWorkerSteps(settings, job, file, runner)
+        steps = OnWorkerSteps(settings, job, ledger, file, runner)
         workers = settings.dask_workers
         chunks = ChunkPipeline(steps, job, progress, workers=workers, ahead=workers)
         for span in plan_spans(staged, job.chunk_size, settings.max_record_bytes):
@@ -191,8 +198,8 @@ def _chunks_on_dask(settings: Settings, job: Job, staged: StagedSource, progress
 class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
     """Threads: the flow read and validated the chunk; the tasks get its rows."""
 
-    def __init__(self, settings: Settings, job: Job) -> None:
-        self.settings, self.job = settings, job
+    def __init__(self, settings: Settings, job: Job, ledger: ChunkLedger) -> None:
+        self.settings, self.job, self.ledger = settings, job, ledger
 
     def check(self, chunk: RecordCheck, committed: bool) -> PrefectFuture[DatabaseFacts]:
         job = self.job
@@ -202,14 +209,14 @@ class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
         return decide(self.job.resource, chunk, checked, seen)
 
     def load(self, chunk: RecordCheck, decided: CheckedChunk) -> PrefectFuture[ChunkResult]:
-        return load_chunk.submit(self.settings, self.job.ledger, self.job.resource, decided)
+        return load_chunk.submit(self.settings, self.ledger, self.job.resource, decided)
 
 
 class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
     """Dask: a chunk is a span of `file`; the workers read it, the flow sees its keys."""
 
-    def __init__(self, settings: Settings, job: Job, file: SharedFile, runner: TaskRunner[Any]) -> None:
-        self.settings, self.job, self.file, self.runner = settings, job, file, runner
+    def __init__(self, settings: Settings, job: Job, ledger: ChunkLedger, file: SharedFile, runner: TaskRunner[Any]) -> None:
+        self.settings, self.job, self.ledger, self.file, self.runner = settings, job, ledger, file, runner
 
     def check(self, chunk: ChunkSpan, committed: bool) -> PrefectFuture[ChunkKeys]:
         checks = {"committed": committed, "first_load": self.job.first_load}
@@ -219,7 +226,7 @@ class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
         return decide_keys(self.job.resource, checked, seen)
 
     def load(self, chunk: ChunkSpan, decided: KeyDecision) -> PrefectFuture[ChunkResult]:
-        return self.runner.submit(load_span, self._parameters(chunk) | {"decision": decided, "ledger": self.job.ledger})
+        return self.runner.submit(load_span, self._parameters(chunk) | {"decision": decided, "ledger": self.ledger})
 
     def _parameters(self, span: ChunkSpan) -> dict[str, Any]:
         job = self.job

@@ -15,6 +15,7 @@ from bulkflow.errors import ParameterError, retry_condition
 from bulkflow.settings import Settings
 from schemas.reports import ImportReport, JobTotals
 from schemas.resource import Resource
+from tasks.limits import SlotClaim
 from tasks.source import StagedSource
 from tasks.sql import ASCII_PROBE, first_load_probe
 
@@ -26,6 +27,8 @@ class ChunkLedger:
     job_key: str
     flow_run_id: str | None
     """The run committing the chunk (its report counts the chunks it committed itself)."""
+    slot: SlotClaim | None = None
+    """The write slot the run holds; a chunk commits only while it is held."""
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,6 @@ class Job:
     holds the table's only write slot: whatever rows the table holds during the run are the
     job's own, accepted earlier in the file (and the database folds ASCII keys as polars
     does). Chunk checks then skip what only rows of others could change (`checks.py`)."""
-    flow_run_id: str | None = None
-
-    @property
-    def ledger(self) -> ChunkLedger:
-        return ChunkLedger(self.key, self.flow_run_id)
 
 
 def default_job_key(resource: str, sha256: str) -> str:
@@ -100,7 +98,7 @@ def open_job(
         done = frozenset(int(row[0]) for row in cur.fetchall())
         first_load = not done and settings.max_imports_per_resource == 1 and _empty_and_folds_ascii(cur, resource)
         conn.commit()
-    return Job(key, resource, int(known_chunk_size), done, source_name, earlier, first_load, flow_run_id)
+    return Job(key, resource, int(known_chunk_size), done, source_name, earlier, first_load)
 
 
 def _empty_and_folds_ascii(cur: Cursor, resource: Resource) -> bool:

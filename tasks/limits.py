@@ -6,19 +6,30 @@ by a session of the import's own. An import that finds every slot taken waits fo
 logs that it waits); it does not fail. When the process holding a slot dies (`kill -9`, a
 lost worker), its session ends with it and PostgreSQL frees the slot at once, so a re-run
 never waits behind a dead run.
+
+Invariant: a chunk commits only while its import holds a slot. The slot's session can be
+lost while the import lives (PostgreSQL restarted, a connection cut): a watchdog thread
+notices within `POLL_S`, reconnects and takes a slot again (waiting, as at the start, if
+another import took it meanwhile). Every chunk transaction checks, before it commits, that
+a session named after the import's slot holds a slot (`slot_held_sql`); when none does it
+fails as retryable, and the chunk task's retry commits it once the slot is back.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-from bulkflow.db import Connection, connect, fetch_one
+from bulkflow.db import Connection, Cursor, close_quietly, fetch_one, open_session
+from bulkflow.errors import RetryableError, is_retryable
 from bulkflow.settings import Settings
 
 POLL_S = 1.0
+Log = Callable[[str], None]
 
 
 def lock_key(resource: str) -> int:
@@ -26,25 +37,125 @@ def lock_key(resource: str) -> int:
     return int.from_bytes(hashlib.sha256(f"bulkflow-import:{resource}".encode()).digest()[:4], "big") >> 1
 
 
-@contextmanager
-def table_slot(settings: Settings, resource: str, on_wait: Callable[[str], None] | None = None) -> Iterator[int]:
-    """Hold one of the write slots of `resource`'s table for the block (waiting for one);
-    yields the slot number."""
-    slots = settings.max_imports_per_resource
-    with connect(settings, migrate=False) as conn:
-        conn.adbc_connection.set_autocommit(True)  # session-level locks, no transaction held open
+@dataclass(frozen=True)
+class SlotClaim:
+    """What a chunk transaction checks: that a session called `holder` holds a write slot
+    of the table (lock space `key`)."""
+
+    key: int
+    holder: str
+
+
+def slot_held_sql() -> str:
+    """`$1` lock space, `$2` holder name: true while a session so named holds a slot."""
+    return (
+        "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid::bigint = $1 "
+        "AND a.application_name = $2)"
+    )
+
+
+def check_slot_held(cur: Cursor, claim: SlotClaim | None, what: str) -> None:
+    """RetryableError unless the import still holds its write slot (None: no slot asked)."""
+    if claim is None:
+        return
+    cur.execute(slot_held_sql(), parameters=(claim.key, claim.holder))
+    if not fetch_one(cur)[0]:
+        raise RetryableError(f"{what}: the import's write slot was lost (PostgreSQL restarted?); retrying once it is back")
+
+
+class WriteSlot:
+    """One write slot of a table, held on a session of its own and taken again whenever
+    that session is lost, until `release`."""
+
+    def __init__(self, settings: Settings, resource: str, on_wait: Log | None) -> None:
+        self.settings, self.resource, self.on_wait = settings, resource, on_wait
+        self.claim = SlotClaim(lock_key(resource), f"bulkflow-slot-{uuid.uuid4().hex[:16]}")
+        self.slot = -1
+        self._conn: Connection | None = None
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name=f"write-slot-{resource}", daemon=True)
+
+    def take(self) -> WriteSlot:
+        """Wait for a slot, then keep it held."""
+        self._acquire(first=True)
+        self._watchdog.start()
+        return self
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._watchdog.is_alive():
+            self._watchdog.join(timeout=30)
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
         try:
-            slot = _acquire(conn, lock_key(resource), slots, resource, on_wait)
-            try:
-                yield slot
-            finally:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_unlock($1::int, $2::int)", parameters=(lock_key(resource), slot))
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock($1::int, $2::int)", parameters=(self.claim.key, self.slot))
+        except Exception as lost:  # noqa: BLE001 - a session already gone has freed its slot with it
+            if not is_retryable(lost):
+                raise
         finally:
-            conn.adbc_connection.set_autocommit(False)
+            close_quietly(conn)
+
+    def _acquire(self, *, first: bool) -> None:
+        conn = _session(self.settings, self.claim.holder)
+        try:
+            self.slot = _wait_for_slot(conn, self.claim.key, self.settings.max_imports_per_resource, self.resource,
+                                       self.on_wait if first else None, self._stop)
+        except BaseException:
+            close_quietly(conn)
+            raise
+        self._conn = conn
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_S):
+            if self._holds():
+                continue
+            if self.on_wait is not None:
+                self.on_wait(f"the write slot of {self.resource} was lost with its session: taking one again")
+            self._retake()
+
+    def _holds(self) -> bool:
+        try:
+            assert self._conn is not None
+            with self._conn.cursor() as cur:
+                cur.execute(slot_held_sql(), parameters=(self.claim.key, self.claim.holder))
+                return bool(fetch_one(cur)[0])
+        except Exception as lost:  # noqa: BLE001 - any failure of the session is a lost slot
+            if not is_retryable(lost):
+                raise
+            return False
+
+    def _retake(self) -> None:
+        if self._conn is not None:
+            close_quietly(self._conn)
+            self._conn = None
+        while not self._stop.is_set():
+            try:
+                self._acquire(first=False)
+                return
+            except Exception as away:  # noqa: BLE001 - the server is still down: try again
+                if not is_retryable(away):
+                    raise
+                self._stop.wait(POLL_S)
 
 
-def _acquire(conn: Connection, key: int, slots: int, resource: str, on_wait: Callable[[str], None] | None) -> int:
+def _session(settings: Settings, holder: str) -> Connection:
+    """The slot's own session, named `holder` for the chunks' check."""
+    conn = open_session(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('application_name', $1, false)", parameters=(holder,))
+    except BaseException:
+        close_quietly(conn)
+        raise
+    return conn
+
+
+def _wait_for_slot(
+    conn: Connection, key: int, slots: int, resource: str, on_wait: Log | None, stop: threading.Event
+) -> int:
     waited = False
     while True:
         with conn.cursor() as cur:
@@ -55,4 +166,17 @@ def _acquire(conn: Connection, key: int, slots: int, resource: str, on_wait: Cal
         if on_wait is not None and not waited:
             on_wait(f"every write slot of {resource} is taken ({slots}): waiting for one")
         waited = True
-        time.sleep(POLL_S)
+        if stop.wait(POLL_S):
+            raise RetryableError(f"stopped waiting for a write slot of {resource}")
+
+
+@contextmanager
+def table_slot(settings: Settings, resource: str, on_wait: Log | None = None) -> Iterator[SlotClaim]:
+    """Hold one of the write slots of `resource`'s table for the block (waiting for one),
+    taken again should its session be lost; yields what chunk transactions check."""
+    slot = WriteSlot(settings, resource, on_wait).take()
+    try:
+        yield slot.claim
+    finally:
+        slot.release()
+

@@ -19,6 +19,7 @@ from schemas.reports import ChunkResult
 from schemas.resource import Resource
 from tasks.checks import frame_of, missing_message
 from tasks.jobs import ChunkLedger
+from tasks.limits import check_slot_held
 from tasks.retrying import chunk_task_options
 from tasks.sql import (
     STAGE,
@@ -95,6 +96,7 @@ def _apply(conn: Connection, ledger: ChunkLedger, resource: Resource, chunk: Che
             "WHERE job_key = $1 AND chunk_index = $2",
             parameters=(job_key, chunk.index, inserted, updated, rejected),
         )
+        check_slot_held(cur, ledger.slot, f"chunk {chunk.index}")
     conn.commit()
     return ChunkResult(index=chunk.index, rows_read=chunk.rows_read, inserted=inserted, updated=updated,
                        rejected=rejected, skipped=False)

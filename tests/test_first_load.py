@@ -12,7 +12,7 @@ import pytest
 from bulkflow.settings import Settings
 from schemas import get_resource
 from tasks.checks import database_facts
-from tasks.jobs import Job, open_job
+from tasks.jobs import ChunkLedger, Job, open_job
 from tasks.load import apply_chunk
 from tasks.source import stage_source
 from tasks.validate import SeenKeys, check_records, decide
@@ -49,7 +49,7 @@ def test_a_row_another_writer_adds_during_a_first_load_is_refused_by_the_constra
     facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
     assert facts.keys.is_empty() and not facts.ids_exist  # nothing was asked
     sql("INSERT INTO users (id, email, role) VALUES ('z', 'a@example.com', 'reader')")  # meanwhile, outside bulkflow
-    result = apply_chunk(settings, job.ledger, USERS, decide(USERS, check, facts, SeenKeys()))
+    result = apply_chunk(settings, ChunkLedger(job.key, None), USERS, decide(USERS, check, facts, SeenKeys()))
     assert (result.inserted, result.updated, result.rejected) == (1, 0, 1)
     assert sql("SELECT line, rule FROM import_rejects") == [(2, "email_taken")]
     assert sql("SELECT id, email FROM users ORDER BY id") == [("u2", "b@example.com"), ("z", "a@example.com")]
