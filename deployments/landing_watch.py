@@ -35,13 +35,19 @@ logger = get_logger("bulkflow.landing-watch")
 def start_pickup_if_files_wait(settings: Settings) -> UUID | None:
     """Create a run of the landing deployment when files wait and no pick-up is scheduled or
     running, unless the deployment is paused (by an operator, or by the error-rate
-    automation). Returns the new run's id."""
+    automation): then it says so, with the files that wait, every time it looks. Returns the
+    new run's id."""
     waiting = unseen_files(settings, settings.landing_root())
     if not waiting:
         return None
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(LANDING)
         if deployment.paused:
+            logger.warning(
+                "the landing pick-up %s is paused (by an operator, or by the error-rate automation after a bad "
+                "file): %d landed file(s) wait; look at the last pick-up's rejects, then `prefect deployment "
+                "resume %s`", LANDING, len(waiting), LANDING,
+            )
             return None
         active = client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),

@@ -37,7 +37,8 @@ def export_flow(
     label_run(resource)
     try:
         request = plan_export(resource, format, filter_values(filters), fields, context=settings.rule_context())
-        manifest = write_export(request, str(flow_run.id), settings)
+        with events.alive():
+            manifest = write_export(request, str(flow_run.id), settings)
     except BaseException as error:
         events.export_failed(resource, format, error)
         raise
@@ -57,5 +58,5 @@ def nightly_export(format: ExportFormat = "parquet") -> list[dict[str, Any]]:
     Args:
         format: parquet, csv, ndjson or json.
     """
-    with tags(label_run(None)):
+    with tags(label_run(None)), events.alive():
         return [export_flow(resource=cast(ResourceName, name), format=format) for name in RESOURCES]

@@ -109,7 +109,7 @@ def import_flow(
     definition = get_resource(resource)
     label_run(definition.name)
     try:
-        with untagged_tasks():
+        with untagged_tasks(), events.alive():
             report = _import(definition, source, format, options, settings, started)
     except BaseException as error:
         events.import_failed(definition.name, display_name(source, options.source_name), error)

@@ -9,12 +9,13 @@ from prefect import flow, get_run_logger
 
 from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
+from tasks import events
 from tasks.jobs import default_job_key, job_totals
 from tasks.landing import (
     LandedFile,
     Outcome,
-    already_imported,
     content_sha256,
+    earlier_import,
     find_new_files,
     import_batches,
     outcome_of,
@@ -49,8 +50,9 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     settings = Settings()
     label_run(None)
     pickup = _Pickup(settings)
-    for batch in import_batches(find_new_files(settings, landing or settings.landing_root()), settings.max_imports_per_resource):
-        pickup.run(batch)
+    with events.alive():
+        for batch in import_batches(find_new_files(settings, landing or settings.landing_root()), settings.max_imports_per_resource):
+            pickup.run(batch)
     pickup.summary.publish()
     outcomes = pickup.outcomes
     if outcomes["failed"] or outcomes["retry_later"]:
@@ -74,15 +76,17 @@ class _Pickup:
         started = []
         for file in batch:
             sha256 = content_sha256(self.settings, file)
-            if already_imported(self.settings, file.resource, sha256):
-                self.summary.add(file.name, "duplicate", None, None)
-                self._record(file, sha256, "duplicate", None, None)
+            earlier = earlier_import(self.settings, file.resource, sha256)
+            if earlier is not None:
+                same = f"the same content as {earlier}"
+                self.summary.add(file.name, "duplicate", None, None, same)
+                self._record(file, sha256, "duplicate", same, None)
             else:
                 started.append((file, sha256, start_import(file)))
         for file, sha256, run in started:
             outcome, detail = outcome_of(wait_for_run(run.id, self.settings.landing_start_timeout_s))
             totals = job_totals(self.settings, default_job_key(file.resource, sha256)) if outcome == "imported" else None
-            self.summary.add(file.name, outcome or "retry later", str(run.id), totals)
+            self.summary.add(file.name, outcome or "retry later", str(run.id), totals, detail)
             if outcome is None:
                 get_run_logger().warning("%s will be tried again by the next pick-up: %s", file.location, detail)
                 self.outcomes["retry_later"].append(file.location)

@@ -6,18 +6,59 @@
 | `bulkflow.import.failed` | an import run failed | the same | `error` (one line), `source_name` |
 | `bulkflow.import.high-error-rate` | a completed import rejected more than `BULKFLOW_ERROR_RATE_ALERT` of its rows | the same | the report |
 | `bulkflow.export.completed` / `.failed` | an export run finished / failed | `bulkflow.export.<resource>` | the manifest / `error` |
+| `bulkflow.flow-run.alive` | every `ALIVE_EVERY_S` while a bulkflow flow run works | `prefect.flow-run.<id>` | – |
 
 Automations match on the event name and resource labels (`bulkflow.resource`), never on
 payload values, so a threshold is its own event.
+
+`bulkflow.flow-run.alive` is bulkflow's own heartbeat, at a period fixed here and read by the
+silent-runs automation (`deployments/automations.py`): the two agree by construction, where
+Prefect's heartbeat period is a setting of each process that runs a flow, which the
+automation cannot know.
 """
 
 from __future__ import annotations
 
+import contextvars
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.events import emit_event
+from prefect.runtime import flow_run
 
 from schemas.reports import ExportManifest, ImportReport
+
+ALIVE = "bulkflow.flow-run.alive"
+ALIVE_EVERY_S = 30
+"""How often a bulkflow flow run says it is alive; a run silent for three periods is gone."""
+
+
+@contextmanager
+def alive() -> Iterator[None]:
+    """Emit `bulkflow.flow-run.alive` for the current flow run every ALIVE_EVERY_S seconds
+    while the block runs, from a thread of its own (the run may be waiting on a lock)."""
+    run_id = flow_run.id
+    if run_id is None:
+        yield
+        return
+    stop = threading.Event()
+    resource = {"prefect.resource.id": f"prefect.flow-run.{run_id}"}
+
+    def beat() -> None:
+        while True:
+            emit_event(ALIVE, resource=resource)
+            if stop.wait(ALIVE_EVERY_S):
+                return
+
+    # the thread emits through the run's own Prefect client and events worker
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name="alive", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def _resource(kind: str, resource: str, name: str) -> dict[str, str]:

@@ -123,14 +123,21 @@ def content_sha256(settings: Settings, file: LandedFile) -> str:
         return checked_copy(stream, None, text=False, source=file.location).sha256
 
 
-def already_imported(settings: Settings, resource: str, sha256: str) -> bool:
-    """True when an import of this content into this resource has finished before, whatever
-    the file was called and whichever key the job had."""
-    return query_one(
+def earlier_import(settings: Settings, resource: str, sha256: str) -> str | None:
+    """When an import of this content into this resource has finished before (whatever the
+    file was called and whichever key the job had), what it was: `<file name> (job <key>,
+    finished <time>)`; None otherwise."""
+    row = query_one(
         settings,
-        "SELECT 1 FROM import_jobs WHERE resource = $1 AND content_sha256 = $2 AND finished_at IS NOT NULL",
+        "SELECT source_name, job_key, to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
+        "FROM import_jobs WHERE resource = $1 AND content_sha256 = $2 AND finished_at IS NOT NULL "
+        "ORDER BY finished_at LIMIT 1",
         (resource, sha256),
-    ) is not None
+    )
+    if row is None:
+        return None
+    name, job_key, finished = row
+    return f"{name or 'an earlier file'} (job {job_key}, finished {finished} UTC)"
 
 
 @task(name="record-landed-file", task_run_name="record-{outcome}-{file.name}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)

@@ -107,10 +107,14 @@ class LandingSummary:
     def __init__(self) -> None:
         self.rows: list[dict[str, object]] = []
 
-    def add(self, file_name: str, outcome: str, import_run_id: str | None, totals: JobTotals | None) -> None:
+    def add(
+        self, file_name: str, outcome: str, import_run_id: str | None, totals: JobTotals | None, detail: str | None
+    ) -> None:
+        """One file: what became of it, and why (a failure's reason, what a duplicate duplicates)."""
         self.rows.append({
             "file": file_name,
             "outcome": outcome,
+            "why": detail or "",
             "rows": totals.rows_read if totals else "",
             "rejected": totals.rejected if totals else "",
             "import run": _run_link(import_run_id),

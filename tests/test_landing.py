@@ -3,6 +3,7 @@ run that the served deployments' runner takes; the watcher starts pick-ups only 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -68,6 +69,9 @@ def test_pickup_imports_each_file_once(tmp_path: Path) -> None:
     outcomes = landing_pickup(landing=str(tmp_path))
     assert [Path(p).name for p in outcomes["duplicate"]] == ["3-users-again.csv"] and not outcomes["imported"]
     assert sql("SELECT count(*) FROM import_runs")[0][0] == jobs_before
+    [duplicate] = _latest_summary()
+    assert duplicate["outcome"] == "duplicate"
+    assert duplicate["why"].startswith("the same content as 2-users.csv (job import:users:")  # which file it repeats
 
 
 def test_a_bad_file_fails_once_and_does_not_stop_the_others(tmp_path: Path) -> None:
@@ -79,6 +83,8 @@ def test_a_bad_file_fails_once_and_does_not_stop_the_others(tmp_path: Path) -> N
     assert sql("SELECT outcome, detail LIKE '%not valid UTF-8%' FROM landing_files ORDER BY location") == [
         ("failed", True), ("imported", None),
     ]
+    failed = {row["file"]: row["why"] for row in _latest_summary()}
+    assert "not valid UTF-8 (line 2" in failed["a-unreadable.csv"] and failed["b-users.csv"] == ""
     # Recorded as failed: the next pick-up leaves it alone until the file changes.
     assert landing_pickup(landing=str(tmp_path))["failed"] == []
 
@@ -119,6 +125,7 @@ def test_the_watcher_starts_a_pickup_only_when_files_wait(tmp_path: Path, settin
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
+    from deployments.landing_watch import logger as watch_logger
     from deployments.landing_watch import start_pickup_if_files_wait
     from deployments.names import LANDING
 
@@ -136,12 +143,32 @@ def test_the_watcher_starts_a_pickup_only_when_files_wait(tmp_path: Path, settin
         client.delete_flow_run(later.id)
         client.pause_deployment(deployment.id)
         try:
-            assert start_pickup_if_files_wait(Settings()) is None  # paused: by an operator or the error-rate automation
+            heard = _Heard()
+            watch_logger.addHandler(heard)
+            try:
+                for _ in range(2):  # paused (by an operator or the error-rate automation): said at every look
+                    assert start_pickup_if_files_wait(Settings()) is None
+            finally:
+                watch_logger.removeHandler(heard)
         finally:
             client.resume_deployment(deployment.id)
+        said = [r.getMessage() for r in heard.records if r.levelno == logging.WARNING]
+        assert len(said) == 2 and all("is paused" in line and "1 landed file(s) wait" in line for line in said)
+        assert "prefect deployment resume landing-pickup/landing" in said[0]
         started = start_pickup_if_files_wait(Settings())
         assert started is not None
         assert {"bulkflow", "via:landing"} <= set(client.read_flow_run(started).tags)
+
+
+class _Heard(logging.Handler):
+    """Keeps the records a logger emits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def _latest_pickup_id() -> UUID:

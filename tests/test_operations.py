@@ -3,8 +3,9 @@ and how they were started, per-file artifact keys, and events for automations.""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from prefect import tags
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 
 from flows.export_flow import export_flow
 from flows.import_flow import import_flow
@@ -101,6 +103,7 @@ def test_the_example_automation_installs_with_one_command() -> None:
     from bulkflow.cli import app
     from deployments.automations import HIGH_ERROR_RATE, SILENT_RUNS
     from deployments.catalog import landing_deployment
+    from tasks.events import ALIVE
 
     deployment_id = landing_deployment().apply()
     for _ in range(2):  # installing again replaces it
@@ -112,8 +115,75 @@ def test_the_example_automation_installs_with_one_command() -> None:
     assert automation.actions[0].deployment_id == deployment_id  # type: ignore[union-attr]
     with get_client(sync_client=True) as client:
         [silent] = client.read_automations_by_name(SILENT_RUNS)
-    assert silent.trigger.posture == "Proactive" and "prefect.flow-run.heartbeat" in silent.trigger.after  # type: ignore[union-attr]
+    assert silent.trigger.posture == "Proactive" and ALIVE in silent.trigger.after  # type: ignore[union-attr]
     assert silent.actions[0].state == "CRASHED"  # type: ignore[union-attr]
+
+
+def test_a_live_run_waiting_on_a_slot_stays_running_and_a_killed_one_is_crashed(
+    tmp_path: Path, prefect_api: str
+) -> None:
+    """The silent-runs automation on a real Prefect server. Two imports wait on the users
+    write slot (held here) for over two minutes, their processes set to send Prefect's own
+    heartbeats rarely (PREFECT_FLOWS_HEARTBEAT_FREQUENCY=100, more than the automation's
+    three periods): the live one stays Running, then completes; the one killed with
+    SIGKILL is marked Crashed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bulkflow.settings import Settings
+    from deployments.automations import SILENT_RUNS, install
+    from deployments.catalog import landing_deployment
+    from tasks.events import ALIVE_EVERY_S
+    from tasks.limits import table_slot
+
+    landing_deployment().apply()
+    assert SILENT_RUNS in install()
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "100"}
+    started: dict[str, tuple[subprocess.Popen[str], str]] = {}
+    with table_slot(Settings(), "users"):
+        for name in ("live", "killed"):
+            path = tmp_path / f"{name}.csv"
+            path.write_bytes((DATA / "users.csv").read_bytes().replace(b"example.com", f"{name}.example.com".encode()))
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bulkflow", "import", "users", str(path), "--json"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            )
+            started[name] = (process, _waiting_run(f"import-users-{name}.csv"))
+        killed, killed_run = started["killed"]
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        deadline = time.monotonic() + 3 * ALIVE_EVERY_S + 60
+        while _run(killed_run).state.type != StateType.CRASHED:
+            assert time.monotonic() < deadline, "the killed run was never marked Crashed"
+            time.sleep(2)
+        waited = time.monotonic()
+        while time.monotonic() < waited + 15:  # the live run has waited over two minutes by now
+            time.sleep(1)
+        live, live_run = started["live"]
+        assert _run(live_run).state.type == StateType.RUNNING
+    stdout, stderr = live.communicate(timeout=120)
+    assert live.returncode == 0, stderr
+    assert json.loads(stdout)["flow_run_id"] == live_run
+    with get_client(sync_client=True) as client:
+        history = [state.type for state in client.read_flow_run_states(UUID(live_run))]
+    assert StateType.CRASHED not in history and history[-1] == StateType.COMPLETED
+
+
+def _waiting_run(name: str, timeout: float = 120) -> str:
+    """The id of the flow run called `name` once it is Running (waiting on the slot)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+        running = [run for run in runs if run.state and run.state.type == StateType.RUNNING]
+        if running:
+            return str(running[0].id)
+        assert time.monotonic() < deadline, f"no running run {name}"
+        time.sleep(0.5)
 
 
 def test_a_resumed_run_names_the_runs_it_continues(tmp_path: Path) -> None:
@@ -170,3 +240,59 @@ def test_deploy_refuses_deployments_that_serve_owns() -> None:
     result = CliRunner().invoke(app, ["deploy"])
     assert result.exit_code == 2, result.output
     assert "import/import" in result.stderr and "served by `bulkflow serve`" in result.stderr
+
+
+@pytest.fixture()
+def fresh_prefect_server(tmp_path: Path) -> Iterator[str]:
+    """A Prefect server that has never seen bulkflow (`prefect server start`, own database)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_automations_install_on_a_fresh_server_says_what_to_do_first(fresh_prefect_server: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_API_URL": fresh_prefect_server}
+    command = [sys.executable, "-m", "bulkflow", "automations", "install"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 2, first.stderr
+    line = first.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: installed mark-silent-runs-crashed, but pause-landing-on-high-error-rate")
+    assert "start `bulkflow serve` (or run `bulkflow deploy`), then run `bulkflow automations install` again" in line
+    assert "Traceback" not in first.stderr and "unexpected" not in first.stderr
+    names = {a["name"] for a in httpx.post(f"{fresh_prefect_server}/automations/filter", json={}).json()}
+    assert names == {"mark-silent-runs-crashed"}
+    register = "from deployments.catalog import landing_deployment; landing_deployment().apply()"
+    subprocess.run([sys.executable, "-c", register], env=env, check=True, timeout=120)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    names = {a["name"] for a in httpx.post(f"{fresh_prefect_server}/automations/filter", json={}).json()}
+    assert names == {"mark-silent-runs-crashed", "pause-landing-on-high-error-rate"}
