@@ -19,6 +19,7 @@ from deployments.names import EXPORT
 from schemas.parameters import ExportFilters, ResourceName, filter_values
 from tasks.export import CONTENT_TYPES, ExportFormat, plan_export, stream_export
 from tasks.export_jobs import find_export
+from tasks.run_labels import export_run_name
 from tasks.storage import open_file
 
 router = APIRouter(prefix="/exports", tags=["exports"])
@@ -65,7 +66,7 @@ def create_export(
     # Refuse bad parameters now, not in the run.
     plan_export(body.resource, body.format, filters, body.fields, context=settings.rule_context())
     parameters = {"resource": body.resource, "format": body.format, "filters": filters, "fields": body.fields}
-    job = trigger(EXPORT, parameters, "export", idempotency_key)
+    job = trigger(EXPORT, parameters, "export", idempotency_key, export_run_name(body.resource, body.format))
     return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("export_status", job_id=job.job_id)))
 
 

@@ -26,6 +26,7 @@ from schemas.reports import JobTotals
 from tasks.jobs import RunCounts, find_job_key, iter_rejects, read_rejects, run_counts
 from tasks.landing import store_upload
 from tasks.remote import check_remote_url, check_size
+from tasks.run_labels import import_run_name
 from tasks.source import FORMATS, detect_format, display_name
 
 router = APIRouter(prefix="/imports", tags=["imports"])
@@ -79,7 +80,8 @@ async def create_import(
         "format": fmt,
         "options": ImportOptions(idempotency_key=idempotency_key, source_name=name).model_dump(),
     }
-    job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key)
+    name = import_run_name(resource, source, name)
+    job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key, name)
     return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("import_status", job_id=job.job_id)))
 
 

@@ -46,10 +46,12 @@ class JobRun:
     """The state's message: the reason when the job failed."""
 
 
-def trigger(deployment_name: str, parameters: dict[str, Any], kind: str, idempotency_key: str | None) -> JobRun:
-    """Create a flow run of the deployment, tagged `via:api` and with its resource. Prefect keys
-    are unique per flow and a repeated key returns the existing run (new parameters ignored):
-    the key is prefixed with the job kind."""
+def trigger(
+    deployment_name: str, parameters: dict[str, Any], kind: str, idempotency_key: str | None, name: str
+) -> JobRun:
+    """Create a flow run of the deployment called `name`, tagged `via:api` and with its
+    resource. Prefect keys are unique per flow and a repeated key returns the existing run
+    (new parameters ignored): the key is prefixed with the job kind."""
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(deployment_name)
@@ -62,6 +64,7 @@ def trigger(deployment_name: str, parameters: dict[str, Any], kind: str, idempot
             parameters=parameters,
             idempotency_key=f"{kind}:{idempotency_key}" if idempotency_key else None,
             tags=sorted(run_tags(parameters.get("resource"), via="api")),
+            name=name,
         )
     return _as_job(run)
 

@@ -160,12 +160,24 @@ def serve_command() -> None:
                 "would leave its workers without pull steps. Run `prefect worker start --pool bulkflow` instead, "
                 f"or delete them first (`prefect deployment delete {claimed[0]}`)"
             )
+        _announce_landing(settings)
     stop = threading.Event()
     threading.Thread(target=watch, args=(settings, stop), name="landing-watch", daemon=True).start()
     try:
         serve(*deployments)
     finally:
         stop.set()
+
+
+def _announce_landing(settings: Settings) -> None:
+    """Create the landing folders and say where they are and how often they are looked at."""
+    from tasks.landing import prepare_landing
+
+    folders = prepare_landing(settings)
+    stderr.print(f"landing: {settings.landing_root()} (looked at every {settings.landing_interval_s} s; "
+                 "Ctrl-C stops)", highlight=False, soft_wrap=True)
+    for folder in folders:
+        stderr.print(f"  drop {folder.rsplit('/', 1)[-1]} files in {folder}/", highlight=False, soft_wrap=True)
 
 
 @app.command("deploy")
@@ -211,7 +223,7 @@ def watch_command() -> None:
 
     with _errors_as_exit():
         settings = Settings()
-    stderr.print(f"watching {settings.landing_root()} for landed files (Ctrl-C stops)", highlight=False)
+        _announce_landing(settings)
     with contextlib.suppress(KeyboardInterrupt):
         watch(settings, threading.Event())
 
@@ -269,6 +281,21 @@ def demo_command() -> None:
     for resource, name in DEMO_FILES:
         report = _run_import(resource, str(SAMPLE_DIR / name), None, None, None)
         _print_report(report)
+    stderr.print(_next_step(), highlight=False, soft_wrap=True)
+
+
+def _next_step() -> str:
+    """Where to see the runs just made, or how to keep them next time."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    if PREFECT_API_URL.value():
+        ui = PREFECT_UI_URL.value() or PREFECT_API_URL.value().removesuffix("/api")
+        return f"next: these runs, their logs and report artifacts are in the Prefect UI at {ui}/runs"
+    return (
+        "next: these runs went to a throwaway Prefect API. To see runs in the Prefect UI, start a server "
+        "(`.venv/bin/prefect server start`), then in another shell `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
+        "and run `make demo` again: the runs, logs and report artifacts are at http://127.0.0.1:4200/runs"
+    )
 
 
 @app.command("generate")
@@ -464,8 +491,9 @@ def _logs_above(console: Console) -> Iterator[None]:
 
 @contextmanager
 def _progress_bar(enabled: bool) -> Iterator[None]:
-    """The import's bar: fraction of the file done, rows done of the total (estimated from
-    the bytes read), rows/s, elapsed and remaining time."""
+    """The import's bar: how far the file is (committed chunks whole, chunks read or checked
+    in part, so a file of one chunk moves too), rows done of the total (estimated from the
+    bytes read), rows/s, elapsed and remaining time."""
     from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from tasks.report import add_progress_listener
@@ -475,11 +503,11 @@ def _progress_bar(enabled: bool) -> Iterator[None]:
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     started = time.monotonic()
 
-    def show(rows: int, fraction: float) -> None:
+    def show(rows: int, fraction: float, position: float) -> None:
         assert update is not None
         elapsed = max(time.monotonic() - started, 1e-6)
         estimate = f" of ~{int(rows / fraction):,}" if 0 < fraction < 1 else ""
-        update(completed=fraction, rows=rows, of=estimate, rate=f"{rows / elapsed:,.0f} rows/s")
+        update(completed=position, rows=rows, of=estimate, rate=f"{rows / elapsed:,.0f} rows/s")
 
     with _live_progress(enabled, *columns, total=1.0) as update:
         if update is None:

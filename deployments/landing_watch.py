@@ -26,7 +26,7 @@ from prefect.logging import get_logger
 from bulkflow.settings import Settings
 from deployments.names import LANDING
 from tasks.landing import unseen_files
-from tasks.run_labels import run_tags
+from tasks.run_labels import landing_run_name, run_tags
 
 _ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
 logger = get_logger("bulkflow.landing-watch")
@@ -56,7 +56,9 @@ def start_pickup_if_files_wait(settings: Settings) -> UUID | None:
         )
         if active:
             return None
-        run = client.create_flow_run_from_deployment(deployment.id, tags=sorted(run_tags(None, "landing")))
+        run = client.create_flow_run_from_deployment(
+            deployment.id, tags=sorted(run_tags(None, "landing")), name=landing_run_name()
+        )
     logger.info("%d landed file(s) wait: started pick-up %s", len(waiting), run.id)
     return run.id
 

@@ -61,6 +61,7 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
 
     def add(self, chunk: Chunk, index: int, rows_read: int, fraction: float) -> None:
         checked = self.steps.check(chunk, index in self.job.done_chunks)
+        self.progress.read(fraction)
         self.checking.append((chunk, index, rows_read, checked, fraction))
         if len(self.checking) > self.ahead:
             self._decide_oldest()
@@ -73,7 +74,9 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
 
     def _decide_oldest(self) -> None:
         chunk, index, rows_read, checked, fraction = self.checking.popleft()
-        decided = self.steps.decide(chunk, checked.result(), self.seen)
+        facts = checked.result()
+        self.progress.checked(fraction)
+        decided = self.steps.decide(chunk, facts, self.seen)
         if index in self.job.done_chunks:
             self.progress.skipped(rows_read, fraction)
             return

@@ -14,10 +14,14 @@ from schemas.parameters import ExportFilters, ResourceName, filter_values
 from tasks import events
 from tasks.export import ExportFormat, plan_export
 from tasks.export_jobs import publish_export, write_export
-from tasks.run_labels import label_run
+from tasks.run_labels import export_run_name, label_run
 
 
-@flow(name="export", flow_run_name="export-{resource}-{format}", validate_parameters=True)
+def _export_name() -> str:
+    return export_run_name(str(flow_run.parameters["resource"]), str(flow_run.parameters["format"]))
+
+
+@flow(name="export", flow_run_name=_export_name, validate_parameters=True)
 def export_flow(
     resource: ResourceName,
     format: ExportFormat = "parquet",

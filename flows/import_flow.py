@@ -28,7 +28,7 @@ from tasks.load import load_chunk
 from tasks.on_workers import check_span, load_span
 from tasks.read import ChunkSpan, SharedFile, read_chunks, shared_file
 from tasks.report import ImportProgress, publish_report
-from tasks.run_labels import label_run, untagged_tasks
+from tasks.run_labels import import_run_name, label_run, untagged_tasks
 from tasks.source import Format, OptionalFormat, StagedSource, display_name, read_columns, stage_source
 from tasks.spans import plan_spans
 from tasks.validate import (
@@ -47,11 +47,10 @@ _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_
 
 
 def _run_name() -> str:
-    """`import-users-partner-42.csv`: the resource and the file as its sender names it."""
     parameters = flow_run.parameters
     options = parameters.get("options") or {}
     given = options.get("source_name") if isinstance(options, dict) else getattr(options, "source_name", None)
-    return f"import-{parameters['resource']}-{display_name(str(parameters['source']), given)}"
+    return import_run_name(str(parameters["resource"]), str(parameters["source"]), given)
 
 
 def _stage_name() -> str:

@@ -3,8 +3,6 @@ order, each once. Only wiring."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from prefect import flow, get_run_logger
 
 from bulkflow.errors import TerminalError
@@ -23,15 +21,11 @@ from tasks.landing import (
     start_import,
 )
 from tasks.report import LandingSummary
-from tasks.run_labels import label_run
+from tasks.run_labels import label_run, landing_run_name
 from tasks.runs import wait_for_run
 
 
-def _run_name() -> str:
-    return f"landing-{datetime.now(UTC):%Y-%m-%dT%H:%MZ}"
-
-
-@flow(name="landing-pickup", flow_run_name=_run_name, validate_parameters=True)
+@flow(name="landing-pickup", flow_run_name=landing_run_name, validate_parameters=True)
 def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     """Import the files under `<landing>/<resource>/` that no earlier pick-up dealt with.
 

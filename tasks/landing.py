@@ -22,7 +22,7 @@ from bulkflow.errors import InputError, retry_condition
 from bulkflow.settings import Settings
 from deployments.names import IMPORT
 from schemas import RESOURCES
-from tasks.run_labels import run_tags
+from tasks.run_labels import import_run_name, run_tags
 from tasks.runs import failed_for_retryable_reason, our_message, start_run
 from tasks.source import ExpandedSizeLimit, checked_copy, detect_format, display_name
 from tasks.storage import filesystem, open_file
@@ -43,6 +43,17 @@ class LandedFile:
     def name(self) -> str:
         """The file's name, without its folder (what task runs and the summary name it by)."""
         return display_name(self.location)
+
+
+def prepare_landing(settings: Settings) -> list[str]:
+    """Create the landing folder of each resource (where partners drop files); returns them."""
+    root = settings.landing_root()
+    fs, path = filesystem(settings, root)
+    folders = []
+    for resource in RESOURCES:
+        fs.makedirs(f"{path}/{resource}", exist_ok=True)
+        folders.append(f"{root}/{resource}")
+    return folders
 
 
 def list_landed(settings: Settings, root: str) -> list[LandedFile]:
@@ -92,7 +103,9 @@ def import_batches(files: list[LandedFile], per_resource: int) -> list[list[Land
 
 def start_import(file: LandedFile) -> FlowRun:
     """An import run of the file on the import deployment, tagged `via:landing`, for any worker."""
-    return start_run(IMPORT, {"resource": file.resource, "source": file.location}, run_tags(file.resource, "landing"))
+    parameters = {"resource": file.resource, "source": file.location}
+    name = import_run_name(file.resource, file.location)
+    return start_run(IMPORT, parameters, run_tags(file.resource, "landing"), name)
 
 
 def outcome_of(run: FlowRun) -> tuple[Outcome | None, str | None]:

@@ -13,8 +13,12 @@ from prefect.settings import PREFECT_UI_URL
 from schemas.reports import ChunkResult, ImportReport, JobTotals
 from schemas.resource import Resource
 
-ProgressListener = Callable[[int, float], None]
-"""Called with (rows done, fraction of the file done) after every chunk; the CLI draws a bar."""
+ProgressListener = Callable[[int, float, float], None]
+"""Called with (rows done, fraction of the file they are, position of the bar) as chunks move
+on; the CLI draws a bar."""
+READ_SHARE, CHECKED_SHARE = 0.4, 0.7
+"""How far a chunk's share of the bar moves once it is read and validated, and once checked
+against the database (all of it once committed): a file of one chunk moves too."""
 
 _listeners: list[ProgressListener] = []
 
@@ -40,6 +44,9 @@ class ImportProgress:
     def __init__(self, resource: Resource, source_name: str) -> None:
         self.rows_done = 0
         self.fraction = 0.0
+        """Of the file, in the chunks committed (or found committed)."""
+        self.read_to = self.checked_to = 0.0
+        """Of the file, in the chunks read and validated, and in those checked too."""
         created = create_progress_artifact(
             progress=0.0,
             key=artifact_key("import", resource.name, source_name, "progress"),
@@ -49,10 +56,28 @@ class ImportProgress:
         self.artifact_id = created
         self._notify()
 
+    def read(self, fraction: float) -> None:
+        """The chunks up to `fraction` of the file are read and validated."""
+        self.read_to = max(self.read_to, fraction)
+        self._notify()
+
+    def checked(self, fraction: float) -> None:
+        """The chunks up to `fraction` of the file are checked against the database."""
+        self.checked_to = max(self.checked_to, fraction)
+        self._notify()
+
     def skipped(self, rows: int, fraction: float) -> None:
         """A chunk an earlier run committed: counted as done without loading it."""
         self.rows_done += rows
         self.fraction = fraction
+        self._notify()
+
+    @property
+    def shown(self) -> float:
+        """The bar's position: committed chunks whole, the ones in flight in part."""
+        checked = max(self.checked_to - self.fraction, 0.0)
+        read = max(self.read_to - max(self.checked_to, self.fraction), 0.0)
+        return min(self.fraction + CHECKED_SHARE * checked + READ_SHARE * read, 1.0)
 
     def chunk_done(self, result: ChunkResult, seconds: float, fraction: float) -> None:
         self.rows_done += result.rows_read
@@ -70,7 +95,7 @@ class ImportProgress:
 
     def _notify(self) -> None:
         for listener in list(_listeners):
-            listener(self.rows_done, self.fraction)
+            listener(self.rows_done, self.fraction, self.shown)
 
 
 def publish_report(report: ImportReport, first_rejects: list[dict[str, object]]) -> None:

@@ -11,12 +11,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from prefect.client.orchestration import get_client
 from prefect.context import TagsContext
 from prefect.runtime import flow_run
 
 VIA_PREFIX = "via:"
+
+
+def import_run_name(resource: str, source: str, source_name: str | None = None) -> str:
+    """`import-users-partner-42.csv`: the resource and the file as its sender names it. The
+    flow names its runs so, and so does whoever creates one (the API, the landing pick-up),
+    so a run has its real name from the moment it is listed, not a random one."""
+    from tasks.source import display_name
+
+    return f"import-{resource}-{display_name(source, source_name)}"
+
+
+def export_run_name(resource: str, format: str) -> str:
+    return f"export-{resource}-{format}"
+
+
+def landing_run_name() -> str:
+    """`landing-2026-12-01T22:14Z`: when the pick-up was started."""
+    return f"landing-{datetime.now(UTC):%Y-%m-%dT%H:%MZ}"
 
 
 def run_tags(resource: str | None, via: str | None = None) -> set[str]:

@@ -33,11 +33,13 @@ def failed_for_retryable_reason(message: str | None) -> bool:
     return found is not None and found.group(1) == "RetryableError"
 
 
-def start_run(deployment: str, parameters: dict[str, Any], tags: set[str]) -> FlowRun:
-    """Create a run of `deployment` (`flow/deployment`) as a child of the current flow run,
-    for a runner or worker to take; returns at once."""
+def start_run(deployment: str, parameters: dict[str, Any], tags: set[str], name: str) -> FlowRun:
+    """Create a run of `deployment` (`flow/deployment`) called `name`, as a child of the
+    current flow run, for a runner or worker to take; returns at once."""
     try:
-        run = run_deployment(deployment, parameters=parameters, tags=sorted(tags), timeout=0, as_subflow=True)
+        run = run_deployment(
+            deployment, parameters=parameters, tags=sorted(tags), timeout=0, as_subflow=True, flow_run_name=name
+        )
     except ObjectNotFound:
         raise TerminalError(
             f"deployment {deployment} is not registered: start `bulkflow serve`, or `bulkflow deploy` and workers"

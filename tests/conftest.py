@@ -57,8 +57,9 @@ def prefect_api() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def served(prefect_api: str) -> Iterator[None]:
-    """`bulkflow serve` in its own process, as an operator runs it."""
+def served(prefect_api: str) -> Iterator[Callable[[], str]]:
+    """`bulkflow serve` in its own process, as an operator runs it; yields a function that
+    returns what its console showed so far."""
     from prefect.client.orchestration import get_client
 
     from deployments.names import EXPORT, IMPORT, LANDING
@@ -88,7 +89,12 @@ def served(prefect_api: str) -> Iterator[None]:
                         log.seek(0)
                         raise RuntimeError(f"bulkflow serve did not start: {log.read().decode()[-2000:]}") from not_yet
                     time.sleep(1)
-        yield
+
+        def console() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
+        yield console
     finally:
         runner.terminate()
         runner.wait(timeout=30)

@@ -199,3 +199,10 @@ def test_a_re_import_says_nothing_was_written_and_shows_the_job_apart(prefect_ap
     assert "│ inserted │ 0 │" in console and "│ rejected │ 0 │" in console
     assert "already committed │ 14 rows in 1 chunk(s), by" in console and first["flow_run_id"] in console
     assert "job totals │ 14 rows read, 6 inserted, 0 updated, 8 rejected" in console
+
+
+def test_demo_imports_the_samples_and_ends_with_the_next_step(prefect_api: str) -> None:
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("import ") >= 3  # one report table per sample file
+    assert result.stderr.strip().splitlines()[-1].startswith("next: these runs, their logs and report artifacts are in")

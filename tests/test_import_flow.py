@@ -237,3 +237,20 @@ def test_header_only_file_completes_with_zero_rows(tmp_path: Path) -> None:
     path.write_text("id,email,role\r\n")
     report = run("users", path)
     assert (report["status"], report["rows_read"], report["chunks"]) == ("completed", 0, 0)
+
+
+def test_the_progress_of_a_one_chunk_file_moves_before_it_commits() -> None:
+    """The bar's position as the CLI sees it: up while the only chunk is read and checked,
+    whole once it commits, never back."""
+    from tasks.report import add_progress_listener
+
+    seen: list[tuple[int, float, float]] = []
+    remove = add_progress_listener(lambda rows, fraction, position: seen.append((rows, fraction, position)))
+    try:
+        run("users", DATA / "users.csv")
+    finally:
+        remove()
+    positions = [position for _, _, position in seen]
+    assert positions == sorted(positions) and positions[-1] == 1.0
+    in_flight = [(rows, position) for rows, fraction, position in seen if fraction == 0.0 and 0 < position < 1]
+    assert len({position for _, position in in_flight}) >= 2 and all(rows == 0 for rows, _ in in_flight)

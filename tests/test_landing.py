@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
@@ -233,3 +235,53 @@ def test_an_import_run_nobody_starts_is_cancelled_and_its_file_waits() -> None:
     assert ended.state is not None and ended.state.is_cancelled()
     outcome, detail = outcome_of(ended)
     assert outcome is None and detail is not None and "no runner or worker started this run within 2 s" in detail
+
+
+def test_serve_says_where_the_landing_is_and_creates_its_folders(served: Callable[[], str]) -> None:
+    root = Settings().landing_root()
+    console = served()
+    assert f"landing: {root} (looked at every 86400 s" in console
+    for resource in ("users", "articles", "comments"):
+        assert f"drop {resource} files in {root}/{resource}/" in console
+        assert Path(root, resource).is_dir()
+
+
+def test_watch_says_where_the_landing_is_and_creates_its_folders(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BULKFLOW_LANDING_URL": str(tmp_path / "landing"), "BULKFLOW_LANDING_INTERVAL": "3600"}
+    watcher = subprocess.Popen([sys.executable, "-m", "bulkflow", "watch"], env=env, stderr=subprocess.PIPE, text=True)
+    assert watcher.stderr is not None
+    try:
+        lines = [watcher.stderr.readline() for _ in range(4)]
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=30)
+    assert lines[0].startswith(f"landing: {tmp_path / 'landing'} (looked at every 3600 s")
+    assert [line.split()[1] for line in lines[1:]] == ["users", "articles", "comments"]
+    assert sorted(p.name for p in (tmp_path / "landing").iterdir()) == ["articles", "comments", "users"]
+
+
+def test_runs_have_their_names_from_the_moment_they_are_created(tmp_path: Path, settings_env) -> None:  # noqa: ANN001
+    """Not a random name until a runner starts them: what the runs list shows at once."""
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+
+    from deployments.landing_watch import start_pickup_if_files_wait
+    from tasks.landing import start_import
+
+    land(tmp_path, "users", "partner-7.csv", DATA / "users.csv")
+    [file] = list_landed(Settings(), str(tmp_path))
+    child = start_import(file)
+    assert child.name == "import-users-partner-7.csv"
+    settings_env(BULKFLOW_LANDING_URL=str(tmp_path / "watched"))
+    land(tmp_path / "watched", "users", "u.csv", DATA / "users.csv")
+    before = datetime.now(UTC).strftime("landing-%Y-%m-%dT")
+    deadline = time.monotonic() + 120
+    while (pickup := start_pickup_if_files_wait(Settings())) is None:  # an earlier test's pick-up may still run
+        assert time.monotonic() < deadline, "a landing pick-up never ended"
+        time.sleep(1)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(pickup).name.startswith(before)
