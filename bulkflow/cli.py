@@ -7,7 +7,6 @@ import atexit
 import contextlib
 import errno
 import json
-import logging
 import os
 import sys
 import threading
@@ -22,11 +21,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bulkflow.console import prefect_console_handlers, quiet_tracebacks
 from bulkflow.errors import InputError, TerminalError, is_retryable
 from bulkflow.settings import Settings
 
 if TYPE_CHECKING:
-    from prefect.logging.handlers import PrefectConsoleHandler
+    pass
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, status, stop the embedded server.")
@@ -387,7 +387,7 @@ def _run_import(
         Settings()  # the flow reads them again; a bad variable is named here, before a run exists
         get_resource(resource)
         check_source(source, format)
-    _quiet_tracebacks()
+    quiet_tracebacks()
     with _errors_as_exit(json_report) as failure, _progress_bar(enabled=not json_report and stderr.is_terminal):
         with tags(*run_tags(resource, via="cli")):
             state = import_flow(
@@ -479,7 +479,7 @@ def _live_progress(enabled: bool, *columns: Any, total: float | None) -> Iterato
 def _logs_above(console: Console) -> Iterator[None]:
     """Print Prefect's console log lines through the live display's own console, so they
     appear above the bar instead of inside it."""
-    swapped = [(handler, handler.console) for handler in _prefect_console_handlers()]
+    swapped = [(handler, handler.console) for handler in prefect_console_handlers()]
     for handler, _ in swapped:
         handler.console = console
     try:
@@ -527,28 +527,6 @@ def _row_counter(enabled: bool) -> Iterator[Callable[[int], None] | None]:
 
     with _live_progress(enabled, SpinnerColumn(), TextColumn("exporting {task.completed:,} rows"), total=None) as update:
         yield None if update is None else (lambda rows: update(completed=rows))
-
-
-def _prefect_console_handlers() -> list[PrefectConsoleHandler]:
-    """Prefect's console log handlers, wherever its logging configuration put them."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)] + [logging.root]
-    return [h for logger in loggers for h in getattr(logger, "handlers", []) if isinstance(h, PrefectConsoleHandler)]
-
-
-def _drop_traceback(record: logging.LogRecord) -> bool:
-    record.exc_info = None
-    record.exc_text = None
-    return True
-
-
-def _quiet_tracebacks() -> None:
-    """Keep tracebacks out of the console: the run's error is printed as one line at the
-    end (the Prefect API still receives the full log)."""
-    for handler in _prefect_console_handlers():
-        if _drop_traceback not in handler.filters:
-            handler.addFilter(_drop_traceback)
 
 
 def _print_report(report: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Any, cast
 from prefect import flow, tags
 from prefect.runtime import flow_run
 
+from bulkflow.console import quiet_tracebacks
 from bulkflow.settings import Settings
 from schemas import RESOURCES
 from schemas.parameters import ExportFilters, ResourceName, filter_values
@@ -37,6 +38,7 @@ def export_flow(
         filters: Only the rows matching every filter set (role, status, ranges of time...).
         fields: The columns to write, in order. Leave empty for all of them.
     """
+    quiet_tracebacks()  # the run's console shows its error in one line; the API keeps the traceback
     settings = Settings()
     label_run(resource)
     try:
@@ -62,5 +64,6 @@ def nightly_export(format: ExportFormat = "parquet") -> list[dict[str, Any]]:
     Args:
         format: parquet, csv, ndjson or json.
     """
+    quiet_tracebacks()
     with tags(label_run(None)), events.alive():
         return [export_flow(resource=cast(ResourceName, name), format=format) for name in RESOURCES]

@@ -11,6 +11,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run, task_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import InputError, InvariantError, RetryableError, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from flows.chunk_pipeline import ChunkPipeline, Steps
@@ -103,6 +104,7 @@ def import_flow(
         format: csv, ndjson, json or parquet. Leave empty to tell it from the file's name.
         options: How the file is cut into chunks, which job it is, and the name it is shown by.
     """
+    quiet_tracebacks()  # the run's console shows its error in one line; the API keeps the traceback
     started = time.perf_counter()
     settings = Settings()  # read once per flow run, then handed down
     definition = get_resource(resource)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
 from tasks import events
@@ -41,6 +42,7 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     Args:
         landing: The landing folder or bucket prefix (an fsspec URL). Default: BULKFLOW_LANDING_URL.
     """
+    quiet_tracebacks()  # the run's console shows its error in one line; the API keeps the traceback
     settings = Settings()
     label_run(None)
     pickup = _Pickup(settings)

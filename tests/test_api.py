@@ -156,12 +156,26 @@ def test_a_compressed_upload_is_held_to_the_limit_by_what_it_expands_to(
     assert not uploads.exists() or not list(uploads.iterdir())
 
 
-@pytest.mark.usefixtures("served")
-def test_a_failed_jobs_upload_is_removed(client: TestClient, tmp_path: Path) -> None:
+def test_a_failed_jobs_upload_is_removed_and_serve_shows_why_in_a_line(
+    client: TestClient, tmp_path: Path, served: Callable[[], str], prefect_api: str
+) -> None:
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes("id,email,role\nu1,caf\u00e9@example.com,reader\n".encode("latin-1"))
     job = finished(client, upload(client, latin1, "users").json()["status_url"])
     assert job["status"] == "failed" and "not valid UTF-8" in job["error"]
+    # `bulkflow serve`'s console: the reason on the run's line, no traceback; the run's log in the API keeps it
+    deadline = time.monotonic() + 30
+    while "Flow run 'import-users-latin1.csv' - Finished in state Failed(" not in served():
+        assert time.monotonic() < deadline, served()[-3000:]
+        time.sleep(0.5)
+    finished_line = next(line for line in served().splitlines() if "'import-users-latin1.csv' - Finished in state Failed(" in line)
+    assert "not valid UTF-8" in finished_line
+    assert "Traceback" not in served()
+    import httpx
+
+    body = {"logs": {"flow_run_id": {"any_": [job["job_id"]]}}, "limit": 200}
+    logs = httpx.post(f"{prefect_api}/logs/filter", json=body, timeout=10).raise_for_status().json()
+    assert any("Traceback" in log["message"] for log in logs)
     uploads = Path(Settings().landing_root()) / "uploads"
     assert not list(uploads.glob("*.csv")), list(uploads.iterdir())
     kept = finished(client, upload(client, DATA / "users.csv", "users").json()["status_url"])
