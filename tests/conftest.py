@@ -44,6 +44,28 @@ def bulkflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from bulkflow.settings import Settings
 
     stop_embedded(Settings())
+    _stop_every_server_under(tmp_path_factory.getbasetemp())
+
+
+def _stop_every_server_under(root: Path) -> None:
+    """Stop every PostgreSQL server whose data lives under the session's temporary folder
+    (other homes of tests, servers restarted by `pg_ctl`, ones a flow-run subprocess
+    started), then fail the run if one still runs: a suite leaves no server behind."""
+    from bulkflow.db import stop_server
+
+    for pid_file in root.rglob("postmaster.pid"):
+        stop_server(pid_file.parent)
+    left = [str(pid_file.parent) for pid_file in root.rglob("postmaster.pid") if _alive(pid_file)]
+    assert not left, f"PostgreSQL still running after the tests: {left}"
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, OSError):
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
