@@ -146,14 +146,15 @@ def test_a_compressed_upload_is_held_to_the_limit_by_what_it_expands_to(
     assert len(bomb) < 1 << 20
     settings_env(BULKFLOW_MAX_SOURCE_BYTES=str(1 << 20))
     settings = Settings()
+    uploads = Path(settings.landing_root()) / "uploads"
+    before = _stored(uploads)
     with TestClient(create_app(settings)) as limited:
         answer = limited.post("/v1/imports", files={"file": ("users.csv.gz", bomb)}, data={"resource": "users"})
         garbage = limited.post("/v1/imports", files={"file": ("users.csv.gz", b"not gzip at all")}, data={"resource": "users"})
     assert (answer.status_code, answer.json()["error"]["code"]) == (413, "too_large"), answer.text
     assert "larger than the 1048576 byte limit" in answer.json()["error"]["message"]
     assert (garbage.status_code, garbage.json()["error"]["code"]) == (422, "invalid_input"), garbage.text
-    uploads = Path(settings.landing_root()) / "uploads"
-    assert not uploads.exists() or not list(uploads.iterdir())
+    assert _stored(uploads) == before  # nothing stored, not even in part
 
 
 def test_a_failed_jobs_upload_is_removed_and_serve_shows_why_in_a_line(
@@ -161,8 +162,11 @@ def test_a_failed_jobs_upload_is_removed_and_serve_shows_why_in_a_line(
 ) -> None:
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes("id,email,role\nu1,caf\u00e9@example.com,reader\n".encode("latin-1"))
+    uploads = Path(Settings().landing_root()) / "uploads"
+    before = _stored(uploads)
     job = finished(client, upload(client, latin1, "users").json()["status_url"])
     assert job["status"] == "failed" and "not valid UTF-8" in job["error"]
+    assert _stored(uploads) == before  # stored for the run, removed once it failed on its content
     # `bulkflow serve`'s console: the reason on the run's line, no traceback; the run's log in the API keeps it
     deadline = time.monotonic() + 30
     while "Flow run 'import-users-latin1.csv' - Finished in state Failed(" not in served():
@@ -176,10 +180,16 @@ def test_a_failed_jobs_upload_is_removed_and_serve_shows_why_in_a_line(
     body = {"logs": {"flow_run_id": {"any_": [job["job_id"]]}}, "limit": 200}
     logs = httpx.post(f"{prefect_api}/logs/filter", json=body, timeout=10).raise_for_status().json()
     assert any("Traceback" in log["message"] for log in logs)
-    uploads = Path(Settings().landing_root()) / "uploads"
-    assert not list(uploads.glob("*.csv")), list(uploads.iterdir())
     kept = finished(client, upload(client, DATA / "users.csv", "users").json()["status_url"])
-    assert kept["status"] == "completed" and list(uploads.glob("*.csv"))  # a loaded upload stays (stored once)
+    import hashlib
+
+    stored_as = hashlib.sha256((DATA / "users.csv").read_bytes()).hexdigest() + ".csv"
+    assert kept["status"] == "completed" and stored_as in _stored(uploads)  # a loaded upload stays (stored once)
+
+
+def _stored(uploads: Path) -> set[str]:
+    """The files stored under the uploads folder (earlier tests' uploads stay there)."""
+    return {p.name for p in uploads.iterdir()} if uploads.exists() else set()
 
 
 def test_unknown_jobs_are_404(client: TestClient) -> None:
