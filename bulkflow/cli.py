@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bulkflow.console import prefect_console_handlers, quiet_tracebacks
-from bulkflow.errors import InputError, TerminalError, is_retryable
+from bulkflow.errors import InputError, TerminalError, first_line, is_retryable
 from bulkflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -427,7 +427,7 @@ class _errors_as_exit:
             return False
         kind = _kind_of(exc)
         code = EXIT_FAILED if kind == "environment" else EXIT_TERMINAL
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc, limit=MAX_MESSAGE)
         if kind == "bug":
             message = f"unexpected {type(exc).__name__}: {message} (a bug in bulkflow: please report it)"
         message = message[:MAX_MESSAGE]

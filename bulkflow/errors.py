@@ -65,6 +65,13 @@ class InvariantError(BulkflowError):
     """A promise broke (inserted + updated + rejected != rows read): a bug, never the input."""
 
 
+def first_line(error: BaseException, limit: int = 500) -> str:
+    """What an error says, on one line: the first line of its message, else its class name;
+    at most `limit` characters (for `error:` lines, events, state messages)."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
 # SQLSTATE classes that a retry can cure: connection exceptions, serialization failures and
 # deadlocks, insufficient resources, operator intervention (e.g. admin shutdown), and a
 # lock wait that timed out (lock_not_available).

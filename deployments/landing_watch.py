@@ -23,6 +23,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.logging import get_logger
 
+from bulkflow.errors import first_line
 from bulkflow.settings import Settings
 from deployments.names import LANDING
 from tasks.landing import unseen_files
@@ -69,6 +70,6 @@ def watch(settings: Settings, stop: threading.Event) -> None:
         try:
             start_pickup_if_files_wait(settings)
         except Exception as error:  # noqa: BLE001 - database or Prefect API away: look again next time
-            logger.warning("landing watch: %s", str(error).splitlines()[0] if str(error) else type(error).__name__)
+            logger.warning("landing watch: %s", first_line(error))
         if stop.wait(settings.landing_interval_s):
             return

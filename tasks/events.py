@@ -28,6 +28,7 @@ from typing import Any
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
+from bulkflow.errors import first_line
 from schemas.reports import ExportManifest, ImportReport
 
 ALIVE = "bulkflow.flow-run.alive"
@@ -69,11 +70,6 @@ def _resource(kind: str, resource: str, name: str) -> dict[str, str]:
     }
 
 
-def _error_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:500]
-
-
 def import_completed(report: ImportReport, alert_above: float) -> None:
     payload: dict[str, Any] = report.model_dump(mode="json")
     resource = _resource("import", report.resource, report.source_name)
@@ -83,7 +79,7 @@ def import_completed(report: ImportReport, alert_above: float) -> None:
 
 
 def import_failed(resource: str, source_name: str, error: BaseException) -> None:
-    payload = {"error": _error_line(error), "source_name": source_name}
+    payload = {"error": first_line(error), "source_name": source_name}
     emit_event("bulkflow.import.failed", resource=_resource("import", resource, source_name), payload=payload)
 
 
@@ -93,5 +89,5 @@ def export_completed(manifest: ExportManifest) -> None:
 
 
 def export_failed(resource: str, format: str, error: BaseException) -> None:
-    payload = {"error": _error_line(error)}
+    payload = {"error": first_line(error)}
     emit_event("bulkflow.export.failed", resource=_resource("export", resource, f"{resource}.{format}"), payload=payload)

@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bulkflow.errors import InputError
+from bulkflow.errors import InputError, first_line
 from schemas.resource import INVALID_TYPE, Resource
 from tasks.records import (
     EXCERPT_BYTES,
@@ -143,8 +143,7 @@ def _as_input_error(source: str, declared_format: str) -> Iterator[None]:
     try:
         yield
     except pl.exceptions.PolarsError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read {source} as {declared_format}: {detail[:200]}") from exc
+        raise InputError(f"cannot read {source} as {declared_format}: {first_line(exc, limit=200)}") from exc
 
 
 class Seekable(Readable, Protocol):

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import WithJsonSchema
 
-from bulkflow.errors import InputError, ParameterError, RetryableError
+from bulkflow.errors import InputError, ParameterError, RetryableError, first_line
 from bulkflow.settings import Settings
 from tasks.records import Oversized, csv_fields, record_blocks, split_records
 from tasks.remote import check_remote_url, check_size, is_http, is_remote, limited
@@ -190,7 +190,7 @@ def _stage_copy(source: str, fmt: Format, compression: str | None, settings: Set
                 copied = checked_copy(src, dst, text=fmt != "parquet", source=source, limit=limit, quotes=fmt == "csv")
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         Path(name).unlink(missing_ok=True)
-        raise InputError(f"cannot read {source}: {_first_line(exc)}") from None
+        raise InputError(f"cannot read {source}: {first_line(exc)}") from None
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
@@ -568,7 +568,7 @@ def read_columns(staged: StagedSource, max_record: int) -> list[str]:
             return _parquet_columns(staged)
         return _ndjson_keys(staged.path, sample_lines=1000, max_record=max_record)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read {staged.source} as {staged.declared_format}: {_first_line(exc)}") from exc
+        raise InputError(f"cannot read {staged.source} as {staged.declared_format}: {first_line(exc)}") from exc
 
 
 def csv_header(staged: StagedSource, max_record: int) -> tuple[list[str], bytes]:
@@ -625,7 +625,3 @@ def _ndjson_keys(path: Path, sample_lines: int, max_record: int) -> list[str]:
             if isinstance(record, dict):
                 keys.update(dict.fromkeys(record))
     return list(keys)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
