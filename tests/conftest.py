@@ -126,16 +126,9 @@ def served(prefect_api: str) -> Iterator[Callable[[], str]]:
 @pytest.fixture()
 def db(bulkflow_home: Path) -> Iterator[None]:
     """An empty database (schema applied) for each integration test."""
-    from bulkflow.db import connect, execute_all
-    from bulkflow.settings import Settings
+    from tests.helpers import EVERY_TABLE, truncate
 
-    with connect(Settings()) as conn:
-        execute_all(
-            conn,
-            ["TRUNCATE comments, articles, users, import_rejects, import_chunks, import_runs, import_jobs, "
-             "export_jobs, landing_files CASCADE"],
-        )
-        conn.commit()
+    truncate(*EVERY_TABLE)
     yield
 
 

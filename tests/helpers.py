@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+"""The sample files."""
+RESOURCE_TABLES = ("comments", "articles", "users")
+IMPORT_BOOKKEEPING = ("import_rejects", "import_chunks", "import_runs", "import_jobs")
+EVERY_TABLE = (*RESOURCE_TABLES, *IMPORT_BOOKKEEPING, "export_jobs", "landing_files")
+
+
+def truncate(*tables: str) -> None:
+    sql(f"TRUNCATE {', '.join(tables)} CASCADE")
+
+
+def reset_imports(*, rows: bool = True) -> None:
+    """Forget every import (jobs, runs, chunks, rejects) and, unless `rows` is False, the
+    rows they loaded: the database as before the first import."""
+    truncate(*(RESOURCE_TABLES if rows else ()), *IMPORT_BOOKKEEPING)
 
 
 def table(name: str) -> pl.DataFrame:

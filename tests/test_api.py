@@ -16,10 +16,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from bulkflow.settings import Settings
-from tests.helpers import sql
+from tests.helpers import DATA, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
-DATA = Path(__file__).resolve().parent.parent / "data"
 ROOT = DATA.parent
 
 

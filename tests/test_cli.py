@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bulkflow.cli import app
+from tests.helpers import DATA
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
-DATA = Path(__file__).resolve().parent.parent / "data"
 runner = CliRunner()
 
 

@@ -17,7 +17,7 @@ import pytest
 from bulkflow.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
-from tests.helpers import snapshot, sql, table
+from tests.helpers import reset_imports, snapshot, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ROWS, CHUNK = 6000, 500
@@ -59,7 +59,7 @@ def test_the_same_file_twice_at_once_loads_once(tmp_path: Path, prefect_api: str
         assert job["inserted"] + job["updated"] + job["rejected"] == job["rows_read"] == ROWS
     assert first["already_committed"] + second["already_committed"] == ROWS  # each chunk committed by one of them
     concurrent = snapshot()
-    sql("TRUNCATE users, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    reset_imports()
     clean = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
     assert snapshot()["users"].equals(concurrent["users"])
     assert clean["rejects_by_rule"] == first["job"]["rejects_by_rule"]
@@ -126,7 +126,7 @@ def test_postgresql_restarted_mid_import(tmp_path: Path, prefect_api: str) -> No
     write_file(GeneratorSpec("users", ROWS, 0.05, seed=13), path)
     clean = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
     expected = snapshot()["users"]
-    sql("TRUNCATE users, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    reset_imports()
     other = _users(tmp_path / "other.csv", "other_", range(100_000, 101_000))
     sql("CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$")

@@ -15,7 +15,7 @@ import pytest
 from bulkflow.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
-from tests.helpers import s3, snapshot, sql
+from tests.helpers import reset_imports, s3, snapshot, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 CHUNK = 250
@@ -52,7 +52,7 @@ def _import_state(*reports: dict[str, object]) -> dict[str, object]:
 
 def _on_threads_then_reset(files: list[tuple[str, str]]) -> dict[str, object]:
     state = _import_all(files)
-    sql("TRUNCATE users, articles, comments, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    reset_imports()
     return state
 
 

@@ -16,7 +16,7 @@ import pytest
 from bulkflow.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
-from tests.helpers import snapshot, sql
+from tests.helpers import reset_imports, snapshot, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ROWS, CHUNK = 3000, 250
@@ -39,7 +39,7 @@ def clean_state(users_file: Path) -> Iterator[dict]:
 
 
 def _reset() -> None:
-    sql("TRUNCATE users, articles, comments, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    reset_imports()
 
 
 def _state(report: dict) -> dict:

@@ -17,7 +17,7 @@ from flows.export_flow import export_flow
 from flows.import_flow import import_flow
 from tasks.export import EXPORT_FORMATS, ExportRequest, parse_where, plan_export, stream_export
 from tasks.export_jobs import MANIFEST_SUFFIX, find_export
-from tests.helpers import snapshot, sql
+from tests.helpers import DATA, reset_imports, snapshot, sql
 
 
 def plan(*args: object, **kwargs: object) -> ExportRequest:
@@ -25,7 +25,6 @@ def plan(*args: object, **kwargs: object) -> ExportRequest:
     return plan_export(*args, **kwargs, context=Settings().rule_context())  # type: ignore[arg-type]
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
-DATA = Path(__file__).resolve().parent.parent / "data"
 ODD = ["Zoë “quoted”, comma", 'a "b" c', "line one\nline two", "tab\there", "  leading", "emoji 🎉", "back\\slash"]
 
 
@@ -65,7 +64,7 @@ def test_every_format_round_trips_exactly(format: str, tmp_path: Path) -> None:
         with open(files[resource], "wb") as sink:
             stats = stream_export(plan(resource, format), sink, settings=Settings())
         assert stats.rows == before[resource].height
-    sql("TRUNCATE comments, articles, users, import_rejects, import_chunks, import_runs, import_jobs CASCADE")
+    reset_imports()
     for resource, path in files.items():
         report = import_flow(resource=resource, source=str(path))
         assert report["rejected"] == 0, report["rejects_by_rule"]

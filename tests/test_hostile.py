@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from bulkflow.cli import app
 from bulkflow.settings import Settings
-from tests.helpers import sql, table
+from tests.helpers import reset_imports, sql, table
 from tests.hostile import CASES, Case, MiB, _bomb, row, user, users_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -74,7 +74,7 @@ def test_numeric_ids_keep_their_digits(tmp_path: Path) -> None:
 
 def test_values_are_read_as_written(tmp_path: Path) -> None:
     def load(name: str) -> dict[str, dict]:
-        sql("TRUNCATE users, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+        reset_imports()
         assert _import(BY_NAME[name], BY_NAME[name].write(tmp_path))[0] == 0
         return {r["id"]: r for r in table("users").to_dicts()}
 
@@ -111,7 +111,7 @@ def test_first_accepted_occurrence_wins_after_a_database_rejection(tmp_path: Pat
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     for chunk_size in ("1", "100"):  # the decision does not depend on how the file is cut
         sql("DELETE FROM articles WHERE id <> 'old'")
-        sql("TRUNCATE import_jobs, import_runs, import_chunks, import_rejects")
+        reset_imports(rows=False)
         result = runner.invoke(app, ["import", "articles", str(path), "--json", "--chunk-size", chunk_size])
         report = json.loads(result.stdout)
         assert report["rejects_by_rule"] == {"unknown_author": 1, "slug_taken": 1}, chunk_size

@@ -14,11 +14,10 @@ import pytest
 from bulkflow.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
-from tests.helpers import snapshot, sql, table
+from tests.helpers import DATA, reset_imports, snapshot, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def run(resource: str, source: Path | str, format: str | None = None, **options: object) -> dict:
@@ -85,7 +84,7 @@ def test_id_less_rows_get_deterministic_ids() -> None:
     load_samples()
     dave = table("users").filter(pl.col("email") == "dave@example.com")["id"].item()
     article = table("articles").filter(pl.col("slug") == "no-id-article")["id"].item()
-    sql("TRUNCATE users, articles, comments, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+    reset_imports()
     load_samples()
     assert table("users").filter(pl.col("email") == "dave@example.com")["id"].item() == dave
     assert table("articles").filter(pl.col("slug") == "no-id-article")["id"].item() == article
@@ -104,7 +103,7 @@ def test_every_format_loads_the_same_tables(tmp_path: Path) -> None:
     spec = GeneratorSpec("users", rows=300, invalid_share=0.2, seed=3)
     states = {}
     for name in ("u.csv", "u.ndjson", "u.json", "u.parquet", "u.csv.gz", "u.ndjson.gz"):
-        sql("TRUNCATE users, articles, comments, import_jobs, import_runs, import_chunks, import_rejects CASCADE")
+        reset_imports()
         write_file(spec, tmp_path / name)
         report = run("users", tmp_path / name, chunk_size=64)
         assert report["rows_read"] == 300

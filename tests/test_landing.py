@@ -17,10 +17,9 @@ from bulkflow.settings import Settings
 from flows.import_flow import import_flow
 from flows.landing_flow import landing_pickup
 from tasks.landing import list_landed
-from tests.helpers import sql
+from tests.helpers import DATA, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db", "served")
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def land(root: Path, resource: str, name: str, source: Path) -> Path:

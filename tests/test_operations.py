@@ -21,9 +21,9 @@ from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
 from tasks.report import artifact_key
 from tasks.run_labels import run_tags
+from tests.helpers import DATA
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def _run(run_id: str) -> Any:

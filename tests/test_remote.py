@@ -11,8 +11,7 @@ from bulkflow.errors import InputError, ParameterError
 from bulkflow.settings import Settings
 from tasks.remote import check_remote_url
 from tasks.source import stage_source
-
-DATA = Path(__file__).resolve().parent.parent / "data"
+from tests.helpers import DATA
 
 
 @pytest.mark.parametrize(

@@ -8,15 +8,13 @@ import hashlib
 import json
 import socket
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from bulkflow.settings import Settings
-from tests.helpers import s3, sql
+from tests.helpers import DATA, reset_imports, s3, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -29,7 +27,7 @@ def test_import_from_a_bucket_equals_the_local_import(bucket: str) -> None:
 
     local = import_flow(resource="users", source=str(DATA / "users.csv"))
     expected = sql("SELECT id, email, name, role, active, created_at FROM users ORDER BY id")
-    sql("TRUNCATE users, import_rejects, import_chunks, import_runs, import_jobs CASCADE")
+    reset_imports()
     s3().pipe(f"{bucket}/in/users.csv.gz", gzip.compress((DATA / "users.csv").read_bytes()))
     remote = import_flow(resource="users", source=f"{bucket}/in/users.csv.gz")
     assert {k: remote[k] for k in ("rows_read", "inserted", "rejected")} == {k: local[k] for k in ("rows_read", "inserted", "rejected")}

@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import uvicorn
@@ -18,11 +17,10 @@ import uvicorn
 from api.app import create_app
 from bulkflow.settings import Settings
 from tests.browser import browser_command, open_page
-from tests.helpers import sql
+from tests.helpers import DATA, sql
 
 pytestmark = pytest.mark.integration  # starts an HTTP server and a browser
 UPLOAD = "#operations-imports-create_import_v1_imports_post"
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 @pytest.fixture()

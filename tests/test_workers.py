@@ -24,7 +24,7 @@ from prefect.exceptions import ObjectAlreadyExists
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
 from tests.conftest import ROOT
-from tests.helpers import sql
+from tests.helpers import reset_imports, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 POOL = "bulkflow-workers-test"
@@ -93,7 +93,7 @@ def test_two_workers_share_four_imports_and_the_tables_equal_sequential_imports(
     for path in files:
         import_flow(resource="users", source=str(path), options=ImportOptions(**OPTIONS))
     sequential = outcome()
-    sql("TRUNCATE users, import_rejects, import_chunks, import_runs, import_jobs CASCADE")
+    reset_imports()
 
     deployment_id, logs = two_workers
     with get_client(sync_client=True) as client:
