@@ -270,6 +270,7 @@ def test_runs_have_their_names_from_the_moment_they_are_created(tmp_path: Path, 
 
     from deployments.landing_watch import start_pickup_if_files_wait
     from tasks.landing import start_import
+    from tasks.runs import wait_for_run
 
     land(tmp_path, "users", "partner-7.csv", DATA / "users.csv")
     [file] = list_landed(Settings(), str(tmp_path))
@@ -284,3 +285,5 @@ def test_runs_have_their_names_from_the_moment_they_are_created(tmp_path: Path, 
         time.sleep(1)
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(pickup).name.startswith(before)
+    for run_id in (child.id, pickup):  # both run on the served runner: let them end before the next test
+        assert wait_for_run(run_id, start_within_s=120).state.is_final()
