@@ -80,8 +80,8 @@ async def create_import(
         "format": fmt,
         "options": ImportOptions(idempotency_key=idempotency_key, source_name=name).model_dump(),
     }
-    name = import_run_name(resource, source, name)
-    job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key, name)
+    run_name = import_run_name(resource, source, name)
+    job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key, run_name)
     return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("import_status", job_id=job.job_id)))
 
 

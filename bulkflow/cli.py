@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -24,9 +24,6 @@ from rich.table import Table
 from bulkflow.console import prefect_console_handlers, quiet_tracebacks
 from bulkflow.errors import InputError, TerminalError, first_line, is_retryable
 from bulkflow.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, status, stop the embedded server.")

@@ -115,24 +115,25 @@ class _Pool:
         try:
             conn.rollback()
         except Exception:  # noqa: BLE001 - a broken connection is simply not reused
-            _close_quietly(conn)
+            close_quietly(conn)
             return
         with self.lock:
             stack = self.idle.setdefault(url, [])
             if len(stack) < self.size:
                 stack.append(conn)
                 return
-        _close_quietly(conn)
+        close_quietly(conn)
 
     def clear(self) -> None:
         with self.lock:
             idle, self.idle = self.idle, {}
         for stack in idle.values():
             for conn in stack:
-                _close_quietly(conn)
+                close_quietly(conn)
 
 
-def _close_quietly(conn: Connection) -> None:
+def close_quietly(conn: Connection) -> None:
+    """Close a connection that may be dead already."""
     try:
         conn.close()
     except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to do
@@ -145,18 +146,17 @@ _pool = _Pool()
 def open_session(settings: Settings) -> Connection:
     """A connection of the caller's own, outside the pool, in autocommit: for a session that
     lives as long as what it holds (an advisory lock). RetryableError when unreachable."""
-    url = database_url(settings)
-    try:
-        conn = adbc.connect(url)
-    except adbc_driver_manager.Error as exc:
-        raise RetryableError(f"cannot connect to PostgreSQL at {redacted_url(url)}: {exc}") from exc
+    conn = _open(database_url(settings))
     conn.adbc_connection.set_autocommit(True)
     return conn
 
 
-def close_quietly(conn: Connection) -> None:
-    """Close a connection that may be dead already."""
-    _close_quietly(conn)
+def _open(url: str) -> Connection:
+    """A new connection; RetryableError when the server cannot be reached."""
+    try:
+        return adbc.connect(url)
+    except adbc_driver_manager.Error as exc:
+        raise RetryableError(f"cannot connect to PostgreSQL at {redacted_url(url)}: {exc}") from exc
 
 
 @contextmanager
@@ -170,16 +170,13 @@ def connect(settings: Settings, *, migrate: bool = True) -> Iterator[Connection]
     url = database_url(settings)
     conn = _pool.take(url)
     if conn is None:
-        try:
-            conn = adbc.connect(url)
-        except adbc_driver_manager.Error as exc:
-            raise RetryableError(f"cannot connect to PostgreSQL at {redacted_url(url)}: {exc}") from exc
+        conn = _open(url)
     try:
         if migrate:
             ensure_migrated(conn, url)
         yield conn
     except BaseException as exc:
-        _close_quietly(conn)
+        close_quietly(conn)
         if is_retryable(exc):
             _pool.clear()  # the server went away: every idle connection is as dead as this one
         raise

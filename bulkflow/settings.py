@@ -13,7 +13,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
-from bulkflow.errors import ParameterError
+from bulkflow.errors import ParameterError, first_line
 from schemas.resource import RuleContext
 
 DEFAULT_ROLES = ("admin", "author", "editor", "reader")
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         except ValidationError as invalid:
             raise SettingsError("; ".join(_explain(error) for error in invalid.errors())) from None
         except _SourceError as unreadable:
-            raise SettingsError(str(unreadable).splitlines()[0]) from None
+            raise SettingsError(first_line(unreadable)) from None
 
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     db_host: str | None = Field(default=None, validation_alias="DB_HOST")

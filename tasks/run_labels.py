@@ -17,6 +17,8 @@ from prefect.client.orchestration import get_client
 from prefect.context import TagsContext
 from prefect.runtime import flow_run
 
+from tasks.source import display_name
+
 VIA_PREFIX = "via:"
 
 
@@ -24,8 +26,6 @@ def import_run_name(resource: str, source: str, source_name: str | None = None) 
     """`import-users-partner-42.csv`: the resource and the file as its sender names it. The
     flow names its runs so, and so does whoever creates one (the API, the landing pick-up),
     so a run has its real name from the moment it is listed, not a random one."""
-    from tasks.source import display_name
-
     return f"import-{resource}-{display_name(source, source_name)}"
 
 
