@@ -55,12 +55,15 @@ def slot_held_sql() -> str:
     )
 
 
+def slot_held(cur: Cursor, claim: SlotClaim) -> bool:
+    """True while a session named `claim.holder` holds a write slot of the table."""
+    cur.execute(slot_held_sql(), parameters=(claim.key, claim.holder))
+    return bool(fetch_one(cur)[0])
+
+
 def check_slot_held(cur: Cursor, claim: SlotClaim | None, what: str) -> None:
     """RetryableError unless the import still holds its write slot (None: no slot asked)."""
-    if claim is None:
-        return
-    cur.execute(slot_held_sql(), parameters=(claim.key, claim.holder))
-    if not fetch_one(cur)[0]:
+    if claim is not None and not slot_held(cur, claim):
         raise RetryableError(f"{what}: the import's write slot was lost (PostgreSQL restarted?); retrying once it is back")
 
 
@@ -120,8 +123,7 @@ class WriteSlot:
         try:
             assert self._conn is not None
             with self._conn.cursor() as cur:
-                cur.execute(slot_held_sql(), parameters=(self.claim.key, self.claim.holder))
-                return bool(fetch_one(cur)[0])
+                return slot_held(cur, self.claim)
         except Exception as lost:  # noqa: BLE001 - any failure of the session is a lost slot
             if not is_retryable(lost):
                 raise
@@ -179,4 +181,3 @@ def table_slot(settings: Settings, resource: str, on_wait: Log | None = None) ->
         yield slot.claim
     finally:
         slot.release()
-
