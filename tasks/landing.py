@@ -16,9 +16,10 @@ from typing import IO, Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
+from prefect.logging import get_logger
 
 from bulkflow.db import execute, query_one
-from bulkflow.errors import InputError, retry_condition
+from bulkflow.errors import InputError, first_line, retry_condition
 from bulkflow.settings import Settings
 from deployments.names import IMPORT
 from schemas import RESOURCES
@@ -203,7 +204,14 @@ def is_upload(settings: Settings, location: str) -> bool:
 
 def discard_upload(settings: Settings, location: str) -> None:
     """Remove a stored upload whose import failed on its content: no job will read it again,
-    and the same bytes would fail the same way (a new upload of them is stored anew)."""
-    fs, path = filesystem(settings, location)
-    if is_upload(settings, location) and fs.exists(path):
-        fs.rm(path)
+    and the same bytes would fail the same way (a new upload of them is stored anew). Called
+    while that failure is raised, so a storage that cannot remove it is logged, never raised
+    in its place."""
+    if not is_upload(settings, location):
+        return
+    try:
+        fs, path = filesystem(settings, location)
+        if fs.exists(path):
+            fs.rm(path)
+    except Exception as kept:  # noqa: BLE001 - the content error is the run's error, not this one
+        get_logger("bulkflow.uploads").warning("could not remove the failed upload %s: %s", location, first_line(kept))
