@@ -321,17 +321,21 @@ class ExpandedSizeLimit(io.RawIOBase):
         return len(block)
 
     def _count(self, block: bytes) -> None:
+        """Expand `block` at most `_BLOCK` bytes at a time, checking the total after each."""
         pending = block
         while pending:
             try:
                 self.expanded += len(self.inflate.decompress(pending, _BLOCK))
-                while self.inflate.unconsumed_tail:
-                    check_size(self.expanded, self.source, self.limit)
-                    self.expanded += len(self.inflate.decompress(self.inflate.unconsumed_tail, _BLOCK))
             except zlib.error:
                 raise InputError(f"{self.source} is not valid gzip: send it uncompressed or gzip it again") from None
             check_size(self.expanded, self.source, self.limit)
-            pending = self.inflate.unused_data  # the next member of a multi-member file
+            if not self.inflate.eof:
+                pending = self.inflate.unconsumed_tail
+                continue
+            # A member ended (its tail stays in unconsumed_tail too, so that is no test of
+            # what is left): what follows is the next member, after any zero padding, as
+            # the gzip module reads it.
+            pending = self.inflate.unused_data.lstrip(b"\0")
             if pending:
                 self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
