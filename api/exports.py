@@ -64,8 +64,10 @@ def create_export(
     """Start an export job writing to storage; poll its status URL for the download link."""
     filters = filter_values(body.filters)
     # Refuse bad parameters now, not in the run.
-    plan_export(body.resource, body.format, filters, body.fields, context=settings.rule_context())
-    parameters = {"resource": body.resource, "format": body.format, "filters": filters, "fields": body.fields}
+    plan_export(body.resource, body.format, filters, body.fields, context=settings.rule_context(), limit=body.limit)
+    parameters = {
+        "resource": body.resource, "format": body.format, "filters": filters, "fields": body.fields, "limit": body.limit,
+    }
     job = trigger(EXPORT, parameters, "export", idempotency_key, export_run_name(body.resource, body.format))
     return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("export_status", job_id=job.job_id)))
 

@@ -85,6 +85,7 @@ class ExportJobRequest(BaseModel):
     format: ExportFormat = "csv"
     filters: Optional[ExportFilters] = Field(default=None, examples=[{"role": "admin"}])  # type: ignore[valid-type]  # a model declared at run time
     fields: Optional[list[str]] = Field(default=None, examples=[["id", "email"]])
+    limit: Optional[int] = Field(default=None, description="the most rows to write (the first ones by id)")
 
 
 class ExportJob(BaseModel):

@@ -28,6 +28,7 @@ def export_flow(
     format: ExportFormat = "parquet",
     filters: ExportFilters | None = None,  # type: ignore[valid-type]  # a model declared at run time
     fields: list[str] | None = None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest. Emits
     `bulkflow.export.completed` (or `.failed`) for automations.
@@ -37,12 +38,15 @@ def export_flow(
         format: parquet, csv, ndjson or json.
         filters: Only the rows matching every filter set (role, status, ranges of time...).
         fields: The columns to write, in order. Leave empty for all of them.
+        limit: The most rows to write (the first ones by id). Leave empty for all of them.
     """
     quiet_tracebacks()  # the run's console shows its error in one line; the API keeps the traceback
     settings = Settings()
     label_run(resource)
     try:
-        request = plan_export(resource, format, filter_values(filters), fields, context=settings.rule_context())
+        request = plan_export(
+            resource, format, filter_values(filters), fields, context=settings.rule_context(), limit=limit
+        )
         with events.alive():
             manifest = write_export(request, str(flow_run.id), settings)
     except BaseException as error:

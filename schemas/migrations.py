@@ -56,6 +56,11 @@ NUMBERED: tuple[Migration, ...] = (
         "import_chunks.flow_run_id: the run that committed the chunk, so a run reports its own counts apart from the job's",
         ("ALTER TABLE import_chunks ADD COLUMN IF NOT EXISTS flow_run_id text",),
     ),
+    Migration(
+        "0005",
+        "export_jobs.row_limit: the most rows an export job was asked for (its manifest says so)",
+        ("ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS row_limit bigint",),
+    ),
 )
 
 SCHEMA_MIGRATIONS_DDL = (

@@ -97,6 +97,7 @@ class ExportManifest(BaseModel):
     format: str
     filters: dict[str, str] = Field(default_factory=dict)
     fields: list[str] = Field(default_factory=list)
+    limit: Optional[int] = Field(default=None, description="the most rows asked for (the first ones by id); none: all")
     rows: int
     bytes: int
     sha256: str

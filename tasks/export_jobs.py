@@ -41,6 +41,7 @@ def write_export(request: ExportRequest, run_id: str, settings: Settings) -> Exp
         format=request.format,
         filters=request.filters,
         fields=list(request.fields),
+        limit=request.limit,
         rows=stats.rows,
         bytes=stats.bytes,
         sha256=stats.sha256 or "",
@@ -75,10 +76,10 @@ def publish_export(manifest: ExportManifest) -> None:
 def _record_start(settings: Settings, request: ExportRequest, run_id: str, location: str) -> None:
     execute(
         settings,
-        "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, location) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flow_run_id) DO NOTHING",
+        "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, row_limit, location) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (flow_run_id) DO NOTHING",
         (run_id, request.resource.name, request.format, json.dumps(request.filters),
-         json.dumps(list(request.fields)), location),
+         json.dumps(list(request.fields)), request.limit, location),
     )
 
 
@@ -106,18 +107,18 @@ def find_export(settings: Settings, job_id: str) -> RecordedExport | None:
     export run has started under that id."""
     row = query_one(
         settings,
-        "SELECT resource, format, filters, fields, location, rows, bytes, sha256, duration_s, finished_at "
+        "SELECT resource, format, filters, fields, row_limit, location, rows, bytes, sha256, duration_s, finished_at "
         "FROM export_jobs WHERE flow_run_id = $1",
         (job_id,),
     )
     if row is None:
         return None
-    resource, fmt, filters, fields, location, rows, size, sha256, duration, finished = row
+    resource, fmt, filters, fields, limit, location, rows, size, sha256, duration, finished = row
     manifest = None
     if finished is not None:
         manifest = ExportManifest(
             job_id=job_id, resource=resource, format=fmt, filters=json.loads(filters), fields=json.loads(fields),
-            rows=rows, bytes=size, sha256=sha256, duration_s=duration,
+            limit=limit, rows=rows, bytes=size, sha256=sha256, duration_s=duration,
             rows_per_s=round(rows / duration, 1) if duration else 0.0, location=location,
         )
     return RecordedExport(resource, fmt, location, manifest)

@@ -254,6 +254,11 @@ def test_async_csv_export_of_admins_downloads_with_a_header_and_one_line_per_adm
     assert job["manifest"]["rows"] == len(admins) and job["manifest"]["filters"] == {"role": "admin"}
     refused = client.post("/v1/exports", json={"resource": "users", "filters": {"role": "boss"}})
     assert refused.status_code == 400
+    first_two = client.post("/v1/exports", json={"resource": "users", "format": "csv", "fields": ["id"], "limit": 2})
+    limited = finished(client, first_two.json()["status_url"])
+    assert (limited["manifest"]["rows"], limited["manifest"]["limit"]) == (2, 2)
+    ids = [row[0] for row in csv.reader(io.StringIO(client.get(limited["download_url"]).text))]
+    assert ids == ["id", *[row[0] for row in sql("SELECT id FROM users ORDER BY id LIMIT 2")]]
 
 
 def test_one_status_per_kind_of_mistake_naming_what_is_allowed(client: TestClient) -> None:
