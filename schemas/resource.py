@@ -2,7 +2,7 @@
 
 A `Resource` is the one definition of a kind of record: its fields and their types, its
 validation rules with stable rule ids, its natural key and foreign keys. Validation, the
-load SQL, the DDL and the pandera contract are all derived from it, so adding a resource
+load SQL, the DDL and the frame contracts (`schemas/frames.py`) are all derived from it, so adding a resource
 means adding one file.
 """
 
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import polars as pl
-
-if TYPE_CHECKING:
-    import pandera.polars as pa
 
 FieldKind = Literal["text", "boolean", "timestamp", "text_list"]
 
@@ -209,16 +206,6 @@ class Resource:
 
     def polars_schema(self) -> dict[str, pl.DataType]:
         return {f.name: POLARS_TYPES[f.kind] for f in self.fields}
-
-    def pandera_schema(self) -> pa.DataFrameSchema:
-        """The contract of the typed rows handed to the database: names, types, nullability."""
-        import pandera.polars as pa  # only loads need it: keeps `bulkflow export` start-up short
-
-        columns = {
-            f.name: pa.Column(POLARS_TYPES[f.kind], nullable=not (f.required or f.name == "id"))
-            for f in self.fields
-        }
-        return pa.DataFrameSchema(columns, strict=False, name=self.name)
 
     def ddl(self) -> list[str]:
         """Idempotent DDL: the table, its foreign keys and unique natural key index."""

@@ -17,6 +17,7 @@ from prefect import task
 
 from bulkflow.db import Cursor, connect, fetch_one, tune_session
 from bulkflow.settings import Settings
+from schemas.frames import KEY, LINE
 from schemas.resource import ForeignKey, Resource
 from tasks.retrying import chunk_task_options
 from tasks.sql import (
@@ -26,7 +27,7 @@ from tasks.sql import (
     missing_reference_query,
     recorded_rejects_query,
 )
-from tasks.validate import KEY, LINE, DatabaseFacts, RecordCheck, no_facts
+from tasks.validate import DatabaseFacts, RecordCheck, no_facts
 
 
 def missing_message(fk: ForeignKey) -> str:

@@ -15,6 +15,7 @@ from prefect import task
 from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
 from bulkflow.errors import RetryableError
 from bulkflow.settings import Settings
+from schemas.frames import HOLDER, check_load
 from schemas.reports import ChunkResult
 from schemas.resource import Resource
 from tasks.checks import frame_of, missing_message
@@ -31,7 +32,7 @@ from tasks.sql import (
     taken_query,
     upsert_sql,
 )
-from tasks.validate import HOLDER, CheckedChunk
+from tasks.validate import CheckedChunk
 
 CONFLICTS = ("23505", "23503")
 """unique_violation, foreign_key_violation: another transaction changed a key or a
@@ -54,8 +55,10 @@ def apply_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chu
     runs. Should a concurrent transaction have taken a key or removed a referenced row
     since, a constraint fires: the transaction is redone with the rows checked again inside
     it, the ones now refused becoming rejects. A conflict that persists (a transaction still
-    in flight) is left to the task's retry, never guessed at.
+    in flight) is left to the task's retry, never guessed at. A chunk whose frames break
+    their contract (`schemas/frames.py`) is refused before any SQL runs.
     """
+    check_load(resource, chunk.rows, chunk.rejects)
     with connect(settings) as conn:
         try:
             return _apply(conn, ledger, resource, chunk, recheck=False)
@@ -117,7 +120,6 @@ def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
 def _write_rows(conn: Connection, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> tuple[int, int, pl.DataFrame]:
     """Stage the accepted rows and upsert them: (inserted, updated, rejects of rows refused
     by the re-check)."""
-    resource.pandera_schema().validate(chunk.rows.lazy())
     with conn.cursor() as cur:
         if chunk.all_new and not recheck:
             # Straight into the table with binary COPY: one pass instead of stage + INSERT ... SELECT.

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError, first_line
+from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
 from schemas.resource import INVALID_TYPE, Resource
 from tasks.records import (
     EXCERPT_BYTES,
@@ -40,7 +41,7 @@ from tasks.records import (
 )
 from tasks.remote import is_http, is_remote
 from tasks.source import Format, StagedSource, csv_header
-from tasks.validate import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE, format_text_list
+from tasks.validate import format_text_list
 
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
 _UNSURE_JSON_VALUE = r"^[\[{]|^-?\d+(?:\.\d*)?[eE]|^-?\d+\.\d"

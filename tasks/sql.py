@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from schemas.frames import HOLDER, KEY, LINE, RESOLVED_ID
 from schemas.resource import FilterOp, ForeignKey, Resource
-from tasks.validate import HOLDER, KEY, LINE, RESOLVED_ID
 
 CHECK_STAGE = "_bulkflow_check"
 """Temporary table of a chunk's candidate keys, for the read-only checks."""

@@ -11,19 +11,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from schemas.frames import (
+    ACCEPTED,
+    GIVEN_ID,
+    HOLDER,
+    KEY,
+    LINE,
+    OK,
+    RAW_RECORD,
+    READ_MESSAGE,
+    READ_RULE,
+    RECORDED,
+    REJECT_COLUMNS,
+    RESOLVED_ID,
+    TAKEN,
+    duplicate_flag,
+)
 from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource, Rule, RuleContext, not_scalar, present
 
-LINE = "_line"
-RAW_RECORD = "_raw"
-OK = "_ok"
-REJECT_COLUMNS = {
-    "line": pl.Int64,
-    "field": pl.String,
-    "rule": pl.String,
-    "message": pl.String,
-    "value": pl.String,
-    "raw": pl.String,
-}
 _UTC_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 _FAST_TIMESTAMP = "%Y-%m-%dT%H:%M:%S%#z"
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
@@ -250,18 +255,6 @@ def _push(runs: list[np.ndarray], run: np.ndarray) -> None:
         runs.append(merged)
 
 
-READ_RULE = "_read_rule"
-READ_MESSAGE = "_read_message"
-"""Set by the readers on a record they could not read (ragged, not a JSON object, too
-large): its rule id and message. Null on readable records."""
-KEY = "_key"
-"""The natural key as the database's unique index folds it (null: as `normalize` has it)."""
-RESOLVED_ID = "_resolved_id"
-"""The id an id-less row takes: the one its natural key holds in the table, or one derived
-from the key."""
-HOLDER = "_holder"
-"""The id that holds the row's natural key in the table, when that is another id."""
-
 
 @dataclass(frozen=True)
 class DatabaseFacts:
@@ -380,8 +373,7 @@ class ChunkKeys:
     """What the in-file key decision needs of a chunk: its candidates' keys, no values."""
 
     candidates: pl.DataFrame
-    """`_line`, resolved `id`, `_given_id`, `_key`, `_holder`, `_ok` (passes the database's
-    reference checks) and `_recorded` (rejected by the earlier run that committed it)."""
+    """`schemas.frames.Candidates`."""
     missing_references: pl.DataFrame
     ids_exist: bool
 
@@ -391,8 +383,7 @@ class KeyDecision:
     """The in-file key decision of one chunk, per candidate line."""
 
     outcome: pl.DataFrame
-    """`_line`, resolved `id`, `_given_id`, `_holder`, `_taken`, one `_dup_<key>` per
-    in-file key, and `_ok`: accepted."""
+    """`schemas.frames.Decision`."""
     missing_references: pl.DataFrame
     released_holders: frozenset[str]
     all_new: bool
@@ -405,9 +396,9 @@ def chunk_keys(resource: Resource, check: RecordCheck, facts: DatabaseFacts) -> 
     rows = _with_key_facts(resource, check.flagged.filter(pl.col(OK)).select(columns), facts)
     recorded = facts.recorded_rejects
     candidates = rows.select(
-        LINE, "id", "_given_id", KEY, HOLDER,
+        LINE, "id", GIVEN_ID, KEY, HOLDER,
         (~pl.col(LINE).is_in(facts.missing_references["line"].implode())).alias(OK),
-        (pl.col(LINE).is_in(recorded.implode()) if recorded is not None else pl.lit(False)).alias("_recorded"),
+        (pl.col(LINE).is_in(recorded.implode()) if recorded is not None else pl.lit(False)).alias(RECORDED),
     )
     return ChunkKeys(candidates, facts.missing_references, facts.ids_exist)
 
@@ -418,22 +409,21 @@ def decide_keys(resource: Resource, keys: ChunkKeys, seen: SeenKeys) -> KeyDecis
     rows = keys.candidates
     rows = rows.with_columns(_taken(resource, rows, pl.col(OK), seen))
     # a chunk committed earlier: its rejects are in the ledger and its decision stands
-    rows = rows.with_columns((pl.col(OK) & ~pl.col("_taken") & ~pl.col("_recorded")).alias(OK))
+    rows = rows.with_columns((pl.col(OK) & ~pl.col(TAKEN) & ~pl.col(RECORDED)).alias(OK))
     marked = mark_duplicates(resource, rows, seen)
-    dup_columns = [f"_dup_{name}" for name, _, _ in dedupe_keys(resource)]
+    dup_columns = [duplicate_flag(name) for name, _, _ in dedupe_keys(resource)]
     return KeyDecision(
-        outcome=marked.select(LINE, "id", "_given_id", HOLDER, "_taken", *dup_columns, OK),
+        outcome=marked.select(LINE, "id", GIVEN_ID, HOLDER, TAKEN, *dup_columns, pl.col(OK).alias(ACCEPTED)),
         missing_references=keys.missing_references,
         released_holders=_released_holders(rows, seen),
         # An id-less row may resolve to the id of the row holding its key: not known as new.
-        all_new=not keys.ids_exist and marked.filter(pl.col(OK) & pl.col("_given_id").is_null()).is_empty(),
+        all_new=not keys.ids_exist and marked.filter(pl.col(OK) & pl.col(GIVEN_ID).is_null()).is_empty(),
     )
 
 
 def apply_decision(resource: Resource, check: RecordCheck, decision: KeyDecision) -> CheckedChunk:
     """The chunk's rows to load and its rejects, by the record rules and `decision`."""
-    outcome = decision.outcome.rename({OK: "_accepted"})
-    marked = check.flagged.drop("id").join(outcome, on=LINE, how="left", maintain_order="left")
+    marked = check.flagged.drop("id").join(decision.outcome, on=LINE, how="left", maintain_order="left")
     rejects = pl.concat([
         check.rejects, _reference_rejects(resource, check.source, decision.missing_references),
         _taken_rejects(resource, marked), duplicate_rejects(resource, marked),
@@ -441,7 +431,7 @@ def apply_decision(resource: Resource, check: RecordCheck, decision: KeyDecision
     return CheckedChunk(
         index=check.index,
         rows_read=check.rows_read,
-        rows=marked.filter(pl.col("_accepted")).select(LINE, *resource.field_names),
+        rows=marked.filter(pl.col(ACCEPTED)).select(LINE, *resource.field_names),
         rejects=rejects,
         source=check.source,
         released_holders=decision.released_holders,
@@ -456,7 +446,7 @@ def _with_key_facts(resource: Resource, flagged: pl.DataFrame, facts: DatabaseFa
     polars_key = nk.normalize(pl.col(nk.field)) if nk else pl.lit(None, pl.String)
     return joined.with_columns(
         pl.coalesce(KEY, polars_key).alias(KEY),
-        pl.col("id").alias("_given_id"),
+        pl.col("id").alias(GIVEN_ID),
         pl.coalesce("id", RESOLVED_ID).alias("id"),
     )
 
@@ -466,8 +456,8 @@ def _taken(resource: Resource, rows: pl.DataFrame, passed: pl.Expr, seen: SeenKe
     id is accepted earlier in this file (an earlier chunk, or an earlier line of this one
     that passes), whose own row then decides: a duplicate, or the key moved away."""
     if resource.natural_key is None:
-        return pl.Series("_taken", [False] * rows.height, dtype=pl.Boolean)
-    hit = (pl.col("_given_id").is_not_null() & pl.col(HOLDER).is_not_null()).fill_null(False)
+        return pl.Series(TAKEN, [False] * rows.height, dtype=pl.Boolean)
+    hit = (pl.col(GIVEN_ID).is_not_null() & pl.col(HOLDER).is_not_null()).fill_null(False)
     earlier = (
         rows.filter(passed & ~hit).group_by("id").agg(pl.col(LINE).min().alias("_holder_line"))
         .rename({"id": HOLDER})
@@ -475,7 +465,7 @@ def _taken(resource: Resource, rows: pl.DataFrame, passed: pl.Expr, seen: SeenKe
     judged = rows.select(LINE, HOLDER, hit.alias("_hit")).join(earlier, on=HOLDER, how="left", maintain_order="left")
     moved_here = (pl.col("_holder_line") < pl.col(LINE)).fill_null(False)
     in_file = judged.select(moved_here).to_series() | seen.seen_before("id", judged.get_column(HOLDER))
-    return (judged.get_column("_hit") & ~in_file).alias("_taken")
+    return (judged.get_column("_hit") & ~in_file).alias(TAKEN)
 
 
 def _released_holders(rows: pl.DataFrame, seen: SeenKeys) -> frozenset[str]:
@@ -495,9 +485,9 @@ def _reference_rejects(resource: Resource, source: pl.DataFrame, missing: pl.Dat
 
 def _taken_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
     nk = resource.natural_key
-    if nk is None or not marked.get_column("_taken").any():
+    if nk is None or not marked.get_column(TAKEN).any():
         return empty_rejects()
-    hits = marked.filter(pl.col("_taken"))
+    hits = marked.filter(pl.col(TAKEN))
     message = pl.concat_str(pl.lit(f"{nk.field} is already used by another {resource.name[:-1]} (id "), HOLDER, pl.lit(")"))
     return reject_entries(hits, resource, field=nk.field, rule=nk.taken_rule, message=message)
 
@@ -513,9 +503,9 @@ def mark_duplicates(resource: Resource, rows: pl.DataFrame, seen: SeenKeys) -> p
         # Rows already rejected get a null key, so they never count as an occurrence.
         valid_key = rows.select(pl.when(pl.col(OK)).then(key)).to_series()
         earlier_in_chunk = ~valid_key.is_first_distinct() & valid_key.is_not_null()
-        flags.append((earlier_in_chunk | seen.seen_before(name, valid_key)).alias(f"_dup_{name}"))
+        flags.append((earlier_in_chunk | seen.seen_before(name, valid_key)).alias(duplicate_flag(name)))
         valid_keys[name] = valid_key
-    dup_columns = [f"_dup_{name}" for name, _, _ in dedupe_keys(resource)]
+    dup_columns = [duplicate_flag(name) for name, _, _ in dedupe_keys(resource)]
     marked = rows.with_columns(flags)
     marked = marked.with_columns((pl.col(OK) & ~pl.any_horizontal(dup_columns)).alias(OK))
     ok = marked.get_column(OK)
@@ -530,9 +520,9 @@ def duplicate_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
     nk = resource.natural_key
     parts = []
     for name, rule, _ in dedupe_keys(resource):
-        hit = pl.col(f"_dup_{name}")
-        if name == "id" and nk is not None and "_given_id" in marked.columns:
-            hit = hit & ~(pl.col("_given_id").is_null() & pl.col(f"_dup_{nk.field}"))
+        hit = pl.col(duplicate_flag(name))
+        if name == "id" and nk is not None and GIVEN_ID in marked.columns:
+            hit = hit & ~(pl.col(GIVEN_ID).is_null() & pl.col(duplicate_flag(nk.field)))
         if not marked.select(hit.any()).item():
             continue
         hits = marked.filter(hit)

@@ -1,0 +1,203 @@
+"""The chunk's spine: every frame that crosses a step, declared once as a pandera model.
+
+A chunk goes read -> record rules -> key candidates -> key decision -> load. Each frame
+between two steps is one `DataFrameModel` below; its class attributes are the column names
+(`Candidates.given_id == GIVEN_ID == "_given_id"`), and every step names columns through them, never as
+bare text. The resource's own fields are added to a model by `contract(model, resource)`, so
+one model serves users, articles and comments.
+
+The load boundary checks its frames on every chunk, eagerly and with data-level checks
+(`check_load`); the tests check every boundary (`tests/test_frames.py`).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Optional
+
+import pandera.polars as pa
+import polars as pl
+from pandera.errors import SchemaError, SchemaErrors
+from pandera.typing.polars import Series
+
+from bulkflow.errors import InvariantError
+from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource
+
+LINE = "_line"
+RAW_RECORD = "_raw"
+READ_RULE = "_read_rule"
+READ_MESSAGE = "_read_message"
+OK = "_ok"
+KEY = "_key"
+RESOLVED_ID = "_resolved_id"
+HOLDER = "_holder"
+GIVEN_ID = "_given_id"
+RECORDED = "_recorded"
+TAKEN = "_taken"
+ACCEPTED = "_accepted"
+"""Internal column names; the models below say which frame holds which."""
+RULE_ID = r"^[a-z][a-z_]*$"
+"""The shape of a stable rule id."""
+
+
+class _Frame(pa.DataFrameModel):
+    class Config:
+        strict = False  # a frame may carry the resource's fields and a step's own columns
+
+
+class RowsRead(_Frame):
+    """A chunk as the readers give it: one row per record, every field as text."""
+
+    line: Series[pl.Int64] = pa.Field(alias=LINE, unique=True, ge=1)
+    """The record's first line in the file (the row number for Parquet)."""
+    raw_record: Optional[Series[pl.String]] = pa.Field(alias=RAW_RECORD, nullable=True)
+    """The record as read (NDJSON), for reject reports."""
+    read_rule: Optional[Series[pl.String]] = pa.Field(alias=READ_RULE, nullable=True)
+    """Set on a record the reader could not read (ragged, not a JSON object, too large)."""
+    read_message: Optional[Series[pl.String]] = pa.Field(alias=READ_MESSAGE, nullable=True)
+    invalid_type: Optional[Series[pl.String]] = pa.Field(alias=INVALID_TYPE, nullable=True)
+
+
+class Flagged(_Frame):
+    """A chunk's readable rows after the record rules: typed fields, their text under
+    `<field>__raw`, and whether the row passes every rule."""
+
+    line: Series[pl.Int64] = pa.Field(alias=LINE, unique=True)
+    ok: Series[pl.Boolean] = pa.Field(alias=OK)
+
+
+class KeyFacts(_Frame):
+    """What the database says of a candidate's keys, where it matters."""
+
+    line: Series[pl.Int64] = pa.Field(alias=LINE, unique=True)
+    key: Series[pl.String] = pa.Field(alias=KEY, nullable=True)
+    """The natural key as the database's unique index folds it (null: as polars folds it)."""
+    resolved_id: Series[pl.String] = pa.Field(alias=RESOLVED_ID, nullable=True)
+    """The id an id-less row takes: its key's holder in the table, or one derived from the key."""
+    holder: Series[pl.String] = pa.Field(alias=HOLDER, nullable=True)
+    """The other id that holds the row's natural key in the table."""
+
+
+class Candidates(_Frame):
+    """The keys of the rows that pass the record rules, ids resolved: what the in-file key
+    decision reads (no field values: on Dask this frame travels alone)."""
+
+    line: Series[pl.Int64] = pa.Field(alias=LINE, unique=True)
+    id: Series[pl.String]
+    """The given id, else the resolved one."""
+    given_id: Series[pl.String] = pa.Field(alias=GIVEN_ID, nullable=True)
+    key: Series[pl.String] = pa.Field(alias=KEY, nullable=True)
+    holder: Series[pl.String] = pa.Field(alias=HOLDER, nullable=True)
+    ok: Series[pl.Boolean] = pa.Field(alias=OK)
+    """Passes the database's reference checks."""
+    recorded: Series[pl.Boolean] = pa.Field(alias=RECORDED)
+    """Rejected by the earlier run that committed this chunk (its decision stands)."""
+
+
+class Decision(_Frame):
+    """The in-file key decision per candidate line; one `duplicate_flag(key)` column per
+    in-file unique key."""
+
+    line: Series[pl.Int64] = pa.Field(alias=LINE, unique=True)
+    id: Series[pl.String]
+    given_id: Series[pl.String] = pa.Field(alias=GIVEN_ID, nullable=True)
+    holder: Series[pl.String] = pa.Field(alias=HOLDER, nullable=True)
+    taken: Series[pl.Boolean] = pa.Field(alias=TAKEN)
+    """The natural key is held in the table by another id."""
+    accepted: Series[pl.Boolean] = pa.Field(alias=ACCEPTED)
+
+
+class LoadRows(_Frame):
+    """The typed rows handed to the database: one per id, ids and required fields set."""
+
+    line: Series[pl.Int64] = pa.Field(alias=LINE, unique=True, ge=1)
+
+
+class MissingReferences(_Frame):
+    """Rows whose referenced row does not exist."""
+
+    line: Series[pl.Int64]
+    field: Series[pl.String]
+    rule: Series[pl.String]
+    message: Series[pl.String]
+
+
+class Rejects(_Frame):
+    """Reject entries: one per broken rule per row, as the report and `import_rejects` hold them."""
+
+    line: Series[pl.Int64] = pa.Field(ge=1)
+    field: Series[pl.String]
+    rule: Series[pl.String] = pa.Field(str_matches=RULE_ID)
+    message: Series[pl.String]
+    value: Series[pl.String] = pa.Field(nullable=True)
+    raw: Series[pl.String] = pa.Field(nullable=True)
+
+
+REJECT_COLUMNS: dict[str, pl.DataType] = {
+    Rejects.line: pl.Int64(),
+    Rejects.field: pl.String(),
+    Rejects.rule: pl.String(),
+    Rejects.message: pl.String(),
+    Rejects.value: pl.String(),
+    Rejects.raw: pl.String(),
+}
+
+
+def duplicate_flag(key_field: str) -> str:
+    """The `Decision` column flagging a later occurrence of an in-file key."""
+    return f"_dup_{key_field}"
+
+
+def raw_column(field_name: str) -> str:
+    """The `Flagged` column holding a field's text as read."""
+    return field_name + RAW_SUFFIX
+
+
+@cache
+def contract(model: type[_Frame], resource: Resource) -> pa.DataFrameSchema:
+    """`model` with the resource's fields: text in `RowsRead`, typed in `Flagged` and
+    `LoadRows`; in `LoadRows` the id is unique and it and the required fields are set."""
+    schema = model.to_schema()
+    if model is RowsRead:
+        fields = {f.name: pa.Column(pl.String, nullable=True, required=False) for f in resource.fields}
+    elif model in (Flagged, LoadRows):
+        loaded = model is LoadRows
+        fields = {
+            f.name: pa.Column(
+                POLARS_TYPES[f.kind],
+                nullable=not (loaded and (f.required or f.name == "id")),
+                unique=loaded and f.name == "id",
+            )
+            for f in resource.fields
+        }
+    else:
+        return schema
+    return schema.add_columns(fields)
+
+
+def check_load(resource: Resource, rows: pl.DataFrame, rejects: pl.DataFrame) -> None:
+    """Refuse a chunk whose load frame or rejects break their contract (a bug upstream:
+    the decision should never let such a frame through), before any SQL runs."""
+    check(contract(LoadRows, resource), rows)
+    check(contract(Rejects, resource), rejects)
+
+
+def check(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> None:
+    """Validate `frame` eagerly, every check on every row; a breach is an `InvariantError`
+    naming the frame and what broke."""
+    try:
+        schema.validate(frame, lazy=True)
+    except (SchemaError, SchemaErrors) as error:
+        raise InvariantError(f"the {schema.name} frame breaks its contract: {_summary(error)}") from error
+
+
+def _summary(error: SchemaError | SchemaErrors) -> str:
+    if isinstance(error, SchemaError):
+        return str(error).splitlines()[0]
+    failures = [
+        f"{entry.get('column')}: {entry.get('check')}"
+        for kinds in error.message.values()
+        for entries in kinds.values()
+        for entry in entries
+    ]
+    return "; ".join(failures)
