@@ -10,12 +10,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md prefect.yaml ./
-COPY bulkflow ./bulkflow
 COPY schemas ./schemas
+COPY bulkflow ./bulkflow
+COPY decisions ./decisions
+COPY files ./files
 COPY tasks ./tasks
 COPY flows ./flows
 COPY deployments ./deployments
 COPY api ./api
+COPY cli ./cli
 COPY bench ./bench
 COPY data ./data
 # Editable, so the commands find prefect.yaml (`bulkflow deploy`) and data/ (`bulkflow demo`) in /app.

@@ -44,9 +44,9 @@ def invalid_request(errors: Sequence[Any], given: Mapping[str, Any]) -> JSONResp
 
 def _refused_parameter(errors: Sequence[Any], given: Mapping[str, Any]) -> ParameterError | None:
     """The domain's own refusal of the first value outside what its parameter allows."""
+    from decisions.exports import unknown_filter
     from schemas import get_resource
-    from tasks.export import unknown_filter
-    from tasks.source import check_format
+    from schemas.parameters import check_format
 
     checks: dict[str, Callable[[str], object]] = {"format": check_format}
     checks |= {name: get_resource for name in RESOURCE_NAMES}

@@ -15,12 +15,14 @@ from api.jobs import public_location, public_text, read_job, trigger
 from api.models import Accepted, ExportJob, ExportJobRequest, aliased
 from api.streaming import stream_writer
 from bulkflow.settings import Settings
-from deployments.names import EXPORT
+from decisions.exports import CONTENT_TYPES, ExportFormat, plan_export
+from files.storage import open_file
 from schemas.parameters import ExportFilters, ResourceName, filter_values
-from tasks.export import CONTENT_TYPES, ExportFormat, plan_export, stream_export
+from schemas.resource import RuleContext
+from tasks.export import stream_export
 from tasks.export_jobs import find_export
 from tasks.run_labels import export_run_name
-from tasks.storage import open_file
+from tasks.runs import EXPORT
 
 router = APIRouter(prefix="/exports", tags=["exports"])
 _BLOCK = 1 << 20
@@ -45,7 +47,7 @@ def export_stream(query: Annotated[ExportQuery, Query()], settings: AppSettings)
     listed = values.get("fields")
     fields = [f.strip() for f in listed.split(",") if f.strip()] if listed else None
     export = plan_export(
-        values["resource"], values["format"], filters, fields, context=settings.rule_context(), limit=values.get("limit")
+        values["resource"], values["format"], filters, fields, context=RuleContext.of(settings), limit=values.get("limit")
     )
     return StreamingResponse(
         stream_writer(lambda sink: stream_export(export, sink, settings=settings)),
@@ -64,7 +66,7 @@ def create_export(
     """Start an export job writing to storage; poll its status URL for the download link."""
     filters = filter_values(body.filters)
     # Refuse bad parameters now, not in the run.
-    plan_export(body.resource, body.format, filters, body.fields, context=settings.rule_context(), limit=body.limit)
+    plan_export(body.resource, body.format, filters, body.fields, context=RuleContext.of(settings), limit=body.limit)
     parameters = {
         "resource": body.resource, "format": body.format, "filters": filters, "fields": body.fields, "limit": body.limit,
     }

@@ -19,15 +19,15 @@ from api.errors import RESOURCE_NAMES, ApiError
 from api.jobs import public_location, public_text, read_job, trigger
 from api.models import ALIASES, Accepted, ImportFromUrl, ImportJob
 from bulkflow.settings import Settings
-from deployments.names import IMPORT
+from files.formats import detect_format, display_name
+from files.remote import check_remote_url, check_size
 from schemas import RESOURCES, get_resource
-from schemas.parameters import ImportOptions
+from schemas.parameters import FORMATS, ImportOptions
 from schemas.reports import JobTotals
 from tasks.jobs import RunCounts, find_job_key, iter_rejects, read_rejects, run_counts
 from tasks.landing import store_upload
-from tasks.remote import check_remote_url, check_size
 from tasks.run_labels import import_run_name
-from tasks.source import FORMATS, detect_format, display_name
+from tasks.runs import IMPORT
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 

@@ -14,7 +14,7 @@ from prefect.exceptions import ObjectNotFound
 
 from api.errors import ApiError
 from api.models import JobStatus
-from tasks.remote import is_remote
+from files.remote import is_remote
 from tasks.run_labels import run_tags
 from tasks.runs import our_message
 

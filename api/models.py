@@ -7,10 +7,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import AliasChoices, BaseModel, Field
 
-from schemas.parameters import ExportFilters, ResourceName
+from decisions.exports import ExportFormat
+from schemas.parameters import ExportFilters, OptionalFormat, ResourceName
 from schemas.reports import ExportManifest, ImportCounts, JobTotals
-from tasks.export import ExportFormat
-from tasks.source import OptionalFormat
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 ALIASES: dict[str, tuple[str, ...]] = {"resource": ("resource_type",), "url": ("file_url",)}

@@ -1,6 +1,6 @@
 """`python -m bench`: the same as `bulkflow bench`."""
 
-from bulkflow.cli import app
+from cli.app import app
 
 if __name__ == "__main__":
     app(["bench"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bulkflow.generate import BROKEN_RULE, GeneratorSpec, generate, write_file
+from files.generate import BROKEN_RULE, GeneratorSpec, generate, write_file
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
 from bulkflow.errors import ParameterError, first_line
-from schemas.resource import RuleContext
 
 DEFAULT_ROLES = ("admin", "author", "editor", "reader")
 MAX_LOAD_WORKERS = 32
@@ -125,10 +124,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
-
-    def rule_context(self) -> RuleContext:
-        """What the validation rules read from the configuration."""
-        return RuleContext(allowed_roles=self.allowed_roles)
 
     @property
     def embedded(self) -> bool:

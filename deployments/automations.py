@@ -29,8 +29,8 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.exceptions import ObjectNotFound
 
 from bulkflow.errors import ParameterError
-from deployments.names import LANDING
 from tasks.events import ALIVE, ALIVE_EVERY_S
+from tasks.runs import LANDING
 
 HIGH_ERROR_RATE = "pause-landing-on-high-error-rate"
 SILENT_RUNS = "mark-silent-runs-crashed"

@@ -11,10 +11,10 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
 
 from bulkflow.settings import Settings
-from deployments.names import EXPORT, IMPORT, LANDING, NIGHTLY
 from flows.export_flow import export_flow, nightly_export
 from flows.import_flow import import_flow
 from flows.landing_flow import landing_pickup
+from tasks.runs import EXPORT, IMPORT, LANDING, NIGHTLY
 
 TAGS = ["bulkflow"]
 WORK_POOL = "bulkflow"

@@ -25,9 +25,9 @@ from prefect.logging import get_logger
 
 from bulkflow.errors import first_line
 from bulkflow.settings import Settings
-from deployments.names import LANDING
 from tasks.landing import unseen_files
 from tasks.run_labels import landing_run_name, run_tags
+from tasks.runs import LANDING
 
 _ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
 logger = get_logger("bulkflow.landing-watch")

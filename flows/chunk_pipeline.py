@@ -20,10 +20,10 @@ from typing import Generic, TypeVar
 
 from prefect.futures import PrefectFuture
 
+from decisions.keys import SeenKeys
 from schemas.reports import ChunkResult
 from tasks.jobs import Job
 from tasks.report import ImportProgress
-from tasks.validate import SeenKeys
 
 Chunk = TypeVar("Chunk")
 Checked = TypeVar("Checked")

@@ -10,10 +10,11 @@ from prefect.runtime import flow_run
 
 from bulkflow.console import quiet_tracebacks
 from bulkflow.settings import Settings
+from decisions.exports import ExportFormat, plan_export
 from schemas import RESOURCES
 from schemas.parameters import ExportFilters, ResourceName, filter_values
+from schemas.resource import RuleContext
 from tasks import events
-from tasks.export import ExportFormat, plan_export
 from tasks.export_jobs import publish_export, write_export
 from tasks.run_labels import export_run_name, label_run
 
@@ -45,7 +46,7 @@ def export_flow(
     label_run(resource)
     try:
         request = plan_export(
-            resource, format, filter_values(filters), fields, context=settings.rule_context(), limit=limit
+            resource, format, filter_values(filters), fields, context=RuleContext.of(settings), limit=limit
         )
         with events.alive():
             manifest = write_export(request, str(flow_run.id), settings)

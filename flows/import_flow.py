@@ -5,44 +5,37 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
-from prefect.runtime import flow_run, task_run
+from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import InputError, InvariantError, RetryableError, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
+from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
+from decisions.keys import SeenKeys
+from decisions.rules import RecordCheck, check_records
+from files.formats import display_name
+from files.read import ChunkSpan, SharedFile, read_chunks, shared_file
+from files.spans import plan_spans
+from files.staging import StagedSource
 from flows.chunk_pipeline import ChunkPipeline, Steps
 from schemas import get_resource
-from schemas.parameters import ImportOptions, ResourceName
+from schemas.parameters import Format, ImportOptions, OptionalFormat, ResourceName
 from schemas.reports import ChunkResult, ImportReport
-from schemas.resource import Resource
+from schemas.resource import Resource, RuleContext
 from tasks import events
-from tasks.checks import check_database
+from tasks.check import check_database
 from tasks.cluster import dask_task_runner
 from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects
 from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, table_slot
 from tasks.load import load_chunk
 from tasks.on_workers import check_span, load_span
-from tasks.read import ChunkSpan, SharedFile, read_chunks, shared_file
 from tasks.report import ImportProgress, publish_report
 from tasks.run_labels import import_run_name, label_run, untagged_tasks
-from tasks.source import Format, OptionalFormat, StagedSource, display_name, read_columns, stage_source
-from tasks.spans import plan_spans
-from tasks.validate import (
-    CheckedChunk,
-    ChunkKeys,
-    DatabaseFacts,
-    KeyDecision,
-    RecordCheck,
-    SeenKeys,
-    check_records,
-    decide,
-    decide_keys,
-)
+from tasks.stage import stage
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
 
@@ -52,31 +45,6 @@ def _run_name() -> str:
     options = parameters.get("options") or {}
     given = options.get("source_name") if isinstance(options, dict) else getattr(options, "source_name", None)
     return import_run_name(str(parameters["resource"]), str(parameters["source"]), given)
-
-
-def _stage_name() -> str:
-    return f"stage-{display_name(str(task_run.parameters['source']))}"
-
-
-@task(name="stage-source", task_run_name=_stage_name, cache_policy=NO_CACHE, persist_result=False)
-def stage(resource: Resource, source: str, format: Format | None, settings: Settings) -> StagedSource:
-    """Fetch/decompress/check the source and verify its columns."""
-    staged = stage_source(source, format, settings=settings)
-    try:
-        columns = read_columns(staged, settings.max_record_bytes)
-        missing = [c for c in resource.required_columns if c not in columns]
-        if missing:
-            raise InputError(
-                f"{source} lacks required column(s) {', '.join(missing)} for {resource.name} "
-                f"(found: {', '.join(columns) or 'none'}; expected: {', '.join(resource.field_names)})"
-            )
-        unknown = [c for c in columns if c not in resource.field_names]
-        if unknown:
-            get_run_logger().warning("ignoring columns %s not in %s", ", ".join(unknown), resource.name)
-        return staged
-    except BaseException:
-        staged.cleanup()
-        raise
 
 
 @flow(
@@ -173,7 +141,7 @@ def _chunks_in_threads(
     """The flow reads and validates each chunk; threads check and load it."""
     steps = InFlowSteps(settings, job, ledger)
     chunks = ChunkPipeline(steps, job, progress, workers=settings.load_workers, ahead=1)
-    context = settings.rule_context()
+    context = RuleContext.of(settings)
     for index, batch in enumerate(read_chunks(staged, job.resource, job.chunk_size, settings.max_record_bytes)):
         check = check_records(job.resource, context, index, batch.rows)
         chunks.add(check, index, check.rows_read, batch.progress)

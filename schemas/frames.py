@@ -7,7 +7,7 @@ bare text. The resource's own fields are added to a model by `contract(model, re
 one model serves users, articles and comments.
 
 The load boundary checks its frames on every chunk, eagerly and with data-level checks
-(`check_load`); the tests check every boundary (`tests/test_frames.py`).
+(`decisions/contracts.py`); the tests check every boundary (`tests/test_frames.py`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from typing import Optional
 
 import pandera.polars as pa
 import polars as pl
-from pandera.errors import SchemaError, SchemaErrors
 from pandera.typing.polars import Series
 
-from bulkflow.errors import InvariantError
 from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource
 
 LINE = "_line"
@@ -173,31 +171,3 @@ def contract(model: type[_Frame], resource: Resource) -> pa.DataFrameSchema:
     else:
         return schema
     return schema.add_columns(fields)
-
-
-def check_load(resource: Resource, rows: pl.DataFrame, rejects: pl.DataFrame) -> None:
-    """Refuse a chunk whose load frame or rejects break their contract (a bug upstream:
-    the decision should never let such a frame through), before any SQL runs."""
-    check(contract(LoadRows, resource), rows)
-    check(contract(Rejects, resource), rejects)
-
-
-def check(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> None:
-    """Validate `frame` eagerly, every check on every row; a breach is an `InvariantError`
-    naming the frame and what broke."""
-    try:
-        schema.validate(frame, lazy=True)
-    except (SchemaError, SchemaErrors) as error:
-        raise InvariantError(f"the {schema.name} frame breaks its contract: {_summary(error)}") from error
-
-
-def _summary(error: SchemaError | SchemaErrors) -> str:
-    if isinstance(error, SchemaError):
-        return str(error).splitlines()[0]
-    failures = [
-        f"{entry.get('column')}: {entry.get('check')}"
-        for kinds in error.message.values()
-        for entries in kinds.values()
-        for entry in entries
-    ]
-    return "; ".join(failures)

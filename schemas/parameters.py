@@ -3,13 +3,27 @@ Prefect's `create_flow_run` validate against the same definitions."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
+from bulkflow.errors import ParameterError
 from schemas import RESOURCES
 
 ResourceName = Literal["users", "articles", "comments"]
+Format = Literal["csv", "ndjson", "json", "parquet"]
+FORMATS: tuple[str, ...] = get_args(Format)
+OptionalFormat = Annotated[Optional[Format], WithJsonSchema({"enum": [*FORMATS, None]})]
+"""A format, or none to tell it from the file's name. Its schema is one list of the formats
+(not "a format or null"), so forms show a choice left empty by default: the Prefect UI's run
+form, Swagger UI's upload form, the API's JSON body."""
+
+
+def check_format(name: str) -> Format:
+    """`name` as one of the formats we read and write; ParameterError naming them otherwise."""
+    if name not in FORMATS:
+        raise ParameterError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}")
+    return name  # type: ignore[return-value]  # checked to be one of FORMATS just above
 
 
 class ImportOptions(BaseModel):

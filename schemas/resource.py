@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
+
+if TYPE_CHECKING:  # annotations only: the settings module is the heavier import
+    from bulkflow.settings import Settings
 
 FieldKind = Literal["text", "boolean", "timestamp", "text_list"]
 
@@ -63,6 +66,11 @@ class RuleContext:
     """Configuration that rules may depend on (e.g. the allowed roles)."""
 
     allowed_roles: tuple[str, ...]
+
+    @classmethod
+    def of(cls, settings: Settings) -> RuleContext:
+        """What the rules read from the settings."""
+        return cls(allowed_roles=settings.allowed_roles)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ from prefect.logging import get_run_logger
 from bulkflow.db import execute, query_one
 from bulkflow.errors import retry_condition
 from bulkflow.settings import Settings
+from decisions.exports import ExportRequest
+from files.storage import open_file
 from schemas.reports import ExportManifest
-from tasks.export import ExportRequest, stream_export
+from tasks.export import stream_export
 from tasks.report import artifact_key
-from tasks.storage import open_file
 
 MANIFEST_SUFFIX = ".manifest.json"
 

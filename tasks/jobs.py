@@ -13,11 +13,11 @@ from prefect.cache_policies import NO_CACHE
 from bulkflow.db import Cursor, connect, execute, fetch_one, query_one
 from bulkflow.errors import ParameterError, retry_condition
 from bulkflow.settings import Settings
+from decisions.sql import ASCII_PROBE, first_load_probe
+from files.staging import StagedSource
 from schemas.reports import ImportReport, JobTotals
 from schemas.resource import Resource
 from tasks.limits import SlotClaim
-from tasks.source import StagedSource
-from tasks.sql import ASCII_PROBE, first_load_probe
 
 
 @dataclass(frozen=True)

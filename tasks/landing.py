@@ -21,12 +21,12 @@ from prefect.logging import get_logger
 from bulkflow.db import execute, query_one
 from bulkflow.errors import InputError, first_line, retry_condition
 from bulkflow.settings import Settings
-from deployments.names import IMPORT
+from files.copying import ExpandedSizeLimit, checked_copy
+from files.formats import detect_format, display_name
+from files.storage import filesystem, open_file
 from schemas import RESOURCES
 from tasks.run_labels import import_run_name, run_tags
-from tasks.runs import failed_for_retryable_reason, our_message, start_run
-from tasks.source import ExpandedSizeLimit, checked_copy, detect_format, display_name
-from tasks.storage import filesystem, open_file
+from tasks.runs import IMPORT, failed_for_retryable_reason, our_message, start_run
 
 Outcome = Literal["imported", "duplicate", "failed"]
 _UNFINISHED_SUFFIXES = (".part", ".tmp", ".partial")

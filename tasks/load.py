@@ -15,14 +15,10 @@ from prefect import task
 from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
 from bulkflow.errors import RetryableError
 from bulkflow.settings import Settings
-from schemas.frames import HOLDER, check_load
-from schemas.reports import ChunkResult
-from schemas.resource import Resource
-from tasks.checks import frame_of, missing_message
-from tasks.jobs import ChunkLedger
-from tasks.limits import check_slot_held
-from tasks.retrying import chunk_task_options
-from tasks.sql import (
+from decisions.checks import frame_of, missing_message
+from decisions.contracts import check_load
+from decisions.decide import CheckedChunk
+from decisions.sql import (
     STAGE,
     any_existing_sql,
     delete_stage_line_sql,
@@ -32,7 +28,12 @@ from tasks.sql import (
     taken_query,
     upsert_sql,
 )
-from tasks.validate import CheckedChunk
+from schemas.frames import HOLDER
+from schemas.reports import ChunkResult
+from schemas.resource import Resource
+from tasks.jobs import ChunkLedger
+from tasks.limits import check_slot_held
+from tasks.retrying import chunk_task_options
 
 CONFLICTS = ("23505", "23503")
 """unique_violation, foreign_key_violation: another transaction changed a key or a

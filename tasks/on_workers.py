@@ -16,15 +16,16 @@ from prefect import task
 
 from bulkflow.errors import ParameterError
 from bulkflow.settings import Settings
+from decisions.checks import database_facts
+from decisions.decide import ChunkKeys, KeyDecision, apply_decision, chunk_keys
+from decisions.rules import RecordCheck, check_records
+from files.read import ChunkSpan, SharedFile, read_span
+from files.storage import open_file
 from schemas.reports import ChunkResult
-from schemas.resource import Resource
-from tasks.checks import database_facts
+from schemas.resource import Resource, RuleContext
 from tasks.jobs import ChunkLedger
 from tasks.load import apply_chunk
-from tasks.read import ChunkSpan, SharedFile, read_span
 from tasks.retrying import chunk_task_options
-from tasks.storage import open_file
-from tasks.validate import ChunkKeys, KeyDecision, RecordCheck, apply_decision, check_records, chunk_keys
 
 
 @task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{span.index}"))
@@ -61,4 +62,4 @@ def _read_and_check(settings: Settings, resource: Resource, file: SharedFile, sp
             "file themselves, so it must be on storage every worker reaches (an s3:// source, or a shared path "
             "under BULKFLOW_HOME for downloaded, compressed or converted ones)"
         ) from None
-    return check_records(resource, settings.rule_context(), span.index, rows)
+    return check_records(resource, RuleContext.of(settings), span.index, rows)

@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.context import TagsContext
 from prefect.runtime import flow_run
 
-from tasks.source import display_name
+from files.formats import display_name
 
 VIA_PREFIX = "via:"
 

@@ -18,6 +18,14 @@ from bulkflow.errors import TerminalError
 
 POLL_S = 1.0
 
+# The deployments, addressed `<flow name>/<deployment name>` as `run_deployment` and
+# `create_flow_run_from_deployment` take them; `deployments/catalog.py` declares them under
+# these names, and the API and the landing pick-up start runs on them without importing a flow.
+IMPORT = "import/import"
+EXPORT = "export/export"
+NIGHTLY = "nightly-export/nightly-parquet"
+LANDING = "landing-pickup/landing"
+
 _PREFECT_PREFIX = re.compile(r"^(?:Flow|Task) run encountered an exception:\s*(?:(\w+):\s*)?")
 
 

@@ -84,7 +84,7 @@ def served(prefect_api: str) -> Iterator[Callable[[], str]]:
     returns what its console showed so far."""
     from prefect.client.orchestration import get_client
 
-    from deployments.names import EXPORT, IMPORT, LANDING
+    from tasks.runs import EXPORT, IMPORT, LANDING
 
     env = {
         **os.environ,

@@ -51,6 +51,6 @@ def sql(statement: str) -> list[tuple]:
 def s3():  # noqa: ANN201 - s3fs is untyped
     """The S3 file system the settings point at."""
     from bulkflow.settings import Settings
-    from tasks.storage import filesystem
+    from files.storage import filesystem
 
     return filesystem(Settings(), "s3://")[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bulkflow.cli import app
+from cli.app import app
 from tests.helpers import DATA
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -109,14 +109,14 @@ def test_the_progress_bar_on_a_real_terminal_keeps_log_lines_out_of_it(tmp_path:
     import re
     import shutil
 
-    from bulkflow.generate import GeneratorSpec, write_file
+    from files.generate import GeneratorSpec, write_file
 
     script = shutil.which("script")
     assert script, "util-linux script is part of every Debian system"
     path = tmp_path / "users.csv"
     write_file(GeneratorSpec("users", 20_000, 0.05, seed=3), path)
     log = tmp_path / "terminal.log"
-    command = f"{sys.executable} -m bulkflow import users {path} --chunk-size 2000"
+    command = f"{sys.executable} -m cli import users {path} --chunk-size 2000"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "160", "LINES": "40", "TERM": "xterm"}
     done = subprocess.run([script, "-q", "-e", "-c", command, str(log)], env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, log.read_text(errors="replace")[-3000:]

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bulkflow.cli import app
+from cli.app import app
 
 runner = CliRunner()
 
@@ -57,10 +57,10 @@ def test_a_missing_file_is_named_as_missing_whatever_its_name(tmp_path: Path, na
 def test_the_demo_ends_with_where_to_see_its_runs() -> None:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    from bulkflow.cli import _next_step
+    from cli.data import next_step
 
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api", PREFECT_UI_URL: "http://127.0.0.1:4200"}):
-        assert _next_step() == "next: these runs, their logs and report artifacts are in the Prefect UI at http://127.0.0.1:4200/runs"
+        assert next_step() == "next: these runs, their logs and report artifacts are in the Prefect UI at http://127.0.0.1:4200/runs"
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        told = _next_step()
+        told = next_step()
     assert "prefect server start" in told and "export PREFECT_API_URL=http://127.0.0.1:4200/api" in told

@@ -14,9 +14,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bulkflow.generate import GeneratorSpec, write_file
+from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
+from schemas.resource import RuleContext
 from tests.helpers import reset_imports, snapshot, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -200,15 +201,17 @@ def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -
     transaction adds one of those ids between the check and the load, the primary key refuses
     the append and the chunk is redone as an upsert, not failed."""
     from bulkflow.settings import Settings
+    from decisions.decide import decide, no_facts
+    from decisions.keys import SeenKeys
+    from decisions.rules import check_records
     from schemas import get_resource
     from tasks.jobs import ChunkLedger
     from tasks.load import load_chunk
-    from tasks.validate import SeenKeys, check_records, decide, no_facts
 
     users = get_resource("users")
     raw = pl.DataFrame({"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"],
                         "role": ["admin", "author"]})
-    chunk = decide(users, check_records(users, Settings().rule_context(), 0, raw), no_facts(), SeenKeys())
+    chunk = decide(users, check_records(users, RuleContext.of(Settings()), 0, raw), no_facts(), SeenKeys())
     assert chunk.all_new
     sql("INSERT INTO users (id, email, role) VALUES ('u2', 'old@example.com', 'reader')")  # meanwhile
     sql("INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "

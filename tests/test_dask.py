@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkflow.generate import GeneratorSpec, write_file
+from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
 from tests.helpers import reset_imports, s3, snapshot, sql

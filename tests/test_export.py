@@ -10,19 +10,21 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bulkflow.cli import app
 from bulkflow.errors import ParameterError
 from bulkflow.settings import Settings
+from cli.app import app
+from decisions.exports import EXPORT_FORMATS, ExportRequest, parse_where, plan_export
 from flows.export_flow import export_flow
 from flows.import_flow import import_flow
-from tasks.export import EXPORT_FORMATS, ExportRequest, parse_where, plan_export, stream_export
+from schemas.resource import RuleContext
+from tasks.export import stream_export
 from tasks.export_jobs import MANIFEST_SUFFIX, find_export
 from tests.helpers import DATA, reset_imports, snapshot, sql
 
 
 def plan(*args: object, **kwargs: object) -> ExportRequest:
     """plan_export with the rules configured as an entry point would."""
-    return plan_export(*args, **kwargs, context=Settings().rule_context())  # type: ignore[arg-type]
+    return plan_export(*args, **kwargs, context=RuleContext.of(Settings()))  # type: ignore[arg-type]
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ODD = ["Zoë “quoted”, comma", 'a "b" c', "line one\nline two", "tab\there", "  leading", "emoji 🎉", "back\\slash"]

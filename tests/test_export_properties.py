@@ -14,12 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkflow.settings import Settings
+from decisions.decide import check_chunk
+from decisions.exports import EXPORT_FORMATS, plan_export
+from decisions.keys import SeenKeys
+from files.read import read_chunks
+from files.staging import stage_source
+from files.writers import write_batches
 from schemas import RESOURCES
 from schemas.resource import RuleContext
-from tasks.export import EXPORT_FORMATS, plan_export, write_batches
-from tasks.read import read_chunks
-from tasks.source import stage_source
-from tasks.validate import SeenKeys, check_chunk
 
 ARTICLES = RESOURCES["articles"]
 CONTEXT = RuleContext(allowed_roles=("admin",))

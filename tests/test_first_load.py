@@ -10,12 +10,15 @@ import polars as pl
 import pytest
 
 from bulkflow.settings import Settings
+from decisions.checks import database_facts
+from decisions.decide import decide
+from decisions.keys import SeenKeys
+from decisions.rules import check_records
+from files.staging import stage_source
 from schemas import get_resource
-from tasks.checks import database_facts
+from schemas.resource import RuleContext
 from tasks.jobs import ChunkLedger, Job, open_job
 from tasks.load import apply_chunk
-from tasks.source import stage_source
-from tasks.validate import SeenKeys, check_records, decide
 from tests.helpers import sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -45,7 +48,7 @@ def test_a_row_another_writer_adds_during_a_first_load_is_refused_by_the_constra
     assert job.first_load
     raw = pl.DataFrame({"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"],
                         "role": ["admin", "author"]})
-    check = check_records(USERS, settings.rule_context(), 0, raw)
+    check = check_records(USERS, RuleContext.of(settings), 0, raw)
     facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
     assert facts.keys.is_empty() and not facts.ids_exist  # nothing was asked
     sql("INSERT INTO users (id, email, role) VALUES ('z', 'a@example.com', 'reader')")  # meanwhile, outside bulkflow
@@ -61,6 +64,6 @@ def test_a_first_load_still_asks_for_keys_it_cannot_fold_or_ids_it_must_resolve(
     sql("INSERT INTO users (id, email, role) VALUES ('z', 'straße@example.com', 'reader')")  # outside bulkflow
     raw = pl.DataFrame({"_line": [2, 3], "id": ["u1", None], "email": ["STRASSE@example.com", "Straße@example.com"],
                         "role": ["admin", "author"]})
-    check = check_records(USERS, settings.rule_context(), 0, raw)
+    check = check_records(USERS, RuleContext.of(settings), 0, raw)
     facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
     assert facts.keys.filter(pl.col("_line") == 3).get_column("_resolved_id").to_list() == ["z"]

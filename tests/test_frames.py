@@ -11,6 +11,13 @@ import pytest
 
 from bulkflow.errors import InvariantError
 from bulkflow.settings import Settings
+from decisions.checks import database_facts
+from decisions.contracts import check
+from decisions.decide import CheckedChunk, apply_decision, chunk_keys, decide_keys
+from decisions.keys import SeenKeys
+from decisions.rules import check_records
+from files.read import read_chunks
+from files.staging import stage_source
 from schemas import get_resource
 from schemas.frames import (
     LINE,
@@ -23,16 +30,11 @@ from schemas.frames import (
     MissingReferences,
     Rejects,
     RowsRead,
-    check,
     contract,
 )
-from schemas.resource import Resource
-from tasks.checks import database_facts
+from schemas.resource import Resource, RuleContext
 from tasks.jobs import ChunkLedger
 from tasks.load import apply_chunk
-from tasks.read import read_chunks
-from tasks.source import stage_source
-from tasks.validate import CheckedChunk, SeenKeys, apply_decision, check_records, chunk_keys, decide_keys
 from tests.helpers import DATA
 from tests.hostile import CASES, Case
 
@@ -44,7 +46,7 @@ def _checked_frames(resource: Resource, path: Path, settings: Settings, chunk_si
     """Run the steps of an import over the file, the database asked as a load asks it,
     checking each frame against its contract; yields the rows read of each chunk."""
     staged = stage_source(str(path), settings=settings)
-    seen, context = SeenKeys(), settings.rule_context()
+    seen, context = SeenKeys(), RuleContext.of(settings)
     try:
         for index, batch in enumerate(read_chunks(staged, resource, chunk_size, settings.max_record_bytes)):
             check(contract(RowsRead, resource), batch.rows)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bulkflow.cli import app
 from bulkflow.settings import Settings
+from cli.app import app
 from tests.helpers import reset_imports, sql, table
 from tests.hostile import CASES, Case, MiB, _bomb, row, user, users_csv
 
@@ -135,9 +135,9 @@ def test_natural_keys_fold_as_the_unique_index_does(tmp_path: Path) -> None:
 
 def test_an_oversized_record_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
     """A 48 MB line under a 1 MiB record limit: the reader never holds it."""
+    from files.read import read_chunks
+    from files.staging import stage_source
     from schemas import RESOURCES
-    from tasks.read import read_chunks
-    from tasks.source import stage_source
 
     path = tmp_path / "huge.ndjson"
     with open(path, "wb") as out:
@@ -157,7 +157,7 @@ def test_an_oversized_record_is_skipped_in_bounded_memory(tmp_path: Path) -> Non
 
 def test_a_gzip_bomb_stops_at_the_limit_in_bounded_memory(tmp_path: Path, settings_env: Callable[..., None]) -> None:
     from bulkflow.errors import TooLargeError
-    from tasks.source import stage_source
+    from files.staging import stage_source
 
     settings_env(BULKFLOW_MAX_SOURCE_BYTES=str(16 * MiB))
     path = tmp_path / "bomb.csv.gz"
@@ -199,7 +199,7 @@ def test_console_shows_no_traceback_for_a_refused_file_or_a_bug(tmp_path: Path, 
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error:")
     # An unexpected error inside the run (a bug, simulated) is one line and exit 2, not 1.
-    bug = "import tasks.validate as v; v.decide = lambda *a, **k: {}['boom']"
+    bug = "import decisions.decide as v; v.decide = lambda *a, **k: {}['boom']"
     done = _bulkflow(prefect_api, "import", "users", str(BY_NAME["sql_looking_values"].write(tmp_path)), prelude=bug)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bulkflow.generate import GeneratorSpec, write_file
+from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
 from tests.helpers import DATA, reset_imports, snapshot, sql, table
@@ -174,7 +174,7 @@ def test_invariant_on_a_generated_file(tmp_path: Path) -> None:
 def test_generated_partner_files_load_with_exact_counts(tmp_path: Path) -> None:
     """Like the assignment's users_huge.csv (10k rows, CRLF, missing ids, foo@bar emails,
     role manager, case-varied duplicate emails), then articles and comments as NDJSON."""
-    from bulkflow.generate import expected_rejects, generate
+    from files.generate import expected_rejects, generate
 
     specs = {
         "users": (GeneratorSpec("users", 10_000, 0.08, seed=1), "users.csv"),

@@ -128,7 +128,7 @@ def test_the_watcher_starts_a_pickup_only_when_files_wait(tmp_path: Path, settin
 
     from deployments.landing_watch import logger as watch_logger
     from deployments.landing_watch import start_pickup_if_files_wait
-    from deployments.names import LANDING
+    from tasks.runs import LANDING
 
     settings_env(BULKFLOW_LANDING_URL=str(tmp_path))
     (tmp_path / "users").mkdir()

@@ -13,9 +13,9 @@ import pytest
 
 from bulkflow.db import LOADING_SESSION, _embedded_data_dir, _embedded_server
 from bulkflow.settings import Settings
+from decisions.decide import KEY, LINE
+from decisions.sql import CHECK_STAGE, STAGE, key_facts_query, missing_reference_query, taken_query
 from schemas import RESOURCES
-from tasks.sql import CHECK_STAGE, STAGE, key_facts_query, missing_reference_query, taken_query
-from tasks.validate import KEY, LINE
 
 pytestmark = pytest.mark.usefixtures("db")
 

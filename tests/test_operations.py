@@ -100,7 +100,7 @@ def test_finished_imports_and_exports_emit_events(prefect_api: str, tmp_path: Pa
 def test_the_example_automation_installs_with_one_command() -> None:
     from typer.testing import CliRunner
 
-    from bulkflow.cli import app
+    from cli.app import app
     from deployments.automations import HIGH_ERROR_RATE, SILENT_RUNS
     from deployments.catalog import landing_deployment
     from tasks.events import ALIVE
@@ -212,8 +212,8 @@ def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
     from typer.testing import CliRunner
 
-    from bulkflow.cli import app
     from bulkflow.settings import Settings
+    from cli.app import app
     from deployments.catalog import nightly_deployment
 
     with get_client(sync_client=True) as client:
@@ -235,7 +235,7 @@ def test_deploy_refuses_deployments_that_serve_owns() -> None:
     """The other way round: `bulkflow deploy` does not move served deployments to a pool."""
     from typer.testing import CliRunner
 
-    from bulkflow.cli import app
+    from cli.app import app
 
     result = CliRunner().invoke(app, ["deploy"])
     assert result.exit_code == 2, result.output

@@ -12,9 +12,11 @@ import pytest
 
 from bulkflow.errors import InputError, ParameterError
 from bulkflow.settings import Settings
+from files.columns import read_columns
+from files.formats import detect_format
+from files.read import read_chunks
+from files.staging import stage_source
 from schemas import RESOURCES
-from tasks.read import read_chunks
-from tasks.source import detect_format, read_columns, stage_source
 
 USERS = RESOURCES["users"]
 
@@ -143,9 +145,9 @@ def test_ragged_csv_rows_are_unreadable_rows_and_the_others_go_on(tmp_path: Path
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 20])
 def test_records_spanning_block_boundaries_read_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
-    import tasks.records
+    import files.records
 
-    monkeypatch.setattr(tasks.records, "BLOCK_BYTES", block)
+    monkeypatch.setattr(files.records, "BLOCK_BYTES", block)
     csv = tmp_path / "u.csv"
     csv.write_text(
         "id,email,name,role\n" + "".join(f'u{i},e{i}@x.io,"multi\nline, ""{i}""",admin\n' for i in range(40)) + "u40,e@x.io,last,admin"

@@ -9,8 +9,8 @@ import pytest
 
 from bulkflow.errors import InputError, ParameterError
 from bulkflow.settings import Settings
-from tasks.remote import check_remote_url
-from tasks.source import stage_source
+from files.remote import check_remote_url
+from files.staging import stage_source
 from tests.helpers import DATA
 
 

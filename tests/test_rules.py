@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from decisions.decide import check_chunk
+from decisions.keys import SeenKeys
+from decisions.parsers import parse_boolean, parse_text_list, parse_timestamp
 from schemas import RESOURCES
 from schemas.resource import RuleContext
-from tasks.validate import SeenKeys, check_chunk, parse_boolean, parse_text_list, parse_timestamp
 
 CONTEXT = RuleContext(allowed_roles=("admin", "author", "editor", "reader"))
 

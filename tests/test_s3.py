@@ -37,7 +37,7 @@ def test_import_from_a_bucket_equals_the_local_import(bucket: str) -> None:
 def test_the_size_limit_holds_for_bucket_sources(bucket: str, settings_env: Callable[..., None]) -> None:
     from typer.testing import CliRunner
 
-    from bulkflow.cli import app
+    from cli.app import app
 
     s3().pipe(f"{bucket}/users.csv", (DATA / "users.csv").read_bytes())
     settings_env(BULKFLOW_MAX_SOURCE_BYTES="100")
@@ -53,7 +53,7 @@ def test_the_size_limit_holds_for_bucket_sources(bucket: str, settings_env: Call
 def test_an_unreachable_store_is_the_environment_exit_1(bucket: str, settings_env: Callable[..., None]) -> None:
     from typer.testing import CliRunner
 
-    from bulkflow.cli import app
+    from cli.app import app
 
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
@@ -101,7 +101,7 @@ def test_landing_storage_in_a_bucket(bucket: str, settings_env: Callable[..., No
 
 def test_a_store_without_its_package_is_a_parameter_error() -> None:
     from bulkflow.errors import ParameterError
-    from tasks.storage import open_file
+    from files.storage import open_file
 
     with pytest.raises(ParameterError, match=r"^gcs:// storage needs its fsspec package"):
         open_file(Settings(), "gcs://bucket/users.csv")

@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from api.app import create_app
-from bulkflow.cli import app
 from bulkflow.errors import ParameterError
 from bulkflow.settings import DEFAULT_ROLES, Settings, SettingsError
+from cli.app import app
 
 
 @pytest.fixture()

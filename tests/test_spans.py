@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from bulkflow.settings import Settings
+from files.read import read_chunks, read_span, shared_file
+from files.spans import plan_spans
+from files.staging import StagedSource, stage_source
 from schemas import RESOURCES
-from tasks.read import read_chunks, read_span, shared_file
-from tasks.source import StagedSource, stage_source
-from tasks.spans import plan_spans
 
 USERS = RESOURCES["users"]
 MAX_RECORD = 1024
@@ -111,8 +111,8 @@ def test_workers_read_an_object_store_source_itself_and_a_rewritten_one_at_its_s
 
 def test_a_worker_that_cannot_reach_the_file_says_where_files_must_be(tmp_path: Path) -> None:
     from bulkflow.errors import ParameterError
+    from files.read import ChunkSpan, SharedFile
     from tasks.on_workers import _read_and_check
-    from tasks.read import ChunkSpan, SharedFile
 
     gone = SharedFile("u.csv", str(tmp_path / "not-shared.csv"), "csv", "csv", ("id",), b"id\n")
     with pytest.raises(ParameterError, match="storage every worker reaches"):

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from decisions import sql
 from schemas import RESOURCES
 from schemas.resource import Field, ForeignKey
-from tasks import sql
 
 USERS, ARTICLES = RESOURCES["users"], RESOURCES["articles"]
 ODD = replace(USERS, name='we"ird users', fields=(Field("id"), Field('e"mail'), Field("role")), natural_key=None)

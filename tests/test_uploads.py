@@ -42,7 +42,7 @@ def test_the_expanded_size_of_a_multi_member_gzip_counts_every_member() -> None:
     import pytest
 
     from bulkflow.errors import InputError, TooLargeError
-    from tasks.source import ExpandedSizeLimit
+    from files.copying import ExpandedSizeLimit
 
     members = gzip.compress(b"a" * 3_000_000) + b"\0" * 8 + gzip.compress(b"b" * 2_000_000)
     counted = ExpandedSizeLimit(io.BytesIO(members), "u.csv.gz", 10**8)

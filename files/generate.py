@@ -15,9 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
+from decisions.parsers import format_text_list
+from files.formats import detect_format
 from schemas import get_resource
-from tasks.source import detect_format
-from tasks.validate import format_text_list
 
 ID_LESS_EVERY = 97
 """Every 97th user and article is valid but has no id (its id is derived on import)."""

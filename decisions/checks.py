@@ -7,39 +7,30 @@ id-less row resolves to, and which other id already holds a natural key. The che
 reads (its temp table goes with the rolled-back transaction), so any number can run while
 earlier chunks load.
 
-Every statement has one possible plan whatever the statistics say (see `tasks/sql.py`).
+Every statement has one possible plan whatever the statistics say (see `decisions/sql.py`).
 """
 
 from __future__ import annotations
 
 import polars as pl
-from prefect import task
 
 from bulkflow.db import Cursor, connect, fetch_one, tune_session
 from bulkflow.settings import Settings
-from schemas.frames import KEY, LINE
-from schemas.resource import ForeignKey, Resource
-from tasks.retrying import chunk_task_options
-from tasks.sql import (
+from decisions.decide import DatabaseFacts, no_facts
+from decisions.rules import RecordCheck
+from decisions.sql import (
     CHECK_STAGE,
     any_id_exists_query,
     key_facts_query,
     missing_reference_query,
     recorded_rejects_query,
 )
-from tasks.validate import DatabaseFacts, RecordCheck, no_facts
+from schemas.frames import KEY, LINE
+from schemas.resource import ForeignKey, Resource
 
 
 def missing_message(fk: ForeignKey) -> str:
     return f"{fk.field} does not match any {fk.references[:-1]} id"
-
-
-@task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{check.index}"))
-def check_database(
-    settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool, first_load: bool
-) -> DatabaseFacts:
-    """The database's facts about the chunk's candidate rows (see `database_facts`)."""
-    return database_facts(settings, job_key, resource, check, committed, first_load)
 
 
 def database_facts(

@@ -16,10 +16,10 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from files.read import IS_NDJSON_ROW, ChunkSpan, ndjson_lines
+from files.records import Block, Oversized, csv_record_starts, record_blocks
+from files.staging import StagedSource
 from schemas.frames import LINE, RAW_RECORD
-from tasks.read import IS_NDJSON_ROW, ChunkSpan, ndjson_lines
-from tasks.records import Block, Oversized, csv_record_starts, record_blocks
-from tasks.source import StagedSource
 
 
 def plan_spans(staged: StagedSource, chunk_size: int, max_record: int) -> Iterator[ChunkSpan]:

@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError, first_line
-from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
-from schemas.resource import INVALID_TYPE, Resource
-from tasks.records import (
+from decisions.parsers import format_text_list
+from files.columns import csv_header
+from files.records import (
     EXCERPT_BYTES,
     Block,
     Oversized,
@@ -39,9 +39,11 @@ from tasks.records import (
     record_blocks,
     split_records,
 )
-from tasks.remote import is_http, is_remote
-from tasks.source import Format, StagedSource, csv_header
-from tasks.validate import format_text_list
+from files.remote import is_http, is_remote
+from files.staging import StagedSource
+from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
+from schemas.parameters import Format
+from schemas.resource import INVALID_TYPE, Resource
 
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
 _UNSURE_JSON_VALUE = r"^[\[{]|^-?\d+(?:\.\d*)?[eE]|^-?\d+\.\d"

@@ -1,3 +1,0 @@
-from bulkflow.cli import main
-
-main()

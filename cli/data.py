@@ -1,0 +1,193 @@
+"""The commands that move data: import, export, rejects, the demo and the sample generator.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bulkflow.console import quiet_tracebacks
+from bulkflow.errors import TerminalError
+from bulkflow.settings import Settings
+from cli.output import errors_as_exit, print_report, progress_bar, row_counter, stderr
+from schemas.resource import RuleContext
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+"""Where prefect.yaml and the sample data are (the package is installed from the repository)."""
+
+
+SAMPLE_DIR = REPOSITORY / "data"
+
+
+DEMO_FILES = (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson"))
+
+
+def import_command(
+    resource: Annotated[str, typer.Argument(help="users, articles or comments")],
+    source: Annotated[str, typer.Argument(help="path or URL of a CSV/NDJSON/JSON/Parquet file (.gz too)")],
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, ndjson, json, parquet")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", min=1)] = None,
+    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON report on stdout")] = False,
+) -> None:
+    """Import a file: every row inserted, updated or rejected, exactly once."""
+    report = run_import(resource, source, format, chunk_size, idempotency_key, json_report=as_json)
+    if as_json:
+        typer.echo(json.dumps(report, default=str))
+    else:
+        print_report(report)
+
+
+def export_command(
+    resource: Annotated[str, typer.Argument(help="users, articles or comments")],
+    format: Annotated[str, typer.Option("--format", "-f", help="ndjson, csv, json, parquet")] = "ndjson",
+    output: Annotated[str, typer.Option("--output", "-o", help="file path, fsspec URL, or - for stdout")] = "-",
+    where: Annotated[Optional[list[str]], typer.Option("--where", "-w", help="FIELD=VALUE, FIELD>=VALUE, FIELD<VALUE")] = None,
+    fields: Annotated[Optional[str], typer.Option("--fields", help="comma-separated fields to export")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="the most rows to export (the first by id)")] = None,
+) -> None:
+    """Stream rows out of the database (ordered by id) to a file, a URL or stdout."""
+    from decisions.exports import parse_where, plan_export
+    from files.storage import open_file
+    from tasks.export import stream_export
+
+    with errors_as_exit():
+        settings = Settings()
+        chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+        request = plan_export(
+            resource, format, parse_where(where or []), chosen, context=RuleContext.of(settings), limit=limit
+        )
+        with row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
+            if output == "-":
+                try:
+                    stats = stream_export(request, sys.stdout.buffer, settings=settings, on_rows=on_rows)
+                    sys.stdout.buffer.flush()
+                except OSError as closed:
+                    if not _is_broken_pipe(closed):
+                        raise
+                    _reader_went_away()
+            else:
+                with open_file(settings, output, "wb", auto_mkdir=True) as sink:
+                    stats = stream_export(request, sink, settings=settings, on_rows=on_rows)
+    stderr.print(
+        f"exported {stats.rows:,} {resource} rows ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "
+        f"({stats.rows_per_s:,.0f} rows/s)",
+        highlight=False,
+    )
+
+
+def _is_broken_pipe(error: OSError) -> bool:
+    """Python's BrokenPipeError, or the plain OSError Arrow's and polars' writers raise for it."""
+    return isinstance(error, BrokenPipeError) or error.errno == errno.EPIPE or "[Errno 32]" in str(error)
+
+
+def _reader_went_away() -> None:
+    """The reader of stdout closed it (`| head`): end quietly, as `cat` and `psql` do.
+    stdout becomes /dev/null so that flushing it on exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise typer.Exit(0)
+
+
+def rejects_command(
+    run: Annotated[str, typer.Argument(help="flow run id or job key of an import")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="file to write (default stdout)")] = None,
+) -> None:
+    """Write all rejects of an import as NDJSON: line, field, rule, message, value, raw."""
+    from tasks.jobs import find_job_key, iter_rejects
+
+    with errors_as_exit():
+        settings = Settings()
+        job_key = find_job_key(settings, run)
+        if job_key is None:
+            raise TerminalError(f"no import found for {run!r}: give a flow run id or a job key")
+        sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+        entries = 0
+        try:
+            for batch in iter_rejects(settings, job_key):
+                sink.write(batch.write_ndjson())
+                entries += batch.height
+        finally:
+            if output:
+                sink.close()
+    if output:
+        stderr.print(f"wrote {entries:,} reject entries of {job_key} to {output}", highlight=False, soft_wrap=True)
+
+
+def demo_command() -> None:
+    """Import the sample users, articles and comments in order and print each report."""
+    for resource, name in DEMO_FILES:
+        report = run_import(resource, str(SAMPLE_DIR / name), None, None, None)
+        print_report(report)
+    stderr.print(next_step(), highlight=False, soft_wrap=True)
+
+
+def next_step() -> str:
+    """Where to see the runs just made, or how to keep them next time."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    if PREFECT_API_URL.value():
+        ui = PREFECT_UI_URL.value() or PREFECT_API_URL.value().removesuffix("/api")
+        return f"next: these runs, their logs and report artifacts are in the Prefect UI at {ui}/runs"
+    return (
+        "next: these runs went to a throwaway Prefect API. To see runs in the Prefect UI, start a server "
+        "(`.venv/bin/prefect server start`), then in another shell `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
+        "and run `make demo` again: the runs, logs and report artifacts are at http://127.0.0.1:4200/runs"
+    )
+
+
+def generate_command(
+    resource: Annotated[str, typer.Argument(help="users, articles or comments")],
+    output: Annotated[Path, typer.Argument(help="file to write; the format comes from its extension")],
+    rows: Annotated[int, typer.Option("--rows", min=0)] = 10_000,
+    invalid_share: Annotated[float, typer.Option("--invalid-share", min=0.0, max=1.0)] = 0.05,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    users: Annotated[int, typer.Option("--users", help="user ids to reference (articles, comments)")] = 1000,
+    articles: Annotated[int, typer.Option("--articles", help="article ids to reference (comments)")] = 1000,
+) -> None:
+    """Write a synthetic file (valid rows plus a share of invalid ones) for tests and benchmarks."""
+    from files.generate import GeneratorSpec, write_file
+
+    with errors_as_exit():
+        spec = GeneratorSpec(resource, rows, invalid_share, seed, users, articles)
+        write_file(spec, output)
+    stderr.print(f"wrote {rows:,} {resource} rows to {output}")
+
+
+def run_import(
+    resource: str, source: str, format: str | None, chunk_size: int | None, key: str | None, *, json_report: bool = False
+) -> dict[str, Any]:
+    from prefect import tags
+
+    from files.formats import check_source
+    from flows.import_flow import import_flow
+    from schemas import get_resource
+    from schemas.parameters import ImportOptions
+    from tasks.run_labels import run_tags
+
+    with errors_as_exit(json_report):  # fail fast, before a flow run exists, on what is cheap to check
+        Settings()  # the flow reads them again; a bad variable is named here, before a run exists
+        get_resource(resource)
+        check_source(source, format)
+    quiet_tracebacks()
+    with errors_as_exit(json_report) as failure, progress_bar(enabled=not json_report and stderr.is_terminal):
+        with tags(*run_tags(resource, via="cli")):
+            state = import_flow(
+                resource=resource,
+                source=source,
+                format=format,
+                options=ImportOptions(chunk_size=chunk_size, idempotency_key=key),
+                return_state=True,
+            )
+        failure.flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
+        result = state.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            raise result
+        return result

@@ -1,0 +1,136 @@
+"""An export request planned and checked: format, fields, filters read by the import's own
+rules, a row limit; and the SELECT it runs, its values bound, never in the text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
+
+from bulkflow.errors import ParameterError
+from decisions.rules import read_value
+from decisions.sql import export_select
+from schemas import get_resource
+from schemas.parameters import FORMATS, Format, check_format
+from schemas.resource import FILTER_KEY_SUFFIX, PG_TYPES, FilterOp, Resource, RuleContext
+
+ExportFormat = Format
+"""Exports write every format imports read."""
+
+
+EXPORT_FORMATS = FORMATS
+
+
+CONTENT_TYPES: dict[str, str] = {
+    "ndjson": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "parquet": "application/vnd.apache.parquet",
+}
+
+
+_WHERE = re.compile(r"^\s*(\w+)\s*(>=|<|=)\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: FilterOp
+    value: object
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    resource: Resource
+    format: ExportFormat
+    conditions: tuple[Condition, ...] = ()
+    fields: tuple[str, ...] = ()
+    filters: dict[str, str] = field(default_factory=dict)
+    """The filters as the user gave them (for manifests and logs)."""
+    limit: int | None = None
+    """The most rows to write (the first ones by id); None: every matching row."""
+
+
+def parse_where(expressions: Sequence[str]) -> dict[str, str]:
+    """CLI `--where` expressions (`role=admin`, `created_at>=2024-01-01`) to filter keys."""
+    filters: dict[str, str] = {}
+    for expression in expressions:
+        match = _WHERE.match(expression)
+        if not match:
+            raise ParameterError(f"cannot read --where {expression!r}: write FIELD=VALUE, FIELD>=VALUE or FIELD<VALUE")
+        name, op, value = match.groups()
+        filters[name + FILTER_KEY_SUFFIX[cast(FilterOp, op)]] = value
+    return filters
+
+
+def plan_export(
+    resource: str,
+    format: str = "ndjson",
+    filters: Mapping[str, str] | None = None,
+    fields: Sequence[str] | None = None,
+    *,
+    context: RuleContext,
+    limit: int | None = None,
+) -> ExportRequest:
+    """Check an export's parameters against the resource's declared filters and fields
+    (filter values by the import's own rules, configured by `context`); `limit` caps the
+    rows (the first ones by id)."""
+    definition = get_resource(resource)
+    checked_format = check_format(format)
+    chosen = tuple(fields) if fields else tuple(definition.field_names)
+    unknown = [f for f in chosen if f not in definition.field_names]
+    if unknown:
+        raise ParameterError(
+            f"unknown field(s) {', '.join(unknown)} for {resource}: choose from {', '.join(definition.field_names)}"
+        )
+    if limit is not None and limit < 0:
+        raise ParameterError(f"limit must be 0 or more rows, not {limit}")
+    conditions = tuple(_condition(definition, key, value, context) for key, value in (filters or {}).items())
+    return ExportRequest(definition, checked_format, conditions, chosen, dict(filters or {}), limit)
+
+
+def _condition(resource: Resource, key: str, text: str, context: RuleContext) -> Condition:
+    spec = resource.filters().get(key)
+    if spec is None:
+        raise unknown_filter(resource, key)
+    parsed, problems = read_value(resource, context, spec.field, text)
+    if problems or parsed is None:
+        reason = problems[0] if problems else f"{spec.field} needs a value"
+        raise ParameterError(f"bad value {text!r} for filter {key}: {reason}")
+    return Condition(spec.field, spec.op, parsed)
+
+
+def unknown_filter(resource: Resource, key: str) -> ParameterError:
+    """The refusal of a filter `resource` does not have, naming those it has."""
+    return ParameterError(f"unknown filter {key!r} for {resource.name}: allowed are {', '.join(resource.filters())}")
+
+
+def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:
+    """The SELECT of an export and its filter values, which travel as bound parameters.
+
+    The values are bound into transaction-local settings (`set_config($1, $2, true)`) and
+    read back with a cast: a query without parameters is one ADBC can stream with binary
+    COPY, whereas a parameterised one is materialised whole in memory first.
+    """
+    conditions, values = [], {}
+    for i, condition in enumerate(request.conditions, start=1):
+        name = f"bulkflow.filter_{i}"
+        pg_type = PG_TYPES[request.resource.kind_of(condition.field)]
+        conditions.append((condition.field, condition.op, name, pg_type))
+        values[name] = _as_text(condition.value)
+    limit_setting = None
+    if request.limit is not None:
+        limit_setting = "bulkflow.limit"
+        values[limit_setting] = str(request.limit)
+    return export_select(request.resource.name, request.fields, conditions, limit_setting), values
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

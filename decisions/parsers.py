@@ -1,0 +1,94 @@
+"""Field text to typed values, as an import reads it, and lists back to their CSV text.
+
+Pure polars expressions; exports and the sample generator use them too.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+_UTC_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+_FAST_TIMESTAMP = "%Y-%m-%dT%H:%M:%S%#z"
+
+
+_TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
+
+
+_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
+
+
+_JSON_STRING_ARRAY = r'^\[\s*(?:"(?:[^"\\]|\\.)*"\s*(?:,\s*"(?:[^"\\]|\\.)*"\s*)*)?\]$'
+
+
+YEARS = (1, 9999)
+"""Timestamps outside these years are refused: ISO-8601's four-digit years, inside what
+PostgreSQL, Arrow and every export format can hold."""
+
+
+def parse_boolean(text: pl.Expr) -> pl.Expr:
+    """`true`/`false` (any case, surrounding blanks ignored) to Boolean; anything else null."""
+    word = text.str.strip_chars().str.to_lowercase()
+    return pl.when(word == "true").then(True).when(word == "false").then(False)
+
+
+def parse_timestamp(text: pl.Expr) -> pl.Expr:
+    """ISO-8601 to UTC; an offset-less timestamp or a date is taken as UTC. Unreadable or
+    outside YEARS: null."""
+    parsed = text.map_batches(_parse_timestamps, return_dtype=pl.Datetime("us", "UTC"))
+    return pl.when(parsed.dt.year().is_between(*YEARS)).then(parsed)
+
+
+def _parse_timestamps(text: pl.Series) -> pl.Series:
+    # From the most common shape to the rarest, each parser reading only what the ones
+    # before it could not: seconds and Z (a fixed format, three times faster than an offset
+    # pattern), seconds and any offset, then the whole list of accepted shapes.
+    parsed = text.str.to_datetime(_UTC_TIMESTAMP, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+    for parse in (_parse_offset_timestamps, _parse_any_timestamps):
+        leftover = parsed.is_null() & text.is_not_null()
+        if not leftover.any():
+            break
+        parsed = parsed.scatter(leftover.arg_true(), parse(text.filter(leftover)))
+    return parsed
+
+
+def _parse_offset_timestamps(text: pl.Series) -> pl.Series:
+    return text.str.to_datetime(_FAST_TIMESTAMP, strict=False, time_zone="UTC", time_unit="us")
+
+
+def _parse_any_timestamps(text: pl.Series) -> pl.Series:
+    return pl.select(_parse_any_timestamp(pl.lit(text))).to_series()
+
+
+def _parse_any_timestamp(text: pl.Expr) -> pl.Expr:
+    iso = text.str.strip_chars().str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T")
+    with_offset = [
+        iso.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
+        for fmt in _TIMESTAMP_FORMATS
+    ]
+    naive = [
+        iso.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+        for fmt in _NAIVE_FORMATS
+    ]
+    return pl.coalesce(*with_offset, *naive)
+
+
+def parse_text_list(text: pl.Expr) -> pl.Expr:
+    """A JSON array of strings (the CSV encoding of `tags`) to List(String); else null."""
+    trimmed = text.str.strip_chars()
+    well_formed = pl.when(trimmed.str.contains(_JSON_STRING_ARRAY)).then(trimmed)
+    return well_formed.str.json_decode(pl.List(pl.String))
+
+
+def format_text_list(values: pl.Expr) -> pl.Expr:
+    """List(String) to the JSON array text that `parse_text_list` reads (the CSV encoding)."""
+    encoded = pl.struct(values.cast(pl.List(pl.String)).alias("v")).struct.json_encode()
+    return pl.when(values.is_not_null()).then(encoded.str.slice(5).str.strip_suffix("}"))
+
+
+PARSERS = {
+    "boolean": parse_boolean,
+    "timestamp": parse_timestamp,
+    "text_list": parse_text_list,
+}

@@ -1,0 +1,174 @@
+"""Getting a source into a local, uncompressed, UTF-8 checked file the readers can scan.
+
+Local plain files are used in place; compressed, remote (http(s)://, s3:// via fsspec) and
+JSON-array files are streamed once into `BULKFLOW_HOME/staging`. The same pass computes
+the content checksum that names the import job, so a re-run of the same content is
+recognised whatever the file is called.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bulkflow.errors import InputError, RetryableError, first_line
+from bulkflow.settings import Settings
+from files.copying import Copied, checked_copy
+from files.formats import check_source
+from files.jsonarray import json_array_to_ndjson
+from files.quotes import find_quote_problem
+from files.records import BLOCK_BYTES
+from files.remote import check_remote_url, is_http, is_remote, limited
+from files.storage import open_file
+from schemas.parameters import Format
+
+_HTTP_TIMEOUTS = {"timeout": 30.0, "read": 300.0}
+
+
+@dataclass(frozen=True)
+class StagedSource:
+    """A scannable local file. JSON arrays are staged as NDJSON (one element a line)."""
+
+    source: str
+    path: Path
+    format: Format
+    """How to read `path` (never "json": arrays are converted to NDJSON)."""
+    declared_format: Format
+    sha256: str
+    size_bytes: int
+    temporary: bool
+    verbatim: bool = True
+    """Whether `path` holds the source's bytes as they are (not decompressed, converted
+    from a JSON array or given LF line ends)."""
+
+    def cleanup(self) -> None:
+        if self.temporary:
+            self.path.unlink(missing_ok=True)
+
+
+def stage_source(source: str, format_override: str | None = None, *, settings: Settings) -> StagedSource:
+    """Make `source` a local, checked file; raise InputError saying what to fix.
+
+    Checked before anything is written: at most BULKFLOW_MAX_SOURCE_BYTES of content (as
+    decompressed), UTF-8 text, and for CSV balanced quotes. Old Mac line ends (CR alone)
+    are read as line ends: such a file is staged as a copy with LF.
+    """
+    fmt, compression, local_path = check_source(source, format_override)
+    in_place = local_path is not None and compression is None and fmt != "json" and not _cr_only(local_path, fmt)
+    if in_place:
+        assert local_path is not None
+        try:
+            with open(local_path, "rb") as fh:
+                copied = checked_copy(
+                    fh, None, text=fmt != "parquet", source=source, limit=settings.max_source_bytes, quotes=fmt == "csv"
+                )
+        except OSError as exc:
+            raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
+        staged = StagedSource(source, local_path, fmt, fmt, copied.sha256, copied.size, temporary=False)
+    else:
+        staged, copied = _stage_copy(source, fmt, compression, settings)
+    try:
+        if staged.size_bytes == 0:
+            raise InputError(f"{source} is empty: nothing to import")
+        if copied.quotes_odd:
+            line, why = find_quote_problem(staged.path)
+            raise InputError(
+                f"{source} line {line}: {why}; fix the quoting (a quote inside a field is written \"\")",
+                source=source,
+                line=line,
+            )
+    except BaseException:
+        staged.cleanup()
+        raise
+    return staged
+
+
+def _cr_only(path: Path, fmt: Format) -> bool:
+    """True for a text file whose lines end in CR alone (the first block has CR, no LF)."""
+    if fmt == "parquet":
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(BLOCK_BYTES)
+    return b"\r" in head and b"\n" not in head
+
+
+def _stage_copy(source: str, fmt: Format, compression: str | None, settings: Settings) -> tuple[StagedSource, Copied]:
+    staging = Path(settings.home) / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    read_as: Format = "ndjson" if fmt == "json" else fmt
+    fd, name = tempfile.mkstemp(dir=staging, suffix=f".{read_as}")
+    try:
+        with _open_source(source, compression, settings) as src, os.fdopen(fd, "wb") as dst:
+            if fmt == "json":
+                copied = json_array_to_ndjson(src, dst, source, settings.max_source_bytes, settings.max_record_bytes)
+            else:
+                limit = settings.max_source_bytes
+                copied = checked_copy(src, dst, text=fmt != "parquet", source=source, limit=limit, quotes=fmt == "csv")
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        Path(name).unlink(missing_ok=True)
+        raise InputError(f"cannot read {source}: {first_line(exc)}") from None
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    verbatim = compression is None and fmt == read_as and not copied.rewritten
+    staged = StagedSource(source, Path(name), read_as, fmt, copied.sha256, copied.size, temporary=True, verbatim=verbatim)
+    return staged, copied
+
+
+@contextmanager
+def _open_source(source: str, compression: str | None, settings: Settings) -> Iterator[IO[bytes]]:
+    """A binary stream of the source's (decompressed) content.
+
+    http(s) goes through httpx (a Prefect dependency, streamed); other URLs through fsspec
+    (`tasks.storage`: s3:// needs the `s3` extra)."""
+    if is_remote(source):
+        check_remote_url(source, settings)
+    if not is_http(source):
+        with open_file(settings, source, "rb", compression=compression) as stream:
+            yield stream
+        return
+    import httpx  # here: only http sources need it, and importing it slows every start-up
+
+    # Each redirect hop goes through the same URL policy as the first request.
+    hooks = {"request": [lambda request: check_remote_url(str(request.url), settings)]}
+    try:
+        with (
+            httpx.Client(follow_redirects=True, timeout=httpx.Timeout(**_HTTP_TIMEOUTS), event_hooks=hooks) as client,
+            client.stream("GET", source) as response,
+        ):
+            if response.status_code >= 400:
+                raise InputError(f"cannot download {source}: HTTP {response.status_code}")
+            raw = io.BufferedReader(_IteratorReader(limited(response.iter_bytes(), source, settings)), buffer_size=BLOCK_BYTES)
+            yield gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw  # type: ignore[misc]  # GzipFile and BufferedReader are both binary streams
+    except httpx.TransportError as exc:
+        raise RetryableError(f"cannot download {source}: {exc}") from exc
+
+
+class _IteratorReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self.chunks = chunks
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # RawIOBase types it as a generic buffer
+        while not self.pending:
+            try:
+                self.pending = next(self.chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self.pending))
+        buffer[:size], self.pending = self.pending[:size], self.pending[size:]
+        return size

@@ -1,0 +1,148 @@
+"""Export files written batch by batch: NDJSON, a JSON array, CSV, Parquet.
+
+Timestamps are ISO-8601 UTC; `tags` is a JSON array in NDJSON/JSON and CSV (the encoding
+the import reads back) and a list column in Parquet. Bytes are counted (and hashed) as
+they go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterable
+from typing import IO, Protocol, cast
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from decisions.exports import ExportRequest
+from decisions.parsers import format_text_list
+
+_UTC_TIMESTAMP_TEXT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
+
+
+class _MeteredSink(io.RawIOBase):
+    """Counts (and optionally hashes) the bytes written through it."""
+
+    def __init__(self, sink: IO[bytes], digest: bool) -> None:
+        super().__init__()
+        self.sink = sink
+        self.bytes = 0
+        self.hash = hashlib.sha256() if digest else None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]  # RawIOBase.write takes any buffer; we are handed bytes
+        data = bytes(data)
+        self.sink.write(data)
+        self.bytes += len(data)
+        if self.hash is not None:
+            self.hash.update(data)
+        return len(data)
+
+
+def write_batches(
+    request: ExportRequest,
+    batches: Iterable[pl.DataFrame],
+    sink: IO[bytes],
+    *,
+    digest: bool = False,
+    on_rows: Callable[[int], None] | None = None,
+) -> tuple[int, int, str | None]:
+    """Write typed batches in the request's format: (rows, bytes, sha256 or None)."""
+    metered = _MeteredSink(sink, digest)
+    writer = _WRITERS[request.format](metered, request)
+    rows = 0
+    for frame in batches:
+        if frame.height:
+            writer.write(frame)
+            rows += frame.height
+            if on_rows is not None:
+                on_rows(rows)
+    writer.close()
+    return rows, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None
+
+
+class _NdjsonWriter:
+    def __init__(self, sink: _MeteredSink, request: ExportRequest) -> None:
+        self.sink = sink
+
+    def write(self, frame: pl.DataFrame) -> None:
+        frame.write_ndjson(binary(self.sink))
+
+    def close(self) -> None:
+        return None
+
+
+class _JsonArrayWriter(_NdjsonWriter):
+    """One JSON array, written element by element (NDJSON lines joined by commas)."""
+
+    def __init__(self, sink: _MeteredSink, request: ExportRequest) -> None:
+        super().__init__(sink, request)
+        self.sink.write(b"[")
+        self.first = True
+
+    def write(self, frame: pl.DataFrame) -> None:
+        lines = frame.write_ndjson().rstrip("\n").replace("\n", ",\n")
+        self.sink.write(("\n" if self.first else ",\n").encode() + lines.encode())
+        self.first = False
+
+    def close(self) -> None:
+        self.sink.write(b"\n]\n" if not self.first else b"]\n")
+
+
+class _CsvWriter:
+    def __init__(self, sink: _MeteredSink, request: ExportRequest) -> None:
+        self.sink = sink
+        self.header = True
+        self.fields = request.fields
+
+    def write(self, frame: pl.DataFrame) -> None:
+        # Timestamps are formatted as naive UTC with a literal offset: the same text as
+        # formatting each value's offset (%:z), about 30% faster.
+        naive_utc = [
+            pl.col(name).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            for name, dtype in frame.schema.items()
+            if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+        ]
+        if "tags" in frame.columns:
+            naive_utc.append(format_text_list(pl.col("tags")).alias("tags"))
+        frame.with_columns(naive_utc).write_csv(
+            binary(self.sink), include_header=self.header, datetime_format=_UTC_TIMESTAMP_TEXT
+        )
+        self.header = False
+
+    def close(self) -> None:
+        if self.header:  # no rows: still a header, so the file says what it holds
+            self.sink.write((",".join(self.fields) + "\n").encode())
+
+
+class _ParquetWriter:
+    def __init__(self, sink: _MeteredSink, request: ExportRequest) -> None:
+        schema = request.resource.polars_schema()
+        self.empty = pl.DataFrame(schema={f: schema[f] for f in request.fields})
+        self.writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), self.empty.to_arrow().schema)
+
+    def write(self, frame: pl.DataFrame) -> None:
+        self.writer.write_table(frame.cast(self.empty.schema).to_arrow())
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _BatchWriter(Protocol):
+    def write(self, frame: pl.DataFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def binary(sink: _MeteredSink) -> IO[bytes]:
+    """The sink as the binary stream polars writes to (a RawIOBase is one)."""
+    return cast(IO[bytes], sink)
+
+
+_WRITERS: dict[str, Callable[[_MeteredSink, ExportRequest], _BatchWriter]] = {
+    "ndjson": _NdjsonWriter, "json": _JsonArrayWriter, "csv": _CsvWriter, "parquet": _ParquetWriter,
+}

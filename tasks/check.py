@@ -1,0 +1,20 @@
+"""The database check of a chunk, as a Prefect task (threads runner; Dask: `on_workers`)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from bulkflow.settings import Settings
+from decisions.checks import database_facts
+from decisions.decide import DatabaseFacts
+from decisions.rules import RecordCheck
+from schemas.resource import Resource
+from tasks.retrying import chunk_task_options
+
+
+@task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{check.index}"))
+def check_database(
+    settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool, first_load: bool
+) -> DatabaseFacts:
+    """The database's facts about the chunk's candidate rows (see `database_facts`)."""
+    return database_facts(settings, job_key, resource, check, committed, first_load)
