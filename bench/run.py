@@ -87,7 +87,7 @@ class Bench:
         return measure([*self.psql, "-A", "-t", "-c", statement], self.env, stdout_to)
 
     def bulkflow(self, *arguments: str, stdout_to: Path | None = None) -> Measurement:
-        return measure([sys.executable, "-m", "bulkflow", *arguments], self.env, stdout_to)
+        return measure([sys.executable, "-m", "cli", *arguments], self.env, stdout_to)
 
     def prepare(self, resource: str, rows: int, invalid_share: float = 0.0) -> BenchFile:
         size = max(rows, self.config.rows)

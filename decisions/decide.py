@@ -18,7 +18,7 @@ from schemas.resource import Resource, RuleContext
 
 @dataclass(frozen=True)
 class DatabaseFacts:
-    """What the database says about a chunk's candidate rows (see `tasks/checks.py`)."""
+    """What the database says about a chunk's candidate rows (see `decisions/checks.py`)."""
 
     missing_references: pl.DataFrame
     """(line, field, rule, message) of rows whose referenced row does not exist."""

@@ -1,6 +1,6 @@
 """Readers: a staged file to fixed-size chunks of raw text rows, in bounded memory.
 
-Files are read in blocks of whole records (`tasks/records.py`), never memory-mapped whole,
+Files are read in blocks of whole records (`files/records.py`), never memory-mapped whole,
 so memory depends on the chunk size and the maximum record size, not the file size. Every
 chunk has `_line` (the source line of the record: physical line for CSV and NDJSON,
 element number for a JSON array, row number for Parquet) and the resource's fields as
@@ -84,7 +84,7 @@ def read_chunks(
 
 @dataclass(frozen=True)
 class ChunkSpan:
-    """Where chunk `index` lies (see `tasks/spans.py`): bytes [start, end) of a text file,
+    """Where chunk `index` lies (see `files/spans.py`): bytes [start, end) of a text file,
     its first record on line `first_line` (chunk 0 starts at byte 0, with the CSV header);
     for Parquet, rows [start, end). A reader must find exactly `rows` rows there."""
 

@@ -128,7 +128,7 @@ def _open_source(source: str, compression: str | None, settings: Settings) -> It
     """A binary stream of the source's (decompressed) content.
 
     http(s) goes through httpx (a Prefect dependency, streamed); other URLs through fsspec
-    (`tasks.storage`: s3:// needs the `s3` extra)."""
+    (`files.storage`: s3:// needs the `s3` extra)."""
     if is_remote(source):
         check_remote_url(source, settings)
     if not is_http(source):

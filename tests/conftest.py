@@ -95,7 +95,7 @@ def served(prefect_api: str) -> Iterator[Callable[[], str]]:
     }
     log = tempfile.TemporaryFile()  # not a pipe: an unread pipe would block the runner once full
     runner = subprocess.Popen(
-        [sys.executable, "-m", "bulkflow", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "cli", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         deadline = time.monotonic() + 120

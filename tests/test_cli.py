@@ -22,7 +22,7 @@ def bulkflow(api_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     """Run the real command in its own process against the session's Prefect server."""
     env = {**os.environ, "PREFECT_API_URL": api_url}
     return subprocess.run(
-        [sys.executable, "-m", "bulkflow", *arguments], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "cli", *arguments], env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -174,7 +174,7 @@ def find_job_key_of_run(flow_run_id: str) -> str | None:
 def test_json_failure_of_the_environment_exits_1(prefect_api: str) -> None:
     env_file_free = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none"}
     done = subprocess.run(
-        [sys.executable, "-m", "bulkflow", "import", "users", str(DATA / "users.csv"), "--json"],
+        [sys.executable, "-m", "cli", "import", "users", str(DATA / "users.csv"), "--json"],
         env={**os.environ, "PREFECT_API_URL": prefect_api, **env_file_free}, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 1, done.stderr

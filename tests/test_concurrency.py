@@ -26,7 +26,7 @@ ROWS, CHUNK = 6000, 500
 
 def _start(api_url: str, resource: str, path: Path, *options: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    command = [sys.executable, "-m", "bulkflow", "import", resource, str(path), "--json", "--chunk-size", str(CHUNK), *options]
+    command = [sys.executable, "-m", "cli", "import", resource, str(path), "--json", "--chunk-size", str(CHUNK), *options]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 

@@ -113,7 +113,7 @@ def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_stat
         "$$ BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$")
     sql("CREATE TRIGGER slow_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION slow_chunk()")
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    command = [sys.executable, "-m", "bulkflow", "import", "users", str(users_file), "--chunk-size", str(CHUNK), "--json"]
+    command = [sys.executable, "-m", "cli", "import", "users", str(users_file), "--chunk-size", str(CHUNK), "--json"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while sql("SELECT count(*) FROM import_chunks WHERE rejected + inserted > 0")[0][0] < 3:

@@ -167,7 +167,7 @@ def test_a_reader_closing_stdout_ends_the_export_quietly() -> None:
         "SELECT 'u' || n, 'u' || n || '@example.com', 'User ' || n, 'reader', true, now(), now() "
         "FROM generate_series(1, 200000) AS n")
     export = subprocess.Popen(
-        [sys.executable, "-m", "bulkflow", "export", "users", "--format", "csv"],
+        [sys.executable, "-m", "cli", "export", "users", "--format", "csv"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
     )
     assert export.stdout is not None and export.stderr is not None

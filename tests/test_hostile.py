@@ -188,7 +188,7 @@ def test_a_failed_import_leaves_no_staged_copy(tmp_path: Path, monkeypatch: pyte
 
 def _bulkflow(api_url: str, *arguments: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     """The real command in its own process (its console output is what a user sees)."""
-    code = "\n".join(["import sys", prelude, "from bulkflow.cli import app", "sys.argv = ['bulkflow', *sys.argv[1:]]", "app()"])
+    code = "\n".join(["import sys", prelude, "from cli.app import app", "sys.argv = ['bulkflow', *sys.argv[1:]]", "app()"])
     env = {**os.environ, "PREFECT_API_URL": api_url}
     return subprocess.run([sys.executable, "-c", code, *arguments], env=env, capture_output=True, text=True, timeout=300)
 

@@ -250,7 +250,7 @@ def test_watch_says_where_the_landing_is_and_creates_its_folders(tmp_path: Path)
     import sys
 
     env = {**os.environ, "BULKFLOW_LANDING_URL": str(tmp_path / "landing"), "BULKFLOW_LANDING_INTERVAL": "3600"}
-    watcher = subprocess.Popen([sys.executable, "-m", "bulkflow", "watch"], env=env, stderr=subprocess.PIPE, text=True)
+    watcher = subprocess.Popen([sys.executable, "-m", "cli", "watch"], env=env, stderr=subprocess.PIPE, text=True)
     assert watcher.stderr is not None
     try:
         lines = [watcher.stderr.readline() for _ in range(4)]

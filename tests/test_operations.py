@@ -147,7 +147,7 @@ def test_a_live_run_waiting_on_a_slot_stays_running_and_a_killed_one_is_crashed(
             path = tmp_path / f"{name}.csv"
             path.write_bytes((DATA / "users.csv").read_bytes().replace(b"example.com", f"{name}.example.com".encode()))
             process = subprocess.Popen(
-                [sys.executable, "-m", "bulkflow", "import", "users", str(path), "--json"],
+                [sys.executable, "-m", "cli", "import", "users", str(path), "--json"],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
             )
             started[name] = (process, _waiting_run(f"import-users-{name}.csv"))
@@ -281,7 +281,7 @@ def test_automations_install_on_a_fresh_server_says_what_to_do_first(fresh_prefe
     import sys
 
     env = {**os.environ, "PREFECT_API_URL": fresh_prefect_server}
-    command = [sys.executable, "-m", "bulkflow", "automations", "install"]
+    command = [sys.executable, "-m", "cli", "automations", "install"]
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 2, first.stderr
     line = first.stderr.strip().splitlines()[-1]
