@@ -8,7 +8,6 @@ keys, unique indexes, foreign keys), so both sides pay for the same index mainte
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import statistics
@@ -26,6 +25,7 @@ from bench.data import BenchFile, header, prepare
 from bench.measure import Measurement, measure
 from bulkflow.db import embedded_url
 from schemas import RESOURCES
+from schemas.reports import ImportReport
 
 BOOKKEEPING = "import_rejects, import_chunks, import_runs, import_jobs"
 
@@ -111,12 +111,12 @@ class Bench:
                     comparison.copy_s.append(self.copy_import(file))
                     continue
                 run = self.our_import(file)
-                report = json.loads(run.stdout)
-                if report["inserted"] + report["rejected"] != file.rows:
+                report = ImportReport.model_validate_json(run.stdout)
+                if report.inserted + report.rejected != file.rows:
                     raise RuntimeError(f"{comparison.workload}: not every row was accounted for: {report}")
                 comparison.ours_s.append(run.seconds)
                 comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
-                comparison.ours_in_flow_s.append(report["duration_s"])
+                comparison.ours_in_flow_s.append(report.duration_s)
             _progress(comparison)
 
     def fixed_cost(self) -> dict[str, float]:

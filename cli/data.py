@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,6 +15,7 @@ from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
 from cli.output import errors_as_exit, print_report, progress_bar, row_counter, stderr
+from schemas.reports import ImportReport
 from schemas.resource import RuleContext
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def import_command(
     """Import a file: every row inserted, updated or rejected, exactly once."""
     report = run_import(resource, source, format, chunk_size, idempotency_key, json_report=as_json)
     if as_json:
-        typer.echo(json.dumps(report, default=str))
+        typer.echo(report.model_dump_json())
     else:
         print_report(report)
 
@@ -163,7 +163,7 @@ def generate_command(
 
 def run_import(
     resource: str, source: str, format: str | None, chunk_size: int | None, key: str | None, *, json_report: bool = False
-) -> dict[str, Any]:
+) -> ImportReport:
     from prefect import tags
 
     from files.formats import check_source

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bulkflow.console import prefect_console_handlers
 from bulkflow.errors import InputError, TerminalError, first_line, is_retryable
+from schemas.reports import ImportReport
 
 stderr = Console(stderr=True)
 
@@ -155,24 +156,24 @@ def row_counter(enabled: bool) -> Iterator[Callable[[int], None] | None]:
         yield None if update is None else (lambda rows: update(completed=rows))
 
 
-def print_report(report: dict[str, Any]) -> None:
+def print_report(report: ImportReport) -> None:
     """What this run did; the job's totals too when earlier runs had committed part of it."""
-    table = Table(title=f"import {report['resource']} from {report['source_name']}", show_header=False)
+    table = Table(title=f"import {report.resource} from {report.source_name}", show_header=False)
     for key in ("status", "rows_read", "inserted", "updated", "rejected", "error_rate"):
-        table.add_row(key, str(report[key]))
-    for rule, count in report["rejects_by_rule"].items():
+        table.add_row(key, str(getattr(report, key)))
+    for rule, count in report.rejects_by_rule.items():
         table.add_row(f"  rejects: {rule}", str(count))
-    if report["already_committed"]:
-        by = ", ".join(report["already_committed_by"]) or "an earlier run"
-        table.add_row("already committed", f"{report['already_committed']} rows in {report['chunks_skipped']} "
+    if report.already_committed:
+        by = ", ".join(report.already_committed_by) or "an earlier run"
+        table.add_row("already committed", f"{report.already_committed} rows in {report.chunks_skipped} "
                       f"chunk(s), by {by}: not written again")
     for key in ("chunks", "duration_s", "rows_per_s", "job_key", "flow_run_id"):
-        table.add_row(key, str(report[key]))
-    job = report["job"]
-    if report["already_committed"]:
-        table.add_row("job totals", f"{job['rows_read']} rows read, {job['inserted']} inserted, "
-                      f"{job['updated']} updated, {job['rejected']} rejected")
+        table.add_row(key, str(getattr(report, key)))
+    job = report.job
+    if report.already_committed:
+        table.add_row("job totals", f"{job.rows_read} rows read, {job.inserted} inserted, "
+                      f"{job.updated} updated, {job.rejected} rejected")
     console = Console()
     console.print(table)
-    if job["rejected"]:
-        console.print(f"all rejects: bulkflow rejects {report['job_key']} -o rejects.ndjson", highlight=False, soft_wrap=True)
+    if job.rejected:
+        console.print(f"all rejects: bulkflow rejects {report.job_key} -o rejects.ndjson", highlight=False, soft_wrap=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 from prefect import flow, tags
 from prefect.runtime import flow_run
@@ -13,6 +13,7 @@ from bulkflow.settings import Settings
 from decisions.exports import ExportFormat, plan_export
 from schemas import RESOURCES
 from schemas.parameters import ExportFilters, ResourceName, filter_values
+from schemas.reports import ExportManifest
 from schemas.resource import RuleContext
 from tasks import events
 from tasks.export_jobs import publish_export, write_export
@@ -23,14 +24,14 @@ def _export_name() -> str:
     return export_run_name(str(flow_run.parameters["resource"]), str(flow_run.parameters["format"]))
 
 
-@flow(name="export", flow_run_name=_export_name, validate_parameters=True)
+@flow(name="export", flow_run_name=_export_name, validate_parameters=True, persist_result=True, result_serializer="json")
 def export_flow(
     resource: ResourceName,
     format: ExportFormat = "parquet",
     filters: ExportFilters | None = None,  # type: ignore[valid-type]  # a model declared at run time
     fields: list[str] | None = None,
     limit: int | None = None,
-) -> dict[str, Any]:
+) -> ExportManifest:
     """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest. Emits
     `bulkflow.export.completed` (or `.failed`) for automations.
 
@@ -55,15 +56,16 @@ def export_flow(
         raise
     publish_export(manifest)
     events.export_completed(manifest)
-    return manifest.model_dump(mode="json")
+    return manifest
 
 
 def _nightly_name() -> str:
     return f"nightly-{datetime.now(UTC):%Y-%m-%d}"
 
 
-@flow(name="nightly-export", flow_run_name=_nightly_name, validate_parameters=True)
-def nightly_export(format: ExportFormat = "parquet") -> list[dict[str, Any]]:
+@flow(name="nightly-export", flow_run_name=_nightly_name, validate_parameters=True, persist_result=True,
+      result_serializer="json")
+def nightly_export(format: ExportFormat = "parquet") -> list[ExportManifest]:
     """A snapshot of every resource (the nightly deployment runs this).
 
     Args:

@@ -53,17 +53,19 @@ def _run_name() -> str:
     # Threads start on demand; the chunk pipeline bounds how many run at once (load_workers).
     task_runner=_THREADS,  # type: ignore[arg-type]  # Prefect's TaskRunner generic is invariant in its future type
     validate_parameters=True,
+    persist_result=True,
+    result_serializer="json",
 )
 def import_flow(
     resource: ResourceName,
     source: str,
     format: OptionalFormat = None,
     options: ImportOptions = ImportOptions(),
-) -> dict[str, object]:
+) -> ImportReport:
     """Import `source` into `resource`: every row inserted, updated or rejected, exactly once.
 
     Re-running with the same content (or the same `options.idempotency_key`) skips the chunks
-    that earlier runs committed. Returns the report: rows_read, inserted, updated, rejected...
+    that earlier runs committed. Returns the run's `ImportReport` (Prefect keeps it as JSON).
     Emits `bulkflow.import.completed` (or `.failed`) for automations.
 
     Args:
@@ -89,7 +91,7 @@ def import_flow(
             raise RetryableError(str(error), sqlstate=getattr(error, "sqlstate", None)) from error
         raise
     events.import_completed(report, settings.error_rate_alert)
-    return report.model_dump(mode="json")
+    return report
 
 
 def _import(

@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 from uuid import UUID
 
 import pytest
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from bulkflow.settings import Settings
+from schemas.parameters import ResourceName
 from tests.helpers import DATA, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -202,7 +204,7 @@ def import_samples() -> None:
     from flows.import_flow import import_flow
 
     for resource, name in (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson")):
-        import_flow(resource=resource, source=str(DATA / name))  # type: ignore[arg-type]
+        import_flow(resource=cast(ResourceName, resource), source=str(DATA / name))
 
 
 def test_streamed_export_has_one_line_per_row(client: TestClient) -> None:

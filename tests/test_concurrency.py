@@ -3,13 +3,13 @@ away mid-import: the tables always end consistent and exact, with no exit 1 for 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -17,6 +17,7 @@ import pytest
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
+from schemas.reports import ImportReport
 from schemas.resource import RuleContext
 from tests.helpers import reset_imports, snapshot, sql, table
 
@@ -30,13 +31,13 @@ def _start(api_url: str, resource: str, path: Path, *options: str) -> subprocess
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _reports(*processes: subprocess.Popen[str]) -> list[dict]:
+def _reports(*processes: subprocess.Popen[str]) -> list[ImportReport]:
     reports = []
     for process in processes:
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr
-        reports.append(json.loads(stdout))
+        reports.append(ImportReport.model_validate_json(stdout))
     return reports
 
 
@@ -52,18 +53,18 @@ def test_the_same_file_twice_at_once_loads_once(tmp_path: Path, prefect_api: str
     path = tmp_path / "users.csv"
     write_file(GeneratorSpec("users", ROWS, 0.05, seed=11), path)
     first, second = _reports(_start(prefect_api, "users", path), _start(prefect_api, "users", path))
-    assert first["job_key"] == second["job_key"]
+    assert first.job_key == second.job_key
     for report in (first, second):
-        own = report["inserted"] + report["updated"] + report["rejected"]
-        assert own + report["already_committed"] == report["rows_read"] == ROWS
-        job = report["job"]
-        assert job["inserted"] + job["updated"] + job["rejected"] == job["rows_read"] == ROWS
-    assert first["already_committed"] + second["already_committed"] == ROWS  # each chunk committed by one of them
+        own = report.inserted + report.updated + report.rejected
+        assert own + report.already_committed == report.rows_read == ROWS
+        job = report.job
+        assert job.inserted + job.updated + job.rejected == job.rows_read == ROWS
+    assert first.already_committed + second.already_committed == ROWS  # each chunk committed by one of them
     concurrent = snapshot()
     reset_imports()
     clean = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
     assert snapshot()["users"].equals(concurrent["users"])
-    assert clean["rejects_by_rule"] == first["job"]["rejects_by_rule"]
+    assert clean.rejects_by_rule == first.job.rejects_by_rule
 
 
 def test_overlapping_files_at_once_end_consistent(tmp_path: Path, prefect_api: str) -> None:
@@ -74,7 +75,7 @@ def test_overlapping_files_at_once_end_consistent(tmp_path: Path, prefect_api: s
     assert users.height == 6000 and users["email"].n_unique() == 6000
     assert users.filter(pl.col("id") != pl.concat_str(pl.lit("u"), pl.col("email").str.extract(r"e(\d+)@"))).height == 0
     for report in reports:
-        assert report["rejected"] == 0 and report["inserted"] + report["updated"] == 4000
+        assert report.rejected == 0 and report.inserted + report.updated == 4000
 
 
 def test_different_ids_sharing_emails_at_once(tmp_path: Path, prefect_api: str) -> None:
@@ -84,9 +85,9 @@ def test_different_ids_sharing_emails_at_once(tmp_path: Path, prefect_api: str) 
     first, second = _reports(_start(prefect_api, "users", a), _start(prefect_api, "users", b))
     users = table("users")
     assert users.height == 4000 and users["email"].n_unique() == 4000
-    assert first["inserted"] + second["inserted"] == 4000
-    assert first["rejected"] + second["rejected"] == 4000
-    assert set(first["rejects_by_rule"]) | set(second["rejects_by_rule"]) <= {"email_taken"}
+    assert first.inserted + second.inserted == 4000
+    assert first.rejected + second.rejected == 4000
+    assert set(first.rejects_by_rule) | set(second.rejects_by_rule) <= {"email_taken"}
     by_run = sql("SELECT count(*) FROM import_rejects WHERE rule = 'email_taken'")[0][0]
     assert by_run == 4000
 
@@ -114,9 +115,9 @@ def test_a_rerun_after_kill_does_not_wait_behind_the_dead_backend(tmp_path: Path
     finally:
         sql("DROP TRIGGER IF EXISTS stall ON import_chunks")
     report = import_flow(resource="users", source=str(path), options=ImportOptions(chunk_size=CHUNK))
-    assert report["job"]["inserted"] + report["job"]["rejected"] == 3000
-    assert report["inserted"] + report["rejected"] + report["already_committed"] == report["rows_read"] == 3000
-    assert sql("SELECT count(*) FROM import_chunks")[0][0] == report["chunks"] == 6
+    assert report.job.inserted + report.job.rejected == 3000
+    assert report.inserted + report.rejected + report.already_committed == report.rows_read == 3000
+    assert sql("SELECT count(*) FROM import_chunks")[0][0] == report.chunks == 6
 
 
 def test_postgresql_restarted_mid_import(tmp_path: Path, prefect_api: str) -> None:
@@ -143,11 +144,11 @@ def test_postgresql_restarted_mid_import(tmp_path: Path, prefect_api: str) -> No
         (report,), (later,) = _reports(process), _reports(second)
     finally:
         sql("DROP TRIGGER IF EXISTS slow_chunk ON import_chunks")
-    assert report["status"] == "completed" and report["job"]["rejects_by_rule"] == clean["job"]["rejects_by_rule"]
+    assert report.status == "completed" and report.job.rejects_by_rule == clean.job.rejects_by_rule
     assert table("users").filter(~pl.col("id").str.starts_with("other_")).equals(expected)
-    assert later["inserted"] == 1000
-    first_done, = sql(f"SELECT max(committed_at) FROM import_chunks WHERE job_key = '{report['job_key']}'")[0]
-    second_began, = sql(f"SELECT min(committed_at) FROM import_chunks WHERE job_key = '{later['job_key']}'")[0]
+    assert later.inserted == 1000
+    first_done, = sql(f"SELECT max(committed_at) FROM import_chunks WHERE job_key = '{report.job_key}'")[0]
+    second_began, = sql(f"SELECT min(committed_at) FROM import_chunks WHERE job_key = '{later.job_key}'")[0]
     assert first_done < second_began  # the second import waited for the slot the first took again
 
 
@@ -160,7 +161,7 @@ def _restart_embedded_server(pause_s: float) -> None:
 
     data_dir = _embedded_data_dir(Settings().home)
     server = _embedded_server(data_dir)
-    options = {"bin_path": server.bin_path, "user": server.system_user}
+    options: dict[str, Any] = {"bin_path": server.bin_path, "user": server.system_user}
     pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), **options)
     _pool.clear()
     time.sleep(pause_s)
@@ -193,7 +194,7 @@ def test_imports_into_one_table_take_turns(tmp_path: Path, prefect_api: str) -> 
         sql("SELECT min(committed_at), max(committed_at) FROM import_chunks GROUP BY job_key")
     )
     assert len(windows) == 2 and windows[0][1] < windows[1][0], windows
-    assert [r["rows_read"] for r in reports] == [3000, 3000]
+    assert [r.rows_read for r in reports] == [3000, 3000]
 
 
 def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -> None:

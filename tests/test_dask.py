@@ -9,12 +9,14 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
-from schemas.parameters import ImportOptions
+from schemas.parameters import ImportOptions, ResourceName
+from schemas.reports import ImportReport
 from tests.helpers import reset_imports, s3, snapshot, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -36,14 +38,14 @@ def partner_files(tmp_path: Path) -> list[tuple[str, Path]]:
 def _import_all(files: list[tuple[str, str]]) -> dict[str, object]:
     """Import the files in order; the tables, every reject and the reports' totals."""
     reports = [
-        import_flow(resource=resource, source=source, options=ImportOptions(chunk_size=CHUNK))
+        import_flow(resource=cast(ResourceName, resource), source=source, options=ImportOptions(chunk_size=CHUNK))
         for resource, source in files
     ]
     return _import_state(*reports)
 
 
-def _import_state(*reports: dict[str, object]) -> dict[str, object]:
-    totals = [{k: report["job"][k] for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
+def _import_state(*reports: ImportReport) -> dict[str, object]:
+    totals = [{k: getattr(report.job, k) for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
               for report in reports]
     rejects = sql("SELECT j.resource, r.line, r.field, r.rule, r.message, r.value FROM import_rejects r "
                   "JOIN import_jobs j USING (job_key) ORDER BY 1, 2, 3, 4")
@@ -96,7 +98,7 @@ def test_the_local_cluster_listens_on_loopback_only(dask_scheduler: str) -> None
 
 def _own_addresses() -> list[str]:
     """This machine's non-loopback IPv4 addresses (none on a machine without a network)."""
-    found = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    found = {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
     return sorted(a for a in found if not a.startswith("127."))
 
 
@@ -170,5 +172,5 @@ def test_a_job_failed_on_threads_resumes_on_dask_as_one_clean_run(
     assert committed >= 3
     settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
     report = import_flow(resource="users", source=source, options=ImportOptions(chunk_size=CHUNK))
-    assert report["chunks_skipped"] == committed
+    assert report.chunks_skipped == committed
     _assert_same(_import_state(report), expected)

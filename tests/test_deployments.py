@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.client.schemas.schedules import CronSchedule
 
 from bulkflow.settings import Settings
 from deployments.catalog import WORK_POOL, all_deployments, deploy_environment
@@ -24,7 +25,7 @@ def setting_names() -> set[str]:
     names: set[str] = set()
     for field in Settings.model_fields.values():
         alias = field.validation_alias
-        names.update([alias] if isinstance(alias, str) else alias.choices)  # type: ignore[union-attr]
+        names.update([alias] if isinstance(alias, str) else [str(choice) for choice in alias.choices])  # type: ignore[union-attr]  # every field has an alias
     return names
 
 
@@ -37,7 +38,8 @@ def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() ->
     export_form = deployments["export/export"]._parameter_openapi_schema.model_dump()
     assert {"role", "status", "created_at_from", "updated_since"} <= set(export_form["definitions"]["ExportFilters"]["properties"])
     assert not deployments["landing-pickup/landing"].schedules  # the landing watcher starts it when files wait
-    assert deployments["nightly-export/nightly-parquet"].schedules[0].schedule.cron == "0 2 * * *"
+    nightly = deployments["nightly-export/nightly-parquet"].schedules
+    assert nightly and isinstance(nightly[0].schedule, CronSchedule) and nightly[0].schedule.cron == "0 2 * * *"
     for name, deployment in deployments.items():  # the run form explains every field
         for parameter, spec in deployment._parameter_openapi_schema.model_dump()["properties"].items():
             assert spec.get("description"), (name, parameter)
@@ -48,7 +50,7 @@ def test_prefect_yaml_matches_the_catalog(monkeypatch: pytest.MonkeyPatch) -> No
     declares what the catalog does, schedules from the same settings included."""
     from prefect.utilities.templating import apply_values
 
-    settings = Settings(BULKFLOW_NIGHTLY_CRON="30 3 * * 1-5")  # type: ignore[call-arg]  # by alias, as .env sets it
+    settings = Settings(BULKFLOW_NIGHTLY_CRON="30 3 * * 1-5")
     for name, value in deploy_environment(settings).items():
         monkeypatch.setenv(name, value)
     rendered = apply_values(yaml.safe_load((ROOT / "prefect.yaml").read_text()), {}, warn_on_notset=True)
@@ -61,7 +63,7 @@ def test_prefect_yaml_matches_the_catalog(monkeypatch: pytest.MonkeyPatch) -> No
         assert entry.get("parameters", {}) == deployment.parameters
         schedules = [s.schedule for s in deployment.schedules or []]
         assert [s.get("cron") or s.get("interval") for s in entry.get("schedules", [])] == [
-            getattr(s, "cron", None) or s.interval.total_seconds() for s in schedules
+            getattr(s, "cron", None) or s.interval.total_seconds() for s in schedules  # type: ignore[union-attr]  # cron or interval
         ]
     assert declared == {}, f"prefect.yaml has deployments the catalog lacks: {sorted(declared)}"
     assert "30 3 * * 1-5" in str(rendered)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def _restarted_elsewhere(home: Path) -> Path:
     embedded_url(str(home))
     data_dir = _embedded_data_dir(home)
     server = PostgresServer(data_dir, cleanup_mode=None)
-    options = {"bin_path": server.bin_path, "user": server.system_user}
+    options: dict[str, Any] = {"bin_path": server.bin_path, "user": server.system_user}
     pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), **options)
     socket_dir = data_dir.parent / "socket"
     socket_dir.mkdir()
@@ -38,7 +39,7 @@ def _restarted_elsewhere(home: Path) -> Path:
 def test_db_stop_stops_a_server_restarted_by_pg_ctl(tmp_path: Path) -> None:
     home = tmp_path / "home"
     data_dir = _restarted_elsewhere(home)
-    assert stop_embedded(Settings(BULKFLOW_HOME=str(home)))  # type: ignore[call-arg]  # by alias, as the environment sets it
+    assert stop_embedded(Settings(BULKFLOW_HOME=str(home)))
     assert not (data_dir / "postmaster.pid").exists()
     embedded_url.cache_clear()
 

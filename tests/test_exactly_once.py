@@ -16,6 +16,7 @@ import pytest
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
+from schemas.reports import ImportReport
 from tests.helpers import reset_imports, snapshot, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -42,9 +43,9 @@ def _reset() -> None:
     reset_imports()
 
 
-def _state(report: dict) -> dict:
+def _state(report: ImportReport) -> dict:
     rejects = sql("SELECT line, field, rule, value FROM import_rejects ORDER BY 1, 2, 3")
-    totals = {k: report["job"][k] for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
+    totals = {k: getattr(report.job, k) for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
     return {"tables": snapshot(), "rejects": rejects, "totals": totals}
 
 
@@ -83,7 +84,7 @@ def test_failure_after_k_chunks_then_rerun_equals_clean_run(users_file: Path, cl
     assert sql("SELECT count(*) FROM import_chunks WHERE chunk_index = 4")[0][0] == 0  # nothing half-applied
     sql("DROP TRIGGER fail_chunk ON import_chunks")
     report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
-    assert report["chunks_skipped"] == committed
+    assert report.chunks_skipped == committed
     _same(_state(report), clean_state)
 
 
@@ -100,9 +101,9 @@ def test_prefect_flow_retry_resumes_the_job(users_file: Path, clean_state: dict)
     report = retrying(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     # A flow retry is the same run: the chunks its first attempt committed are its own work.
     assert sql("SELECT count(DISTINCT flow_run_id) FROM import_chunks") == [(1,)]
-    assert report["chunks_skipped"] == report["already_committed"] == 0
-    assert {k: report[k] for k in ("inserted", "updated", "rejected")} == {
-        k: report["job"][k] for k in ("inserted", "updated", "rejected")
+    assert report.chunks_skipped == report.already_committed == 0
+    assert {k: getattr(report, k) for k in ("inserted", "updated", "rejected")} == {
+        k: getattr(report.job, k) for k in ("inserted", "updated", "rejected")
     }
     _same(_state(report), clean_state)
 
@@ -125,7 +126,7 @@ def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_stat
     assert 3 <= committed < ROWS // CHUNK
     sql("DROP TRIGGER slow_chunk ON import_chunks")
     report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
-    assert report["chunks_skipped"] == committed
+    assert report.chunks_skipped == committed
     _same(_state(report), clean_state)
 
 

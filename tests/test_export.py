@@ -6,8 +6,10 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
+from prefect.client.schemas.schedules import CronSchedule
 from typer.testing import CliRunner
 
 from bulkflow.errors import ParameterError
@@ -16,6 +18,7 @@ from cli.app import app
 from decisions.exports import EXPORT_FORMATS, ExportRequest, parse_where, plan_export
 from flows.export_flow import export_flow
 from flows.import_flow import import_flow
+from schemas.parameters import ResourceName
 from schemas.resource import RuleContext
 from tasks.export import stream_export
 from tasks.export_jobs import MANIFEST_SUFFIX, find_export
@@ -51,8 +54,8 @@ def add_odd_rows(folder: Path) -> None:
     users_file, articles_file = folder / "odd_users.ndjson", folder / "odd_articles.ndjson"
     users_file.write_text("\n".join(lines) + "\n")
     articles_file.write_text("\n".join(articles) + "\n")
-    assert import_flow(resource="users", source=str(users_file))["rejected"] == 0
-    assert import_flow(resource="articles", source=str(articles_file))["rejected"] == 0
+    assert import_flow(resource="users", source=str(users_file)).rejected == 0
+    assert import_flow(resource="articles", source=str(articles_file)).rejected == 0
 
 
 @pytest.mark.parametrize("format", EXPORT_FORMATS)
@@ -68,8 +71,8 @@ def test_every_format_round_trips_exactly(format: str, tmp_path: Path) -> None:
         assert stats.rows == before[resource].height
     reset_imports()
     for resource, path in files.items():
-        report = import_flow(resource=resource, source=str(path))
-        assert report["rejected"] == 0, report["rejects_by_rule"]
+        report = import_flow(resource=cast(ResourceName, resource), source=str(path))
+        assert report.rejected == 0, report.rejects_by_rule
     after = snapshot()
     for resource in before:
         assert after[resource].equals(before[resource]), resource
@@ -135,16 +138,16 @@ def test_export_flow_writes_a_manifest_matching_the_file(tmp_path: Path, monkeyp
     monkeypatch.setenv("BULKFLOW_EXPORT_URL", str(tmp_path / "exports"))
     load_samples()
     manifest = export_flow(resource="users", format="csv", filters={"active": "true"}, fields=["id", "email"])
-    path = Path(manifest["location"])
-    assert path.parent == tmp_path / "exports" and manifest["job_id"] in path.name
+    path = Path(manifest.location)
+    assert path.parent == tmp_path / "exports" and manifest.job_id in path.name
     content = path.read_bytes()
-    assert manifest["sha256"] == hashlib.sha256(content).hexdigest()
-    assert manifest["bytes"] == len(content)
-    assert manifest["rows"] == len(content.decode().splitlines()) - 1 == 4
-    assert json.loads(Path(str(path) + MANIFEST_SUFFIX).read_text())["sha256"] == manifest["sha256"]
-    job = find_export(Settings(), manifest["job_id"])
+    assert manifest.sha256 == hashlib.sha256(content).hexdigest()
+    assert manifest.bytes == len(content)
+    assert manifest.rows == len(content.decode().splitlines()) - 1 == 4
+    assert json.loads(Path(str(path) + MANIFEST_SUFFIX).read_text())["sha256"] == manifest.sha256
+    job = find_export(Settings(), manifest.job_id)
     assert job is not None and job.manifest is not None
-    assert job.manifest.model_dump(exclude={"rows_per_s"}) == {k: v for k, v in manifest.items() if k != "rows_per_s"}
+    assert job.manifest.model_dump(exclude={"rows_per_s"}) == manifest.model_dump(exclude={"rows_per_s"})
     assert find_export(Settings(), "00000000-0000-0000-0000-000000000000") is None
 
 
@@ -153,7 +156,9 @@ def test_nightly_deployment_definition() -> None:
 
     deployment = nightly_deployment(Settings())
     assert deployment.name == "nightly-parquet"
-    assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 2 * * *"
+    assert deployment.schedules
+    schedule = deployment.schedules[0].schedule
+    assert isinstance(schedule, CronSchedule) and schedule.cron == "0 2 * * *"
 
 
 def test_a_reader_closing_stdout_ends_the_export_quietly() -> None:

@@ -26,7 +26,7 @@ from schemas.resource import RuleContext
 ARTICLES = RESOURCES["articles"]
 CONTEXT = RuleContext(allowed_roles=("admin",))
 # Text as our import stores it: never blank (blank means null), any unicode but NUL.
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=30).filter(
+text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), min_size=1, max_size=30).filter(
     lambda s: s.strip() != ""
 )
 moments = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
@@ -53,7 +53,7 @@ def article_rows(draw: st.DrawFn) -> pl.DataFrame:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frame=article_rows(), format=st.sampled_from(EXPORT_FORMATS))
-def test_written_rows_read_back_identical(frame: pl.DataFrame, format: str, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+def test_written_rows_read_back_identical(frame: pl.DataFrame, format: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     path = Path(tmp_path_factory.mktemp("prop")) / f"articles.{format}"
     with open(path, "wb") as sink:
         rows, _, _ = write_batches(plan_export("articles", format, context=CONTEXT), [frame], sink)

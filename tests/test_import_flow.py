@@ -7,24 +7,26 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 import pytest
 
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
-from schemas.parameters import ImportOptions
+from schemas.parameters import Format, ImportOptions, ResourceName
+from schemas.reports import ImportReport
 from tests.helpers import DATA, reset_imports, snapshot, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
 
 
-def run(resource: str, source: Path | str, format: str | None = None, **options: object) -> dict:
-    return import_flow(resource=resource, source=str(source), format=format, options=ImportOptions(**options))
+def run(resource: str, source: Path | str, format: Format | None = None, **options: object) -> ImportReport:
+    return import_flow(resource=cast(ResourceName, resource), source=str(source), format=format, options=ImportOptions.model_validate(options))
 
 
-def load_samples() -> list[dict]:
+def load_samples() -> list[ImportReport]:
     return [
         run("users", DATA / "users.csv"),
         run("articles", DATA / "articles.ndjson"),
@@ -34,11 +36,11 @@ def load_samples() -> list[dict]:
 
 def test_sample_files_load_with_exact_counts() -> None:
     users, articles, comments = load_samples()
-    assert (users["rows_read"], users["inserted"], users["rejected"]) == (14, 6, 8)
-    assert (articles["rows_read"], articles["inserted"], articles["rejected"]) == (12, 4, 8)
-    assert (comments["rows_read"], comments["inserted"], comments["rejected"]) == (10, 3, 7)
-    assert articles["rejects_by_rule"]["unknown_author"] == 2
-    assert comments["rejects_by_rule"] == {
+    assert (users.rows_read, users.inserted, users.rejected) == (14, 6, 8)
+    assert (articles.rows_read, articles.inserted, articles.rejected) == (12, 4, 8)
+    assert (comments.rows_read, comments.inserted, comments.rejected) == (10, 3, 7)
+    assert articles.rejects_by_rule["unknown_author"] == 2
+    assert comments.rejects_by_rule == {
         "unknown_article": 2, "unknown_user": 2, "body_too_long": 1, "duplicate_id": 1, "missing_id": 1, "required": 1,
     }
     assert table("users").height == 6 and table("articles").height == 4 and table("comments").height == 3
@@ -48,16 +50,16 @@ def test_second_import_changes_nothing() -> None:
     first = load_samples()[0]
     before = snapshot()
     again = run("users", DATA / "users.csv")
-    assert again["chunks_skipped"] == again["chunks"] == 1
+    assert again.chunks_skipped == again.chunks == 1
     # what this run did: nothing written, every row read found in a chunk the first run committed
-    assert (again["rows_read"], again["inserted"], again["updated"], again["rejected"]) == (14, 0, 0, 0)
-    assert again["already_committed"] == 14 and again["already_committed_by"] == [first["flow_run_id"]]
-    assert again["rejects_by_rule"] == {} and again["continues_runs"] == []  # a finished job is repeated, not continued
-    job = again["job"]  # the job's totals, apart
-    assert (job["rows_read"], job["inserted"], job["rejected"]) == (14, 6, 8)
+    assert (again.rows_read, again.inserted, again.updated, again.rejected) == (14, 0, 0, 0)
+    assert again.already_committed == 14 and again.already_committed_by == [first.flow_run_id]
+    assert again.rejects_by_rule == {} and again.continues_runs == []  # a finished job is repeated, not continued
+    job = again.job  # the job's totals, apart
+    assert (job.rows_read, job.inserted, job.rejected) == (14, 6, 8)
     assert snapshot()["users"].equals(before["users"])
     assert sql("SELECT count(*) FROM import_rejects")[0][0] == sum(
-        job["rejects_by_rule"].values()
+        job.rejects_by_rule.values()
     ) + 8 + 8  # users' entries once, plus articles' and comments' entries
 
 
@@ -66,7 +68,7 @@ def test_same_content_under_another_name_is_the_same_job(tmp_path: Path) -> None
     copy = tmp_path / "renamed.csv"
     shutil.copy(DATA / "users.csv", copy)
     second = run("users", copy)
-    assert second["job_key"] == first["job_key"] and second["chunks_skipped"] == 1
+    assert second.job_key == first.job_key and second.chunks_skipped == 1
 
 
 def test_changed_file_updates_rows(tmp_path: Path) -> None:
@@ -74,7 +76,7 @@ def test_changed_file_updates_rows(tmp_path: Path) -> None:
     changed = tmp_path / "users.csv"
     changed.write_text("id,email,name,role\nusr_bob,bob@example.com,Robert,admin\n,dave@example.com,David,editor\n")
     report = run("users", changed)
-    assert (report["inserted"], report["updated"], report["rejected"]) == (0, 2, 0)
+    assert (report.inserted, report.updated, report.rejected) == (0, 2, 0)
     users = table("users")
     assert users.filter(pl.col("id") == "usr_bob")["name"].item() == "Robert"
     assert users.filter(pl.col("email") == "dave@example.com")["name"].item() == "David"
@@ -96,7 +98,7 @@ def test_email_held_by_another_id_is_rejected(tmp_path: Path) -> None:
     clash = tmp_path / "clash.csv"
     clash.write_text("id,email,role\nusr_new,ALICE@example.com,reader\n")
     report = run("users", clash)
-    assert report["rejects_by_rule"] == {"email_taken": 1} and report["rejected"] == 1
+    assert report.rejects_by_rule == {"email_taken": 1} and report.rejected == 1
 
 
 def test_every_format_loads_the_same_tables(tmp_path: Path) -> None:
@@ -106,8 +108,8 @@ def test_every_format_loads_the_same_tables(tmp_path: Path) -> None:
         reset_imports()
         write_file(spec, tmp_path / name)
         report = run("users", tmp_path / name, chunk_size=64)
-        assert report["rows_read"] == 300
-        states[name] = (table("users"), report["rejected"], report["rejects_by_rule"])
+        assert report.rows_read == 300
+        states[name] = (table("users"), report.rejected, report.rejects_by_rule)
     reference = states["u.csv"]
     for name, (users, rejected, by_rule) in states.items():
         assert users.equals(reference[0]), name
@@ -121,9 +123,9 @@ def test_articles_and_comments_round_out_with_foreign_keys(tmp_path: Path) -> No
     reports = [run(r, tmp_path / f, chunk_size=50) for r, f in
                [("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.parquet")]]
     for report in reports:
-        assert report["inserted"] + report["updated"] + report["rejected"] == report["rows_read"]
-    assert reports[1]["rejects_by_rule"].get("unknown_author", 0) > 0
-    assert reports[2]["rejects_by_rule"].get("unknown_article", 0) > 0
+        assert report.inserted + report.updated + report.rejected == report.rows_read
+    assert reports[1].rejects_by_rule.get("unknown_author", 0) > 0
+    assert reports[2].rejects_by_rule.get("unknown_article", 0) > 0
     orphans = sql("SELECT count(*) FROM comments c LEFT JOIN articles a ON a.id = c.article_id WHERE a.id IS NULL")
     assert orphans[0][0] == 0
 
@@ -135,8 +137,8 @@ def test_duplicates_across_a_chunk_boundary(tmp_path: Path) -> None:
         "u3,A@EXAMPLE.com,reader\nu2,c@example.com,reader\nu5,e@example.com,reader\n"
     )
     report = run("users", path, chunk_size=2)
-    assert report["chunks"] == 3
-    assert report["rejects_by_rule"] == {"duplicate_email": 1, "duplicate_id": 1}
+    assert report.chunks == 3
+    assert report.rejects_by_rule == {"duplicate_email": 1, "duplicate_id": 1}
     assert sorted(table("users")["id"]) == ["u1", "u2", "u5"]
 
 
@@ -163,10 +165,10 @@ def test_invariant_on_a_generated_file(tmp_path: Path) -> None:
     path = tmp_path / "users.csv.gz"
     write_file(GeneratorSpec("users", rows=5000, invalid_share=0.1, seed=11), path)
     report = run("users", path, chunk_size=777)
-    assert report["rows_read"] == 5000
-    assert report["inserted"] + report["updated"] + report["rejected"] == 5000
-    assert 0 < report["rejected"] < 5000
-    assert table("users").height == report["inserted"]
+    assert report.rows_read == 5000
+    assert report.inserted + report.updated + report.rejected == 5000
+    assert 0 < report.rejected < 5000
+    assert table("users").height == report.inserted
     with gzip.open(path, "rt") as fh:
         assert sum(1 for _ in fh) >= 5001
 
@@ -191,9 +193,9 @@ def test_generated_partner_files_load_with_exact_counts(tmp_path: Path) -> None:
         write_file(spec, tmp_path / name)
         expected = expected_rejects(generate(spec))
         report = run(resource, tmp_path / name, chunk_size=1_000)
-        assert report["rejects_by_rule"] == expected, resource
-        assert report["rejected"] == sum(expected.values()), resource
-        assert report["rows_read"] == spec.rows
+        assert report.rejects_by_rule == expected, resource
+        assert report.rejected == sum(expected.values()), resource
+        assert report.rows_read == spec.rows
 
 
 def test_run_publishes_progress_report_and_rejects_artifacts() -> None:
@@ -205,7 +207,7 @@ def test_run_publishes_progress_report_and_rejects_artifacts() -> None:
     report = run("users", DATA / "users.csv")
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(report["flow_run_id"])]))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(report.flow_run_id)]))
         )
     by_type = {a.type: a for a in artifacts}
     assert by_type["progress"].data == 100.0
@@ -225,8 +227,8 @@ def test_import_from_an_http_url(file_server: tuple[str, Path]) -> None:
 
     with pytest.raises(InputError, match="HTTP 404"):
         run("users", url.replace("users.csv.gz", "missing.csv"))
-    assert (report["rows_read"], report["inserted"], report["rejected"]) == (14, 6, 8)
-    assert report["source"] == url
+    assert (report.rows_read, report.inserted, report.rejected) == (14, 6, 8)
+    assert report.source == url
     staging = Path(os.environ["BULKFLOW_HOME"]) / "staging"
     assert not any(staging.iterdir())  # the staged copy is removed after the run
 
@@ -235,7 +237,7 @@ def test_header_only_file_completes_with_zero_rows(tmp_path: Path) -> None:
     path = tmp_path / "empty.csv"
     path.write_text("id,email,role\r\n")
     report = run("users", path)
-    assert (report["status"], report["rows_read"], report["chunks"]) == ("completed", 0, 0)
+    assert (report.status, report.rows_read, report.chunks) == ("completed", 0, 0)
 
 
 def test_the_progress_of_a_one_chunk_file_moves_before_it_commits() -> None:

@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -79,7 +80,7 @@ def test_a_bad_file_fails_once_and_does_not_stop_the_others(tmp_path: Path) -> N
     land(tmp_path, "users", "a-unreadable.csv", DATA / "users.csv").write_bytes(b"id,email\n\xff\xfe,x\n")
     land(tmp_path, "users", "b-users.csv", DATA / "users.csv")
     state = landing_pickup(landing=str(tmp_path), return_state=True)
-    assert state.is_failed() and "a-unreadable.csv" in state.message
+    assert state.is_failed() and "a-unreadable.csv" in (state.message or "")
     assert sql("SELECT count(*) FROM users")[0][0] == 6
     assert sql("SELECT outcome, detail LIKE '%not valid UTF-8%' FROM landing_files ORDER BY location") == [
         ("failed", True), ("imported", None),
@@ -212,9 +213,10 @@ def _latest_summary() -> list[dict]:
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["landing-pickup-summary"])))
-    newest = max(artifacts, key=lambda artifact: artifact.created)
+    newest = max(artifacts, key=lambda artifact: str(artifact.created))  # ISO-8601 text sorts as time
     data = newest.data
-    return json.loads(data) if isinstance(data, str) else list(data)
+    assert data is not None
+    return json.loads(data) if isinstance(data, str) else list(cast(list[dict[str, Any]], data))
 
 
 def test_an_import_run_nobody_starts_is_cancelled_and_its_file_waits() -> None:
@@ -224,7 +226,7 @@ def test_an_import_run_nobody_starts_is_cancelled_and_its_file_waits() -> None:
     from tasks.landing import outcome_of
     from tasks.runs import wait_for_run
 
-    deployment_id = import_flow.to_deployment(name="served-by-nobody").apply()  # type: ignore[union-attr]
+    deployment_id = cast(UUID, import_flow.to_deployment(name="served-by-nobody").apply())  # type: ignore[union-attr]  # typed for async callers too
     with get_client(sync_client=True) as client:
         run = client.create_flow_run_from_deployment(deployment_id, parameters={"resource": "users", "source": "x.csv"})
         try:
@@ -286,4 +288,5 @@ def test_runs_have_their_names_from_the_moment_they_are_created(tmp_path: Path, 
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(pickup).name.startswith(before)
     for run_id in (child.id, pickup):  # both run on the served runner: let them end before the next test
-        assert wait_for_run(run_id, start_within_s=120).state.is_final()
+        ended = wait_for_run(run_id, start_within_s=120).state
+        assert ended is not None and ended.is_final()

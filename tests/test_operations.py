@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import httpx
@@ -50,13 +50,13 @@ def test_an_import_run_is_named_and_tagged_after_what_it_does(tmp_path: Path) ->
     partner.write_bytes((DATA / "users.csv").read_bytes())
     with tags(*run_tags("users", via="cli")):
         report = import_flow(resource="users", source=str(partner))
-    run = _run(report["flow_run_id"])
+    run = _run(str(report.flow_run_id))
     assert run.name == "import-users-partner-42.csv"
     assert {"bulkflow", "resource:users", "via:cli"} <= set(run.tags)
-    assert report["source_name"] == "partner-42.csv"
+    assert report.source_name == "partner-42.csv"
     renamed = import_flow(resource="articles", source=str(DATA / "articles.ndjson"),
                           options=ImportOptions(source_name="Partner articles (May).ndjson"))
-    run = _run(renamed["flow_run_id"])
+    run = _run(str(renamed.flow_run_id))
     assert run.name == "import-articles-Partner articles (May).ndjson"
     assert {"bulkflow", "resource:articles", "via:python"} <= set(run.tags)  # no caller said how: from Python
 
@@ -66,7 +66,7 @@ def test_task_runs_are_named_after_what_they_touch() -> None:
     with get_client(sync_client=True) as client:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(report["flow_run_id"])])))
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(report.flow_run_id)])))
     names = {run.name for run in runs}
     assert {"stage-users.csv", "open-job-users", "close-job-users", "check-users-chunk-0", "load-users-chunk-2"} <= names
 
@@ -80,9 +80,9 @@ def test_artifact_keys_name_the_resource_and_the_file() -> None:
 def test_finished_imports_and_exports_emit_events(prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BULKFLOW_ERROR_RATE_ALERT", "0.5")
     report = import_flow(resource="users", source=str(DATA / "users.csv"))  # 8 of 14 rejected: above 0.5
-    ours: Callable[[dict[str, Any]], bool] = lambda payload: payload.get("flow_run_id") == report["flow_run_id"]  # noqa: E731
+    ours: Callable[[dict[str, Any]], bool] = lambda payload: payload.get("flow_run_id") == report.flow_run_id  # noqa: E731
     completed = _event(prefect_api, "bulkflow.import.completed", "bulkflow.import.users", ours)
-    assert completed["payload"]["job_key"] == report["job_key"]
+    assert completed["payload"]["job_key"] == report.job_key
     assert (completed["payload"]["rows_read"], completed["payload"]["rejected"]) == (14, 8)
     assert completed["resource"]["prefect.resource.name"] == "users.csv"
     _event(prefect_api, "bulkflow.import.high-error-rate", "bulkflow.import.users", ours)
@@ -94,8 +94,8 @@ def test_finished_imports_and_exports_emit_events(prefect_api: str, tmp_path: Pa
     monkeypatch.setenv("BULKFLOW_EXPORT_URL", str(tmp_path / "exports"))
     manifest = export_flow(resource="users", format="csv")
     exported = _event(prefect_api, "bulkflow.export.completed", "bulkflow.export.users",
-                      lambda payload: payload.get("job_id") == manifest["job_id"])
-    assert exported["payload"]["sha256"] == manifest["sha256"]
+                      lambda payload: payload.get("job_id") == manifest.job_id)
+    assert exported["payload"]["sha256"] == manifest.sha256
 
 def test_the_example_automation_installs_with_one_command() -> None:
     from typer.testing import CliRunner
@@ -202,7 +202,7 @@ def test_a_resumed_run_names_the_runs_it_continues(tmp_path: Path) -> None:
     assert state.is_failed()
     first_run = str(state.state_details.flow_run_id)
     report = import_flow(resource="users", source=str(DATA / "users.csv"), options=options)
-    assert report["continues_runs"] == [first_run] and report["chunks_skipped"] >= 1
+    assert report.continues_runs == [first_run] and report.chunks_skipped >= 1
 
 
 def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
@@ -221,7 +221,7 @@ def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
             client.create_work_pool(WorkPoolCreate(name="bulkflow-test-pool", type="process"))
         except Exception:  # noqa: BLE001 - already there from an earlier test run
             pass
-        deployment_id = nightly_deployment(Settings()).apply(work_pool_name="bulkflow-test-pool")
+        deployment_id = cast(UUID, nightly_deployment(Settings()).apply(work_pool_name="bulkflow-test-pool"))
         try:
             result = CliRunner().invoke(app, ["serve"])
         finally:

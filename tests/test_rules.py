@@ -15,7 +15,7 @@ from schemas.resource import RuleContext
 
 CONTEXT = RuleContext(allowed_roles=("admin", "author", "editor", "reader"))
 
-VALID = {
+VALID: dict[str, dict[str, str | None]] = {
     "users": {"id": "u1", "email": "ann@example.com", "name": "Ann", "role": "reader", "active": "true",
               "created_at": "2024-01-01T00:00:00Z", "updated_at": None},
     "articles": {"id": "a1", "slug": "hello-world", "title": "Hello", "body": "text", "author_id": "u1",
@@ -120,7 +120,7 @@ def test_duplicates_first_valid_occurrence_wins_across_chunks() -> None:
 def test_seen_keys_answer_as_a_set_of_every_key_added_before(chunks: list[list[str | None]]) -> None:
     """Whatever the chunk sizes and however the runs merged, a lookup says exactly whether
     the key was added by an earlier chunk."""
-    seen, added = SeenKeys(), set()
+    seen, added = SeenKeys(), set[str]()
     for chunk in chunks:
         values = pl.Series("id", chunk, dtype=pl.String)
         assert seen.seen_before("id", values).to_list() == [v is not None and v in added for v in chunk]

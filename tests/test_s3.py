@@ -30,7 +30,7 @@ def test_import_from_a_bucket_equals_the_local_import(bucket: str) -> None:
     reset_imports()
     s3().pipe(f"{bucket}/in/users.csv.gz", gzip.compress((DATA / "users.csv").read_bytes()))
     remote = import_flow(resource="users", source=f"{bucket}/in/users.csv.gz")
-    assert {k: remote[k] for k in ("rows_read", "inserted", "rejected")} == {k: local[k] for k in ("rows_read", "inserted", "rejected")}
+    assert {k: getattr(remote, k) for k in ("rows_read", "inserted", "rejected")} == {k: getattr(local, k) for k in ("rows_read", "inserted", "rejected")}
     assert sql("SELECT id, email, name, role, active, created_at FROM users ORDER BY id") == expected
 
 
@@ -72,11 +72,11 @@ def test_export_to_a_bucket_with_its_manifest(bucket: str, settings_env: Callabl
     import_flow(resource="users", source=str(DATA / "users.csv"))
     settings_env(BULKFLOW_EXPORT_URL=f"{bucket}/exports")
     manifest = export_flow(resource="users", format="csv", fields=["id", "email"])
-    assert manifest["location"].startswith(f"{bucket}/exports/users-")
-    content = s3().cat(manifest["location"])
-    assert hashlib.sha256(content).hexdigest() == manifest["sha256"] and len(content) == manifest["bytes"]
-    assert json.loads(s3().cat(manifest["location"] + ".manifest.json"))["sha256"] == manifest["sha256"]
-    assert manifest["rows"] == len(content.decode().splitlines()) - 1 == sql("SELECT count(*) FROM users")[0][0]
+    assert manifest.location.startswith(f"{bucket}/exports/users-")
+    content = s3().cat(manifest.location)
+    assert hashlib.sha256(content).hexdigest() == manifest.sha256 and len(content) == manifest.bytes
+    assert json.loads(s3().cat(manifest.location + ".manifest.json"))["sha256"] == manifest.sha256
+    assert manifest.rows == len(content.decode().splitlines()) - 1 == sql("SELECT count(*) FROM users")[0][0]
 
 
 def test_landing_storage_in_a_bucket(bucket: str, settings_env: Callable[..., None]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -41,7 +43,7 @@ def test_allowed_roles_from_a_comma_list(clean_env: pytest.MonkeyPatch) -> None:
     assert Settings(_env_file=None).allowed_roles == ("admin", "manager")
 
 
-def test_dotenv_file_is_read(clean_env: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_dotenv_file_is_read(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("DB_HOST=from-file\nBULKFLOW_CHUNK_SIZE=123\n")
     settings = Settings(_env_file=env_file)

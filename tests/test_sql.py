@@ -45,7 +45,9 @@ def test_checks_probe_the_target_once_per_staged_row() -> None:
         'WHERE r."id" = s."author""id" LIMIT 1) r ON true WHERE s."author""id" IS NOT NULL AND r.found IS NULL'
     )
     assert sql.key_facts_query(ODD) is None and sql.taken_query(ODD, "s") is None
-    for text in (sql.key_facts_query(USERS), sql.taken_query(USERS, "s"), sql.any_id_exists_query(USERS)):
+    for query in (sql.key_facts_query(USERS), sql.taken_query(USERS, "s"), sql.any_id_exists_query(USERS)):
+        assert query is not None
+        text = query
         assert text is not None and "LATERAL" in text and "LIMIT 1" in text
         assert '"users" t' in text
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 from uuid import UUID
 
 import httpx
@@ -60,11 +60,12 @@ def two_workers(prefect_api: str) -> Iterator[tuple[UUID, list[IO[bytes]]]]:
             client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
         except ObjectAlreadyExists:
             pass
-    deployment_id = import_flow.from_source(str(ROOT), "flows/import_flow.py:import_flow").deploy(  # type: ignore[union-attr]
+    deployment = import_flow.from_source(str(ROOT), "flows/import_flow.py:import_flow")
+    deployment_id = cast(UUID, deployment.deploy(  # type: ignore[union-attr]  # from_source is typed for async callers too
         name="import-on-workers", work_pool_name=POOL, build=False, push=False, print_next_steps=False, ignore_warnings=True
-    )
+    ))
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    logs = [tempfile.TemporaryFile() for _ in range(2)]
+    logs: list[IO[bytes]] = [tempfile.TemporaryFile() for _ in range(2)]
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--limit", "1", "--name", f"worker-{n}"],
@@ -91,7 +92,7 @@ def test_two_workers_share_four_imports_and_the_tables_equal_sequential_imports(
 ) -> None:
     files = [users_file(tmp_path, k) for k in range(FILES)]
     for path in files:
-        import_flow(resource="users", source=str(path), options=ImportOptions(**OPTIONS))
+        import_flow(resource="users", source=str(path), options=ImportOptions.model_validate(OPTIONS))
     sequential = outcome()
     reset_imports()
 
