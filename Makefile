@@ -2,6 +2,7 @@
 #   make demo   set up a local venv and import the sample data into the embedded PostgreSQL
 #   make test   set up a local venv, lint and type-check, and run the whole test suite
 #   make test-unit  the pure tests only: nothing started, well under a minute
+#   make test-fast  the edit loop: unit and integration tests, without the `slow` ones that start servers or clusters
 #   make bench  the benchmark against PostgreSQL's COPY (about 25 minutes with the 10M-row memory run; BENCH_ARGS="--rows 100000 --memory-rows 10000,100000" for a quick one)
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test test-unit check bench install clean
+.PHONY: demo test test-unit test-fast check bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,7 @@ demo: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: check
@@ -34,6 +36,9 @@ test: check
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

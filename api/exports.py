@@ -36,7 +36,9 @@ _QUERY_FIELDS: dict[str, Any] = {
 # Declared at run time on top of the resources' filters: to the type checker, a BaseModel.
 ExportQuery: type[BaseModel] = create_model("ExportQuery", __base__=ExportFilters, **_QUERY_FIELDS)
 _NOT_FILTERS = set(_QUERY_FIELDS)
-_STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media in CONTENT_TYPES.values()}, "description": "the rows, ordered by id"}}
+_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {media: {} for media in CONTENT_TYPES.values()}, "description": "the rows, ordered by id"}
+}
 
 
 @router.get("", response_class=StreamingResponse, responses=_STREAMED)
@@ -47,7 +49,12 @@ def export_stream(query: Annotated[ExportQuery, Query()], settings: AppSettings)
     listed = values.get("fields")
     fields = [f.strip() for f in listed.split(",") if f.strip()] if listed else None
     export = plan_export(
-        values["resource"], values["format"], filters, fields, context=RuleContext.of(settings), limit=values.get("limit")
+        values["resource"],
+        values["format"],
+        filters,
+        fields,
+        context=RuleContext.of(settings),
+        limit=values.get("limit"),
     )
     return StreamingResponse(
         stream_writer(lambda sink: stream_export(export, sink, settings=settings)),
@@ -68,10 +75,16 @@ def create_export(
     # Refuse bad parameters now, not in the run.
     plan_export(body.resource, body.format, filters, body.fields, context=RuleContext.of(settings), limit=body.limit)
     parameters = {
-        "resource": body.resource, "format": body.format, "filters": filters, "fields": body.fields, "limit": body.limit,
+        "resource": body.resource,
+        "format": body.format,
+        "filters": filters,
+        "fields": body.fields,
+        "limit": body.limit,
     }
     job = trigger(EXPORT, parameters, "export", idempotency_key, export_run_name(body.resource, body.format))
-    return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("export_status", job_id=job.job_id)))
+    return Accepted(
+        job_id=job.job_id, status=job.status, status_url=str(request.url_for("export_status", job_id=job.job_id))
+    )
 
 
 @router.get("/{job_id}", response_model=ExportJob, name="export_status")

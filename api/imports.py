@@ -41,13 +41,20 @@ _UPLOAD_BODY = {
                     "required": ["file", "resource"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "resource": {"type": "string", "enum": list(RESOURCES),
-                                     "description": "Also accepted as `resource_type`.",
-                                     "x-aliases": list(ALIASES["resource"])},
+                        "resource": {
+                            "type": "string",
+                            "enum": list(RESOURCES),
+                            "description": "Also accepted as `resource_type`.",
+                            "x-aliases": list(ALIASES["resource"]),
+                        },
                         # Optional with an empty default: Swagger UI fills a form from each field's
                         # example or default, else its first choice (an NDJSON file read as CSV).
-                        "format": {"type": "string", "enum": list(FORMATS), "default": "",
-                                   "description": "Default (empty): from the file's name."},
+                        "format": {
+                            "type": "string",
+                            "enum": list(FORMATS),
+                            "default": "",
+                            "description": "Default (empty): from the file's name.",
+                        },
                     },
                 }
             },
@@ -73,7 +80,9 @@ async def create_import(
         resource, source, fmt = await run_in_threadpool(_check_url_request, await _json_body(request), settings)
         name = None
     else:
-        raise ApiError(415, "unsupported_media_type", "send multipart/form-data (file, resource) or JSON (resource, url)")
+        raise ApiError(
+            415, "unsupported_media_type", "send multipart/form-data (file, resource) or JSON (resource, url)"
+        )
     parameters = {
         "resource": resource,
         "source": source,
@@ -82,7 +91,9 @@ async def create_import(
     }
     run_name = import_run_name(resource, source, name)
     job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key, run_name)
-    return Accepted(job_id=job.job_id, status=job.status, status_url=str(request.url_for("import_status", job_id=job.job_id)))
+    return Accepted(
+        job_id=job.job_id, status=job.status, status_url=str(request.url_for("import_status", job_id=job.job_id))
+    )
 
 
 async def _json_body(request: Request) -> ImportFromUrl:
@@ -115,7 +126,9 @@ async def _receive_form(request: Request, settings: Settings) -> tuple[str, str,
     if declared and declared.isdigit():
         check_size(int(declared), "the upload", settings.max_source_bytes)
     try:
-        form = await MultiPartParser(request.headers, _limited(request.stream(), settings.max_source_bytes), max_files=1, max_fields=6).parse()
+        form = await MultiPartParser(
+            request.headers, _limited(request.stream(), settings.max_source_bytes), max_files=1, max_fields=6
+        ).parse()
     except MultiPartException as exc:
         raise ApiError(400, "invalid_upload", f"cannot read the multipart body: {exc.message}") from None
     try:

@@ -62,8 +62,12 @@ class BulkflowCollector(Collector):
         imported = CounterMetricFamily("bulkflow_rows_imported", "Rows inserted or updated", labels=["resource"])
         rejected = CounterMetricFamily("bulkflow_rows_rejected", "Rows rejected by imports", labels=["resource"])
         exported = CounterMetricFamily("bulkflow_rows_exported", "Rows written by export jobs", labels=["resource"])
-        import_time = SummaryMetricFamily("bulkflow_import_duration_seconds", "Finished import jobs, wall time", labels=["resource"])
-        export_time = SummaryMetricFamily("bulkflow_export_duration_seconds", "Finished export jobs", labels=["resource"])
+        import_time = SummaryMetricFamily(
+            "bulkflow_import_duration_seconds", "Finished import jobs, wall time", labels=["resource"]
+        )
+        export_time = SummaryMetricFamily(
+            "bulkflow_export_duration_seconds", "Finished export jobs", labels=["resource"]
+        )
         with connect(self.settings) as conn, conn.cursor() as cur:
             cur.execute(
                 "SELECT j.resource, coalesce(sum(c.inserted + c.updated), 0), coalesce(sum(c.rejected), 0) "

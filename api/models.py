@@ -65,7 +65,9 @@ class ImportJob(ImportCounts):
     resource: Optional[str] = None
     source: Optional[str] = None
     source_name: Optional[str] = Field(default=None, description="The file's name as its sender knows it.")
-    already_committed: int = Field(default=0, description="Rows of chunks earlier runs had committed: not written again.")
+    already_committed: int = Field(
+        default=0, description="Rows of chunks earlier runs had committed: not written again."
+    )
     already_committed_by: list[str] = Field(default_factory=list, description="The runs that committed those chunks.")
     rejects_by_rule: dict[str, int] = Field(default_factory=dict, description="This run's reject entries per rule id.")
     chunks_committed: int = Field(default=0, description="Chunks this run committed.")

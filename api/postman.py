@@ -42,15 +42,17 @@ def _requests(path: str, method: str, operation: dict[str, Any], openapi: dict[s
     parameters = operation.get("parameters", [])
     segments = [("{{jobId}}" if s == "{job_id}" else s) for s in path.strip("/").split("/")]
     query = [
-        {"key": p["name"], "value": "users" if p["name"] == "resource" else "", "disabled": not p.get("required", False)}
+        {
+            "key": p["name"],
+            "value": "users" if p["name"] == "resource" else "",
+            "disabled": not p.get("required", False),
+        }
         for p in parameters
         if p["in"] == "query"
     ]
     request: dict[str, Any] = {
         "method": method.upper(),
-        "header": [
-            {"key": p["name"], "value": "", "disabled": True} for p in parameters if p["in"] == "header"
-        ],
+        "header": [{"key": p["name"], "value": "", "disabled": True} for p in parameters if p["in"] == "header"],
         "url": {
             "raw": "{{baseUrl}}/" + "/".join(segments),
             "host": ["{{baseUrl}}"],
@@ -64,7 +66,10 @@ def _requests(path: str, method: str, operation: dict[str, Any], openapi: dict[s
     if not content:
         return [{"name": name, "request": request}]
     return [
-        {"name": f"{name} ({media_type})" if len(content) > 1 else name, "request": {**request, "body": _body(media_type, body, openapi)}}
+        {
+            "name": f"{name} ({media_type})" if len(content) > 1 else name,
+            "request": {**request, "body": _body(media_type, body, openapi)},
+        }
         for media_type, body in content.items()
     ]
 
@@ -75,7 +80,8 @@ def _body(media_type: str, content: dict[str, Any], openapi: dict[str, Any]) -> 
         return {
             "mode": "formdata",
             "formdata": [
-                {"key": name, "type": "file", "src": ""} if spec.get("format") == "binary"
+                {"key": name, "type": "file", "src": ""}
+                if spec.get("format") == "binary"
                 else {"key": name, "type": "text", "value": (spec.get("enum") or [""])[0]}
                 for name, spec in properties.items()
             ],

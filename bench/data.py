@@ -25,7 +25,9 @@ class BenchFile:
     """What `\\copy` reads: the same rows (valid ones only for the invalid variant)."""
 
 
-def prepare(folder: Path, resource: str, rows: int, *, users: int, articles: int, invalid_share: float = 0.0) -> BenchFile:
+def prepare(
+    folder: Path, resource: str, rows: int, *, users: int, articles: int, invalid_share: float = 0.0
+) -> BenchFile:
     """Write (once) the files of one workload under `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     suffix = f"-{int(invalid_share * 100)}pct-invalid" if invalid_share else ""

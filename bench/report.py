@@ -47,7 +47,8 @@ def summarise(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
         "machine": machine(outcome["postgres"]),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "comparisons": [
-            asdict(c) | {
+            asdict(c)
+            | {
                 "copy_median_s": round(statistics.median(c.copy_s), 3),
                 "ours_median_s": round(statistics.median(c.ours_s), 3),
                 "ratio": round(c.ratio, 3),
@@ -92,10 +93,12 @@ def markdown(summary: dict[str, Any]) -> str:
         "(target ≤ 1.25x, under 500 MB)."
     )
     if summary["time_per_row_growth"] is not None:
-        lines.append(f"Time per row, {largest:,} rows over 1,000,000: {summary['time_per_row_growth']:.2f}x (target ≤ 1.15x).")
+        lines.append(
+            f"Time per row, {largest:,} rows over 1,000,000: {summary['time_per_row_growth']:.2f}x (target ≤ 1.15x)."
+        )
     fixed = summary["fixed_cost"]
     lines.append(
-        f"Fixed cost: a 10-row import {fixed['ten_rows_s']:.2f} s, `python -c \"import prefect\"` "
+        f'Fixed cost: a 10-row import {fixed["ten_rows_s"]:.2f} s, `python -c "import prefect"` '
         f"{fixed['import_prefect_s']:.2f} s: {fixed['ratio']:.2f}x (target ≤ 1.5x)."
     )
     return "\n".join(lines) + "\n"
@@ -119,11 +122,15 @@ def chart(summary: dict[str, Any], path: Path) -> bool:
     left.legend()
     middle.plot(rows, [p["peak_rss_mb"] for p in memory], "o-", color="tab:red")
     middle.axhline(500, color="grey", linestyle=":", label="500 MB")
-    middle.set(xscale="log", xlabel="rows (users)", ylabel="peak RSS (MB)", title="bulkflow import peak memory", ylim=(0, 600))
+    middle.set(
+        xscale="log", xlabel="rows (users)", ylabel="peak RSS (MB)", title="bulkflow import peak memory", ylim=(0, 600)
+    )
     middle.legend()
     names = [f"{c['kind']}\n{c['workload']}" for c in summary["comparisons"]]
     ratios = [c["ratio"] for c in summary["comparisons"]]
-    colours = ["tab:green" if c["met"] else ("tab:grey" if c["met"] is None else "tab:orange") for c in summary["comparisons"]]
+    colours = [
+        "tab:green" if c["met"] else ("tab:grey" if c["met"] is None else "tab:orange") for c in summary["comparisons"]
+    ]
     right.barh(names, ratios, color=colours)
     right.axvline(1.0, color="black", linewidth=0.8)
     right.set(xlabel="bulkflow / COPY throughput", title="Ratios (green: target met)")

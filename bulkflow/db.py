@@ -84,7 +84,12 @@ def stop_server(data_dir: Path) -> None:
 
         server = PostgresServer(data_dir, cleanup_mode=None)  # its binaries and user; constructing it starts nothing
     try:
-        pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), bin_path=server.bin_path, user=server.system_user)
+        pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(data_dir), "-m", "fast", "stop"),
+            bin_path=server.bin_path,
+            user=server.system_user,
+        )
     except Exception:  # noqa: BLE001 - pg_ctl fails only when no server runs there: nothing to stop
         if (data_dir / "postmaster.pid").exists():
             raise

@@ -1,5 +1,4 @@
-"""The commands that move data: import, export, rejects, the demo and the sample generator.
-"""
+"""The commands that move data: import, export, rejects, the demo and the sample generator."""
 
 from __future__ import annotations
 
@@ -48,9 +47,13 @@ def export_command(
     resource: Annotated[str, typer.Argument(help="users, articles or comments")],
     format: Annotated[str, typer.Option("--format", "-f", help="ndjson, csv, json, parquet")] = "ndjson",
     output: Annotated[str, typer.Option("--output", "-o", help="file path, fsspec URL, or - for stdout")] = "-",
-    where: Annotated[Optional[list[str]], typer.Option("--where", "-w", help="FIELD=VALUE, FIELD>=VALUE, FIELD<VALUE")] = None,
+    where: Annotated[
+        Optional[list[str]], typer.Option("--where", "-w", help="FIELD=VALUE, FIELD>=VALUE, FIELD<VALUE")
+    ] = None,
     fields: Annotated[Optional[str], typer.Option("--fields", help="comma-separated fields to export")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="the most rows to export (the first by id)")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", min=0, help="the most rows to export (the first by id)")
+    ] = None,
 ) -> None:
     """Stream rows out of the database (ordered by id) to a file, a URL or stdout."""
     from decisions.exports import parse_where, plan_export
@@ -162,7 +165,13 @@ def generate_command(
 
 
 def run_import(
-    resource: str, source: str, format: str | None, chunk_size: int | None, key: str | None, *, json_report: bool = False
+    resource: str,
+    source: str,
+    format: str | None,
+    chunk_size: int | None,
+    key: str | None,
+    *,
+    json_report: bool = False,
 ) -> ImportReport:
     from prefect import tags
 

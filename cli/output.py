@@ -60,7 +60,13 @@ class errors_as_exit:
         message = message[:MAX_MESSAGE]
         stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         if self.json_report:
-            failed = {"status": "failed", "error": message, "kind": kind, "exit_code": code, "flow_run_id": self.flow_run_id}
+            failed = {
+                "status": "failed",
+                "error": message,
+                "kind": kind,
+                "exit_code": code,
+                "flow_run_id": self.flow_run_id,
+            }
             typer.echo(json.dumps(failed))
         raise typer.Exit(code)
 
@@ -125,9 +131,16 @@ def progress_bar(enabled: bool) -> Iterator[None]:
 
     from tasks.report import add_progress_listener
 
-    columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rows]:,}{task.fields[of]} rows"), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("importing"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:,}{task.fields[of]} rows"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     started = time.monotonic()
 
     def show(rows: int, fraction: float, position: float) -> None:
@@ -152,7 +165,9 @@ def row_counter(enabled: bool) -> Iterator[Callable[[int], None] | None]:
     """A live row count while an export runs; yields the row-count callback."""
     from rich.progress import SpinnerColumn, TextColumn
 
-    with _live_progress(enabled, SpinnerColumn(), TextColumn("exporting {task.completed:,} rows"), total=None) as update:
+    with _live_progress(
+        enabled, SpinnerColumn(), TextColumn("exporting {task.completed:,} rows"), total=None
+    ) as update:
         yield None if update is None else (lambda rows: update(completed=rows))
 
 
@@ -165,15 +180,21 @@ def print_report(report: ImportReport) -> None:
         table.add_row(f"  rejects: {rule}", str(count))
     if report.already_committed:
         by = ", ".join(report.already_committed_by) or "an earlier run"
-        table.add_row("already committed", f"{report.already_committed} rows in {report.chunks_skipped} "
-                      f"chunk(s), by {by}: not written again")
+        table.add_row(
+            "already committed",
+            f"{report.already_committed} rows in {report.chunks_skipped} chunk(s), by {by}: not written again",
+        )
     for key in ("chunks", "duration_s", "rows_per_s", "job_key", "flow_run_id"):
         table.add_row(key, str(getattr(report, key)))
     job = report.job
     if report.already_committed:
-        table.add_row("job totals", f"{job.rows_read} rows read, {job.inserted} inserted, "
-                      f"{job.updated} updated, {job.rejected} rejected")
+        table.add_row(
+            "job totals",
+            f"{job.rows_read} rows read, {job.inserted} inserted, {job.updated} updated, {job.rejected} rejected",
+        )
     console = Console()
     console.print(table)
     if job.rejected:
-        console.print(f"all rejects: bulkflow rejects {report.job_key} -o rejects.ndjson", highlight=False, soft_wrap=True)
+        console.print(
+            f"all rejects: bulkflow rejects {report.job_key} -o rejects.ndjson", highlight=False, soft_wrap=True
+        )

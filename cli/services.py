@@ -53,8 +53,11 @@ def _announce_landing(settings: Settings) -> None:
     from tasks.landing import prepare_landing
 
     folders = prepare_landing(settings)
-    stderr.print(f"landing: {settings.landing_root()} (looked at every {settings.landing_interval_s} s; "
-                 "Ctrl-C stops)", highlight=False, soft_wrap=True)
+    stderr.print(
+        f"landing: {settings.landing_root()} (looked at every {settings.landing_interval_s} s; Ctrl-C stops)",
+        highlight=False,
+        soft_wrap=True,
+    )
     for folder in folders:
         stderr.print(f"  drop {folder.rsplit('/', 1)[-1]} files in {folder}/", highlight=False, soft_wrap=True)
 
@@ -86,7 +89,9 @@ def deploy_command() -> None:
     deployed = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         # prefect.yaml's pull step reads $PWD: the repository, wherever this was started from
-        cwd=REPOSITORY, env={**os.environ, **deploy_environment(settings), "PWD": str(REPOSITORY)}, check=False,
+        cwd=REPOSITORY,
+        env={**os.environ, **deploy_environment(settings), "PWD": str(REPOSITORY)},
+        check=False,
     )
     raise typer.Exit(deployed.returncode)
 
@@ -123,12 +128,22 @@ def api_command(
 def bench_command(
     rows: Annotated[int, typer.Option("--rows", min=100, help="rows of users, articles and comments each")] = 1_000_000,
     repeats: Annotated[int, typer.Option("--repeats", min=1)] = 3,
-    memory_rows: Annotated[str, typer.Option("--memory-rows", help="users import sizes for peak memory")] = "10000,100000,1000000,10000000",
-    workdir: Annotated[Path, typer.Option("--workdir", help="generated files, the bench database")] = Path(".bulkflow-bench"),
-    results: Annotated[Path, typer.Option("--results", help="where results.json/.md and chart.png go")] = Path("bench/results"),
+    memory_rows: Annotated[
+        str, typer.Option("--memory-rows", help="users import sizes for peak memory")
+    ] = "10000,100000,1000000,10000000",
+    workdir: Annotated[Path, typer.Option("--workdir", help="generated files, the bench database")] = Path(
+        ".bulkflow-bench"
+    ),
+    results: Annotated[Path, typer.Option("--results", help="where results.json/.md and chart.png go")] = Path(
+        "bench/results"
+    ),
     prefect_api_url: Annotated[
         Optional[str],
-        typer.Option("--prefect-api-url", envvar="BULKFLOW_BENCH_PREFECT_API_URL", help="a running Prefect API (default: start one)"),
+        typer.Option(
+            "--prefect-api-url",
+            envvar="BULKFLOW_BENCH_PREFECT_API_URL",
+            help="a running Prefect API (default: start one)",
+        ),
     ] = None,
 ) -> None:
     """Benchmark imports and exports against PostgreSQL's own COPY (own database, own Prefect server)."""

@@ -85,7 +85,9 @@ def _keys_need_no_lookup(resource: Resource, candidates: pl.DataFrame) -> bool:
 def _missing_references(cur: Cursor, fk: ForeignKey) -> pl.DataFrame:
     cur.execute(missing_reference_query(fk))
     return frame_of(cur.fetch_arrow_table()).select(
-        pl.col("line").cast(pl.Int64), pl.lit(fk.field).alias("field"), pl.lit(fk.rule).alias("rule"),
+        pl.col("line").cast(pl.Int64),
+        pl.lit(fk.field).alias("field"),
+        pl.lit(fk.rule).alias("rule"),
         pl.lit(missing_message(fk)).alias("message"),
     )
 

@@ -33,7 +33,9 @@ class DatabaseFacts:
 def no_facts() -> DatabaseFacts:
     """Facts of an empty database (pure tests, and rows with nothing to look up)."""
     return DatabaseFacts(
-        missing_references=pl.DataFrame(schema={"line": pl.Int64, "field": pl.String, "rule": pl.String, "message": pl.String}),
+        missing_references=pl.DataFrame(
+            schema={"line": pl.Int64, "field": pl.String, "rule": pl.String, "message": pl.String}
+        ),
         keys=pl.DataFrame(schema={LINE: pl.Int64, KEY: pl.String, RESOLVED_ID: pl.String, HOLDER: pl.String}),
     )
 
@@ -115,7 +117,11 @@ def chunk_keys(resource: Resource, check: RecordCheck, facts: DatabaseFacts) -> 
     rows = _with_key_facts(resource, check.flagged.filter(pl.col(OK)).select(columns), facts)
     recorded = facts.recorded_rejects
     candidates = rows.select(
-        LINE, "id", GIVEN_ID, KEY, HOLDER,
+        LINE,
+        "id",
+        GIVEN_ID,
+        KEY,
+        HOLDER,
         (~pl.col(LINE).is_in(facts.missing_references["line"].implode())).alias(OK),
         (pl.col(LINE).is_in(recorded.implode()) if recorded is not None else pl.lit(False)).alias(RECORDED),
     )
@@ -143,10 +149,14 @@ def decide_keys(resource: Resource, keys: ChunkKeys, seen: SeenKeys) -> KeyDecis
 def apply_decision(resource: Resource, check: RecordCheck, decision: KeyDecision) -> CheckedChunk:
     """The chunk's rows to load and its rejects, by the record rules and `decision`."""
     marked = check.flagged.drop("id").join(decision.outcome, on=LINE, how="left", maintain_order="left")
-    rejects = pl.concat([
-        check.rejects, _reference_rejects(resource, check.source, decision.missing_references),
-        _taken_rejects(resource, marked), duplicate_rejects(resource, marked),
-    ])
+    rejects = pl.concat(
+        [
+            check.rejects,
+            _reference_rejects(resource, check.source, decision.missing_references),
+            _taken_rejects(resource, marked),
+            duplicate_rejects(resource, marked),
+        ]
+    )
     return CheckedChunk(
         index=check.index,
         rows_read=check.rows_read,
@@ -178,8 +188,7 @@ def _taken(resource: Resource, rows: pl.DataFrame, passed: pl.Expr, seen: SeenKe
         return pl.Series(TAKEN, [False] * rows.height, dtype=pl.Boolean)
     hit = (pl.col(GIVEN_ID).is_not_null() & pl.col(HOLDER).is_not_null()).fill_null(False)
     earlier = (
-        rows.filter(passed & ~hit).group_by("id").agg(pl.col(LINE).min().alias("_holder_line"))
-        .rename({"id": HOLDER})
+        rows.filter(passed & ~hit).group_by("id").agg(pl.col(LINE).min().alias("_holder_line")).rename({"id": HOLDER})
     )
     judged = rows.select(LINE, HOLDER, hit.alias("_hit")).join(earlier, on=HOLDER, how="left", maintain_order="left")
     moved_here = (pl.col("_holder_line") < pl.col(LINE)).fill_null(False)
@@ -196,10 +205,12 @@ def _reference_rejects(resource: Resource, source: pl.DataFrame, missing: pl.Dat
     if missing.height == 0:
         return empty_rejects()
     groups = missing.group_by(["field", "rule", "message"], maintain_order=True)
-    return pl.concat([
-        line_rejects(source, resource, group["line"], field=str(field_name), rule=str(rule), message=str(message))
-        for (field_name, rule, message), group in groups
-    ])
+    return pl.concat(
+        [
+            line_rejects(source, resource, group["line"], field=str(field_name), rule=str(rule), message=str(message))
+            for (field_name, rule, message), group in groups
+        ]
+    )
 
 
 def _taken_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
@@ -207,7 +218,9 @@ def _taken_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
     if nk is None or not marked.get_column(TAKEN).any():
         return empty_rejects()
     hits = marked.filter(pl.col(TAKEN))
-    message = pl.concat_str(pl.lit(f"{nk.field} is already used by another {resource.name[:-1]} (id "), HOLDER, pl.lit(")"))
+    message = pl.concat_str(
+        pl.lit(f"{nk.field} is already used by another {resource.name[:-1]} (id "), HOLDER, pl.lit(")")
+    )
     return reject_entries(hits, resource, field=nk.field, rule=nk.taken_rule, message=message)
 
 

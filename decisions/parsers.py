@@ -64,12 +64,10 @@ def _parse_any_timestamps(text: pl.Series) -> pl.Series:
 def _parse_any_timestamp(text: pl.Expr) -> pl.Expr:
     iso = text.str.strip_chars().str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T")
     with_offset = [
-        iso.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
-        for fmt in _TIMESTAMP_FORMATS
+        iso.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us") for fmt in _TIMESTAMP_FORMATS
     ]
     naive = [
-        iso.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC")
-        for fmt in _NAIVE_FORMATS
+        iso.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC") for fmt in _NAIVE_FORMATS
     ]
     return pl.coalesce(*with_offset, *naive)
 

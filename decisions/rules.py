@@ -93,7 +93,9 @@ def excerpt(text: pl.Expr, limit: int) -> pl.Expr:
 
 def raw_record(rows: pl.DataFrame, resource: Resource) -> pl.Expr:
     """The record as read: the source line for NDJSON, else the fields as a JSON object."""
-    columns = [pl.col(f.name + RAW_SUFFIX).alias(f.name) for f in resource.fields if f.name + RAW_SUFFIX in rows.columns]
+    columns = [
+        pl.col(f.name + RAW_SUFFIX).alias(f.name) for f in resource.fields if f.name + RAW_SUFFIX in rows.columns
+    ]
     fields = pl.struct(columns).struct.json_encode() if columns else pl.lit(None, pl.String)
     return pl.coalesce(pl.col(RAW_RECORD), fields) if RAW_RECORD in rows.columns else fields
 

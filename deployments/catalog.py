@@ -29,38 +29,46 @@ def _sync(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) 
 
 
 def import_deployment() -> RunnerDeployment:
-    return _sync(import_flow.to_deployment(
-        name=IMPORT.split("/")[1],
-        tags=TAGS,
-        description="Import a file (path or URL) into users, articles or comments, exactly once.",
-    ))
+    return _sync(
+        import_flow.to_deployment(
+            name=IMPORT.split("/")[1],
+            tags=TAGS,
+            description="Import a file (path or URL) into users, articles or comments, exactly once.",
+        )
+    )
 
 
 def export_deployment() -> RunnerDeployment:
-    return _sync(export_flow.to_deployment(
-        name=EXPORT.split("/")[1],
-        tags=TAGS,
-        description="Export a resource (filters, fields) to BULKFLOW_EXPORT_URL with a manifest.",
-    ))
+    return _sync(
+        export_flow.to_deployment(
+            name=EXPORT.split("/")[1],
+            tags=TAGS,
+            description="Export a resource (filters, fields) to BULKFLOW_EXPORT_URL with a manifest.",
+        )
+    )
 
 
 def nightly_deployment(settings: Settings) -> RunnerDeployment:
-    return _sync(nightly_export.to_deployment(
-        name=NIGHTLY.split("/")[1],
-        tags=TAGS,
-        cron=settings.nightly_cron,
-        parameters={"format": "parquet"},
-        description="Parquet snapshot of users, articles and comments into BULKFLOW_EXPORT_URL.",
-    ))
+    return _sync(
+        nightly_export.to_deployment(
+            name=NIGHTLY.split("/")[1],
+            tags=TAGS,
+            cron=settings.nightly_cron,
+            parameters={"format": "parquet"},
+            description="Parquet snapshot of users, articles and comments into BULKFLOW_EXPORT_URL.",
+        )
+    )
 
 
 def landing_deployment() -> RunnerDeployment:
-    return _sync(landing_pickup.to_deployment(
-        name=LANDING.split("/")[1],
-        tags=TAGS,
-        description="Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first. "
-        "Started by the landing watcher when files wait (no schedule: no empty runs).",
-    ))
+    return _sync(
+        landing_pickup.to_deployment(
+            name=LANDING.split("/")[1],
+            tags=TAGS,
+            description="Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first. "
+            "Started by the landing watcher when files wait (no schedule: no empty runs).",
+        )
+    )
 
 
 def all_deployments(settings: Settings) -> list[RunnerDeployment]:

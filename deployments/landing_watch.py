@@ -47,7 +47,10 @@ def start_pickup_if_files_wait(settings: Settings) -> UUID | None:
             logger.warning(
                 "the landing pick-up %s is paused (by an operator, or by the error-rate automation after a bad "
                 "file): %d landed file(s) wait; look at the last pick-up's rejects, then `prefect deployment "
-                "resume %s`", LANDING, len(waiting), LANDING,
+                "resume %s`",
+                LANDING,
+                len(waiting),
+                LANDING,
             )
             return None
         active = client.read_flow_runs(

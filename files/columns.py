@@ -61,7 +61,9 @@ def _parquet_columns(staged: StagedSource) -> list[str]:
     for name in schema.names:
         kind = schema.field(name).type
         if pa.types.is_struct(kind) or pa.types.is_map(kind):
-            raise InputError(f"{staged.source}: column {name} holds structs; bulkflow reads text, numbers, booleans, timestamps and lists")
+            raise InputError(
+                f"{staged.source}: column {name} holds structs; bulkflow reads text, numbers, booleans, timestamps and lists"
+            )
     for _ in parquet.iter_batches(batch_size=65_536):
         pass
     return list(schema.names)

@@ -43,7 +43,9 @@ def checked_copy(
             check_size(size + len(block), source, limit)
         digest.update(block)
         if text and size == 0 and block.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            raise InputError(f"{source} is UTF-16 (it starts with a UTF-16 byte order mark): re-encode the file as UTF-8")
+            raise InputError(
+                f"{source} is UTF-16 (it starts with a UTF-16 byte order mark): re-encode the file as UTF-8"
+            )
         if text and dst is not None and size == 0 and b"\r" in block and b"\n" not in block:
             newlines = _CrToLf()
         if newlines is not None:

@@ -45,10 +45,7 @@ def detect_format(source: str, override: str | None = None) -> tuple[Format, str
         return check_format(override), compression
     if suffixes and suffixes[-1] in _EXTENSIONS:
         return _EXTENSIONS[suffixes[-1]], compression
-    raise ParameterError(
-        f"cannot tell the format of {source!r} from its name: pass --format "
-        f"({', '.join(FORMATS)})"
-    )
+    raise ParameterError(f"cannot tell the format of {source!r} from its name: pass --format ({', '.join(FORMATS)})")
 
 
 def check_source(source: str, format_override: str | None = None) -> tuple[Format, str | None, Path | None]:

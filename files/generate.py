@@ -66,9 +66,11 @@ def generate(spec: GeneratorSpec) -> pl.DataFrame:
     frame = frame.with_columns(pl.when(pl.col("_invalid")).then(kind).alias("_kind"))
     builder = {"users": _users, "articles": _articles, "comments": _comments}[spec.resource]
     rules = pl.Series(kinds)
-    return builder(frame, spec, pl.col("_kind")).with_columns(
-        pl.col("_kind").replace_strict(list(range(len(kinds))), rules, default=None).alias(BROKEN_RULE)
-    ).drop("i", "_invalid", "_kind")
+    return (
+        builder(frame, spec, pl.col("_kind"))
+        .with_columns(pl.col("_kind").replace_strict(list(range(len(kinds))), rules, default=None).alias(BROKEN_RULE))
+        .drop("i", "_invalid", "_kind")
+    )
 
 
 def expected_rejects(frame: pl.DataFrame) -> dict[str, int]:
@@ -127,9 +129,12 @@ def _users(frame: pl.DataFrame, spec: GeneratorSpec, breakage: pl.Expr) -> pl.Da
     roles = pl.lit(["admin", "author", "editor", "reader"])
     return frame.with_columns(
         _own_id("usr_", spec).alias("id"),
-        pl.when(breakage == 0).then(pl.format("user{}@bar", i))  # no dot in the domain
-        .when(breakage == 1).then(pl.format("USER{}@example.com", i - 1))  # case-varied duplicate
-        .otherwise(email).alias("email"),
+        pl.when(breakage == 0)
+        .then(pl.format("user{}@bar", i))  # no dot in the domain
+        .when(breakage == 1)
+        .then(pl.format("USER{}@example.com", i - 1))  # case-varied duplicate
+        .otherwise(email)
+        .alias("email"),
         pl.format("User {}", i).alias("name"),
         pl.when(breakage == 2).then(pl.lit("manager")).otherwise(roles.list.get(i % 4)).alias("role"),
         pl.when(breakage == 3).then(pl.lit("yes")).otherwise((i % 3 != 0).cast(pl.String)).alias("active"),
@@ -140,18 +145,25 @@ def _users(frame: pl.DataFrame, spec: GeneratorSpec, breakage: pl.Expr) -> pl.Da
 
 def _articles(frame: pl.DataFrame, spec: GeneratorSpec, breakage: pl.Expr) -> pl.DataFrame:
     i = pl.col("i")
-    status = pl.when(breakage == 3).then(pl.lit("draft")).otherwise(
-        pl.lit(["draft", "published", "archived"]).list.get(i % 3)
+    status = (
+        pl.when(breakage == 3)
+        .then(pl.lit("draft"))
+        .otherwise(pl.lit(["draft", "published", "archived"]).list.get(i % 3))
     )
     return frame.with_columns(
         _own_id("art_", spec).alias("id"),
-        pl.when(breakage == 0).then(pl.format("Bad Slug {}!", i))
-        .when(breakage == 1).then(pl.format("article-{}", i - 1))  # duplicate slug
-        .otherwise(pl.format("article-{}", i)).alias("slug"),
+        pl.when(breakage == 0)
+        .then(pl.format("Bad Slug {}!", i))
+        .when(breakage == 1)
+        .then(pl.format("article-{}", i - 1))  # duplicate slug
+        .otherwise(pl.format("article-{}", i))
+        .alias("slug"),
         pl.format("Article {}", i).alias("title"),
-        pl.format("Body of article {} with \"quotes\", commas\nand a second line.", i).alias("body"),
-        pl.when(breakage == 2).then(pl.format("usr_missing_{}", i))
-        .otherwise(_referenced(i, spec.users, "usr_")).alias("author_id"),
+        pl.format('Body of article {} with "quotes", commas\nand a second line.', i).alias("body"),
+        pl.when(breakage == 2)
+        .then(pl.format("usr_missing_{}", i))
+        .otherwise(_referenced(i, spec.users, "usr_"))
+        .alias("author_id"),
         pl.concat_list(pl.lit("news"), pl.format("t{}", i % 10)).alias("tags"),
         pl.when((status != "draft") | (breakage == 3)).then(_timestamp(i * 53)).alias("published_at"),
         pl.when(breakage == 4).then(pl.lit("pending")).otherwise(status).alias("status"),
@@ -163,10 +175,16 @@ def _comments(frame: pl.DataFrame, spec: GeneratorSpec, breakage: pl.Expr) -> pl
     long_body = pl.lit(" ".join(["word"] * 501))
     return frame.with_columns(
         pl.when(breakage == 3).then(pl.lit(None, pl.String)).otherwise(pl.format("cm_{}", i)).alias("id"),
-        pl.when(breakage == 0).then(pl.format("art_missing_{}", i))
-        .otherwise(_referenced(i, spec.articles, "art_")).alias("article_id"),
+        pl.when(breakage == 0)
+        .then(pl.format("art_missing_{}", i))
+        .otherwise(_referenced(i, spec.articles, "art_"))
+        .alias("article_id"),
         _referenced(i + 1, spec.users, "usr_").alias("user_id"),
-        pl.when(breakage == 1).then(pl.lit("   ")).when(breakage == 2).then(long_body)
-        .otherwise(pl.format("Comment {} — ünïcödé, \"quoted\"", i)).alias("body"),
+        pl.when(breakage == 1)
+        .then(pl.lit("   "))
+        .when(breakage == 2)
+        .then(long_body)
+        .otherwise(pl.format('Comment {} — ünïcödé, "quoted"', i))
+        .alias("body"),
         _timestamp(i * 11).alias("created_at"),
     )

@@ -136,8 +136,10 @@ def read_span(stream: Seekable, file: SharedFile, resource: Resource, span: Chun
                 batches = _ndjson_span(text, resource, max_record)
         chunks = [batch.rows for batch in _exact_batches(batches, span.rows)]
     if len(chunks) != 1 or chunks[0].height != span.rows:
-        raise InputError(f"{file.source} changed while it was being imported: chunk {span.index} no longer holds "
-                         f"{span.rows} rows at {file.location}")
+        raise InputError(
+            f"{file.source} changed while it was being imported: chunk {span.index} no longer holds "
+            f"{span.rows} rows at {file.location}"
+        )
     return chunks[0]
 
 
@@ -212,7 +214,9 @@ def _csv_block(data: bytes, first_line: int, names: list[str], header: bytes, re
         return _csv_records(data, first_line, names, resource)
     if batch.height != len(csv_record_starts(data)):
         return _csv_records(data, first_line, names, resource)
-    quoted_commas = batch.select(pl.sum_horizontal(pl.all().str.count_matches(",", literal=True).fill_null(0)).sum()).item()
+    quoted_commas = batch.select(
+        pl.sum_horizontal(pl.all().str.count_matches(",", literal=True).fill_null(0)).sum()
+    ).item()
     if data.count(b",") - (quoted_commas or 0) != batch.height * (len(names) - 1):
         return _csv_records(data, first_line, names, resource)
     return _with_csv_lines(batch, resource, first_line)
@@ -278,7 +282,9 @@ def ndjson_lines(block: Block) -> pl.DataFrame:
     text = block.data.decode("utf-8")
     return (
         pl.Series(RAW_RECORD, [text.removeprefix("\ufeff") if block.first_line == 1 else text])
-        .str.split("\n").explode().to_frame()
+        .str.split("\n")
+        .explode()
+        .to_frame()
         .with_row_index(LINE, offset=block.first_line)
     )
 
@@ -289,9 +295,13 @@ def _ndjson_fields(lines: pl.DataFrame, resource: Resource) -> pl.DataFrame:
     read again exactly (`_exact_values`)."""
     line = pl.col(RAW_RECORD).str.strip_chars()
     is_object = line.str.starts_with("{") & line.str.json_path_match("$").is_not_null()
-    fields = [pl.when(is_object).then(line.str.json_path_match(f"$.{name}")).alias(name) for name in resource.field_names]
+    fields = [
+        pl.when(is_object).then(line.str.json_path_match(f"$.{name}")).alias(name) for name in resource.field_names
+    ]
     read = lines.select(
-        pl.col(LINE).cast(pl.Int64), *fields, pl.col(RAW_RECORD),
+        pl.col(LINE).cast(pl.Int64),
+        *fields,
+        pl.col(RAW_RECORD),
         pl.when(~is_object).then(pl.lit("malformed_record")).alias(READ_RULE),
         pl.when(~is_object).then(pl.lit("the line is not a JSON object (or is nested too deeply)")).alias(READ_MESSAGE),
         pl.lit(None, pl.String).alias(INVALID_TYPE),
@@ -404,4 +414,3 @@ def _exact_batches(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
             yield Batch(joined.head(size), progress)
     if held:
         yield Batch(pl.concat(pending, how="diagonal_relaxed"), 1.0)
-

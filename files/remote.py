@@ -77,7 +77,9 @@ def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
     )
 
 
-def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _carried(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The address itself and the IPv4 addresses embedded in it."""
     if isinstance(address, ipaddress.IPv4Address):
         return [address]
@@ -96,7 +98,9 @@ def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipa
 def check_size(size: int, source: str, limit: int) -> None:
     """TooLargeError once `size` bytes exceed `limit` (BULKFLOW_MAX_SOURCE_BYTES)."""
     if size > limit:
-        raise TooLargeError(f"{source} is larger than the {limit} byte limit (BULKFLOW_MAX_SOURCE_BYTES)", source=source)
+        raise TooLargeError(
+            f"{source} is larger than the {limit} byte limit (BULKFLOW_MAX_SOURCE_BYTES)", source=source
+        )
 
 
 def limited(chunks: Iterator[bytes], source: str, settings: Settings) -> Iterator[bytes]:

@@ -81,7 +81,7 @@ def stage_source(source: str, format_override: str | None = None, *, settings: S
         if copied.quotes_odd:
             line, why = find_quote_problem(staged.path)
             raise InputError(
-                f"{source} line {line}: {why}; fix the quoting (a quote inside a field is written \"\")",
+                f'{source} line {line}: {why}; fix the quoting (a quote inside a field is written "")',
                 source=source,
                 line=line,
             )
@@ -119,7 +119,9 @@ def _stage_copy(source: str, fmt: Format, compression: str | None, settings: Set
         Path(name).unlink(missing_ok=True)
         raise
     verbatim = compression is None and fmt == read_as and not copied.rewritten
-    staged = StagedSource(source, Path(name), read_as, fmt, copied.sha256, copied.size, temporary=True, verbatim=verbatim)
+    staged = StagedSource(
+        source, Path(name), read_as, fmt, copied.sha256, copied.size, temporary=True, verbatim=verbatim
+    )
     return staged, copied
 
 
@@ -146,7 +148,9 @@ def _open_source(source: str, compression: str | None, settings: Settings) -> It
         ):
             if response.status_code >= 400:
                 raise InputError(f"cannot download {source}: HTTP {response.status_code}")
-            raw = io.BufferedReader(_IteratorReader(limited(response.iter_bytes(), source, settings)), buffer_size=BLOCK_BYTES)
+            raw = io.BufferedReader(
+                _IteratorReader(limited(response.iter_bytes(), source, settings)), buffer_size=BLOCK_BYTES
+            )
             yield gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw  # type: ignore[misc]  # GzipFile and BufferedReader are both binary streams
     except httpx.TransportError as exc:
         raise RetryableError(f"cannot download {source}: {exc}") from exc

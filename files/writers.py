@@ -144,5 +144,8 @@ def binary(sink: _MeteredSink) -> IO[bytes]:
 
 
 _WRITERS: dict[str, Callable[[_MeteredSink, ExportRequest], _BatchWriter]] = {
-    "ndjson": _NdjsonWriter, "json": _JsonArrayWriter, "csv": _CsvWriter, "parquet": _ParquetWriter,
+    "ndjson": _NdjsonWriter,
+    "json": _JsonArrayWriter,
+    "csv": _CsvWriter,
+    "parquet": _ParquetWriter,
 }

@@ -24,7 +24,9 @@ def _export_name() -> str:
     return export_run_name(str(flow_run.parameters["resource"]), str(flow_run.parameters["format"]))
 
 
-@flow(name="export", flow_run_name=_export_name, validate_parameters=True, persist_result=True, result_serializer="json")
+@flow(
+    name="export", flow_run_name=_export_name, validate_parameters=True, persist_result=True, result_serializer="json"
+)
 def export_flow(
     resource: ResourceName,
     format: ExportFormat = "parquet",
@@ -63,8 +65,13 @@ def _nightly_name() -> str:
     return f"nightly-{datetime.now(UTC):%Y-%m-%d}"
 
 
-@flow(name="nightly-export", flow_run_name=_nightly_name, validate_parameters=True, persist_result=True,
-      result_serializer="json")
+@flow(
+    name="nightly-export",
+    flow_run_name=_nightly_name,
+    validate_parameters=True,
+    persist_result=True,
+    result_serializer="json",
+)
 def nightly_export(format: ExportFormat = "parquet") -> list[ExportManifest]:
     """A snapshot of every resource (the nightly deployment runs this).
 

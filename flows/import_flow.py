@@ -114,7 +114,12 @@ def _import(
 
 
 def _load(
-    resource: Resource, staged: StagedSource, options: ImportOptions, settings: Settings, started: float, slot: SlotClaim
+    resource: Resource,
+    staged: StagedSource,
+    options: ImportOptions,
+    settings: Settings,
+    started: float,
+    slot: SlotClaim,
 ) -> ImportReport:
     run_id = str(flow_run.id) if flow_run.id else None
     name = display_name(staged.source, options.source_name)
@@ -124,7 +129,9 @@ def _load(
     if job.earlier_runs:
         get_run_logger().info(
             "continuing job %s of earlier run(s) %s: %d chunk(s) already committed",
-            job.key, ", ".join(job.earlier_runs), len(job.done_chunks),
+            job.key,
+            ", ".join(job.earlier_runs),
+            len(job.done_chunks),
         )
     progress = ImportProgress(resource, name)
     if settings.task_runner == "dask":
@@ -186,7 +193,9 @@ class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
 class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
     """Dask: a chunk is a span of `file`; the workers read it, the flow sees its keys."""
 
-    def __init__(self, settings: Settings, job: Job, ledger: ChunkLedger, file: SharedFile, runner: TaskRunner[Any]) -> None:
+    def __init__(
+        self, settings: Settings, job: Job, ledger: ChunkLedger, file: SharedFile, runner: TaskRunner[Any]
+    ) -> None:
         self.settings, self.job, self.ledger, self.file, self.runner = settings, job, ledger, file, runner
 
     def check(self, chunk: ChunkSpan, committed: bool) -> PrefectFuture[ChunkKeys]:

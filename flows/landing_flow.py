@@ -47,7 +47,9 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     label_run(None)
     pickup = _Pickup(settings)
     with events.alive():
-        for batch in import_batches(find_new_files(settings, landing or settings.landing_root()), settings.max_imports_per_resource):
+        for batch in import_batches(
+            find_new_files(settings, landing or settings.landing_root()), settings.max_imports_per_resource
+        ):
             pickup.run(batch)
     pickup.summary.publish()
     outcomes = pickup.outcomes
@@ -81,7 +83,9 @@ class _Pickup:
                 started.append((file, sha256, start_import(file)))
         for file, sha256, run in started:
             outcome, detail = outcome_of(wait_for_run(run.id, self.settings.landing_start_timeout_s))
-            totals = job_totals(self.settings, default_job_key(file.resource, sha256)) if outcome == "imported" else None
+            totals = (
+                job_totals(self.settings, default_job_key(file.resource, sha256)) if outcome == "imported" else None
+            )
             self.summary.add(file.name, outcome or "retry later", str(run.id), totals, detail)
             if outcome is None:
                 get_run_logger().warning("%s will be tried again by the next pick-up: %s", file.location, detail)

@@ -18,6 +18,4 @@ def get_resource(name: str) -> Resource:
     try:
         return RESOURCES[name]
     except KeyError:
-        raise ParameterError(
-            f"unknown resource {name!r}: choose one of {', '.join(RESOURCES)}"
-        ) from None
+        raise ParameterError(f"unknown resource {name!r}: choose one of {', '.join(RESOURCES)}") from None

@@ -40,7 +40,9 @@ def _baseline() -> tuple[str, ...]:
 
 
 NUMBERED: tuple[Migration, ...] = (
-    Migration("0001", "baseline: resource and bookkeeping tables (idempotent on a database of the first release)", _baseline()),
+    Migration(
+        "0001", "baseline: resource and bookkeeping tables (idempotent on a database of the first release)", _baseline()
+    ),
     Migration(
         "0002",
         "import_rejects indexed by chunk, for resuming runs that read a committed chunk's rejects",

@@ -68,9 +68,7 @@ class ImportReport(ImportCounts):
     already_committed_by: list[str] = Field(
         default_factory=list, description="the flow runs that committed those chunks"
     )
-    rejects_by_rule: dict[str, int] = Field(
-        default_factory=dict, description="this run's reject entries per rule id"
-    )
+    rejects_by_rule: dict[str, int] = Field(default_factory=dict, description="this run's reject entries per rule id")
     chunks: int = Field(default=0, description="chunks of the file")
     chunks_skipped: int = Field(default=0, description="chunks earlier runs had committed")
     continues_runs: list[str] = Field(
@@ -78,7 +76,9 @@ class ImportReport(ImportCounts):
     )
     duration_s: float = 0.0
     rows_per_s: float = 0.0
-    error_rate: float = Field(default=0.0, description="this run's rejected / rows it read (already committed ones excluded)")
+    error_rate: float = Field(
+        default=0.0, description="this run's rejected / rows it read (already committed ones excluded)"
+    )
     job: JobTotals = Field(default_factory=JobTotals, description="the job's totals over all its runs")
 
     @property

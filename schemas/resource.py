@@ -230,13 +230,10 @@ class Resource:
         if self.natural_key is not None:
             nk = self.natural_key
             statements.append(
-                f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_{nk.field}_key "
-                f"ON {self.name} (({nk.sql(nk.field)}))"
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_{nk.field}_key ON {self.name} (({nk.sql(nk.field)}))"
             )
         for fk in self.foreign_keys:
-            statements.append(
-                f"CREATE INDEX IF NOT EXISTS {self.name}_{fk.field}_idx ON {self.name} ({fk.field})"
-            )
+            statements.append(f"CREATE INDEX IF NOT EXISTS {self.name}_{fk.field}_idx ON {self.name} ({fk.field})")
         return statements + list(self.extra_ddl)
 
 

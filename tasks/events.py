@@ -90,4 +90,6 @@ def export_completed(manifest: ExportManifest) -> None:
 
 def export_failed(resource: str, format: str, error: BaseException) -> None:
     payload = {"error": first_line(error)}
-    emit_event("bulkflow.export.failed", resource=_resource("export", resource, f"{resource}.{format}"), payload=payload)
+    emit_event(
+        "bulkflow.export.failed", resource=_resource("export", resource, f"{resource}.{format}"), payload=payload
+    )

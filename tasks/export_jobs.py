@@ -29,7 +29,13 @@ def export_location(request: ExportRequest, run_id: str, root: str) -> str:
     return f"{root}/{request.resource.name}-{run_id}.{request.format}"
 
 
-@task(name="write-export", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(
+    name="write-export",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_condition,
+    cache_policy=NO_CACHE,
+)
 def write_export(request: ExportRequest, run_id: str, settings: Settings) -> ExportManifest:
     """Stream the export to storage, then record and return its manifest."""
     location = export_location(request, run_id, settings.export_root())
@@ -55,7 +61,13 @@ def write_export(request: ExportRequest, run_id: str, settings: Settings) -> Exp
     _record_finish(settings, manifest)
     get_run_logger().info(
         "exported %d %s rows as %s: %d bytes in %.2fs (%.0f rows/s) to %s",
-        stats.rows, request.resource.name, request.format, stats.bytes, stats.duration_s, stats.rows_per_s, location,
+        stats.rows,
+        request.resource.name,
+        request.format,
+        stats.bytes,
+        stats.duration_s,
+        stats.rows_per_s,
+        location,
     )
     return manifest
 
@@ -79,8 +91,15 @@ def _record_start(settings: Settings, request: ExportRequest, run_id: str, locat
         settings,
         "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, row_limit, location) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (flow_run_id) DO NOTHING",
-        (run_id, request.resource.name, request.format, json.dumps(request.filters),
-         json.dumps(list(request.fields)), request.limit, location),
+        (
+            run_id,
+            request.resource.name,
+            request.format,
+            json.dumps(request.filters),
+            json.dumps(list(request.fields)),
+            request.limit,
+            location,
+        ),
     )
 
 
@@ -118,8 +137,17 @@ def find_export(settings: Settings, job_id: str) -> RecordedExport | None:
     manifest = None
     if finished is not None:
         manifest = ExportManifest(
-            job_id=job_id, resource=resource, format=fmt, filters=json.loads(filters), fields=json.loads(fields),
-            limit=limit, rows=rows, bytes=size, sha256=sha256, duration_s=duration,
-            rows_per_s=round(rows / duration, 1) if duration else 0.0, location=location,
+            job_id=job_id,
+            resource=resource,
+            format=fmt,
+            filters=json.loads(filters),
+            fields=json.loads(fields),
+            limit=limit,
+            rows=rows,
+            bytes=size,
+            sha256=sha256,
+            duration_s=duration,
+            rows_per_s=round(rows / duration, 1) if duration else 0.0,
+            location=location,
         )
     return RecordedExport(resource, fmt, location, manifest)

@@ -54,7 +54,14 @@ def default_job_key(resource: str, sha256: str) -> str:
     return f"import:{resource}:{sha256}"
 
 
-@task(name="open-job", task_run_name="open-job-{resource.name}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(
+    name="open-job",
+    task_run_name="open-job-{resource.name}",
+    retries=3,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_condition,
+    cache_policy=NO_CACHE,
+)
 def open_job(
     settings: Settings,
     resource: Resource,
@@ -70,7 +77,15 @@ def open_job(
         cur.execute(
             "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_key) DO NOTHING",
-            parameters=(key, resource.name, staged.source, staged.declared_format, staged.sha256, chunk_size, source_name),
+            parameters=(
+                key,
+                resource.name,
+                staged.source,
+                staged.declared_format,
+                staged.sha256,
+                chunk_size,
+                source_name,
+            ),
         )
         cur.execute(
             "SELECT resource, content_sha256, chunk_size, finished_at IS NOT NULL FROM import_jobs WHERE job_key = $1",
@@ -130,8 +145,14 @@ def _chunk_totals(settings: Settings, job_key: str, run_id: str | None) -> JobTo
             parameters=parameters,
         )
         by_rule = {rule: int(n) for rule, n in cur.fetchall()}
-    return JobTotals(chunks=chunks, rows_read=rows_read, inserted=inserted, updated=updated, rejected=rejected,
-                     rejects_by_rule=by_rule)
+    return JobTotals(
+        chunks=chunks,
+        rows_read=rows_read,
+        inserted=inserted,
+        updated=updated,
+        rejected=rejected,
+        rejects_by_rule=by_rule,
+    )
 
 
 def run_counts(settings: Settings, job_key: str, run_id: str | None) -> RunCounts:
@@ -179,7 +200,14 @@ class RunCounts:
         }
 
 
-@task(name="close-job", task_run_name="close-job-{job.resource.name}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(
+    name="close-job",
+    task_run_name="close-job-{job.resource.name}",
+    retries=3,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_condition,
+    cache_policy=NO_CACHE,
+)
 def close_job(
     settings: Settings, job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float
 ) -> ImportReport:
@@ -214,8 +242,7 @@ def find_job_key(settings: Settings, run_or_job: str) -> str | None:
 
 
 _REJECTS_SQL = (
-    "SELECT line, field, rule, message, value, raw FROM import_rejects "
-    "WHERE job_key = $1 ORDER BY line, rule, field"
+    "SELECT line, field, rule, message, value, raw FROM import_rejects WHERE job_key = $1 ORDER BY line, rule, field"
 )
 
 

@@ -82,7 +82,14 @@ def unseen_files(settings: Settings, root: str) -> list[LandedFile]:
     return [file for file in list_landed(settings, root) if not _seen(settings, file)]
 
 
-@task(name="find-new-files", task_run_name="find-new-files", retries=3, retry_delay_seconds=5, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(
+    name="find-new-files",
+    task_run_name="find-new-files",
+    retries=3,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_condition,
+    cache_policy=NO_CACHE,
+)
 def find_new_files(settings: Settings, root: str) -> list[LandedFile]:
     """The pick-up's `unseen_files`, as a task of its run."""
     return unseen_files(settings, root)
@@ -123,11 +130,14 @@ def outcome_of(run: FlowRun) -> tuple[Outcome | None, str | None]:
 
 
 def _seen(settings: Settings, file: LandedFile) -> bool:
-    return query_one(
-        settings,
-        "SELECT 1 FROM landing_files WHERE location = $1 AND size = $2 AND modified = $3",
-        (file.location, file.size, file.modified),
-    ) is not None
+    return (
+        query_one(
+            settings,
+            "SELECT 1 FROM landing_files WHERE location = $1 AND size = $2 AND modified = $3",
+            (file.location, file.size, file.modified),
+        )
+        is not None
+    )
 
 
 @task(name="content-sha256", task_run_name="sha256-{file.name}", cache_policy=NO_CACHE)
@@ -154,7 +164,14 @@ def earlier_import(settings: Settings, resource: str, sha256: str) -> str | None
     return f"{name or 'an earlier file'} (job {job_key}, finished {finished} UTC)"
 
 
-@task(name="record-landed-file", task_run_name="record-{outcome}-{file.name}", retries=3, retry_delay_seconds=2, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+@task(
+    name="record-landed-file",
+    task_run_name="record-{outcome}-{file.name}",
+    retries=3,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_condition,
+    cache_policy=NO_CACHE,
+)
 def record_outcome(
     settings: Settings, file: LandedFile, sha256: str, outcome: Outcome, detail: str | None, flow_run_id: str | None
 ) -> None:

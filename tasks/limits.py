@@ -64,7 +64,9 @@ def slot_held(cur: Cursor, claim: SlotClaim) -> bool:
 def check_slot_held(cur: Cursor, claim: SlotClaim | None, what: str) -> None:
     """RetryableError unless the import still holds its write slot (None: no slot asked)."""
     if claim is not None and not slot_held(cur, claim):
-        raise RetryableError(f"{what}: the import's write slot was lost (PostgreSQL restarted?); retrying once it is back")
+        raise RetryableError(
+            f"{what}: the import's write slot was lost (PostgreSQL restarted?); retrying once it is back"
+        )
 
 
 class WriteSlot:
@@ -104,8 +106,14 @@ class WriteSlot:
     def _acquire(self, *, first: bool) -> None:
         conn = _session(self.settings, self.claim.holder)
         try:
-            self.slot = _wait_for_slot(conn, self.claim.key, self.settings.max_imports_per_resource, self.resource,
-                                       self.on_wait if first else None, self._stop)
+            self.slot = _wait_for_slot(
+                conn,
+                self.claim.key,
+                self.settings.max_imports_per_resource,
+                self.resource,
+                self.on_wait if first else None,
+                self._stop,
+            )
         except BaseException:
             close_quietly(conn)
             raise

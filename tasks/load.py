@@ -77,7 +77,9 @@ def apply_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chu
             ) from exc
 
 
-def _apply(conn: Connection, ledger: ChunkLedger, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> ChunkResult:
+def _apply(
+    conn: Connection, ledger: ChunkLedger, resource: Resource, chunk: CheckedChunk, *, recheck: bool
+) -> ChunkResult:
     job_key = ledger.job_key
     with conn.cursor() as cur:
         tune_session(cur)
@@ -102,23 +104,31 @@ def _apply(conn: Connection, ledger: ChunkLedger, resource: Resource, chunk: Che
         )
         check_slot_held(cur, ledger.slot, f"chunk {chunk.index}")
     conn.commit()
-    return ChunkResult(index=chunk.index, rows_read=chunk.rows_read, inserted=inserted, updated=updated,
-                       rejected=rejected, skipped=False)
+    return ChunkResult(
+        index=chunk.index,
+        rows_read=chunk.rows_read,
+        inserted=inserted,
+        updated=updated,
+        rejected=rejected,
+        skipped=False,
+    )
 
 
 def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT rows_read, inserted, updated, rejected FROM import_chunks "
-            "WHERE job_key = $1 AND chunk_index = $2",
+            "SELECT rows_read, inserted, updated, rejected FROM import_chunks WHERE job_key = $1 AND chunk_index = $2",
             parameters=(job_key, index),
         )
         rows_read, inserted, updated, rejected = fetch_one(cur)
-    return ChunkResult(index=index, rows_read=rows_read, inserted=inserted, updated=updated, rejected=rejected,
-                       skipped=True)
+    return ChunkResult(
+        index=index, rows_read=rows_read, inserted=inserted, updated=updated, rejected=rejected, skipped=True
+    )
 
 
-def _write_rows(conn: Connection, resource: Resource, chunk: CheckedChunk, *, recheck: bool) -> tuple[int, int, pl.DataFrame]:
+def _write_rows(
+    conn: Connection, resource: Resource, chunk: CheckedChunk, *, recheck: bool
+) -> tuple[int, int, pl.DataFrame]:
     """Stage the accepted rows and upsert them: (inserted, updated, rejects of rows refused
     by the re-check)."""
     with conn.cursor() as cur:
@@ -147,7 +157,9 @@ def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk) -> pl.Dat
             raise RetryableError(f"chunk {chunk.index}: waiting for an earlier chunk that frees a key it takes")
         nk = resource.natural_key
         message = f"{nk.field} is already used by another {resource.name[:-1]}"
-        parts.append(chunk.rejects_for(resource, taken.get_column("line"), field=nk.field, rule=nk.taken_rule, message=message))
+        parts.append(
+            chunk.rejects_for(resource, taken.get_column("line"), field=nk.field, rule=nk.taken_rule, message=message)
+        )
     refused = pl.concat(parts) if parts else chunk.rejects.clear()
     if refused.height:
         cur.execute(stage_line_index_sql(STAGE))

@@ -45,7 +45,12 @@ def check_span(
 
 @task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{span.index}"))
 def load_span(
-    settings: Settings, ledger: ChunkLedger, resource: Resource, file: SharedFile, span: ChunkSpan, decision: KeyDecision
+    settings: Settings,
+    ledger: ChunkLedger,
+    resource: Resource,
+    file: SharedFile,
+    span: ChunkSpan,
+    decision: KeyDecision,
 ) -> ChunkResult:
     """Read and validate the chunk again, and load it as `decision` says, exactly once."""
     check = _read_and_check(settings, resource, file, span)

@@ -87,8 +87,14 @@ class ImportProgress:
         rate = result.rows_read / seconds if seconds > 0 and not result.skipped else 0.0
         logger.info(
             "chunk %d %s: %d rows, %d inserted, %d updated, %d rejected (error_rate %.4f, %.0f rows/s)",
-            result.index, verb, result.rows_read, result.inserted, result.updated, result.rejected,
-            result.rejected_share(), rate,
+            result.index,
+            verb,
+            result.rows_read,
+            result.inserted,
+            result.updated,
+            result.rejected,
+            result.rejected_share(),
+            rate,
         )
         update_progress_artifact(self.artifact_id, round(100.0 * self.fraction, 1))
         self._notify()
@@ -104,8 +110,15 @@ def publish_report(report: ImportReport, first_rejects: list[dict[str, object]])
     logger.info(
         "import %s done: %d rows read, %d inserted, %d updated, %d rejected, %d already committed by earlier runs "
         "in %.2fs (%.0f rows/s, error_rate %.4f)",
-        report.resource, report.rows_read, report.inserted, report.updated, report.rejected, report.already_committed,
-        report.duration_s, report.rows_per_s, report.error_rate,
+        report.resource,
+        report.rows_read,
+        report.inserted,
+        report.updated,
+        report.rejected,
+        report.already_committed,
+        report.duration_s,
+        report.rows_per_s,
+        report.error_rate,
     )
     summary = report.model_dump(exclude={"rejects_by_rule", "job"})
     rows = [{"metric": k, "value": str(v)} for k, v in summary.items()]
@@ -136,14 +149,16 @@ class LandingSummary:
         self, file_name: str, outcome: str, import_run_id: str | None, totals: JobTotals | None, detail: str | None
     ) -> None:
         """One file: what became of it, and why (a failure's reason, what a duplicate duplicates)."""
-        self.rows.append({
-            "file": file_name,
-            "outcome": outcome,
-            "why": detail or "",
-            "rows": totals.rows_read if totals else "",
-            "rejected": totals.rejected if totals else "",
-            "import run": _run_link(import_run_id),
-        })
+        self.rows.append(
+            {
+                "file": file_name,
+                "outcome": outcome,
+                "why": detail or "",
+                "rows": totals.rows_read if totals else "",
+                "rejected": totals.rejected if totals else "",
+                "import run": _run_link(import_run_id),
+            }
+        )
 
     def publish(self) -> None:
         if self.rows:

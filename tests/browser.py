@@ -80,7 +80,8 @@ def open_page(url: str) -> Iterator[Page]:
     profile = tempfile.mkdtemp(prefix="chromium-")
     process = subprocess.Popen(
         browser_command(f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         targets = _targets(port)

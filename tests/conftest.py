@@ -19,6 +19,8 @@ from uuid import uuid4
 import pytest
 
 INTEGRATION_FIXTURES = {"db", "prefect_api", "served", "dask_scheduler", "s3_endpoint"}
+SLOW_FIXTURES = {"served", "dask_scheduler", "s3_endpoint", "compose_services", "fresh_prefect_server", "two_workers"}
+"""Fixtures that start servers, workers or a cluster beyond the session's database and Prefect API."""
 ROOT = Path(__file__).resolve().parent.parent
 TEST_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 """Credentials the S3 test server takes (it takes any)."""
@@ -26,10 +28,15 @@ TEST_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that need PostgreSQL or the Prefect API are `integration`; the rest start
-    nothing (`make test-unit` runs them alone)."""
+    nothing (`make test-unit` runs them alone). Tests that start servers, workers or a
+    cluster of their own (through these fixtures, or marked so) are `slow`: `make test-fast`
+    leaves them out."""
     for item in items:
-        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if INTEGRATION_FIXTURES & fixtures:
             item.add_marker(pytest.mark.integration)
+        if SLOW_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -169,7 +176,8 @@ def s3_endpoint() -> Iterator[str]:
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:

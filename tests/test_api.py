@@ -151,7 +151,9 @@ def test_a_compressed_upload_is_held_to_the_limit_by_what_it_expands_to(
     before = _stored(uploads)
     with TestClient(create_app(settings)) as limited:
         answer = limited.post("/v1/imports", files={"file": ("users.csv.gz", bomb)}, data={"resource": "users"})
-        garbage = limited.post("/v1/imports", files={"file": ("users.csv.gz", b"not gzip at all")}, data={"resource": "users"})
+        garbage = limited.post(
+            "/v1/imports", files={"file": ("users.csv.gz", b"not gzip at all")}, data={"resource": "users"}
+        )
     assert (answer.status_code, answer.json()["error"]["code"]) == (413, "too_large"), answer.text
     assert "larger than the 1048576 byte limit" in answer.json()["error"]["message"]
     assert (garbage.status_code, garbage.json()["error"]["code"]) == (422, "invalid_input"), garbage.text
@@ -173,7 +175,9 @@ def test_a_failed_jobs_upload_is_removed_and_serve_shows_why_in_a_line(
     while "Flow run 'import-users-latin1.csv' - Finished in state Failed(" not in served():
         assert time.monotonic() < deadline, served()[-3000:]
         time.sleep(0.5)
-    finished_line = next(line for line in served().splitlines() if "'import-users-latin1.csv' - Finished in state Failed(" in line)
+    finished_line = next(
+        line for line in served().splitlines() if "'import-users-latin1.csv' - Finished in state Failed(" in line
+    )
     assert "not valid UTF-8" in finished_line
     assert "Traceback" not in served()
     import httpx
@@ -194,8 +198,11 @@ def _stored(uploads: Path) -> set[str]:
 
 
 def test_unknown_jobs_are_404(client: TestClient) -> None:
-    for url in ("/v1/imports/not-a-uuid", "/v1/imports/00000000-0000-0000-0000-000000000000",
-                "/v1/exports/00000000-0000-0000-0000-000000000000"):
+    for url in (
+        "/v1/imports/not-a-uuid",
+        "/v1/imports/00000000-0000-0000-0000-000000000000",
+        "/v1/exports/00000000-0000-0000-0000-000000000000",
+    ):
         answer = client.get(url)
         assert (answer.status_code, answer.json()["error"]["code"]) == (404, "not_found")
 
@@ -234,7 +241,9 @@ def test_streamed_export_has_one_line_per_row(client: TestClient) -> None:
         ("resource=users&limit=many", 422, "invalid_request"),
     ],
 )
-def test_bad_export_parameters_are_refused_before_streaming(client: TestClient, query: str, status: int, code: str) -> None:
+def test_bad_export_parameters_are_refused_before_streaming(
+    client: TestClient, query: str, status: int, code: str
+) -> None:
     answer = client.get(f"/v1/exports?{query}")
     assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), answer.text
 
@@ -243,7 +252,8 @@ def test_bad_export_parameters_are_refused_before_streaming(client: TestClient, 
 def test_async_csv_export_of_admins_downloads_with_a_header_and_one_line_per_admin(client: TestClient) -> None:
     import_samples()
     accepted = client.post(
-        "/v1/exports", json={"resource": "users", "format": "csv", "filters": {"role": "admin"}, "fields": ["id", "email"]}
+        "/v1/exports",
+        json={"resource": "users", "format": "csv", "filters": {"role": "admin"}, "fields": ["id", "email"]},
     )
     assert accepted.status_code == 202, accepted.text
     job = finished(client, accepted.json()["status_url"])
@@ -280,8 +290,10 @@ def test_one_status_per_kind_of_mistake_naming_what_is_allowed(client: TestClien
         assert error["code"] == "invalid_parameter" and error["message"].startswith(resources), (name, error)
         assert "users, articles, comments" in error["message"], (name, error)
     filters = "unknown filter 'colour' for users: allowed are id, role, active"
-    for answer in (client.get("/v1/exports?resource=users&format=csv&colour=red"),
-                   client.post("/v1/exports", json={"resource": "users", "filters": {"colour": "red"}})):
+    for answer in (
+        client.get("/v1/exports?resource=users&format=csv&colour=red"),
+        client.post("/v1/exports", json={"resource": "users", "filters": {"colour": "red"}}),
+    ):
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"]["message"].startswith(filters), answer.text
     formats = client.get("/v1/exports?resource=users&format=xml").json()["error"]["message"]
@@ -296,13 +308,17 @@ def test_clients_sending_other_field_names_get_through(client: TestClient) -> No
         uploaded = client.post("/v1/imports", files={"file": ("users.csv", fh)}, data={"resource_type": "users"})
     assert uploaded.status_code == 202, uploaded.text
     assert finished(client, uploaded.json()["status_url"])["status"] == "completed"
-    for body in ({"resource_type": "articles", "file_url": "http://127.0.0.1:9/a.csv"},
-                 {"resource": "articles", "file_url": "http://127.0.0.1:9/a.csv"}):
+    for body in (
+        {"resource_type": "articles", "file_url": "http://127.0.0.1:9/a.csv"},
+        {"resource": "articles", "file_url": "http://127.0.0.1:9/a.csv"},
+    ):
         # read as a URL import: refused for its address (loopback), not for missing fields
         refused = client.post("/v1/imports", json=body)
         assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_parameter"), refused.text
         assert "internal address 127.0.0.1" in refused.json()["error"]["message"]
-        form = client.post("/v1/imports", files={"resource_type": (None, "articles"), "file_url": (None, body["file_url"])})
+        form = client.post(
+            "/v1/imports", files={"resource_type": (None, "articles"), "file_url": (None, body["file_url"])}
+        )
         assert "internal address 127.0.0.1" in form.json()["error"]["message"], form.text
     streamed = client.get("/v1/exports?resource_type=users&format=csv&limit=2&fields=id")
     assert streamed.status_code == 200, streamed.text
@@ -329,8 +345,12 @@ def test_every_v1_route_needs_the_token_when_one_is_set(settings_env: Callable[.
 
 
 def _check_token_is_needed(client: TestClient) -> None:
-    for method, url in (("GET", "/v1/exports?resource=users"), ("POST", "/v1/imports"), ("POST", "/v1/exports"),
-                        ("GET", "/v1/imports/00000000-0000-0000-0000-000000000000")):
+    for method, url in (
+        ("GET", "/v1/exports?resource=users"),
+        ("POST", "/v1/imports"),
+        ("POST", "/v1/exports"),
+        ("GET", "/v1/imports/00000000-0000-0000-0000-000000000000"),
+    ):
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             answer = client.request(method, url, headers=headers)
             assert (answer.status_code, answer.json()["error"]["code"]) == (401, "unauthorized"), (method, url)
@@ -353,14 +373,23 @@ def test_ui_metrics_and_openapi(client: TestClient) -> None:
     assert "bulkflow_import_duration_seconds_count" in text
     document = client.get("/openapi.json").json()
     validate(document)
-    assert {"/v1/imports", "/v1/imports/{job_id}", "/v1/imports/{job_id}/rejects", "/v1/exports",
-            "/v1/exports/{job_id}", "/v1/exports/{job_id}/download", "/metrics"} <= set(document["paths"])
+    assert {
+        "/v1/imports",
+        "/v1/imports/{job_id}",
+        "/v1/imports/{job_id}/rejects",
+        "/v1/exports",
+        "/v1/exports/{job_id}",
+        "/v1/exports/{job_id}/download",
+        "/metrics",
+    } <= set(document["paths"])
 
 
 def test_postman_collection_is_generated_from_the_openapi_document() -> None:
     from api.postman import render
 
-    assert (ROOT / "postman-collection.json").read_text() == render(), "run: python -m api.postman > postman-collection.json"
+    assert (ROOT / "postman-collection.json").read_text() == render(), (
+        "run: python -m api.postman > postman-collection.json"
+    )
 
 
 @pytest.mark.usefixtures("served")

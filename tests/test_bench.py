@@ -14,7 +14,11 @@ from bench.run import BenchConfig, run
 @pytest.mark.usefixtures("prefect_api")
 def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: str) -> None:
     config = BenchConfig(
-        rows=300, repeats=1, memory_rows=(200, 300), workdir=tmp_path, results=tmp_path / "results",
+        rows=300,
+        repeats=1,
+        memory_rows=(200, 300),
+        workdir=tmp_path,
+        results=tmp_path / "results",
         prefect_api_url=prefect_api,
     )
     summary = write(config, run(config))

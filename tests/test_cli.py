@@ -26,13 +26,23 @@ def bulkflow(api_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_import_json_prints_exactly_one_json_object_on_stdout(prefect_api: str) -> None:
     """A real process: logs go to stderr, stdout holds the report alone."""
     done = bulkflow(prefect_api, "import", "users", str(DATA / "users.csv"), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    for key in ("flow_run_id", "status", "rows_read", "inserted", "updated", "rejected",
-                "rejects_by_rule", "duration_s", "rows_per_s"):
+    for key in (
+        "flow_run_id",
+        "status",
+        "rows_read",
+        "inserted",
+        "updated",
+        "rejected",
+        "rejects_by_rule",
+        "duration_s",
+        "rows_per_s",
+    ):
         assert key in report
     assert (report["status"], report["rows_read"], report["rejected"]) == ("completed", 14, 8)
 
@@ -60,6 +70,7 @@ def assert_one_line_error(stderr: str, message: str) -> None:
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_unusable_file_content_exits_2(tmp_path: Path, prefect_api: str) -> None:
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes("id,email,role\nu1,caf\u00e9@example.com,reader\n".encode("latin-1"))
@@ -102,6 +113,7 @@ def test_generate_writes_the_requested_rows(tmp_path: Path) -> None:
     assert len(path.read_text().splitlines()) == 25
 
 
+@pytest.mark.slow
 def test_the_progress_bar_on_a_real_terminal_keeps_log_lines_out_of_it(tmp_path: Path, prefect_api: str) -> None:
     """Under a pseudo-terminal (util-linux `script`), Prefect's log lines print above the bar,
     never inside its line; the bar shows rows, rows/s and time; the report says how to get
@@ -140,13 +152,18 @@ def test_rejects_to_a_file_says_what_it_wrote(tmp_path: Path) -> None:
     assert f"wrote {entries} reject entries of {report['job_key']} to {out}" in written.stderr
 
 
+@pytest.mark.slow
 def test_json_failures_print_one_object_with_the_reason_kind_and_exit_code(tmp_path: Path, prefect_api: str) -> None:
     """`--json` keeps its promise when the import fails: stdout is one JSON object, before a
     flow run exists (a missing file, an unknown resource) and inside one (bad content)."""
     missing = bulkflow(prefect_api, "import", "users", "nope.csv", "--json")
     assert missing.returncode == 2
     assert json.loads(missing.stdout) == {
-        "status": "failed", "error": "file not found: nope.csv", "kind": "input", "exit_code": 2, "flow_run_id": None,
+        "status": "failed",
+        "error": "file not found: nope.csv",
+        "kind": "input",
+        "exit_code": 2,
+        "flow_run_id": None,
     }
     unknown = json.loads(bulkflow(prefect_api, "import", "widgets", str(DATA / "users.csv"), "--json").stdout)
     assert (unknown["kind"], unknown["exit_code"], unknown["flow_run_id"]) == ("parameters", 2, None)
@@ -171,11 +188,15 @@ def find_job_key_of_run(flow_run_id: str) -> str | None:
     return find_job_key(Settings(), flow_run_id)
 
 
+@pytest.mark.slow
 def test_json_failure_of_the_environment_exits_1(prefect_api: str) -> None:
     env_file_free = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none"}
     done = subprocess.run(
         [sys.executable, "-m", "cli", "import", "users", str(DATA / "users.csv"), "--json"],
-        env={**os.environ, "PREFECT_API_URL": prefect_api, **env_file_free}, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PREFECT_API_URL": prefect_api, **env_file_free},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 1, done.stderr
     failed = json.loads(done.stdout)
@@ -183,6 +204,7 @@ def test_json_failure_of_the_environment_exits_1(prefect_api: str) -> None:
     assert failed["flow_run_id"]
 
 
+@pytest.mark.slow
 def test_a_re_import_says_nothing_was_written_and_shows_the_job_apart(prefect_api: str) -> None:
     first = json.loads(bulkflow(prefect_api, "import", "users", str(DATA / "users.csv"), "--json").stdout)
     again = bulkflow(prefect_api, "import", "users", str(DATA / "users.csv"), "--json")
@@ -191,7 +213,10 @@ def test_a_re_import_says_nothing_was_written_and_shows_the_job_apart(prefect_ap
     assert report["already_committed"] == 14 and report["already_committed_by"] == [first["flow_run_id"]]
     assert report["continues_runs"] == []
     assert {k: report["job"][k] for k in ("rows_read", "inserted", "updated", "rejected")} == {
-        "rows_read": 14, "inserted": 6, "updated": 0, "rejected": 8,
+        "rows_read": 14,
+        "inserted": 6,
+        "updated": 0,
+        "rejected": 8,
     }
     shown = bulkflow(prefect_api, "import", "users", str(DATA / "users.csv"))
     assert shown.returncode == 0, shown.stderr

@@ -59,8 +59,13 @@ def test_the_demo_ends_with_where_to_see_its_runs() -> None:
 
     from cli.data import next_step
 
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api", PREFECT_UI_URL: "http://127.0.0.1:4200"}):
-        assert next_step() == "next: these runs, their logs and report artifacts are in the Prefect UI at http://127.0.0.1:4200/runs"
+    with temporary_settings(
+        updates={PREFECT_API_URL: "http://127.0.0.1:4200/api", PREFECT_UI_URL: "http://127.0.0.1:4200"}
+    ):
+        assert (
+            next_step()
+            == "next: these runs, their logs and report artifacts are in the Prefect UI at http://127.0.0.1:4200/runs"
+        )
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         told = next_step()
     assert "prefect server start" in told and "export PREFECT_API_URL=http://127.0.0.1:4200/api" in told

@@ -32,11 +32,15 @@ import httpx
 import pytest
 import yaml
 
-pytestmark = pytest.mark.integration  # starts PostgreSQL, a Prefect server, the runner and the API
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts PostgreSQL, a Prefect server, the runner and the API
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
-IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-             "BULKFLOW_HOME": "/data"}
+IMAGE_ENV = {
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "BULKFLOW_HOME": "/data",
+}
 """The Dockerfile's ENV, which every bulkflow service starts with."""
 PORTS = (5432, 4200, 3000, 8080)
 NOT_AS_COMPOSE_SAYS = {"prefect": {"PREFECT_API_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:///{work}/prefect.db"}}
@@ -45,6 +49,7 @@ NOT_AS_COMPOSE_SAYS = {"prefect": {"PREFECT_API_DATABASE_CONNECTION_URL": "sqlit
 
 def interpolate(value: str, given: dict[str, str]) -> str:
     """Compose's `${VAR}` and `${VAR:-default}` against the variables the user set."""
+
     def one(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(3)
         return given.get(name) or (default if default is not None else "")
@@ -65,7 +70,8 @@ def to_loopback(value: str, services: dict[str, Any], data: Path, *, host: bool 
 def service_environment(service: dict[str, Any], services: dict[str, Any], data: Path, image: bool) -> dict[str, str]:
     """What compose passes to the service's process (a clean machine's variables: none set)."""
     declared = {
-        k: to_loopback(interpolate(str(v), {}), services, data, host=True) for k, v in (service.get("environment") or {}).items()
+        k: to_loopback(interpolate(str(v), {}), services, data, host=True)
+        for k, v in (service.get("environment") or {}).items()
     }
     for env_file in service.get("env_file") or []:
         assert not env_file.get("required", True), "a required env_file would fail on a fresh clone without .env"
@@ -97,8 +103,14 @@ def health_command(service: dict[str, Any], services: dict[str, Any], data: Path
     return [sys.executable if words[0] == "python" else words[0], *words[1:]]
 
 
-def wait_healthy(name: str, command: list[str], env: dict[str, str], process: subprocess.Popen[bytes] | None,
-                 log: Path, timeout: float = 120) -> None:
+def wait_healthy(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    process: subprocess.Popen[bytes] | None,
+    log: Path,
+    timeout: float = 120,
+) -> None:
     deadline = time.monotonic() + timeout
     while subprocess.run(command, env=env, capture_output=True, timeout=30).returncode != 0:
         exited = process is not None and process.poll() is not None
@@ -140,8 +152,15 @@ class PostgresService:
 
                 ensure_prefix_permissions(folder)
                 shutil.chown(folder, self.user)
-        self.run("initdb", "-D", str(self.data_dir), "-U", self.env["POSTGRES_USER"], "--auth=scram-sha-256",
-                 f"--pwfile={password}")
+        self.run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.env["POSTGRES_USER"],
+            "--auth=scram-sha-256",
+            f"--pwfile={password}",
+        )
         options = f"-h 127.0.0.1 -p {self.port} -k {sockets}"
         self.run("pg_ctl", "-w", "-D", str(self.data_dir), "-o", options, "-l", str(self.log), "start")
         url = f"postgresql://{self.env['POSTGRES_USER']}:{self.env['POSTGRES_PASSWORD']}@127.0.0.1:{self.port}"
@@ -172,8 +191,12 @@ def compose_services(tmp_path: Path) -> Iterator[dict[str, str]]:
             service = services[name]
             if name == "postgres":
                 postgres.start()
-                env = {"PATH": f"{postgres.bin_path}:{os.environ['PATH']}", "PGHOST": "127.0.0.1",
-                       "PGPORT": str(postgres.port), "PGPASSWORD": postgres.env["POSTGRES_PASSWORD"]}
+                env = {
+                    "PATH": f"{postgres.bin_path}:{os.environ['PATH']}",
+                    "PGHOST": "127.0.0.1",
+                    "PGPORT": str(postgres.port),
+                    "PGPASSWORD": postgres.env["POSTGRES_PASSWORD"],
+                }
                 wait_healthy(name, health_command(service, services, data), env, None, postgres.log)
                 continue
             image = "build" in service
@@ -181,7 +204,9 @@ def compose_services(tmp_path: Path) -> Iterator[dict[str, str]]:
             env |= {k: v.format(work=tmp_path) for k, v in NOT_AS_COMPOSE_SAYS.get(name, {}).items()}
             command = [to_loopback(interpolate(str(word), {}), services, data) for word in _words(service["command"])]
             log = tmp_path / f"{name}.log"
-            process = subprocess.Popen(_local(command), cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                _local(command), cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+            )
             processes.append(process)
             wait_healthy(name, health_command(service, services, data), env, process, log)
         yield {"api": "http://127.0.0.1:3000", "prefect": "http://127.0.0.1:4200/api"}
@@ -208,10 +233,15 @@ def _local(command: list[str]) -> list[str]:
 def test_compose_services_start_and_an_import_through_the_api_completes(compose_services: dict[str, str]) -> None:
     api = compose_services["api"]
     with (DATA / "users.csv").open("rb") as fh:
-        accepted = httpx.post(f"{api}/v1/imports", files={"file": ("users.csv", fh)}, data={"resource": "users"}, timeout=60)
+        accepted = httpx.post(
+            f"{api}/v1/imports", files={"file": ("users.csv", fh)}, data={"resource": "users"}, timeout=60
+        )
     assert accepted.status_code == 202, accepted.text
     deadline = time.monotonic() + 180
-    while (job := httpx.get(accepted.json()["status_url"], timeout=30).json()).get("status") not in ("completed", "failed"):
+    while (job := httpx.get(accepted.json()["status_url"], timeout=30).json()).get("status") not in (
+        "completed",
+        "failed",
+    ):
         assert time.monotonic() < deadline, job
         time.sleep(1)
     assert job["status"] == "completed", job

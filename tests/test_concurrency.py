@@ -27,8 +27,21 @@ ROWS, CHUNK = 6000, 500
 
 def _start(api_url: str, resource: str, path: Path, *options: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    command = [sys.executable, "-m", "cli", "import", resource, str(path), "--json", "--chunk-size", str(CHUNK), *options]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "cli",
+        "import",
+        resource,
+        str(path),
+        "--json",
+        "--chunk-size",
+        str(CHUNK),
+        *options,
+    ]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def _reports(*processes: subprocess.Popen[str]) -> list[ImportReport]:
@@ -42,13 +55,18 @@ def _reports(*processes: subprocess.Popen[str]) -> list[ImportReport]:
 
 
 def _users(path: Path, ids: str, emails: range) -> Path:
-    frame = pl.DataFrame({
-        "id": [f"{ids}{i}" for i in emails], "email": [f"e{i}@x.io" for i in emails], "role": ["reader"] * len(emails),
-    })
+    frame = pl.DataFrame(
+        {
+            "id": [f"{ids}{i}" for i in emails],
+            "email": [f"e{i}@x.io" for i in emails],
+            "role": ["reader"] * len(emails),
+        }
+    )
     frame.write_csv(path)
     return path
 
 
+@pytest.mark.slow
 def test_the_same_file_twice_at_once_loads_once(tmp_path: Path, prefect_api: str) -> None:
     path = tmp_path / "users.csv"
     write_file(GeneratorSpec("users", ROWS, 0.05, seed=11), path)
@@ -67,6 +85,7 @@ def test_the_same_file_twice_at_once_loads_once(tmp_path: Path, prefect_api: str
     assert clean.rejects_by_rule == first.job.rejects_by_rule
 
 
+@pytest.mark.slow
 def test_overlapping_files_at_once_end_consistent(tmp_path: Path, prefect_api: str) -> None:
     low = _users(tmp_path / "low.csv", "u", range(0, 4000))
     high = _users(tmp_path / "high.csv", "u", range(2000, 6000))
@@ -78,6 +97,7 @@ def test_overlapping_files_at_once_end_consistent(tmp_path: Path, prefect_api: s
         assert report.rejected == 0 and report.inserted + report.updated == 4000
 
 
+@pytest.mark.slow
 def test_different_ids_sharing_emails_at_once(tmp_path: Path, prefect_api: str) -> None:
     """Each email ends with exactly one user; the other import rejects it as email_taken."""
     a = _users(tmp_path / "a.csv", "a", range(0, 4000))
@@ -92,13 +112,16 @@ def test_different_ids_sharing_emails_at_once(tmp_path: Path, prefect_api: str) 
     assert by_run == 4000
 
 
+@pytest.mark.slow
 def test_a_rerun_after_kill_does_not_wait_behind_the_dead_backend(tmp_path: Path, prefect_api: str) -> None:
     """The killed client's backend is mid-statement (a 120 s trigger on chunk 2's ledger
     row): it notices its client is gone within seconds, so the re-run is not held up."""
     path = tmp_path / "users.csv"
     write_file(GeneratorSpec("users", 3000, 0.05, seed=12), path)
-    sql("CREATE OR REPLACE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN IF NEW.chunk_index = 2 THEN PERFORM pg_sleep(120); END IF; RETURN NEW; END $$")
+    sql(
+        "CREATE OR REPLACE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN IF NEW.chunk_index = 2 THEN PERFORM pg_sleep(120); END IF; RETURN NEW; END $$"
+    )
     sql("CREATE TRIGGER stall AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION stall()")
     try:
         process = _start(prefect_api, "users", path)
@@ -120,6 +143,7 @@ def test_a_rerun_after_kill_does_not_wait_behind_the_dead_backend(tmp_path: Path
     assert sql("SELECT count(*) FROM import_chunks")[0][0] == report.chunks == 6
 
 
+@pytest.mark.slow
 def test_postgresql_restarted_mid_import(tmp_path: Path, prefect_api: str) -> None:
     """The server restarts while chunks load: the import completes through task retries
     (exit 0, exact tables), its write slot is taken again when the server is back, and a
@@ -130,8 +154,10 @@ def test_postgresql_restarted_mid_import(tmp_path: Path, prefect_api: str) -> No
     expected = snapshot()["users"]
     reset_imports()
     other = _users(tmp_path / "other.csv", "other_", range(100_000, 101_000))
-    sql("CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$")
+    sql(
+        "CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$"
+    )
     sql("CREATE TRIGGER slow_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION slow_chunk()")
     try:
         process = _start(prefect_api, "users", path)
@@ -147,8 +173,8 @@ def test_postgresql_restarted_mid_import(tmp_path: Path, prefect_api: str) -> No
     assert report.status == "completed" and report.job.rejects_by_rule == clean.job.rejects_by_rule
     assert table("users").filter(~pl.col("id").str.starts_with("other_")).equals(expected)
     assert later.inserted == 1000
-    first_done, = sql(f"SELECT max(committed_at) FROM import_chunks WHERE job_key = '{report.job_key}'")[0]
-    second_began, = sql(f"SELECT min(committed_at) FROM import_chunks WHERE job_key = '{later.job_key}'")[0]
+    (first_done,) = sql(f"SELECT max(committed_at) FROM import_chunks WHERE job_key = '{report.job_key}'")[0]
+    (second_began,) = sql(f"SELECT min(committed_at) FROM import_chunks WHERE job_key = '{later.job_key}'")[0]
     assert first_done < second_began  # the second import waited for the slot the first took again
 
 
@@ -176,6 +202,7 @@ def _socket_dir(data_dir: Path) -> str:
     return words[words.index("-k") + 1]
 
 
+@pytest.mark.slow
 def test_imports_into_one_table_take_turns(tmp_path: Path, prefect_api: str) -> None:
     """With BULKFLOW_MAX_IMPORTS_PER_RESOURCE=1 two imports of different files into users
     never write at once: one job's chunks all commit before the other's first."""
@@ -183,16 +210,16 @@ def test_imports_into_one_table_take_turns(tmp_path: Path, prefect_api: str) -> 
     for seed in (21, 22):
         files.append(tmp_path / f"users-{seed}.csv")
         _users(files[-1], f"s{seed}_", range(0, 3000))
-    sql("CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$")
+    sql(
+        "CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$"
+    )
     sql("CREATE TRIGGER slow_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION slow_chunk()")
     try:
         reports = _reports(*(_start(prefect_api, "users", path) for path in files))
     finally:
         sql("DROP TRIGGER IF EXISTS slow_chunk ON import_chunks")
-    windows = sorted(
-        sql("SELECT min(committed_at), max(committed_at) FROM import_chunks GROUP BY job_key")
-    )
+    windows = sorted(sql("SELECT min(committed_at), max(committed_at) FROM import_chunks GROUP BY job_key"))
     assert len(windows) == 2 and windows[0][1] < windows[1][0], windows
     assert [r.rows_read for r in reports] == [3000, 3000]
 
@@ -210,13 +237,19 @@ def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -
     from tasks.load import load_chunk
 
     users = get_resource("users")
-    raw = pl.DataFrame({"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"],
-                        "role": ["admin", "author"]})
+    raw = pl.DataFrame(
+        {"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"], "role": ["admin", "author"]}
+    )
     chunk = decide(users, check_records(users, RuleContext.of(Settings()), 0, raw), no_facts(), SeenKeys())
     assert chunk.all_new
     sql("INSERT INTO users (id, email, role) VALUES ('u2', 'old@example.com', 'reader')")  # meanwhile
-    sql("INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
-        "VALUES ('k', 'users', 's', 'csv', 'x', 2, 's')")
+    sql(
+        "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
+        "VALUES ('k', 'users', 's', 'csv', 'x', 2, 's')"
+    )
     result = load_chunk.fn(Settings(), ChunkLedger("k", None), users, chunk)
     assert (result.inserted, result.updated, result.rejected) == (1, 1, 0)
-    assert sql("SELECT id, email, role FROM users ORDER BY id") == [("u1", "a@example.com", "admin"), ("u2", "b@example.com", "author")]
+    assert sql("SELECT id, email, role FROM users ORDER BY id") == [
+        ("u1", "a@example.com", "admin"),
+        ("u2", "b@example.com", "author"),
+    ]

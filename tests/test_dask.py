@@ -45,10 +45,14 @@ def _import_all(files: list[tuple[str, str]]) -> dict[str, object]:
 
 
 def _import_state(*reports: ImportReport) -> dict[str, object]:
-    totals = [{k: getattr(report.job, k) for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
-              for report in reports]
-    rejects = sql("SELECT j.resource, r.line, r.field, r.rule, r.message, r.value FROM import_rejects r "
-                  "JOIN import_jobs j USING (job_key) ORDER BY 1, 2, 3, 4")
+    totals = [
+        {k: getattr(report.job, k) for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
+        for report in reports
+    ]
+    rejects = sql(
+        "SELECT j.resource, r.line, r.field, r.rule, r.message, r.value FROM import_rejects r "
+        "JOIN import_jobs j USING (job_key) ORDER BY 1, 2, 3, 4"
+    )
     return {"tables": snapshot(), "rejects": rejects, "totals": totals}
 
 
@@ -147,7 +151,7 @@ def test_dask_workers_read_their_chunks_from_the_bucket(
 ) -> None:
     users = [(resource, path) for resource, path in partner_files if resource == "users"]
     expected = _on_threads_then_reset([(resource, str(path)) for resource, path in users])
-    (_, path), = users
+    ((_, path),) = users
     s3().put(str(path), f"{bucket}/in/users.csv")
     settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
     state = _import_all([("users", f"{bucket}/in/users.csv")])
@@ -161,7 +165,7 @@ def test_a_job_failed_on_threads_resumes_on_dask_as_one_clean_run(
 
     users = [(resource, str(path)) for resource, path in partner_files if resource == "users"]
     expected = _on_threads_then_reset(users)
-    (_, source), = users
+    ((_, source),) = users
     _fail_chunk(3, "P0001")  # a terminal error while committing chunk 3: the run fails there
     try:
         with pytest.raises(Exception, match="injected failure"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prefect.client.schemas.schedules import CronSchedule
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
 from bulkflow.settings import Settings
 from deployments.catalog import WORK_POOL, all_deployments, deploy_environment
@@ -31,12 +31,19 @@ def setting_names() -> set[str]:
 
 def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() -> None:
     deployments = {f"{d.flow_name}/{d.name}": d for d in all_deployments(Settings())}
-    assert set(deployments) == {"import/import", "export/export", "nightly-export/nightly-parquet", "landing-pickup/landing"}
+    assert set(deployments) == {
+        "import/import",
+        "export/export",
+        "nightly-export/nightly-parquet",
+        "landing-pickup/landing",
+    }
     form = deployments["import/import"]._parameter_openapi_schema.model_dump()
     assert form["properties"]["resource"]["enum"] == ["users", "articles", "comments"]
     assert set(form["definitions"]["ImportOptions"]["properties"]) == {"chunk_size", "idempotency_key", "source_name"}
     export_form = deployments["export/export"]._parameter_openapi_schema.model_dump()
-    assert {"role", "status", "created_at_from", "updated_since"} <= set(export_form["definitions"]["ExportFilters"]["properties"])
+    assert {"role", "status", "created_at_from", "updated_since"} <= set(
+        export_form["definitions"]["ExportFilters"]["properties"]
+    )
     assert not deployments["landing-pickup/landing"].schedules  # the landing watcher starts it when files wait
     nightly = deployments["nightly-export/nightly-parquet"].schedules
     assert nightly and isinstance(nightly[0].schedule, CronSchedule) and nightly[0].schedule.cron == "0 2 * * *"
@@ -63,7 +70,9 @@ def test_prefect_yaml_matches_the_catalog(monkeypatch: pytest.MonkeyPatch) -> No
         assert entry.get("parameters", {}) == deployment.parameters
         schedules = [s.schedule for s in deployment.schedules or []]
         assert [s.get("cron") or s.get("interval") for s in entry.get("schedules", [])] == [
-            getattr(s, "cron", None) or s.interval.total_seconds() for s in schedules  # type: ignore[union-attr]  # cron or interval
+            s.cron if isinstance(s, CronSchedule) else s.interval.total_seconds()
+            for s in schedules
+            if isinstance(s, (CronSchedule, IntervalSchedule))
         ]
     assert declared == {}, f"prefect.yaml has deployments the catalog lacks: {sorted(declared)}"
     assert "30 3 * * 1-5" in str(rendered)
@@ -104,7 +113,9 @@ def test_env_example_copied_to_env_changes_nothing(clean_settings_env: None) -> 
     from_example = Settings(_env_file=ROOT / ".env.example")
     assert from_example.embedded
     assert from_example.model_dump() == Settings(_env_file=None).model_dump()
-    live = [line for line in (ROOT / ".env.example").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    live = [
+        line for line in (ROOT / ".env.example").read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert live == []
 
 
@@ -123,7 +134,9 @@ def clean_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_image_contains_every_package_and_runs_as_a_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"][
+        "packages"
+    ]
     for package in packages:
         assert f"COPY {package} ./{package}" in dockerfile
     assert "USER bulkflow" in dockerfile and "BULKFLOW_HOME=/data" in dockerfile

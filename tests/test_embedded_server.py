@@ -13,7 +13,7 @@ from bulkflow.db import _embedded_data_dir, embedded_url, stop_embedded
 from bulkflow.settings import Settings
 from tests.conftest import _alive, _stop_every_server_under
 
-pytestmark = pytest.mark.integration  # starts PostgreSQL servers
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts PostgreSQL servers
 
 
 def _restarted_elsewhere(home: Path) -> Path:
@@ -36,6 +36,7 @@ def _restarted_elsewhere(home: Path) -> Path:
     return data_dir
 
 
+@pytest.mark.slow
 def test_db_stop_stops_a_server_restarted_by_pg_ctl(tmp_path: Path) -> None:
     home = tmp_path / "home"
     data_dir = _restarted_elsewhere(home)
@@ -44,6 +45,7 @@ def test_db_stop_stops_a_server_restarted_by_pg_ctl(tmp_path: Path) -> None:
     embedded_url.cache_clear()
 
 
+@pytest.mark.slow
 def test_the_suite_stops_every_server_left_under_its_folder(tmp_path: Path) -> None:
     data_dirs = [_restarted_elsewhere(tmp_path / name) for name in ("a", "b")]
     _stop_every_server_under(tmp_path)

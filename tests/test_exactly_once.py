@@ -108,14 +108,19 @@ def test_prefect_flow_retry_resumes_the_job(users_file: Path, clean_state: dict)
     _same(_state(report), clean_state)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_state: dict, prefect_api: str) -> None:
     # Slow each chunk commit a little so the kill lands mid-run.
-    sql("CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$")
+    sql(
+        "CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$"
+    )
     sql("CREATE TRIGGER slow_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION slow_chunk()")
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     command = [sys.executable, "-m", "cli", "import", "users", str(users_file), "--chunk-size", str(CHUNK), "--json"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while sql("SELECT count(*) FROM import_chunks WHERE rejected + inserted > 0")[0][0] < 3:
         assert process.poll() is None and time.monotonic() < deadline, "the import ended before it could be killed"

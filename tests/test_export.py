@@ -29,6 +29,7 @@ def plan(*args: object, **kwargs: object) -> ExportRequest:
     """plan_export with the rules configured as an entry point would."""
     return plan_export(*args, **kwargs, context=RuleContext.of(Settings()))  # type: ignore[arg-type]
 
+
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ODD = ["Zoë “quoted”, comma", 'a "b" c', "line one\nline two", "tab\there", "  leading", "emoji 🎉", "back\\slash"]
 
@@ -42,13 +43,31 @@ def load_samples() -> None:
 def add_odd_rows(folder: Path) -> None:
     """Rows with odd strings, unicode, empty tags and nulls, through our own import."""
     lines = [
-        json.dumps({"id": f"odd_{i}", "email": f"odd{i}@example.com", "name": text, "role": "reader",
-                    "active": None if i % 2 else True, "created_at": "2024-02-29T23:59:59.123456+05:30"})
+        json.dumps(
+            {
+                "id": f"odd_{i}",
+                "email": f"odd{i}@example.com",
+                "name": text,
+                "role": "reader",
+                "active": None if i % 2 else True,
+                "created_at": "2024-02-29T23:59:59.123456+05:30",
+            }
+        )
         for i, text in enumerate(ODD)
     ]
     articles = [
-        json.dumps({"id": f"art_odd_{i}", "slug": f"odd-{i}", "title": text, "body": text, "author_id": f"odd_{i}",
-                    "tags": [text, ""] if i % 2 else [], "status": "published", "published_at": "2024-01-01"})
+        json.dumps(
+            {
+                "id": f"art_odd_{i}",
+                "slug": f"odd-{i}",
+                "title": text,
+                "body": text,
+                "author_id": f"odd_{i}",
+                "tags": [text, ""] if i % 2 else [],
+                "status": "published",
+                "published_at": "2024-01-01",
+            }
+        )
         for i, text in enumerate(ODD)
     ]
     users_file, articles_file = folder / "odd_users.ndjson", folder / "odd_articles.ndjson"
@@ -161,6 +180,7 @@ def test_nightly_deployment_definition() -> None:
     assert isinstance(schedule, CronSchedule) and schedule.cron == "0 2 * * *"
 
 
+@pytest.mark.slow
 def test_a_reader_closing_stdout_ends_the_export_quietly() -> None:
     """`bulkflow export users --format csv | head -2`: a real pipe whose reader leaves after
     two lines, long before the export is done."""
@@ -168,12 +188,16 @@ def test_a_reader_closing_stdout_ends_the_export_quietly() -> None:
     import subprocess
     import sys
 
-    sql("INSERT INTO users (id, email, name, role, active, created_at, updated_at) "
+    sql(
+        "INSERT INTO users (id, email, name, role, active, created_at, updated_at) "
         "SELECT 'u' || n, 'u' || n || '@example.com', 'User ' || n, 'reader', true, now(), now() "
-        "FROM generate_series(1, 200000) AS n")
+        "FROM generate_series(1, 200000) AS n"
+    )
     export = subprocess.Popen(
         [sys.executable, "-m", "cli", "export", "users", "--format", "csv"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
     )
     assert export.stdout is not None and export.stderr is not None
     head = [export.stdout.readline() for _ in range(2)]

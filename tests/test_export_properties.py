@@ -53,7 +53,9 @@ def article_rows(draw: st.DrawFn) -> pl.DataFrame:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frame=article_rows(), format=st.sampled_from(EXPORT_FORMATS))
-def test_written_rows_read_back_identical(frame: pl.DataFrame, format: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_written_rows_read_back_identical(
+    frame: pl.DataFrame, format: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     path = Path(tmp_path_factory.mktemp("prop")) / f"articles.{format}"
     with open(path, "wb") as sink:
         rows, _, _ = write_batches(plan_export("articles", format, context=CONTEXT), [frame], sink)

@@ -46,8 +46,9 @@ def test_a_row_another_writer_adds_during_a_first_load_is_refused_by_the_constra
     settings = Settings()
     job = _job(tmp_path, settings)
     assert job.first_load
-    raw = pl.DataFrame({"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"],
-                        "role": ["admin", "author"]})
+    raw = pl.DataFrame(
+        {"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"], "role": ["admin", "author"]}
+    )
     check = check_records(USERS, RuleContext.of(settings), 0, raw)
     facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
     assert facts.keys.is_empty() and not facts.ids_exist  # nothing was asked
@@ -62,8 +63,14 @@ def test_a_first_load_still_asks_for_keys_it_cannot_fold_or_ids_it_must_resolve(
     settings = Settings()
     job = _job(tmp_path, settings)
     sql("INSERT INTO users (id, email, role) VALUES ('z', 'straße@example.com', 'reader')")  # outside bulkflow
-    raw = pl.DataFrame({"_line": [2, 3], "id": ["u1", None], "email": ["STRASSE@example.com", "Straße@example.com"],
-                        "role": ["admin", "author"]})
+    raw = pl.DataFrame(
+        {
+            "_line": [2, 3],
+            "id": ["u1", None],
+            "email": ["STRASSE@example.com", "Straße@example.com"],
+            "role": ["admin", "author"],
+        }
+    )
     check = check_records(USERS, RuleContext.of(settings), 0, raw)
     facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
     assert facts.keys.filter(pl.col("_line") == 3).get_column("_resolved_id").to_list() == ["z"]

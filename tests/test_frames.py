@@ -39,7 +39,11 @@ from tests.helpers import DATA
 from tests.hostile import CASES, Case
 
 LOADED = [case for case in CASES if not case.refused]
-SAMPLES = [("users", DATA / "users.csv"), ("articles", DATA / "articles.ndjson"), ("comments", DATA / "comments.ndjson")]
+SAMPLES = [
+    ("users", DATA / "users.csv"),
+    ("articles", DATA / "articles.ndjson"),
+    ("comments", DATA / "comments.ndjson"),
+]
 
 
 def _checked_frames(resource: Resource, path: Path, settings: Settings, chunk_size: int) -> Iterator[int]:

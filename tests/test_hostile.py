@@ -150,7 +150,9 @@ def test_an_oversized_record_is_skipped_in_bounded_memory(tmp_path: Path) -> Non
     rows = [batch.rows for batch in read_chunks(staged, RESOURCES["users"], 1000, max_record=MiB)]
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert [rule for r in rows if "_read_rule" in r.columns for rule in r["_read_rule"].drop_nulls()] == ["record_too_large"]
+    assert [rule for r in rows if "_read_rule" in r.columns for rule in r["_read_rule"].drop_nulls()] == [
+        "record_too_large"
+    ]
     assert sum(r.height for r in rows) == 3
     assert peak < 8 * MiB, peak
 
@@ -188,11 +190,16 @@ def test_a_failed_import_leaves_no_staged_copy(tmp_path: Path, monkeypatch: pyte
 
 def _bulkflow(api_url: str, *arguments: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     """The real command in its own process (its console output is what a user sees)."""
-    code = "\n".join(["import sys", prelude, "from cli.app import app", "sys.argv = ['bulkflow', *sys.argv[1:]]", "app()"])
+    code = "\n".join(
+        ["import sys", prelude, "from cli.app import app", "sys.argv = ['bulkflow', *sys.argv[1:]]", "app()"]
+    )
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    return subprocess.run([sys.executable, "-c", code, *arguments], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *arguments], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
+@pytest.mark.slow
 def test_console_shows_no_traceback_for_a_refused_file_or_a_bug(tmp_path: Path, prefect_api: str) -> None:
     unclosed = BY_NAME["unclosed_quote"].write(tmp_path)
     done = _bulkflow(prefect_api, "import", "users", str(unclosed))

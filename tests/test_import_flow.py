@@ -21,9 +21,13 @@ from tests.helpers import DATA, reset_imports, snapshot, sql, table
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
 
-
 def run(resource: str, source: Path | str, format: Format | None = None, **options: object) -> ImportReport:
-    return import_flow(resource=cast(ResourceName, resource), source=str(source), format=format, options=ImportOptions.model_validate(options))
+    return import_flow(
+        resource=cast(ResourceName, resource),
+        source=str(source),
+        format=format,
+        options=ImportOptions.model_validate(options),
+    )
 
 
 def load_samples() -> list[ImportReport]:
@@ -41,7 +45,12 @@ def test_sample_files_load_with_exact_counts() -> None:
     assert (comments.rows_read, comments.inserted, comments.rejected) == (10, 3, 7)
     assert articles.rejects_by_rule["unknown_author"] == 2
     assert comments.rejects_by_rule == {
-        "unknown_article": 2, "unknown_user": 2, "body_too_long": 1, "duplicate_id": 1, "missing_id": 1, "required": 1,
+        "unknown_article": 2,
+        "unknown_user": 2,
+        "body_too_long": 1,
+        "duplicate_id": 1,
+        "missing_id": 1,
+        "required": 1,
     }
     assert table("users").height == 6 and table("articles").height == 4 and table("comments").height == 3
 
@@ -58,9 +67,9 @@ def test_second_import_changes_nothing() -> None:
     job = again.job  # the job's totals, apart
     assert (job.rows_read, job.inserted, job.rejected) == (14, 6, 8)
     assert snapshot()["users"].equals(before["users"])
-    assert sql("SELECT count(*) FROM import_rejects")[0][0] == sum(
-        job.rejects_by_rule.values()
-    ) + 8 + 8  # users' entries once, plus articles' and comments' entries
+    assert (
+        sql("SELECT count(*) FROM import_rejects")[0][0] == sum(job.rejects_by_rule.values()) + 8 + 8
+    )  # users' entries once, plus articles' and comments' entries
 
 
 def test_same_content_under_another_name_is_the_same_job(tmp_path: Path) -> None:
@@ -120,8 +129,10 @@ def test_articles_and_comments_round_out_with_foreign_keys(tmp_path: Path) -> No
     write_file(GeneratorSpec("users", 500, 0.0, users=500), tmp_path / "users.csv")
     write_file(GeneratorSpec("articles", 400, 0.25, users=500), tmp_path / "articles.ndjson")
     write_file(GeneratorSpec("comments", 400, 0.25, users=500, articles=400), tmp_path / "comments.parquet")
-    reports = [run(r, tmp_path / f, chunk_size=50) for r, f in
-               [("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.parquet")]]
+    reports = [
+        run(r, tmp_path / f, chunk_size=50)
+        for r, f in [("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.parquet")]
+    ]
     for report in reports:
         assert report.inserted + report.updated + report.rejected == report.rows_read
     assert reports[1].rejects_by_rule.get("unknown_author", 0) > 0

@@ -37,7 +37,9 @@ def test_files_are_listed_in_dependency_order_and_unfinished_ones_wait(tmp_path:
     (tmp_path / "uploads").mkdir()
     land(tmp_path, "uploads", "x.csv", DATA / "users.csv")
     assert [(f.resource, Path(f.location).name) for f in list_landed(Settings(), str(tmp_path))] == [
-        ("users", "c.csv"), ("articles", "b.ndjson"), ("comments", "a.ndjson"),
+        ("users", "c.csv"),
+        ("articles", "b.ndjson"),
+        ("comments", "a.ndjson"),
     ]
 
 
@@ -48,17 +50,25 @@ def test_pickup_imports_each_file_once(tmp_path: Path) -> None:
     users = land(tmp_path, "users", "2-users.csv", DATA / "users.csv")
     outcomes = landing_pickup(landing=str(tmp_path))
     assert [Path(p).name for p in outcomes["imported"]] == ["2-users.csv", "1-articles.ndjson", "0-comments.ndjson"]
-    counts = sql("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM articles), (SELECT count(*) FROM comments)")
+    counts = sql(
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM articles), (SELECT count(*) FROM comments)"
+    )
     assert counts == [(6, 4, 3)]  # the sample files' exact counts: foreign keys resolved
     summary = _latest_summary()
     assert [(row["file"], row["outcome"], row["rows"], row["rejected"]) for row in summary] == [
-        ("2-users.csv", "imported", 14, 8), ("1-articles.ndjson", "imported", 12, 8), ("0-comments.ndjson", "imported", 10, 7),
+        ("2-users.csv", "imported", 14, 8),
+        ("1-articles.ndjson", "imported", 12, 8),
+        ("0-comments.ndjson", "imported", 10, 7),
     ]
     assert all(row["import run"] for row in summary)
     pickup = _latest_pickup_id()
     runs = _import_runs_of(pickup)
     assert {"find-new-files", "sha256-2-users.csv", "record-imported-2-users.csv"} <= _task_run_names(pickup)
-    assert [run.name for run in runs] == ["import-users-2-users.csv", "import-articles-1-articles.ndjson", "import-comments-0-comments.ndjson"]
+    assert [run.name for run in runs] == [
+        "import-users-2-users.csv",
+        "import-articles-1-articles.ndjson",
+        "import-comments-0-comments.ndjson",
+    ]
     assert all({"bulkflow", "via:landing", f"resource:{run.parameters['resource']}"} <= set(run.tags) for run in runs)
     for earlier, later in zip(runs, runs[1:], strict=False):  # one resource after the other
         assert earlier.end_time is not None and later.start_time is not None and earlier.end_time <= later.start_time
@@ -83,7 +93,8 @@ def test_a_bad_file_fails_once_and_does_not_stop_the_others(tmp_path: Path) -> N
     assert state.is_failed() and "a-unreadable.csv" in (state.message or "")
     assert sql("SELECT count(*) FROM users")[0][0] == 6
     assert sql("SELECT outcome, detail LIKE '%not valid UTF-8%' FROM landing_files ORDER BY location") == [
-        ("failed", True), ("imported", None),
+        ("failed", True),
+        ("imported", None),
     ]
     failed = {row["file"]: row["why"] for row in _latest_summary()}
     assert "not valid UTF-8 (line 2" in failed["a-unreadable.csv"] and failed["b-users.csv"] == ""
@@ -180,7 +191,9 @@ def _latest_pickup_id() -> UUID:
 
     with get_client(sync_client=True) as client:
         [run] = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["landing-pickup"])), sort=FlowRunSort.START_TIME_DESC, limit=1
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["landing-pickup"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
         )
     return run.id
 
@@ -191,7 +204,9 @@ def _import_runs_of(pickup_id: UUID) -> list:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pickup_id])))
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pickup_id]))
+        )
     return sorted(runs, key=lambda run: run.start_time)
 
 
@@ -212,7 +227,9 @@ def _latest_summary() -> list[dict]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["landing-pickup-summary"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["landing-pickup-summary"]))
+        )
     newest = max(artifacts, key=lambda artifact: str(artifact.created))  # ISO-8601 text sorts as time
     data = newest.data
     assert data is not None
@@ -247,6 +264,7 @@ def test_serve_says_where_the_landing_is_and_creates_its_folders(served: Callabl
         assert Path(root, resource).is_dir()
 
 
+@pytest.mark.slow
 def test_watch_says_where_the_landing_is_and_creates_its_folders(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -17,7 +17,8 @@ def test_outcomes_of_import_runs() -> None:
     prefix = "Flow run encountered an exception: "
     assert outcome_of(run(Completed())) == ("imported", None)
     assert outcome_of(run(Failed(message=prefix + "InputError: u.csv line 2 is not valid UTF-8"))) == (
-        "failed", "u.csv line 2 is not valid UTF-8"
+        "failed",
+        "u.csv line 2 is not valid UTF-8",
     )
     assert outcome_of(run(Failed(message=prefix + "RetryableError: cannot connect"))) == (None, "cannot connect")
     assert outcome_of(run(Crashed(message="worker lost")))[0] is None
@@ -26,6 +27,18 @@ def test_outcomes_of_import_runs() -> None:
 def test_batches_keep_dependency_order_and_the_per_table_limit() -> None:
     from tasks.landing import LandedFile, import_batches
 
-    files = [LandedFile(f"{r}/{n}", r, 1, "t") for r, n in [("users", "a"), ("users", "b"), ("users", "c"), ("articles", "d")]]
-    assert [[f.location for f in b] for b in import_batches(files, 1)] == [["users/a"], ["users/b"], ["users/c"], ["articles/d"]]
-    assert [[f.location for f in b] for b in import_batches(files, 2)] == [["users/a", "users/b"], ["users/c"], ["articles/d"]]
+    files = [
+        LandedFile(f"{r}/{n}", r, 1, "t")
+        for r, n in [("users", "a"), ("users", "b"), ("users", "c"), ("articles", "d")]
+    ]
+    assert [[f.location for f in b] for b in import_batches(files, 1)] == [
+        ["users/a"],
+        ["users/b"],
+        ["users/c"],
+        ["articles/d"],
+    ]
+    assert [[f.location for f in b] for b in import_batches(files, 2)] == [
+        ["users/a", "users/b"],
+        ["users/c"],
+        ["articles/d"],
+    ]

@@ -39,8 +39,10 @@ def _explain(name: str, statistics: list[str]) -> str:
             *(f"{setting};" for setting in LOADING_SESSION if "synchronous" not in setting),
             f'CREATE TEMP TABLE "{CHECK_STAGE}" ("{LINE}" bigint, "{KEY}" text, {columns});',
             f'CREATE TEMP TABLE "{STAGE}" ("{LINE}" bigint, {columns});',
-            *(f"INSERT INTO \"{t}\" (\"{LINE}\", id) SELECT g, 'x' || g FROM generate_series(1, 50000) g;"
-              for t in (CHECK_STAGE, STAGE)),
+            *(
+                f'INSERT INTO "{t}" ("{LINE}", id) SELECT g, \'x\' || g FROM generate_series(1, 50000) g;'
+                for t in (CHECK_STAGE, STAGE)
+            ),
             *(f"EXPLAIN {statement};" for statement in statements),
             "ROLLBACK;",
         ]
@@ -77,8 +79,8 @@ def test_checks_keep_their_plan_with_statistics_of_an_uncommitted_chunk(name: st
     rows = {
         "users": "INSERT INTO users (id, email, role) SELECT 'g' || g, 'g' || g || '@x.io', 'reader' FROM generate_series(1, 20000) g;",
         "articles": "INSERT INTO users (id, email, role) VALUES ('u', 'u@x.io', 'reader'); "
-                    "INSERT INTO articles (id, slug, title, author_id, status) "
-                    "SELECT 'a' || g, 's-' || g, 't', 'u', 'draft' FROM generate_series(1, 20000) g;",
+        "INSERT INTO articles (id, slug, title, author_id, status) "
+        "SELECT 'a' || g, 's-' || g, 't', 'u', 'draft' FROM generate_series(1, 20000) g;",
     }[name]
     stale = ["BEGIN;", rows, f"ANALYZE {target.name};", "ROLLBACK;"]
     _assert_probes(name, _explain(name, stale))

@@ -48,17 +48,24 @@ def _run(conn: Connection, statements: list[str]) -> None:
 
 def _columns(conn: Connection, table: str) -> list[str]:
     with conn.cursor() as cur:
-        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
-                    parameters=(table,))
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
+            parameters=(table,),
+        )
         return [row[0] for row in cur.fetchall()]
 
 
 def test_a_database_of_the_first_release_upgrades_in_place(fresh_database: str) -> None:
     with adbc.connect(fresh_database) as conn:
         _run(conn, [s for s in RELEASE_1.read_text().split(";\n") if s.strip()])
-        _run(conn, ["INSERT INTO users (id, email, role) VALUES ('u1', 'a@x.io', 'reader')",
-                    "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size) "
-                    "VALUES ('k', 'users', 'f.csv', 'csv', 'abc', 10)"])
+        _run(
+            conn,
+            [
+                "INSERT INTO users (id, email, role) VALUES ('u1', 'a@x.io', 'reader')",
+                "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size) "
+                "VALUES ('k', 'users', 'f.csv', 'csv', 'abc', 10)",
+            ],
+        )
         assert migration_status(conn).version is None
         applied = migrate(conn)
         assert applied == [m.id for m in all_migrations()]

@@ -31,7 +31,9 @@ def _run(run_id: str) -> Any:
         return client.read_flow_run(UUID(run_id))
 
 
-def _event(api_url: str, name: str, resource_id: str, match: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+def _event(
+    api_url: str, name: str, resource_id: str, match: Callable[[dict[str, Any]], bool], timeout: float = 30
+) -> dict[str, Any]:
     """The event of that name and resource whose payload `match`es, read back from the
     Prefect API (events are persisted asynchronously, and earlier tests emitted some too)."""
     body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}, "order": "DESC"}, "limit": 50}
@@ -54,8 +56,11 @@ def test_an_import_run_is_named_and_tagged_after_what_it_does(tmp_path: Path) ->
     assert run.name == "import-users-partner-42.csv"
     assert {"bulkflow", "resource:users", "via:cli"} <= set(run.tags)
     assert report.source_name == "partner-42.csv"
-    renamed = import_flow(resource="articles", source=str(DATA / "articles.ndjson"),
-                          options=ImportOptions(source_name="Partner articles (May).ndjson"))
+    renamed = import_flow(
+        resource="articles",
+        source=str(DATA / "articles.ndjson"),
+        options=ImportOptions(source_name="Partner articles (May).ndjson"),
+    )
     run = _run(str(renamed.flow_run_id))
     assert run.name == "import-articles-Partner articles (May).ndjson"
     assert {"bulkflow", "resource:articles", "via:python"} <= set(run.tags)  # no caller said how: from Python
@@ -68,7 +73,13 @@ def test_task_runs_are_named_after_what_they_touch() -> None:
 
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(report.flow_run_id)])))
     names = {run.name for run in runs}
-    assert {"stage-users.csv", "open-job-users", "close-job-users", "check-users-chunk-0", "load-users-chunk-2"} <= names
+    assert {
+        "stage-users.csv",
+        "open-job-users",
+        "close-job-users",
+        "check-users-chunk-0",
+        "load-users-chunk-2",
+    } <= names
 
 
 def test_artifact_keys_name_the_resource_and_the_file() -> None:
@@ -77,7 +88,9 @@ def test_artifact_keys_name_the_resource_and_the_file() -> None:
     assert len(long) <= 100 and long.endswith("-report")
 
 
-def test_finished_imports_and_exports_emit_events(prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finished_imports_and_exports_emit_events(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BULKFLOW_ERROR_RATE_ALERT", "0.5")
     report = import_flow(resource="users", source=str(DATA / "users.csv"))  # 8 of 14 rejected: above 0.5
     ours: Callable[[dict[str, Any]], bool] = lambda payload: payload.get("flow_run_id") == report.flow_run_id  # noqa: E731
@@ -88,14 +101,23 @@ def test_finished_imports_and_exports_emit_events(prefect_api: str, tmp_path: Pa
     _event(prefect_api, "bulkflow.import.high-error-rate", "bulkflow.import.users", ours)
     with pytest.raises(Exception, match="lacks required column"):
         import_flow(resource="comments", source=str(DATA / "users.csv"))
-    failed = _event(prefect_api, "bulkflow.import.failed", "bulkflow.import.comments",
-                    lambda payload: "lacks required column" in payload.get("error", ""))
+    failed = _event(
+        prefect_api,
+        "bulkflow.import.failed",
+        "bulkflow.import.comments",
+        lambda payload: "lacks required column" in payload.get("error", ""),
+    )
     assert failed["payload"]["source_name"] == "users.csv"
     monkeypatch.setenv("BULKFLOW_EXPORT_URL", str(tmp_path / "exports"))
     manifest = export_flow(resource="users", format="csv")
-    exported = _event(prefect_api, "bulkflow.export.completed", "bulkflow.export.users",
-                      lambda payload: payload.get("job_id") == manifest.job_id)
+    exported = _event(
+        prefect_api,
+        "bulkflow.export.completed",
+        "bulkflow.export.users",
+        lambda payload: payload.get("job_id") == manifest.job_id,
+    )
     assert exported["payload"]["sha256"] == manifest.sha256
+
 
 def test_the_example_automation_installs_with_one_command() -> None:
     from typer.testing import CliRunner
@@ -119,6 +141,7 @@ def test_the_example_automation_installs_with_one_command() -> None:
     assert silent.actions[0].state == "CRASHED"  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_a_live_run_waiting_on_a_slot_stays_running_and_a_killed_one_is_crashed(
     tmp_path: Path, prefect_api: str
 ) -> None:
@@ -148,7 +171,11 @@ def test_a_live_run_waiting_on_a_slot_stays_running_and_a_killed_one_is_crashed(
             path.write_bytes((DATA / "users.csv").read_bytes().replace(b"example.com", f"{name}.example.com".encode()))
             process = subprocess.Popen(
                 [sys.executable, "-m", "cli", "import", "users", str(path), "--json"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
             )
             started[name] = (process, _waiting_run(f"import-users-{name}.csv"))
         killed, killed_run = started["killed"]
@@ -191,8 +218,10 @@ def test_a_resumed_run_names_the_runs_it_continues(tmp_path: Path) -> None:
     resumes the job says which earlier run it continues."""
     from tests.helpers import sql
 
-    sql("CREATE OR REPLACE FUNCTION fail_third() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NEW.chunk_index = 2 THEN RAISE EXCEPTION 'injected failure' USING ERRCODE = 'P0001'; END IF; RETURN NEW; END $$")
+    sql(
+        "CREATE OR REPLACE FUNCTION fail_third() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.chunk_index = 2 THEN RAISE EXCEPTION 'injected failure' USING ERRCODE = 'P0001'; END IF; RETURN NEW; END $$"
+    )
     sql("CREATE TRIGGER fail_third AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION fail_third()")
     options = ImportOptions(chunk_size=4, idempotency_key="resume-test")
     try:
@@ -227,7 +256,10 @@ def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
         finally:
             client.delete_deployment(deployment_id)
     assert result.exit_code == 2
-    assert "nightly-export/nightly-parquet belong to a work pool" in result.stderr and "prefect worker start" in result.stderr
+    assert (
+        "nightly-export/nightly-parquet belong to a work pool" in result.stderr
+        and "prefect worker start" in result.stderr
+    )
 
 
 @pytest.mark.usefixtures("served")
@@ -253,11 +285,19 @@ def fresh_prefect_server(tmp_path: Path) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
     env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 120
@@ -275,6 +315,7 @@ def fresh_prefect_server(tmp_path: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_automations_install_on_a_fresh_server_says_what_to_do_first(fresh_prefect_server: str) -> None:
     import os
     import subprocess

@@ -22,13 +22,20 @@ USERS = RESOURCES["users"]
 
 
 def chunks(path: Path, size: int = 1000, resource: str = "users") -> list[pl.DataFrame]:
-    return [batch.rows for batch in read_chunks(stage_source(str(path), settings=Settings()), RESOURCES[resource], size)]
+    return [
+        batch.rows for batch in read_chunks(stage_source(str(path), settings=Settings()), RESOURCES[resource], size)
+    ]
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("a.csv", ("csv", None)), ("a.CSV.GZ", ("csv", "gzip")), ("a.jsonl", ("ndjson", None)),
-     ("s3://b/k/a.parquet", ("parquet", None)), ("https://x/a.json?sig=1", ("json", None))],
+    [
+        ("a.csv", ("csv", None)),
+        ("a.CSV.GZ", ("csv", "gzip")),
+        ("a.jsonl", ("ndjson", None)),
+        ("s3://b/k/a.parquet", ("parquet", None)),
+        ("https://x/a.json?sig=1", ("json", None)),
+    ],
 )
 def test_detect_format(name: str, expected: tuple) -> None:
     assert detect_format(name) == expected
@@ -61,7 +68,7 @@ def test_ndjson_values_malformed_and_blank_lines(tmp_path: Path) -> None:
         '{"id": 1, "email": "a@x.io", "active": true, "extra": {"k": 1}}\n'
         "\n"
         '{"id": "u2", oops\n'
-        '[1, 2]\n'
+        "[1, 2]\n"
         '{"id": "u5", "email": null, "name": "Zoë"}\r\n'
     )
     [chunk] = chunks(path)
@@ -104,8 +111,13 @@ def test_gzip_is_decompressed_and_hashed_like_the_plain_file(tmp_path: Path) -> 
 def test_parquet_typed_columns_become_the_text_the_parsers_read(tmp_path: Path) -> None:
     path = tmp_path / "a.parquet"
     pl.DataFrame(
-        {"id": ["a1"], "slug": ["s"], "tags": [["x", 'q"y']], "status": ["published"],
-         "published_at": [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)]},
+        {
+            "id": ["a1"],
+            "slug": ["s"],
+            "tags": [["x", 'q"y']],
+            "status": ["published"],
+            "published_at": [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)],
+        },
     ).write_parquet(path)
     [chunk] = chunks(path, resource="articles")
     row = chunk.row(0, named=True)
@@ -144,13 +156,17 @@ def test_ragged_csv_rows_are_unreadable_rows_and_the_others_go_on(tmp_path: Path
 
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 20])
-def test_records_spanning_block_boundaries_read_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+def test_records_spanning_block_boundaries_read_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
     import files.records
 
     monkeypatch.setattr(files.records, "BLOCK_BYTES", block)
     csv = tmp_path / "u.csv"
     csv.write_text(
-        "id,email,name,role\n" + "".join(f'u{i},e{i}@x.io,"multi\nline, ""{i}""",admin\n' for i in range(40)) + "u40,e@x.io,last,admin"
+        "id,email,name,role\n"
+        + "".join(f'u{i},e{i}@x.io,"multi\nline, ""{i}""",admin\n' for i in range(40))
+        + "u40,e@x.io,last,admin"
     )
     [chunk] = chunks(csv)
     assert chunk["id"].to_list() == [f"u{i}" for i in range(41)]
@@ -167,7 +183,7 @@ def test_a_long_field_in_a_block_read_record_by_record_is_kept(tmp_path: Path) -
     """A ragged row sends its block down the careful path; a 300 KB field beside it (over the
     csv module's default field limit, far under the record limit) is still a value."""
     path = tmp_path / "long.csv"
-    path.write_text("id,email,name,role\nu1,a@x.io,\"" + "x" * 300_000 + "\",admin\nu2,b@x.io,oops\n")
+    path.write_text('id,email,name,role\nu1,a@x.io,"' + "x" * 300_000 + '",admin\nu2,b@x.io,oops\n')
     [chunk] = chunks(path)
     assert chunk["_read_rule"].to_list() == [None, "malformed_record"]
     assert len(chunk["name"][0]) == 300_000

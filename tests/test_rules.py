@@ -16,10 +16,25 @@ from schemas.resource import RuleContext
 CONTEXT = RuleContext(allowed_roles=("admin", "author", "editor", "reader"))
 
 VALID: dict[str, dict[str, str | None]] = {
-    "users": {"id": "u1", "email": "ann@example.com", "name": "Ann", "role": "reader", "active": "true",
-              "created_at": "2024-01-01T00:00:00Z", "updated_at": None},
-    "articles": {"id": "a1", "slug": "hello-world", "title": "Hello", "body": "text", "author_id": "u1",
-                 "tags": '["x","y"]', "published_at": "2024-01-02T00:00:00Z", "status": "published"},
+    "users": {
+        "id": "u1",
+        "email": "ann@example.com",
+        "name": "Ann",
+        "role": "reader",
+        "active": "true",
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": None,
+    },
+    "articles": {
+        "id": "a1",
+        "slug": "hello-world",
+        "title": "Hello",
+        "body": "text",
+        "author_id": "u1",
+        "tags": '["x","y"]',
+        "published_at": "2024-01-02T00:00:00Z",
+        "status": "published",
+    },
     "comments": {"id": "c1", "article_id": "a1", "user_id": "u1", "body": "nice", "created_at": None},
 }
 
@@ -104,10 +119,22 @@ def test_allowed_roles_are_configurable() -> None:
 def test_duplicates_first_valid_occurrence_wins_across_chunks() -> None:
     users = RESOURCES["users"]
     seen = SeenKeys()
-    first = pl.DataFrame({"_line": [2, 3, 4], "id": ["u1", "u2", "u3"],
-                          "email": ["bad", "Ann@Example.com", "bob@example.com"], "role": ["reader"] * 3})
-    second = pl.DataFrame({"_line": [5, 6, 7], "id": ["u9", "u2", "u4"],
-                           "email": ["ann@example.COM", "zed@example.com", "bad@example.com"], "role": ["reader"] * 3})
+    first = pl.DataFrame(
+        {
+            "_line": [2, 3, 4],
+            "id": ["u1", "u2", "u3"],
+            "email": ["bad", "Ann@Example.com", "bob@example.com"],
+            "role": ["reader"] * 3,
+        }
+    )
+    second = pl.DataFrame(
+        {
+            "_line": [5, 6, 7],
+            "id": ["u9", "u2", "u4"],
+            "email": ["ann@example.COM", "zed@example.com", "bad@example.com"],
+            "role": ["reader"] * 3,
+        }
+    )
     one = check_chunk(users, CONTEXT, 0, first, seen)
     two = check_chunk(users, CONTEXT, 1, second, seen)
     assert one.rows["id"].to_list() == ["u2", "u3"]
@@ -116,7 +143,9 @@ def test_duplicates_first_valid_occurrence_wins_across_chunks() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.one_of(st.none(), st.sampled_from([f"k{i}" for i in range(40)])), max_size=12), max_size=30))
+@given(
+    st.lists(st.lists(st.one_of(st.none(), st.sampled_from([f"k{i}" for i in range(40)])), max_size=12), max_size=30)
+)
 def test_seen_keys_answer_as_a_set_of_every_key_added_before(chunks: list[list[str | None]]) -> None:
     """Whatever the chunk sizes and however the runs merged, a lookup says exactly whether
     the key was added by an earlier chunk."""
@@ -131,7 +160,9 @@ def test_seen_keys_answer_as_a_set_of_every_key_added_before(chunks: list[list[s
 
 
 def test_invalid_first_occurrence_does_not_block_a_later_valid_one() -> None:
-    chunk = pl.DataFrame({"_line": [2, 3], "id": ["u1", "u1"], "email": ["nope", "ok@example.com"], "role": ["reader"] * 2})
+    chunk = pl.DataFrame(
+        {"_line": [2, 3], "id": ["u1", "u1"], "email": ["nope", "ok@example.com"], "role": ["reader"] * 2}
+    )
     checked = check_chunk(RESOURCES["users"], CONTEXT, 0, chunk, SeenKeys())
     assert checked.rows["_line"].to_list() == [3]
     assert checked.rejects["rule"].to_list() == ["invalid_email"]
@@ -145,9 +176,18 @@ def test_reject_carries_line_value_message_and_raw_record() -> None:
 
 
 def test_malformed_ndjson_line_is_one_reject() -> None:
-    chunk = pl.DataFrame({"_line": [3], "id": [None], "email": [None], "role": [None], "_raw": ['{"id": broken'],
-                          "_read_rule": ["malformed_record"], "_read_message": ["the line is not a JSON object"]},
-                         schema_overrides={"id": pl.String, "email": pl.String, "role": pl.String})
+    chunk = pl.DataFrame(
+        {
+            "_line": [3],
+            "id": [None],
+            "email": [None],
+            "role": [None],
+            "_raw": ['{"id": broken'],
+            "_read_rule": ["malformed_record"],
+            "_read_message": ["the line is not a JSON object"],
+        },
+        schema_overrides={"id": pl.String, "email": pl.String, "role": pl.String},
+    )
     checked = check_chunk(RESOURCES["users"], CONTEXT, 0, chunk, SeenKeys())
     assert checked.rejects.select("line", "rule", "raw").rows() == [(3, "malformed_record", '{"id": broken')]
 

@@ -30,7 +30,9 @@ def test_import_from_a_bucket_equals_the_local_import(bucket: str) -> None:
     reset_imports()
     s3().pipe(f"{bucket}/in/users.csv.gz", gzip.compress((DATA / "users.csv").read_bytes()))
     remote = import_flow(resource="users", source=f"{bucket}/in/users.csv.gz")
-    assert {k: getattr(remote, k) for k in ("rows_read", "inserted", "rejected")} == {k: getattr(local, k) for k in ("rows_read", "inserted", "rejected")}
+    assert {k: getattr(remote, k) for k in ("rows_read", "inserted", "rejected")} == {
+        k: getattr(local, k) for k in ("rows_read", "inserted", "rejected")
+    }
     assert sql("SELECT id, email, name, role, active, created_at FROM users ORDER BY id") == expected
 
 

@@ -27,7 +27,13 @@ def test_embedded_database_when_nothing_is_configured(clean_env: pytest.MonkeyPa
 
 
 def test_seed_variables_build_the_url(clean_env: pytest.MonkeyPatch) -> None:
-    for name, value in {"DB_HOST": "db", "DB_PORT": "5433", "DB_NAME": "app", "DB_USER": "me", "DB_PASSWORD": "p@ss:w"}.items():
+    for name, value in {
+        "DB_HOST": "db",
+        "DB_PORT": "5433",
+        "DB_NAME": "app",
+        "DB_USER": "me",
+        "DB_PASSWORD": "p@ss:w",
+    }.items():
         clean_env.setenv(name, value)
     assert Settings(_env_file=None).external_database_url() == "postgresql://me:p%40ss%3Aw@db:5433/app"
 
@@ -97,10 +103,21 @@ def test_a_bad_setting_names_the_variable_the_value_and_what_is_allowed(clean_en
 
 @pytest.mark.parametrize(
     "command",
-    [["serve"], ["watch"], ["api"], ["db", "status"], ["db", "migrate"], ["db", "stop"], ["rejects", "x"],
-     ["export", "users"], ["import", "users", "data/users.csv"]],
+    [
+        ["serve"],
+        ["watch"],
+        ["api"],
+        ["db", "status"],
+        ["db", "migrate"],
+        ["db", "stop"],
+        ["rejects", "x"],
+        ["export", "users"],
+        ["import", "users", "data/users.csv"],
+    ],
 )
-def test_every_command_says_which_setting_is_wrong_in_one_line(clean_env: pytest.MonkeyPatch, command: list[str]) -> None:
+def test_every_command_says_which_setting_is_wrong_in_one_line(
+    clean_env: pytest.MonkeyPatch, command: list[str]
+) -> None:
     clean_env.setenv("BULKFLOW_LANDING_INTERVAL", "2")
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2, result.output

@@ -23,25 +23,29 @@ from schemas import RESOURCES
 USERS = RESOURCES["users"]
 MAX_RECORD = 1024
 
-_csv_records = st.sampled_from([
-    b"u1,a@x.io,Ann,admin\n",
-    b'u2,b@x.io,"two\nlines, ""quoted""",reader\n',
-    b"\n",
-    b"\r\n",
-    b"u3,c@x.io,ragged\n",
-    b'u4,d@x.io,"' + b"x" * 1500 + b'",reader\n',  # over MAX_RECORD: record_too_large
-    b"u5,e@x.io,,reader\r\n",
-    b"   \n",
-])
-_ndjson_lines = st.sampled_from([
-    b'{"id":"u1","email":"a@x.io","role":"admin"}\n',
-    b"\n",
-    b"  \t \n",
-    b"not json\n",
-    b'{"id":"u2","name":"' + b"y" * 1500 + b'"}\n',
-    b'{"id":"u3","email":"\\u00e9@x.io"}\r\n',
-    b'[1,2]\n',
-])
+_csv_records = st.sampled_from(
+    [
+        b"u1,a@x.io,Ann,admin\n",
+        b'u2,b@x.io,"two\nlines, ""quoted""",reader\n',
+        b"\n",
+        b"\r\n",
+        b"u3,c@x.io,ragged\n",
+        b'u4,d@x.io,"' + b"x" * 1500 + b'",reader\n',  # over MAX_RECORD: record_too_large
+        b"u5,e@x.io,,reader\r\n",
+        b"   \n",
+    ]
+)
+_ndjson_lines = st.sampled_from(
+    [
+        b'{"id":"u1","email":"a@x.io","role":"admin"}\n',
+        b"\n",
+        b"  \t \n",
+        b"not json\n",
+        b'{"id":"u2","name":"' + b"y" * 1500 + b'"}\n',
+        b'{"id":"u3","email":"\\u00e9@x.io"}\r\n',
+        b"[1,2]\n",
+    ]
+)
 
 
 def _spans_match_chunks(path: Path, size: int) -> None:
@@ -65,7 +69,9 @@ def _aligned(left: pl.DataFrame, right: pl.DataFrame) -> tuple[pl.DataFrame, pl.
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=st.lists(_csv_records, min_size=1, max_size=40), size=st.integers(1, 7), last_newline=st.booleans())
-def test_csv_spans_read_alone_are_the_chunks(tmp_path: Path, records: list[bytes], size: int, last_newline: bool) -> None:
+def test_csv_spans_read_alone_are_the_chunks(
+    tmp_path: Path, records: list[bytes], size: int, last_newline: bool
+) -> None:
     body = b"".join(records)
     path = tmp_path / "u.csv"
     path.write_bytes(b"\xef\xbb\xbfid,email,name,role\r\n" + (body if last_newline else body.rstrip(b"\n")))
@@ -100,7 +106,9 @@ def test_workers_read_an_object_store_source_itself_and_a_rewritten_one_at_its_s
     copy.write_bytes(b"id,email\nu1,a@x.io\n")
 
     def staged(source: str, verbatim: bool) -> StagedSource:
-        return StagedSource(source, copy, "csv", "csv", "0" * 64, copy.stat().st_size, temporary=True, verbatim=verbatim)
+        return StagedSource(
+            source, copy, "csv", "csv", "0" * 64, copy.stat().st_size, temporary=True, verbatim=verbatim
+        )
 
     assert shared_file(staged("s3://bucket/in/u.csv", True), MAX_RECORD).location == "s3://bucket/in/u.csv"
     assert shared_file(staged("s3://bucket/in/u.csv.gz", False), MAX_RECORD).location == str(copy.resolve())

@@ -23,14 +23,19 @@ def test_identifiers_are_quoted_with_inner_quotes_doubled() -> None:
 
 def test_the_upsert_goes_in_file_order_onto_the_id_and_counts_both_outcomes() -> None:
     text = sql.upsert_sql(ODD)
-    assert text.startswith('WITH up AS (INSERT INTO "we""ird users" ("id", "e""mail", "role") '
-                           'SELECT "id", "e""mail", "role" FROM "_bulkflow_stage" ORDER BY "_line" ')
+    assert text.startswith(
+        'WITH up AS (INSERT INTO "we""ird users" ("id", "e""mail", "role") '
+        'SELECT "id", "e""mail", "role" FROM "_bulkflow_stage" ORDER BY "_line" '
+    )
     assert 'ON CONFLICT ("id") DO UPDATE SET "e""mail" = EXCLUDED."e""mail", "role" = EXCLUDED."role" ' in text
     assert text.endswith("SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up")
 
 
 def test_insert_and_existence_check_name_the_stage_given() -> None:
-    assert sql.insert_sql(ODD, "s") == 'INSERT INTO "we""ird users" ("id", "e""mail", "role") SELECT "id", "e""mail", "role" FROM "s"'
+    assert (
+        sql.insert_sql(ODD, "s")
+        == 'INSERT INTO "we""ird users" ("id", "e""mail", "role") SELECT "id", "e""mail", "role" FROM "s"'
+    )
     assert sql.any_existing_sql(ODD, "s") == (
         'SELECT EXISTS (SELECT 1 FROM "s" s WHERE EXISTS (SELECT 1 FROM "we""ird users" t WHERE t."id" = s."id"))'
     )
@@ -58,8 +63,11 @@ def test_an_id_less_row_derives_its_id_from_a_quoted_literal_of_the_resource() -
 
 
 def test_export_select_binds_values_as_settings_and_quotes_every_name() -> None:
-    text = sql.export_select(ODD.name, ["id", 'e"mail'], [("role", "=", "bulkflow.filter_1", "text"),
-                                                            ("created_at", ">=", "bulkflow.filter_2", "timestamptz")])
+    text = sql.export_select(
+        ODD.name,
+        ["id", 'e"mail'],
+        [("role", "=", "bulkflow.filter_1", "text"), ("created_at", ">=", "bulkflow.filter_2", "timestamptz")],
+    )
     assert text == (
         'SELECT "id", "e""mail" FROM "we""ird users" WHERE "role" = current_setting(\'bulkflow.filter_1\')::text '
         'AND "created_at" >= current_setting(\'bulkflow.filter_2\')::timestamptz ORDER BY "id"'
@@ -70,8 +78,13 @@ def test_export_select_binds_values_as_settings_and_quotes_every_name() -> None:
 
 
 def test_no_builder_puts_a_value_in_the_text() -> None:
-    texts = [sql.upsert_sql(ARTICLES), sql.insert_sql(ARTICLES), sql.any_existing_sql(ARTICLES),
-             *(sql.missing_reference_query(fk) for fk in ARTICLES.foreign_keys), sql.recorded_rejects_query()]
+    texts = [
+        sql.upsert_sql(ARTICLES),
+        sql.insert_sql(ARTICLES),
+        sql.any_existing_sql(ARTICLES),
+        *(sql.missing_reference_query(fk) for fk in ARTICLES.foreign_keys),
+        sql.recorded_rejects_query(),
+    ]
     for text in texts:
         literals = re.findall(r"'[^']*'", text)
         assert literals == [], (text, literals)

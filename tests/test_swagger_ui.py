@@ -19,7 +19,7 @@ from bulkflow.settings import Settings
 from tests.browser import browser_command, open_page
 from tests.helpers import DATA, sql
 
-pytestmark = pytest.mark.integration  # starts an HTTP server and a browser
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts an HTTP server and a browser
 UPLOAD = "#operations-imports-create_import_v1_imports_post"
 
 
@@ -41,9 +41,12 @@ def api_url() -> Iterator[str]:
 
 
 def browser(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(browser_command("--virtual-time-budget=15000", *arguments), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        browser_command("--virtual-time-budget=15000", *arguments), capture_output=True, text=True, timeout=120
+    )
 
 
+@pytest.mark.slow
 def test_swagger_ui_renders_the_operations_offline(api_url: str) -> None:
     dom = browser("--dump-dom", f"{api_url}/ui").stdout
     assert "swagger-ui" in dom
@@ -64,11 +67,15 @@ def test_a_file_uploaded_through_the_swagger_form_is_accepted_and_imported(api_u
         page.evaluate(f"document.querySelector('{UPLOAD} .try-out__btn').click()")
         page.wait_for(f"document.querySelector('{UPLOAD} tr[data-property-name=file] input[type=file]')")
         assert page.evaluate(f"document.querySelector('{UPLOAD} tr[data-property-name=format] select').value") == ""
-        assert page.evaluate(f"document.querySelector('{UPLOAD} tr[data-property-name=resource] select').value") == "users"
+        assert (
+            page.evaluate(f"document.querySelector('{UPLOAD} tr[data-property-name=resource] select').value") == "users"
+        )
         page.set_files(f"{UPLOAD} tr[data-property-name=file] input[type=file]", str(DATA / "users.csv"))
         page.evaluate(f"document.querySelector('{UPLOAD} .execute').click()")
         page.wait_for(f"document.querySelector('{UPLOAD} .live-responses-table .response-col_status')")
-        status = page.evaluate(f"document.querySelector('{UPLOAD} .live-responses-table tbody .response-col_status').innerText")
+        status = page.evaluate(
+            f"document.querySelector('{UPLOAD} .live-responses-table tbody .response-col_status').innerText"
+        )
         body = page.evaluate(f"document.querySelector('{UPLOAD} .live-responses-table .microlight').innerText")
     assert status.strip() == "202", body
     job_id = json.loads(body)["job_id"]

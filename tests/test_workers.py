@@ -61,15 +61,38 @@ def two_workers(prefect_api: str) -> Iterator[tuple[UUID, list[IO[bytes]]]]:
         except ObjectAlreadyExists:
             pass
     deployment = import_flow.from_source(str(ROOT), "flows/import_flow.py:import_flow")
-    deployment_id = cast(UUID, deployment.deploy(  # type: ignore[union-attr]  # from_source is typed for async callers too
-        name="import-on-workers", work_pool_name=POOL, build=False, push=False, print_next_steps=False, ignore_warnings=True
-    ))
+    deployment_id = cast(
+        UUID,
+        deployment.deploy(  # type: ignore[union-attr]  # from_source is typed for async callers too
+            name="import-on-workers",
+            work_pool_name=POOL,
+            build=False,
+            push=False,
+            print_next_steps=False,
+            ignore_warnings=True,
+        ),
+    )
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_WORKER_QUERY_SECONDS": "1"}
     logs: list[IO[bytes]] = [tempfile.TemporaryFile() for _ in range(2)]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--limit", "1", "--name", f"worker-{n}"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                POOL,
+                "--limit",
+                "1",
+                "--name",
+                f"worker-{n}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         for n, log in enumerate(logs)
     ]
@@ -87,6 +110,7 @@ def two_workers(prefect_api: str) -> Iterator[tuple[UUID, list[IO[bytes]]]]:
             client.delete_deployment(deployment_id)
 
 
+@pytest.mark.slow
 def test_two_workers_share_four_imports_and_the_tables_equal_sequential_imports(
     tmp_path: Path, prefect_api: str, two_workers: tuple[UUID, list[IO[bytes]]]
 ) -> None:
