@@ -163,9 +163,8 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
 
 def _source_name(parameters: dict[str, Any]) -> str | None:
     """The file's name as its sender knows it (an upload keeps its original name)."""
-    options = parameters.get("options") or {}
     source = parameters.get("source")
-    given = options.get("source_name") if isinstance(options, dict) else None
+    given = ImportOptions.of(parameters.get("options")).source_name
     return display_name(str(source), given) if source else given
 
 
@@ -201,6 +200,7 @@ def import_status(job_id: str, request: Request, settings: AppSettings) -> Impor
         duration_s=run.duration_s,
         rows_per_s=round(rows_per_s, 1) if rows_per_s is not None else None,
         error=_user_error(run.message, run.parameters),
+        retryable=run.retryable,
         rejects_sample=sample,
         rejects_url=str(request.url_for("import_rejects", job_id=job_id)),
     )

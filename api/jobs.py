@@ -15,7 +15,7 @@ from prefect.exceptions import ObjectNotFound
 from api.errors import ApiError
 from api.models import JobStatus
 from files.remote import is_remote
-from tasks.run_labels import run_tags
+from tasks.run_labels import RETRYABLE_FAILURE, run_tags
 from tasks.runs import our_message
 
 STATUS_OF_STATE: dict[StateType, JobStatus] = {
@@ -44,6 +44,8 @@ class JobRun:
     duration_s: float | None
     message: str | None
     """The state's message: the reason when the job failed."""
+    retryable: bool | None = None
+    """For a failed job: whether a later try may succeed (its run is tagged so)."""
 
 
 def trigger(
@@ -90,6 +92,7 @@ def read_job(job_id: str, flow_name: str) -> JobRun:
 def _as_job(run: Any) -> JobRun:
     state = run.state
     finished = run.end_time if state is not None and state.is_final() else None
+    failed = state is not None and (state.is_failed() or state.is_crashed())
     return JobRun(
         job_id=str(run.id),
         status=STATUS_OF_STATE.get(state.type, "queued") if state is not None else "queued",
@@ -97,7 +100,8 @@ def _as_job(run: Any) -> JobRun:
         started_at=run.start_time,
         finished_at=finished,
         duration_s=run.total_run_time.total_seconds() if run.start_time else None,
-        message=our_message(state.message) if state is not None and (state.is_failed() or state.is_crashed()) else None,
+        message=our_message(state.message) if failed else None,
+        retryable=(RETRYABLE_FAILURE in run.tags) if failed else None,
     )
 
 

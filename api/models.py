@@ -77,6 +77,10 @@ class ImportJob(ImportCounts):
     duration_s: Optional[float] = None
     rows_per_s: Optional[float] = None
     error: Optional[str] = Field(default=None, description="Why the job failed.")
+    retryable: Optional[bool] = Field(
+        default=None,
+        description="For a failed job: whether trying again may succeed (the database or a store was away).",
+    )
     rejects_sample: list[dict[str, Any]] = Field(default_factory=list)
     rejects_url: str
 

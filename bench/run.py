@@ -23,7 +23,7 @@ import httpx
 
 from bench.data import BenchFile, header, prepare
 from bench.measure import Measurement, measure
-from bulkflow.db import embedded_url
+from bulkflow.embedded import embedded_url
 from schemas import RESOURCES
 from schemas.reports import ImportReport
 

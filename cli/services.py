@@ -179,12 +179,14 @@ def automations_install_command() -> None:
 
 def migrate_command() -> None:
     """Apply the pending schema migrations (each once; safe to run from several processes)."""
-    from bulkflow.db import connect, database_url, migrate, redacted_url
+    from bulkflow.db import connect, database_url, migrate, redacted_url, refuse_drift
+    from schemas import declared_tables
 
     with errors_as_exit():
         settings = Settings()
         with connect(settings, migrate=False) as conn:
             applied = migrate(conn)
+            refuse_drift(conn, declared_tables())
         for migration_id in applied:
             stderr.print(f"applied {migration_id}", highlight=False)
         stderr.print(f"schema is up to date on {redacted_url(database_url(settings))}", highlight=False)

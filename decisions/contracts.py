@@ -10,7 +10,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaError, SchemaErrors
 
-from bulkflow.errors import InvariantError
+from bulkflow.errors import InvariantError, first_line
 from schemas.frames import LoadRows, Rejects, contract
 from schemas.resource import Resource
 
@@ -33,7 +33,7 @@ def check(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> None:
 
 def _summary(error: SchemaError | SchemaErrors) -> str:
     if isinstance(error, SchemaError):
-        return str(error).splitlines()[0]
+        return first_line(error)
     failures = [
         f"{entry.get('column')}: {entry.get('check')}"
         for kinds in error.message.values()

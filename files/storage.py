@@ -13,7 +13,7 @@ import fsspec
 from fsspec.core import OpenFile, split_protocol
 from fsspec.spec import AbstractFileSystem
 
-from bulkflow.errors import ParameterError
+from bulkflow.errors import ParameterError, first_line
 from bulkflow.settings import Settings
 
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
@@ -47,5 +47,5 @@ def filesystem(settings: Settings, url: str) -> tuple[AbstractFileSystem, str]:
 def _missing_package(url: str, missing: ImportError) -> ParameterError:
     protocol = split_protocol(url)[0] or "file"
     extra = _EXTRAS.get(protocol)
-    hint = f"pip install 'bulkflow[{extra}]'" if extra else str(missing).splitlines()[0]
+    hint = f"pip install 'bulkflow[{extra}]'" if extra else first_line(missing)
     return ParameterError(f"{protocol}:// storage needs its fsspec package: {hint}")

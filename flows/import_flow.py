@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bulkflow.console import quiet_tracebacks
-from bulkflow.errors import InputError, InvariantError, RetryableError, is_retryable
+from bulkflow.errors import InputError, InvariantError, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
 from decisions.keys import SeenKeys
@@ -28,13 +28,13 @@ from schemas.resource import Resource, RuleContext
 from tasks import events
 from tasks.check import check_database
 from tasks.cluster import dask_task_runner
-from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects
+from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure
 from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, table_slot
 from tasks.load import load_chunk
 from tasks.on_workers import check_span, load_span
 from tasks.report import ImportProgress, publish_report
-from tasks.run_labels import import_run_name, label_run, untagged_tasks
+from tasks.run_labels import import_run_name, label_run, tag_retryable_failure, untagged_tasks
 from tasks.stage import stage
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
@@ -42,8 +42,7 @@ _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_
 
 def _run_name() -> str:
     parameters = flow_run.parameters
-    options = parameters.get("options") or {}
-    given = options.get("source_name") if isinstance(options, dict) else getattr(options, "source_name", None)
+    given = ImportOptions.of(parameters.get("options")).source_name
     return import_run_name(str(parameters["resource"]), str(parameters["source"]), given)
 
 
@@ -86,9 +85,8 @@ def import_flow(
         events.import_failed(definition.name, display_name(source, options.source_name), error)
         if isinstance(error, InputError):
             discard_upload(settings, source)
-        if is_retryable(error) and not isinstance(error, RetryableError):
-            # so the run's state says a retry may cure it (the landing pick-up reads that)
-            raise RetryableError(str(error), sqlstate=getattr(error, "sqlstate", None)) from error
+        if is_retryable(error):
+            tag_retryable_failure()  # what the landing pick-up reads to leave the file for a later try
         raise
     events.import_completed(report, settings.error_rate_alert)
     return report
@@ -134,10 +132,14 @@ def _load(
             len(job.done_chunks),
         )
     progress = ImportProgress(resource, name)
-    if settings.task_runner == "dask":
-        _chunks_on_dask(settings, job, ledger, staged, progress)
-    else:
-        _chunks_in_threads(settings, job, ledger, staged, progress)
+    try:
+        if settings.task_runner == "dask":
+            _chunks_on_dask(settings, job, ledger, staged, progress)
+        else:
+            _chunks_in_threads(settings, job, ledger, staged, progress)
+    except BaseException as error:
+        record_failure(settings, job.key, error)
+        raise
     report = close_job(settings, job, staged, run_id, time.perf_counter() - started)
     sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     publish_report(report, sample)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.articles import ARTICLES
 from schemas.comments import COMMENTS
-from schemas.resource import Resource
+from schemas.resource import PG_TYPES, Resource
 from schemas.users import USERS
 
 # Dependency order: a resource only references resources listed before it.
@@ -19,3 +19,9 @@ def get_resource(name: str) -> Resource:
         return RESOURCES[name]
     except KeyError:
         raise ParameterError(f"unknown resource {name!r}: choose one of {', '.join(RESOURCES)}") from None
+
+
+def declared_tables() -> dict[str, dict[str, str]]:
+    """Each resource's table as declared: `{table: {column: PostgreSQL type}}` (what
+    `bulkflow.db.refuse_drift` holds the database to)."""
+    return {r.name: {f.name: PG_TYPES[f.kind] for f in r.fields} for r in RESOURCES.values()}

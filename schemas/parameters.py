@@ -3,7 +3,7 @@ Prefect's `create_flow_run` validate against the same definitions."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, get_args
+from typing import Annotated, Any, Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
@@ -47,6 +47,12 @@ class ImportOptions(BaseModel):
         description="The file's name as its sender knows it (an API upload's original name), for run names "
         "and reports. Default: the last part of the source's path or URL.",
     )
+
+    @classmethod
+    def of(cls, given: ImportOptions | dict[str, Any] | None) -> ImportOptions:
+        """The options of a run's parameters, as the flow got them (a model) or as Prefect
+        stores them (a dict)."""
+        return given if isinstance(given, cls) else cls.model_validate(given or {})
 
 
 def _filter_fields() -> dict[str, object]:

@@ -22,6 +22,7 @@ from bulkflow.db import connect
 from bulkflow.settings import Settings
 from decisions.exports import ExportRequest, export_sql
 from files.writers import write_batches
+from schemas import declared_tables
 
 T = TypeVar("T")
 
@@ -50,7 +51,7 @@ def stream_export(
     bytes, duration (and sha256). `on_rows` gets the running row count (progress bars)."""
     started = time.perf_counter()
     sql, values = export_sql(request)
-    with connect(settings) as conn, conn.cursor() as cur:
+    with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
         for name, value in values.items():
             cur.execute("SELECT set_config($1, $2, true)", parameters=(name, value))
         cur.execute(sql)

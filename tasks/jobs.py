@@ -9,12 +9,14 @@ from typing import Any
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_logger
 
 from bulkflow.db import Cursor, connect, execute, fetch_one, query_one
-from bulkflow.errors import ParameterError, retry_condition
+from bulkflow.errors import ParameterError, first_line, is_retryable, retry_condition
 from bulkflow.settings import Settings
 from decisions.sql import ASCII_PROBE, first_load_probe
 from files.staging import StagedSource
+from schemas import declared_tables
 from schemas.reports import ImportReport, JobTotals
 from schemas.resource import Resource
 from tasks.limits import SlotClaim
@@ -73,7 +75,7 @@ def open_job(
 ) -> Job:
     """Create the job or find it again, and list the chunks earlier runs committed."""
     key = idempotency_key or default_job_key(resource.name, staged.sha256)
-    with connect(settings) as conn, conn.cursor() as cur:
+    with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_key) DO NOTHING",
@@ -213,7 +215,12 @@ def close_job(
 ) -> ImportReport:
     """The run's own counts and the job's totals, read back from the ledger and the rejects."""
     counts = run_counts(settings, job.key, flow_run_id)
-    execute(settings, "UPDATE import_jobs SET finished_at = now() WHERE job_key = $1", (job.key,))
+    execute(
+        settings,
+        "UPDATE import_jobs SET finished_at = now(), failed_at = NULL, failure_class = NULL, "
+        "failure_retryable = NULL, failure_message = NULL WHERE job_key = $1",
+        (job.key,),
+    )
     return ImportReport(
         **counts.report_fields(),
         chunks=counts.job.chunks,
@@ -229,6 +236,21 @@ def close_job(
         rows_per_s=round(counts.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
         error_rate=counts.own.rejected_share(),
     )
+
+
+def record_failure(settings: Settings, job_key: str, error: BaseException) -> None:
+    """Write on the job how its run failed: the error's class, whether a retry may cure it,
+    its first line (for whoever reads the job later: the API, an operator). Best effort: the
+    database may be what failed."""
+    try:
+        execute(
+            settings,
+            "UPDATE import_jobs SET failed_at = now(), failure_class = $2, failure_retryable = $3, "
+            "failure_message = $4 WHERE job_key = $1",
+            (job_key, type(error).__name__, is_retryable(error), first_line(error)),
+        )
+    except Exception as unrecorded:  # noqa: BLE001 - the run fails with its own error all the same
+        get_logger(__name__).warning("could not record the failure of job %s: %s", job_key, first_line(unrecorded))
 
 
 def find_job_key(settings: Settings, run_or_job: str) -> str | None:

@@ -25,8 +25,8 @@ from files.copying import ExpandedSizeLimit, checked_copy
 from files.formats import detect_format, display_name
 from files.storage import filesystem, open_file
 from schemas import RESOURCES
-from tasks.run_labels import import_run_name, run_tags
-from tasks.runs import IMPORT, failed_for_retryable_reason, our_message, start_run
+from tasks.run_labels import RETRYABLE_FAILURE, import_run_name, run_tags
+from tasks.runs import IMPORT, our_message, start_run
 
 Outcome = Literal["imported", "duplicate", "failed"]
 _UNFINISHED_SUFFIXES = (".part", ".tmp", ".partial")
@@ -124,7 +124,7 @@ def outcome_of(run: FlowRun) -> tuple[Outcome | None, str | None]:
     if state is not None and state.is_completed():
         return "imported", None
     message = our_message(state.message) if state is not None else None
-    if state is not None and state.is_failed() and not failed_for_retryable_reason(state.message):
+    if state is not None and state.is_failed() and RETRYABLE_FAILURE not in run.tags:
         return "failed", message
     return None, message or (state.name if state is not None else "no state")
 

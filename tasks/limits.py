@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bulkflow.db import Connection, Cursor, close_quietly, fetch_one, open_session
+from bulkflow.db import Connection, Cursor, close_quietly, fetch_one, open_session, translated
 from bulkflow.errors import RetryableError, is_retryable
 from bulkflow.settings import Settings
 
@@ -95,7 +95,7 @@ class WriteSlot:
         if conn is None:
             return
         try:
-            with conn.cursor() as cur:
+            with translated(), conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock($1::int, $2::int)", parameters=(self.claim.key, self.slot))
         except Exception as lost:  # noqa: BLE001 - a session already gone has freed its slot with it
             if not is_retryable(lost):
@@ -106,14 +106,15 @@ class WriteSlot:
     def _acquire(self, *, first: bool) -> None:
         conn = _session(self.settings, self.claim.holder)
         try:
-            self.slot = _wait_for_slot(
-                conn,
-                self.claim.key,
-                self.settings.max_imports_per_resource,
-                self.resource,
-                self.on_wait if first else None,
-                self._stop,
-            )
+            with translated():
+                self.slot = _wait_for_slot(
+                    conn,
+                    self.claim.key,
+                    self.settings.max_imports_per_resource,
+                    self.resource,
+                    self.on_wait if first else None,
+                    self._stop,
+                )
         except BaseException:
             close_quietly(conn)
             raise
@@ -130,7 +131,7 @@ class WriteSlot:
     def _holds(self) -> bool:
         try:
             assert self._conn is not None
-            with self._conn.cursor() as cur:
+            with translated(), self._conn.cursor() as cur:
                 return slot_held(cur, self.claim)
         except Exception as lost:  # noqa: BLE001 - any failure of the session is a lost slot
             if not is_retryable(lost):
@@ -155,7 +156,7 @@ def _session(settings: Settings, holder: str) -> Connection:
     """The slot's own session, named `holder` for the chunks' check."""
     conn = open_session(settings)
     try:
-        with conn.cursor() as cur:
+        with translated(), conn.cursor() as cur:
             cur.execute("SELECT set_config('application_name', $1, false)", parameters=(holder,))
     except BaseException:
         close_quietly(conn)

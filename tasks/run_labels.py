@@ -15,11 +15,15 @@ from datetime import UTC, datetime
 
 from prefect.client.orchestration import get_client
 from prefect.context import TagsContext
+from prefect.logging import get_logger
 from prefect.runtime import flow_run
 
 from files.formats import display_name
 
 VIA_PREFIX = "via:"
+RETRYABLE_FAILURE = "failure:retryable"
+"""Tag of a run that failed for a passing reason (the database or a store away): a later
+try may succeed. Whoever started the run reads it (the landing pick-up), never the message."""
 
 
 def import_run_name(resource: str, source: str, source_name: str | None = None) -> str:
@@ -66,6 +70,19 @@ def label_run(resource: str | None) -> str:
         if not wanted <= current:
             client.update_flow_run(run_id, tags=sorted(current | wanted))
     return given[0]
+
+
+def tag_retryable_failure() -> None:
+    """Tag the current flow run `RETRYABLE_FAILURE` (nothing outside a flow run). Best
+    effort: the run fails with its own error all the same."""
+    run_id = flow_run.id
+    if not run_id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, tags=sorted({*client.read_flow_run(run_id).tags, RETRYABLE_FAILURE}))
+    except Exception as untagged:  # noqa: BLE001 - the Prefect API itself may be what is away
+        get_logger(__name__).warning("could not tag the failed run as retryable: %s", untagged)
 
 
 @contextmanager

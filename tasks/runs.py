@@ -34,13 +34,6 @@ def our_message(message: str | None) -> str | None:
     return _PREFECT_PREFIX.sub("", message) if message else message
 
 
-def failed_for_retryable_reason(message: str | None) -> bool:
-    """True when a failed run's message says a passing failure ended it: flows raise their
-    retryable errors as `RetryableError` (see `bulkflow.errors.is_retryable`)."""
-    found = _PREFECT_PREFIX.match(message or "")
-    return found is not None and found.group(1) == "RetryableError"
-
-
 def start_run(deployment: str, parameters: dict[str, Any], tags: set[str], name: str) -> FlowRun:
     """Create a run of `deployment` (`flow/deployment`) called `name`, as a child of the
     current flow run, for a runner or worker to take; returns at once."""

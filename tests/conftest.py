@@ -58,7 +58,7 @@ def _stop_every_server_under(root: Path) -> None:
     """Stop every PostgreSQL server whose data lives under the session's temporary folder
     (other homes of tests, servers restarted by `pg_ctl`, ones a flow-run subprocess
     started), then fail the run if one still runs: a suite leaves no server behind."""
-    from bulkflow.db import stop_server
+    from bulkflow.embedded import stop_server
 
     for pid_file in root.rglob("postmaster.pid"):
         stop_server(pid_file.parent)

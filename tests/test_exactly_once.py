@@ -16,8 +16,7 @@ import pytest
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
-from schemas.reports import ImportReport
-from tests.helpers import reset_imports, snapshot, sql
+from tests.helpers import ImportState, import_state, reset_imports, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ROWS, CHUNK = 3000, 250
@@ -31,29 +30,16 @@ def users_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def clean_state(users_file: Path) -> Iterator[dict]:
+def clean_state(users_file: Path) -> Iterator[ImportState]:
     """Tables, rejects and totals of one clean run; the database is emptied afterwards."""
     report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
-    state = _state(report)
+    state = import_state(report)
     _reset()
     yield state
 
 
 def _reset() -> None:
     reset_imports()
-
-
-def _state(report: ImportReport) -> dict:
-    rejects = sql("SELECT line, field, rule, value FROM import_rejects ORDER BY 1, 2, 3")
-    totals = {k: getattr(report.job, k) for k in ("rows_read", "inserted", "updated", "rejected", "rejects_by_rule")}
-    return {"tables": snapshot(), "rejects": rejects, "totals": totals}
-
-
-def _same(state: dict, expected: dict) -> None:
-    for name, frame in expected["tables"].items():
-        assert state["tables"][name].equals(frame), name
-    assert state["rejects"] == expected["rejects"]
-    assert state["totals"] == expected["totals"]
 
 
 def _fail_chunk(index: int, errcode: str, times: int = 1_000_000) -> None:
@@ -75,7 +61,7 @@ def _no_injection() -> Iterator[None]:
     sql("DROP TRIGGER IF EXISTS slow_chunk ON import_chunks")
 
 
-def test_failure_after_k_chunks_then_rerun_equals_clean_run(users_file: Path, clean_state: dict) -> None:
+def test_failure_after_k_chunks_then_rerun_equals_clean_run(users_file: Path, clean_state: ImportState) -> None:
     _fail_chunk(4, "P0001")  # a terminal error: no task retry
     with pytest.raises(Exception, match="injected failure"):
         import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
@@ -85,17 +71,17 @@ def test_failure_after_k_chunks_then_rerun_equals_clean_run(users_file: Path, cl
     sql("DROP TRIGGER fail_chunk ON import_chunks")
     report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     assert report.chunks_skipped == committed
-    _same(_state(report), clean_state)
+    import_state(report).assert_same(clean_state)
 
 
-def test_transient_database_error_is_retried_by_the_task(users_file: Path, clean_state: dict) -> None:
+def test_transient_database_error_is_retried_by_the_task(users_file: Path, clean_state: ImportState) -> None:
     _fail_chunk(2, "40001", times=1)  # serialization_failure: retryable
     report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     assert sql("SELECT last_value FROM fail_count")[0][0] >= 2  # failed once, then retried
-    _same(_state(report), clean_state)
+    import_state(report).assert_same(clean_state)
 
 
-def test_prefect_flow_retry_resumes_the_job(users_file: Path, clean_state: dict) -> None:
+def test_prefect_flow_retry_resumes_the_job(users_file: Path, clean_state: ImportState) -> None:
     _fail_chunk(3, "P0001", times=1)
     retrying = import_flow.with_options(retries=1, retry_delay_seconds=0)
     report = retrying(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
@@ -105,11 +91,11 @@ def test_prefect_flow_retry_resumes_the_job(users_file: Path, clean_state: dict)
     assert {k: getattr(report, k) for k in ("inserted", "updated", "rejected")} == {
         k: getattr(report.job, k) for k in ("inserted", "updated", "rejected")
     }
-    _same(_state(report), clean_state)
+    import_state(report).assert_same(clean_state)
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_state: dict, prefect_api: str) -> None:
+def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_state: ImportState, prefect_api: str) -> None:
     # Slow each chunk commit a little so the kill lands mid-run.
     sql(
         "CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "
@@ -132,26 +118,26 @@ def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_stat
     sql("DROP TRIGGER slow_chunk ON import_chunks")
     report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     assert report.chunks_skipped == committed
-    _same(_state(report), clean_state)
+    import_state(report).assert_same(clean_state)
 
 
-def test_resume_uses_the_jobs_original_chunk_size(users_file: Path, clean_state: dict) -> None:
+def test_resume_uses_the_jobs_original_chunk_size(users_file: Path, clean_state: ImportState) -> None:
     _fail_chunk(5, "P0001")
     with pytest.raises(Exception, match="injected failure"):
         import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=CHUNK))
     sql("DROP TRIGGER fail_chunk ON import_chunks")
     report = import_flow(resource="users", source=str(users_file), options=ImportOptions(chunk_size=999))
-    _same(_state(report), clean_state)
+    import_state(report).assert_same(clean_state)
     assert pl.Series([r[0] for r in sql("SELECT rows_read FROM import_chunks")]).max() == CHUNK
 
 
 def test_an_id_inserted_meanwhile_by_another_transaction_turns_the_chunk_into_an_upsert(
-    users_file: Path, clean_state: dict
+    users_file: Path, clean_state: ImportState
 ) -> None:
     """The fast path (plain INSERT of ids the table lacked) meets an id that appeared after
     its check: the chunk falls back to the upsert and ends like a clean run."""
     first_chunk = pl.read_csv(users_file, infer_schema=False, n_rows=CHUNK)
-    loaded = set(clean_state["tables"]["users"]["id"].to_list())
+    loaded = set(clean_state.tables["users"]["id"].to_list())
     ids = [i for i in first_chunk["id"].to_list() if i in loaded]
     # A trigger plays the other transaction: when chunk 0 inserts its first row, a row with
     # chunk 0's last id appears, before the INSERT reaches that id.
@@ -168,4 +154,4 @@ def test_an_id_inserted_meanwhile_by_another_transaction_turns_the_chunk_into_an
     finally:
         sql("DROP TRIGGER IF EXISTS sneak ON users")
     assert sql("SELECT last_value FROM sneak_count")[0][0] == 2  # fired for the INSERT, then for the upsert
-    _same(_state(report), clean_state)
+    import_state(report).assert_same(clean_state)

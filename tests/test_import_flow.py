@@ -12,6 +12,7 @@ from typing import cast
 import polars as pl
 import pytest
 
+from bulkflow.errors import DatabaseError, DatabaseUnavailable, first_line
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import Format, ImportOptions, ResourceName
@@ -266,3 +267,22 @@ def test_the_progress_of_a_one_chunk_file_moves_before_it_commits() -> None:
     assert positions == sorted(positions) and positions[-1] == 1.0
     in_flight = [(rows, position) for rows, fraction, position in seen if fraction == 0.0 and 0 < position < 1]
     assert len({position for _, position in in_flight}) >= 2 and all(rows == 0 for rows, _ in in_flight)
+
+
+def test_a_failed_run_records_on_its_job_why_and_whether_a_retry_may_cure_it() -> None:
+    sql(
+        "CREATE OR REPLACE FUNCTION refuse_chunk() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'the disk is on fire' USING ERRCODE = '58030'; END $$"
+    )
+    sql("CREATE TRIGGER refuse_chunk BEFORE INSERT ON import_chunks FOR EACH ROW EXECUTE FUNCTION refuse_chunk()")
+    try:
+        with pytest.raises(DatabaseError) as failed:
+            run("users", DATA / "users.csv")
+    finally:
+        sql("DROP TRIGGER IF EXISTS refuse_chunk ON import_chunks")
+    assert failed.value.sqlstate == "58030" and not isinstance(failed.value, DatabaseUnavailable)
+    recorded = sql("SELECT failure_class, failure_retryable, failure_message, failed_at IS NOT NULL FROM import_jobs")
+    assert recorded == [("DatabaseError", False, first_line(failed.value), True)]
+    assert recorded[0][2].startswith("PostgreSQL refused a statement: ") and "the disk is on fire" in recorded[0][2]
+    run("users", DATA / "users.csv")  # the job's next run completes: its failure record is cleared
+    assert sql("SELECT failure_class, failure_retryable, failed_at FROM import_jobs") == [(None, None, None)]

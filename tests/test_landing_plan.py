@@ -6,13 +6,14 @@ from uuid import uuid4
 
 
 def test_outcomes_of_import_runs() -> None:
-    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.objects import FlowRun, State
     from prefect.states import Completed, Crashed, Failed
 
     from tasks.landing import outcome_of
+    from tasks.run_labels import RETRYABLE_FAILURE
 
-    def run(state) -> FlowRun:  # noqa: ANN001
-        return FlowRun(flow_id=uuid4(), state=state)
+    def run(state: State, tags: tuple[str, ...] = ()) -> FlowRun:
+        return FlowRun(flow_id=uuid4(), state=state, tags=list(tags))
 
     prefix = "Flow run encountered an exception: "
     assert outcome_of(run(Completed())) == ("imported", None)
@@ -20,7 +21,9 @@ def test_outcomes_of_import_runs() -> None:
         "failed",
         "u.csv line 2 is not valid UTF-8",
     )
-    assert outcome_of(run(Failed(message=prefix + "RetryableError: cannot connect"))) == (None, "cannot connect")
+    lost: State = Failed(message=prefix + "DatabaseUnavailable: cannot connect")
+    assert outcome_of(run(lost, (RETRYABLE_FAILURE,))) == (None, "cannot connect")
+    assert outcome_of(run(lost)) == ("failed", "cannot connect")  # the run's tag decides, never its message
     assert outcome_of(run(Crashed(message="worker lost")))[0] is None
 
 

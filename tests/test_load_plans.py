@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bulkflow.db import LOADING_SESSION, _embedded_data_dir, _embedded_server
+from bulkflow.db import LOADING_SESSION
+from bulkflow.embedded import embedded_data_dir, embedded_server
 from bulkflow.settings import Settings
 from decisions.decide import KEY, LINE
 from decisions.sql import CHECK_STAGE, STAGE, key_facts_query, missing_reference_query, taken_query
@@ -47,7 +48,7 @@ def _explain(name: str, statistics: list[str]) -> str:
             "ROLLBACK;",
         ]
     )
-    plans = _embedded_server(_embedded_data_dir(Settings().home)).psql(script)
+    plans = embedded_server(embedded_data_dir(Settings().home)).psql(script)
     assert plans.count("QUERY PLAN") == len(statements) > 0, plans
     return plans
 

@@ -1,9 +1,9 @@
-"""Versioned migrations: a database of the first release upgrades in place, a new field
-reaches an existing table, and concurrent migrations apply each migration once."""
+"""Versioned migrations: a database of the first release upgrades in place, a change no
+migration covers is refused (a new field, a type changed), and concurrent migrations apply
+each migration once."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +11,11 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as adbc
 import pytest
 
-from bulkflow.db import Connection, database_url, migrate, migration_status
+from bulkflow.db import Connection, database_url, drift, migrate, migration_status, refuse_drift, table_columns
+from bulkflow.errors import SchemaDriftError
+from bulkflow.migrations import MIGRATIONS, Migration
 from bulkflow.settings import Settings
-from schemas import RESOURCES
-from schemas.migrations import NUMBERED, all_migrations
-from schemas.resource import Field
+from schemas import declared_tables
 
 pytestmark = pytest.mark.usefixtures("db")
 RELEASE_1 = Path(__file__).parent / "fixtures" / "schema_release_1.sql"
@@ -68,9 +68,9 @@ def test_a_database_of_the_first_release_upgrades_in_place(fresh_database: str) 
         )
         assert migration_status(conn).version is None
         applied = migrate(conn)
-        assert applied == [m.id for m in all_migrations()]
+        assert applied == [m.id for m in MIGRATIONS]
         status = migration_status(conn)
-        assert status.version == NUMBERED[-1].id and status.pending == ()
+        assert status.version == MIGRATIONS[-1].id and status.pending == ()
         with conn.cursor() as cur:
             cur.execute("SELECT id, email FROM users")
             assert cur.fetchall() == [("u1", "a@x.io")]
@@ -79,18 +79,29 @@ def test_a_database_of_the_first_release_upgrades_in_place(fresh_database: str) 
         assert migrate(conn) == []  # each migration once
 
 
-def test_a_new_nullable_field_reaches_an_existing_table(fresh_database: str) -> None:
-    users = RESOURCES["users"]
-    grown = dataclasses.replace(users, fields=(*users.fields, Field("nickname")))
+def test_a_field_no_migration_covers_is_refused_until_one_adds_it(fresh_database: str) -> None:
+    declared = declared_tables()
+    grown = {**declared, "users": {**declared["users"], "nickname": "text"}}
     with adbc.connect(fresh_database) as conn:
         migrate(conn)
-        _run(conn, ["INSERT INTO users (id, email, role) VALUES ('u1', 'a@x.io', 'reader')"])
-        applied = migrate(conn, {**RESOURCES, "users": grown})
-        assert len(applied) == 1 and applied[0].startswith("columns:users:")
+        refuse_drift(conn, declared, fresh_database)  # the frozen migrations match the resources
+        with pytest.raises(SchemaDriftError) as refused:
+            refuse_drift(conn, grown, fresh_database + "#grown")
+        message = str(refused.value)
+        assert "users.nickname (text) is missing" in message and "bulkflow/migrations.py" in message
+        assert "\n" not in message
+        adds = Migration("9001", "users.nickname", ("ALTER TABLE users ADD COLUMN nickname text",))
+        assert migrate(conn, (*MIGRATIONS, adds)) == ["9001"]
+        refuse_drift(conn, grown, fresh_database + "#migrated")
         assert _columns(conn, "users")[-1] == "nickname"
-        with conn.cursor() as cur:
-            cur.execute("SELECT id, nickname FROM users")
-            assert cur.fetchall() == [("u1", None)]
+
+
+def test_a_column_of_another_type_is_refused(fresh_database: str) -> None:
+    with adbc.connect(fresh_database) as conn:
+        migrate(conn)
+        _run(conn, ["ALTER TABLE users ALTER COLUMN active TYPE text"])
+        problems = drift(declared_tables(), table_columns(conn, ["users", "articles", "comments"]))
+    assert problems == ["users.active is text, declared boolean"]
 
 
 def test_concurrent_migrations_apply_each_migration_once(fresh_database: str) -> None:
@@ -107,7 +118,7 @@ def test_concurrent_migrations_apply_each_migration_once(fresh_database: str) ->
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    expected = [m.id for m in all_migrations()]
+    expected = [m.id for m in MIGRATIONS]
     assert sorted(map(len, results)) == [0, 0, len(expected)]
     with adbc.connect(fresh_database) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM schema_migrations")

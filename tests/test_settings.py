@@ -88,6 +88,33 @@ def test_errors_carry_their_facts_through_pickling() -> None:
     assert not is_retryable(InvariantError("inserted + updated + rejected != rows read"))
 
 
+@pytest.mark.parametrize(
+    ("driver_error", "sqlstate", "typed"),
+    [
+        ("OperationalError", None, "DatabaseUnavailable"),  # no answer: the connection was lost
+        ("OperationalError", "40001", "DatabaseUnavailable"),  # serialization failure
+        ("OperationalError", "57P01", "DatabaseUnavailable"),  # admin shutdown
+        ("ProgrammingError", "42P01", "DatabaseError"),  # undefined table: a retry repeats it
+        ("IntegrityError", "23505", "DatabaseError"),
+    ],
+)
+def test_driver_errors_become_typed_errors_where_they_are_raised(
+    driver_error: str, sqlstate: str | None, typed: str
+) -> None:
+    import adbc_driver_manager
+
+    from bulkflow.errors import DatabaseError, DatabaseUnavailable, database_error, is_retryable
+
+    raised = getattr(adbc_driver_manager, driver_error)(
+        "said the server", status_code=adbc_driver_manager.AdbcStatusCode.IO, sqlstate=sqlstate
+    )
+    error = database_error(raised, "PostgreSQL refused a statement")
+    assert type(error).__name__ == typed and isinstance(error, DatabaseError)
+    assert error.sqlstate == sqlstate and str(error) == "PostgreSQL refused a statement: said the server"
+    assert is_retryable(error) == isinstance(error, DatabaseUnavailable)
+    assert not is_retryable(raised)  # the driver's own error is never classified past the boundary
+
+
 def test_a_bad_setting_names_the_variable_the_value_and_what_is_allowed(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("BULKFLOW_LANDING_INTERVAL", "2")
     clean_env.setenv("BULKFLOW_TASK_RUNNER", "spark")

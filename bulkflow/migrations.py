@@ -1,0 +1,140 @@
+"""The database's history: numbered migrations, frozen as the literal SQL each release ran.
+
+A migration never changes once released: a database records the ids it has run in
+`schema_migrations`, and `bulkflow.db.migrate` runs the others, in order, once. A change to
+a table (a new column, a type, an index) is a new numbered migration written here by hand;
+`bulkflow.db.refuse_drift` compares the declared resources with the tables and refuses to
+work on a table no migration brought in line with them.
+
+Besides the resources' tables, the pipeline keeps its own: `import_jobs`, `import_runs`, the
+chunk ledger `import_chunks` and `import_rejects` (exactly-once rests on the ledger: a
+chunk's rows, its rejects and its ledger row commit in one transaction), `export_jobs`, and
+`landing_files` (the landed files the pick-up has dealt with, by location, size and time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    id: str
+    """Recorded in `schema_migrations`; never changes once released."""
+    description: str
+    statements: tuple[str, ...]
+
+
+SCHEMA_MIGRATIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "id text PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001",
+        "baseline: resource and bookkeeping tables (idempotent on a database of the first release)",
+        (
+            "CREATE TABLE IF NOT EXISTS users (id text PRIMARY KEY, email text, name text, role text, active boolean, created_at timestamptz, updated_at timestamptz)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users ((lower(email)))",
+            "CREATE TABLE IF NOT EXISTS articles (id text PRIMARY KEY, slug text, title text, body text, author_id text REFERENCES users (id), tags text[], published_at timestamptz, status text)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS articles_slug_key ON articles ((slug))",
+            "CREATE INDEX IF NOT EXISTS articles_author_id_idx ON articles (author_id)",
+            "CREATE TABLE IF NOT EXISTS comments (id text PRIMARY KEY, article_id text REFERENCES articles (id), user_id text REFERENCES users (id), body text, created_at timestamptz)",
+            "CREATE INDEX IF NOT EXISTS comments_article_id_idx ON comments (article_id)",
+            "CREATE INDEX IF NOT EXISTS comments_user_id_idx ON comments (user_id)",
+            """CREATE TABLE IF NOT EXISTS import_jobs (
+        job_key text PRIMARY KEY,
+        resource text NOT NULL,
+        source text NOT NULL,
+        format text NOT NULL,
+        content_sha256 text NOT NULL,
+        chunk_size integer NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz
+    )""",
+            """CREATE TABLE IF NOT EXISTS import_runs (
+        flow_run_id text PRIMARY KEY,
+        job_key text NOT NULL REFERENCES import_jobs (job_key),
+        started_at timestamptz NOT NULL DEFAULT now()
+    )""",
+            """CREATE TABLE IF NOT EXISTS import_chunks (
+        job_key text NOT NULL REFERENCES import_jobs (job_key),
+        chunk_index integer NOT NULL,
+        rows_read integer NOT NULL,
+        inserted integer NOT NULL DEFAULT 0,
+        updated integer NOT NULL DEFAULT 0,
+        rejected integer NOT NULL DEFAULT 0,
+        committed_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (job_key, chunk_index)
+    )""",
+            """CREATE TABLE IF NOT EXISTS import_rejects (
+        job_key text NOT NULL,
+        chunk_index integer NOT NULL,
+        line bigint NOT NULL,
+        field text NOT NULL,
+        rule text NOT NULL,
+        message text NOT NULL,
+        value text,
+        raw text
+    )""",
+            "CREATE INDEX IF NOT EXISTS import_rejects_job_idx ON import_rejects (job_key, line)",
+            """CREATE TABLE IF NOT EXISTS export_jobs (
+        flow_run_id text PRIMARY KEY,
+        resource text NOT NULL,
+        format text NOT NULL,
+        filters text NOT NULL,
+        fields text NOT NULL,
+        location text NOT NULL,
+        rows bigint,
+        bytes bigint,
+        sha256 text,
+        duration_s double precision,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz
+    )""",
+            """CREATE TABLE IF NOT EXISTS landing_files (
+        location text NOT NULL,
+        size bigint NOT NULL,
+        modified text NOT NULL,
+        resource text NOT NULL,
+        sha256 text NOT NULL,
+        outcome text NOT NULL,
+        detail text,
+        flow_run_id text,
+        seen_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (location, size, modified)
+    )""",
+        ),
+    ),
+    Migration(
+        "0002",
+        "import_rejects indexed by chunk, for resuming runs that read a committed chunk's rejects",
+        ("CREATE INDEX IF NOT EXISTS import_rejects_chunk_idx ON import_rejects (job_key, chunk_index)",),
+    ),
+    Migration(
+        "0003",
+        "import_jobs.source_name: the file's name as its sender knows it (API uploads keep theirs)",
+        ("ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS source_name text",),
+    ),
+    Migration(
+        "0004",
+        "import_chunks.flow_run_id: the run that committed the chunk, so a run reports its own counts apart from the job's",
+        ("ALTER TABLE import_chunks ADD COLUMN IF NOT EXISTS flow_run_id text",),
+    ),
+    Migration(
+        "0005",
+        "export_jobs.row_limit: the most rows an export job was asked for (its manifest says so)",
+        ("ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS row_limit bigint",),
+    ),
+    Migration(
+        "0006",
+        "import_jobs.failure_*: how the last failed run of a job ended (error class, retryable or not, its line)",
+        (
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS failed_at timestamptz",
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS failure_class text",
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS failure_retryable boolean",
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS failure_message text",
+        ),
+    ),
+)
