@@ -12,6 +12,7 @@ from bench.run import BenchConfig, run
 
 
 @pytest.mark.usefixtures("prefect_api")
+@pytest.mark.slow
 def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: str) -> None:
     config = BenchConfig(
         rows=300,

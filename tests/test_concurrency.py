@@ -16,6 +16,7 @@ import pytest
 
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
+from schemas.frames import LINE
 from schemas.parameters import ImportOptions
 from schemas.reports import ImportReport
 from schemas.resource import RuleContext
@@ -239,7 +240,7 @@ def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -
 
     users = get_resource("users")
     raw = pl.DataFrame(
-        {"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"], "role": ["admin", "author"]}
+        {LINE: [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"], "role": ["admin", "author"]}
     )
     chunk = decide(users, check_records(users, RuleContext.of(Settings()), 0, raw), no_facts(), SeenKeys())
     assert chunk.all_new

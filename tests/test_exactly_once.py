@@ -95,7 +95,9 @@ def test_prefect_flow_retry_resumes_the_job(users_file: Path, clean_state: Impor
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_then_rerun_equals_clean_run(users_file: Path, clean_state: ImportState, prefect_api: str) -> None:
+def test_kill_9_mid_run_then_rerun_equals_clean_run(
+    users_file: Path, clean_state: ImportState, prefect_api: str
+) -> None:
     # Slow each chunk commit a little so the kill lands mid-run.
     sql(
         "CREATE OR REPLACE FUNCTION slow_chunk() RETURNS trigger LANGUAGE plpgsql AS "

@@ -21,6 +21,7 @@ from files.read import read_chunks
 from files.staging import stage_source
 from files.writers import write_batches
 from schemas import RESOURCES
+from schemas.frames import LINE
 from schemas.resource import RuleContext
 
 ARTICLES = RESOURCES["articles"]
@@ -65,7 +66,7 @@ def test_written_rows_read_back_identical(
     staged.cleanup()
     checked = check_chunk(ARTICLES, CONTEXT, 0, batch.rows, SeenKeys())
     assert checked.rejects.height == 0, checked.rejects.to_dicts()
-    assert checked.rows.drop("_line").equals(frame)
+    assert checked.rows.drop(LINE).equals(frame)
 
 
 def test_read_ahead_hands_over_every_batch_in_order_and_the_error_that_ends_them() -> None:

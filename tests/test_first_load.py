@@ -16,6 +16,7 @@ from decisions.keys import SeenKeys
 from decisions.rules import check_records
 from files.staging import stage_source
 from schemas import get_resource
+from schemas.frames import LINE, RESOLVED_ID
 from schemas.resource import RuleContext
 from tasks.jobs import ChunkLedger, Job, open_job
 from tasks.load import apply_chunk
@@ -47,7 +48,7 @@ def test_a_row_another_writer_adds_during_a_first_load_is_refused_by_the_constra
     job = _job(tmp_path, settings)
     assert job.first_load
     raw = pl.DataFrame(
-        {"_line": [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"], "role": ["admin", "author"]}
+        {LINE: [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"], "role": ["admin", "author"]}
     )
     check = check_records(USERS, RuleContext.of(settings), 0, raw)
     facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
@@ -65,7 +66,7 @@ def test_a_first_load_still_asks_for_keys_it_cannot_fold_or_ids_it_must_resolve(
     sql("INSERT INTO users (id, email, role) VALUES ('z', 'straße@example.com', 'reader')")  # outside bulkflow
     raw = pl.DataFrame(
         {
-            "_line": [2, 3],
+            LINE: [2, 3],
             "id": ["u1", None],
             "email": ["STRASSE@example.com", "Straße@example.com"],
             "role": ["admin", "author"],
@@ -73,4 +74,4 @@ def test_a_first_load_still_asks_for_keys_it_cannot_fold_or_ids_it_must_resolve(
     )
     check = check_records(USERS, RuleContext.of(settings), 0, raw)
     facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
-    assert facts.keys.filter(pl.col("_line") == 3).get_column("_resolved_id").to_list() == ["z"]
+    assert facts.keys.filter(pl.col(LINE) == 3).get_column(RESOLVED_ID).to_list() == ["z"]

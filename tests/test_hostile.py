@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from bulkflow.settings import Settings
 from cli.app import app
+from schemas.frames import READ_RULE
 from tests.helpers import reset_imports, sql, table
 from tests.hostile import CASES, Case, MiB, _bomb, row, user, users_csv
 
@@ -150,9 +151,7 @@ def test_an_oversized_record_is_skipped_in_bounded_memory(tmp_path: Path) -> Non
     rows = [batch.rows for batch in read_chunks(staged, RESOURCES["users"], 1000, max_record=MiB)]
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert [rule for r in rows if "_read_rule" in r.columns for rule in r["_read_rule"].drop_nulls()] == [
-        "record_too_large"
-    ]
+    assert [rule for r in rows if READ_RULE in r.columns for rule in r[READ_RULE].drop_nulls()] == ["record_too_large"]
     assert sum(r.height for r in rows) == 3
     assert peak < 8 * MiB, peak
 

@@ -17,6 +17,7 @@ from files.formats import detect_format
 from files.read import read_chunks
 from files.staging import stage_source
 from schemas import RESOURCES
+from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
 
 USERS = RESOURCES["users"]
 
@@ -48,7 +49,7 @@ def test_csv_bom_crlf_quotes_and_physical_line_numbers(tmp_path: Path) -> None:
         b'u2,b@x.io,"two\r\nlines ""quoted""",reader\r\nu3,c@x.io,,reader\r\n'
     )
     [chunk] = chunks(path)
-    assert chunk["_line"].to_list() == [2, 3, 5]
+    assert chunk[LINE].to_list() == [2, 3, 5]
     assert chunk["id"].to_list() == ["u1", "u2", "u3"]  # the BOM is not part of the first name
     assert chunk["name"].to_list() == ["Smith, J", 'two\r\nlines "quoted"', None]
     assert read_columns(stage_source(str(path), settings=Settings()), 1 << 20) == ["id", "email", "name", "role"]
@@ -59,7 +60,7 @@ def test_chunks_have_exact_sizes_and_lines_continue(tmp_path: Path) -> None:
     path.write_text("id,email,name,role\n" + "".join(f'u{i},e{i}@x.io,"n\n{i}",admin\n' for i in range(10)))
     parts = chunks(path, size=4)
     assert [c.height for c in parts] == [4, 4, 2]
-    assert pl.concat(parts)["_line"].to_list() == list(range(2, 22, 2))
+    assert pl.concat(parts)[LINE].to_list() == list(range(2, 22, 2))
 
 
 def test_ndjson_values_malformed_and_blank_lines(tmp_path: Path) -> None:
@@ -72,8 +73,8 @@ def test_ndjson_values_malformed_and_blank_lines(tmp_path: Path) -> None:
         '{"id": "u5", "email": null, "name": "Zoë"}\r\n'
     )
     [chunk] = chunks(path)
-    assert chunk["_line"].to_list() == [1, 3, 4, 5]
-    assert chunk["_read_rule"].is_null().to_list() == [True, False, False, True]
+    assert chunk[LINE].to_list() == [1, 3, 4, 5]
+    assert chunk[READ_RULE].is_null().to_list() == [True, False, False, True]
     assert chunk.row(0, named=True)["id"] == "1" and chunk.row(0, named=True)["active"] == "true"
     assert chunk.row(3, named=True)["name"] == "Zoë" and chunk.row(3, named=True)["email"] is None
 
@@ -86,7 +87,7 @@ def test_json_array_is_streamed_to_ndjson(tmp_path: Path) -> None:
     assert staged.format == "ndjson" and staged.declared_format == "json" and staged.temporary
     [chunk] = [batch.rows for batch in read_chunks(staged, USERS, 100)]
     assert chunk["id"].to_list() == [f"u{i}" for i in range(5)]
-    assert chunk["_line"].to_list() == [1, 2, 3, 4, 5]  # element numbers
+    assert chunk[LINE].to_list() == [1, 2, 3, 4, 5]  # element numbers
     staged.cleanup()
     assert not staged.path.exists()
 
@@ -123,7 +124,7 @@ def test_parquet_typed_columns_become_the_text_the_parsers_read(tmp_path: Path) 
     row = chunk.row(0, named=True)
     assert json.loads(row["tags"]) == ["x", 'q"y']
     assert row["published_at"] == "2024-01-02T03:04:05.000000+00:00"
-    assert row["_line"] == 1
+    assert row[LINE] == 1
 
 
 def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
@@ -149,10 +150,10 @@ def test_ragged_csv_rows_are_unreadable_rows_and_the_others_go_on(tmp_path: Path
     path = tmp_path / "ragged.csv"
     path.write_text("id,email,role\nu1,a@x.io,admin,EXTRA,MORE\nu2,b@x.io\n\nu3,c@x.io,admin\n")
     [chunk] = chunks(path)
-    assert chunk["_line"].to_list() == [2, 3, 5]
-    assert chunk["_read_rule"].to_list() == ["malformed_record", "malformed_record", None]
-    assert chunk["_read_message"][0] == "the record has 5 fields, the header has 3"
-    assert chunk["_raw"][1] == "u2,b@x.io" and chunk["id"][2] == "u3"
+    assert chunk[LINE].to_list() == [2, 3, 5]
+    assert chunk[READ_RULE].to_list() == ["malformed_record", "malformed_record", None]
+    assert chunk[READ_MESSAGE][0] == "the record has 5 fields, the header has 3"
+    assert chunk[RAW_RECORD][1] == "u2,b@x.io" and chunk["id"][2] == "u3"
 
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 20])
@@ -171,12 +172,12 @@ def test_records_spanning_block_boundaries_read_the_same(
     [chunk] = chunks(csv)
     assert chunk["id"].to_list() == [f"u{i}" for i in range(41)]
     assert chunk["name"][3] == 'multi\nline, "3"'
-    assert chunk["_line"].to_list()[-2:] == [80, 82]
+    assert chunk[LINE].to_list()[-2:] == [80, 82]
     ndjson = tmp_path / "u.ndjson"
     ndjson.write_text("".join(f'{{"id": "u{i}", "name": "n\\n{i}"}}\n' for i in range(30)) + "\n" + '{"id": "last"}')
     [lines] = chunks(ndjson)
     assert lines["id"].to_list() == [f"u{i}" for i in range(30)] + ["last"]
-    assert lines["_line"].to_list()[-1] == 32
+    assert lines[LINE].to_list()[-1] == 32
 
 
 def test_a_long_field_in_a_block_read_record_by_record_is_kept(tmp_path: Path) -> None:
@@ -185,5 +186,5 @@ def test_a_long_field_in_a_block_read_record_by_record_is_kept(tmp_path: Path) -
     path = tmp_path / "long.csv"
     path.write_text('id,email,name,role\nu1,a@x.io,"' + "x" * 300_000 + '",admin\nu2,b@x.io,oops\n')
     [chunk] = chunks(path)
-    assert chunk["_read_rule"].to_list() == [None, "malformed_record"]
+    assert chunk[READ_RULE].to_list() == [None, "malformed_record"]
     assert len(chunk["name"][0]) == 300_000

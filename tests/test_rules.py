@@ -11,6 +11,7 @@ from decisions.decide import check_chunk
 from decisions.keys import SeenKeys
 from decisions.parsers import parse_boolean, parse_text_list, parse_timestamp
 from schemas import RESOURCES
+from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
 from schemas.resource import RuleContext
 
 CONTEXT = RuleContext(allowed_roles=("admin", "author", "editor", "reader"))
@@ -42,7 +43,7 @@ VALID: dict[str, dict[str, str | None]] = {
 def check(resource: str, **overrides: str | None) -> list[tuple[str, str]]:
     """(field, rule) of every reject for one record = the valid record with overrides."""
     record = {**VALID[resource], **overrides}
-    chunk = pl.DataFrame([{"_line": 2, **record}], schema={"_line": pl.Int64, **{k: pl.String for k in record}})
+    chunk = pl.DataFrame([{LINE: 2, **record}], schema={LINE: pl.Int64, **{k: pl.String for k in record}})
     checked = check_chunk(RESOURCES[resource], CONTEXT, 0, chunk, SeenKeys())
     rejected = sorted(zip(checked.rejects["field"], checked.rejects["rule"]))
     assert checked.rows.height + (1 if rejected else 0) == 1
@@ -111,7 +112,7 @@ def test_edge_values_pass(resource: str, overrides: dict) -> None:
 
 
 def test_allowed_roles_are_configurable() -> None:
-    chunk = pl.DataFrame({"_line": [2], "id": ["u1"], "email": ["a@b.co"], "role": ["manager"]})
+    chunk = pl.DataFrame({LINE: [2], "id": ["u1"], "email": ["a@b.co"], "role": ["manager"]})
     custom = RuleContext(allowed_roles=("manager",))
     assert check_chunk(RESOURCES["users"], custom, 0, chunk, SeenKeys()).rejects.height == 0
 
@@ -121,7 +122,7 @@ def test_duplicates_first_valid_occurrence_wins_across_chunks() -> None:
     seen = SeenKeys()
     first = pl.DataFrame(
         {
-            "_line": [2, 3, 4],
+            LINE: [2, 3, 4],
             "id": ["u1", "u2", "u3"],
             "email": ["bad", "Ann@Example.com", "bob@example.com"],
             "role": ["reader"] * 3,
@@ -129,7 +130,7 @@ def test_duplicates_first_valid_occurrence_wins_across_chunks() -> None:
     )
     second = pl.DataFrame(
         {
-            "_line": [5, 6, 7],
+            LINE: [5, 6, 7],
             "id": ["u9", "u2", "u4"],
             "email": ["ann@example.COM", "zed@example.com", "bad@example.com"],
             "role": ["reader"] * 3,
@@ -161,15 +162,15 @@ def test_seen_keys_answer_as_a_set_of_every_key_added_before(chunks: list[list[s
 
 def test_invalid_first_occurrence_does_not_block_a_later_valid_one() -> None:
     chunk = pl.DataFrame(
-        {"_line": [2, 3], "id": ["u1", "u1"], "email": ["nope", "ok@example.com"], "role": ["reader"] * 2}
+        {LINE: [2, 3], "id": ["u1", "u1"], "email": ["nope", "ok@example.com"], "role": ["reader"] * 2}
     )
     checked = check_chunk(RESOURCES["users"], CONTEXT, 0, chunk, SeenKeys())
-    assert checked.rows["_line"].to_list() == [3]
+    assert checked.rows[LINE].to_list() == [3]
     assert checked.rejects["rule"].to_list() == ["invalid_email"]
 
 
 def test_reject_carries_line_value_message_and_raw_record() -> None:
-    chunk = pl.DataFrame({"_line": [7], "id": ["u1"], "email": ["foo@bar"], "role": ["reader"]})
+    chunk = pl.DataFrame({LINE: [7], "id": ["u1"], "email": ["foo@bar"], "role": ["reader"]})
     reject = check_chunk(RESOURCES["users"], CONTEXT, 0, chunk, SeenKeys()).rejects.row(0, named=True)
     assert reject["line"] == 7 and reject["value"] == "foo@bar" and "name@example.com" in reject["message"]
     assert '"email":"foo@bar"' in reject["raw"]
@@ -178,13 +179,13 @@ def test_reject_carries_line_value_message_and_raw_record() -> None:
 def test_malformed_ndjson_line_is_one_reject() -> None:
     chunk = pl.DataFrame(
         {
-            "_line": [3],
+            LINE: [3],
             "id": [None],
             "email": [None],
             "role": [None],
-            "_raw": ['{"id": broken'],
-            "_read_rule": ["malformed_record"],
-            "_read_message": ["the line is not a JSON object"],
+            RAW_RECORD: ['{"id": broken'],
+            READ_RULE: ["malformed_record"],
+            READ_MESSAGE: ["the line is not a JSON object"],
         },
         schema_overrides={"id": pl.String, "email": pl.String, "role": pl.String},
     )

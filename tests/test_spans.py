@@ -19,6 +19,7 @@ from files.read import read_chunks, read_span, shared_file
 from files.spans import plan_spans
 from files.staging import StagedSource, stage_source
 from schemas import RESOURCES
+from schemas.frames import LINE
 
 USERS = RESOURCES["users"]
 MAX_RECORD = 1024
@@ -97,7 +98,7 @@ def test_a_one_column_csv_skips_blank_lines_as_every_csv_does(tmp_path: Path) ->
     path = tmp_path / "u.csv"
     path.write_bytes(b"email\na@x.io\n\nb@x.io\n")
     [chunk] = [batch.rows for batch in read_chunks(stage_source(str(path), settings=Settings()), USERS, 10)]
-    assert chunk.select("_line", "email").rows() == [(2, "a@x.io"), (4, "b@x.io")]
+    assert chunk.select(LINE, "email").rows() == [(2, "a@x.io"), (4, "b@x.io")]
     assert chunk.height == pl.DataFrame({"email": ["a@x.io", "b@x.io"]}).height
 
 
