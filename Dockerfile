@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BULKFLOW_HOME=/data
 
 WORKDIR /app
-COPY pyproject.toml README.md prefect.yaml ./
+COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY bulkflow ./bulkflow
 COPY decisions ./decisions
@@ -21,7 +21,7 @@ COPY api ./api
 COPY cli ./cli
 COPY bench ./bench
 COPY data ./data
-# Editable, so the commands find prefect.yaml (`bulkflow deploy`) and data/ (`bulkflow demo`) in /app.
+# Editable, so the commands run the flows from /app (`bulkflow deploy`: workers find the code there) and find data/ (`bulkflow demo`).
 RUN pip install -e '.[s3,dask]' && useradd --create-home --uid 10001 bulkflow && mkdir -p /data && chown bulkflow /data
 USER bulkflow
 

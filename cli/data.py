@@ -18,7 +18,7 @@ from schemas.reports import ImportReport
 from schemas.resource import RuleContext
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-"""Where prefect.yaml and the sample data are (the package is installed from the repository)."""
+"""Where the flows and the sample data are (the package is installed from the repository)."""
 
 
 SAMPLE_DIR = REPOSITORY / "data"

@@ -5,7 +5,6 @@ automations and the database.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 from pathlib import Path
@@ -65,16 +64,18 @@ def _announce_landing(settings: Settings) -> None:
 def deploy_command() -> None:
     """Register the deployments on the `bulkflow` work pool, for workers.
 
-    `prefect deploy --all` on prefect.yaml, with the schedule settings of .env and the
-    environment filled in; the process work pool is created if missing. Then start workers:
-    `prefect worker start --pool bulkflow`."""
+    `prefect deploy --all` on the catalog written as a prefect.yaml (schedules from .env and
+    the environment); the process work pool is created if missing. Then start workers:
+    `prefect worker start --pool bulkflow`, on machines with the code at the same path."""
     import subprocess
+    import tempfile
 
+    import yaml
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
 
-    from deployments.catalog import WORK_POOL, all_deployments, deploy_environment, registered_owners
+    from deployments.catalog import WORK_POOL, all_deployments, prefect_yaml, registered_owners
 
     with errors_as_exit():
         settings = Settings()
@@ -86,13 +87,14 @@ def deploy_command() -> None:
             )
         with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
             client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
-    deployed = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        # prefect.yaml's pull step reads $PWD: the repository, wherever this was started from
-        cwd=REPOSITORY,
-        env={**os.environ, **deploy_environment(settings), "PWD": str(REPOSITORY)},
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        declared = Path(folder) / "prefect.yaml"
+        declared.write_text(yaml.safe_dump(prefect_yaml(settings, REPOSITORY), sort_keys=False))
+        deployed = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(declared)],
+            cwd=REPOSITORY,  # the entrypoints are paths in the repository
+            check=False,
+        )
     raise typer.Exit(deployed.returncode)
 
 

@@ -1,11 +1,15 @@
-"""Every deployment, declared once: the runner (`bulkflow serve`), the HTTP API (which triggers
-them by name) and the tests read these definitions."""
+"""Every deployment, declared once (`CATALOG`). `bulkflow serve` serves them as they are;
+`bulkflow deploy` writes the same declarations as the prefect.yaml that `prefect deploy`
+reads, for a process work pool; the HTTP API triggers them by name."""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
@@ -18,7 +22,67 @@ from tasks.runs import EXPORT, IMPORT, LANDING, NIGHTLY
 
 TAGS = ["bulkflow"]
 WORK_POOL = "bulkflow"
-"""The process work pool of prefect.yaml's deployments (`bulkflow deploy` creates it)."""
+"""The process work pool `bulkflow deploy` registers the deployments on (and creates)."""
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One deployment: its address (`flow/deployment`), the flow and where it is defined."""
+
+    address: str
+    flow: Flow[..., Any]
+    entrypoint: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cron: Callable[[Settings], str] | None = None
+    """Its schedule, read from the settings."""
+
+    @property
+    def name(self) -> str:
+        return self.address.split("/")[1]
+
+
+CATALOG: tuple[Declared, ...] = (
+    Declared(
+        IMPORT,
+        import_flow,
+        "flows/import_flow.py:import_flow",
+        "Import a file (path or URL) into users, articles or comments, exactly once.",
+    ),
+    Declared(
+        EXPORT,
+        export_flow,
+        "flows/export_flow.py:export_flow",
+        "Export a resource (filters, fields) to BULKFLOW_EXPORT_URL with a manifest.",
+    ),
+    Declared(
+        NIGHTLY,
+        nightly_export,
+        "flows/export_flow.py:nightly_export",
+        "Parquet snapshot of users, articles and comments into BULKFLOW_EXPORT_URL.",
+        parameters={"format": "parquet"},
+        cron=lambda settings: settings.nightly_cron,
+    ),
+    Declared(
+        LANDING,
+        landing_pickup,
+        "flows/landing_flow.py:landing_pickup",
+        "Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first. "
+        "Started by the landing watcher when files wait (no schedule: no empty runs).",
+    ),
+)
+
+
+def served(declared: Declared, settings: Settings) -> RunnerDeployment:
+    """The deployment as `bulkflow serve` serves it, scheduled as `settings` say."""
+    deployment = declared.flow.to_deployment(
+        name=declared.name,
+        tags=TAGS,
+        description=declared.description,
+        parameters=declared.parameters,
+        cron=declared.cron(settings) if declared.cron else None,
+    )
+    return _sync(deployment)
 
 
 def _sync(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) -> RunnerDeployment:
@@ -28,59 +92,36 @@ def _sync(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) 
     return deployment
 
 
-def import_deployment() -> RunnerDeployment:
-    return _sync(
-        import_flow.to_deployment(
-            name=IMPORT.split("/")[1],
-            tags=TAGS,
-            description="Import a file (path or URL) into users, articles or comments, exactly once.",
-        )
-    )
-
-
-def export_deployment() -> RunnerDeployment:
-    return _sync(
-        export_flow.to_deployment(
-            name=EXPORT.split("/")[1],
-            tags=TAGS,
-            description="Export a resource (filters, fields) to BULKFLOW_EXPORT_URL with a manifest.",
-        )
-    )
-
-
-def nightly_deployment(settings: Settings) -> RunnerDeployment:
-    return _sync(
-        nightly_export.to_deployment(
-            name=NIGHTLY.split("/")[1],
-            tags=TAGS,
-            cron=settings.nightly_cron,
-            parameters={"format": "parquet"},
-            description="Parquet snapshot of users, articles and comments into BULKFLOW_EXPORT_URL.",
-        )
-    )
-
-
-def landing_deployment() -> RunnerDeployment:
-    return _sync(
-        landing_pickup.to_deployment(
-            name=LANDING.split("/")[1],
-            tags=TAGS,
-            description="Import files newly landed under BULKFLOW_LANDING_URL/<resource>/, each once, users first. "
-            "Started by the landing watcher when files wait (no schedule: no empty runs).",
-        )
-    )
-
-
 def all_deployments(settings: Settings) -> list[RunnerDeployment]:
     """Every deployment, scheduled as `settings` say."""
-    return [import_deployment(), export_deployment(), nightly_deployment(settings), landing_deployment()]
+    return [served(declared, settings) for declared in CATALOG]
 
 
-def deploy_environment(settings: Settings) -> dict[str, str]:
-    """The environment `prefect deploy` needs to render prefect.yaml as the catalog: the same
-    schedule settings (Prefect's `{{ $VAR }}` templating has no defaults, so `bulkflow
-    deploy` fills in every one)."""
-    return {"BULKFLOW_NIGHTLY_CRON": settings.nightly_cron}
+def by_address(address: str, settings: Settings) -> RunnerDeployment:
+    """The served deployment at `address` (`flow/deployment`)."""
+    return served(next(d for d in CATALOG if d.address == address), settings)
+
+
+def prefect_yaml(settings: Settings, repository: Path) -> dict[str, Any]:
+    """The prefect.yaml of the catalog for a process work pool: workers run each flow from
+    `repository` (the code, installed there), schedules filled in from `settings`."""
+    return {
+        "name": "bulkflow",
+        "prefect-version": ">=3.1,<4",
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": str(repository)}}],
+        "deployments": [
+            {
+                "name": declared.name,
+                "entrypoint": declared.entrypoint,
+                "description": declared.description,
+                "tags": TAGS,
+                "parameters": declared.parameters,
+                "schedules": [{"cron": declared.cron(settings)}] if declared.cron else [],
+                "work_pool": {"name": WORK_POOL},
+            }
+            for declared in CATALOG
+        ],
+    }
 
 
 def registered_owners(deployments: list[RunnerDeployment]) -> dict[str, str | None]:

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError, first_line
-from decisions.parsers import format_text_list
+from files.batches import Batch, ChunkSpan, TextSpan
 from files.columns import csv_header
+from files.parquet import parquet_batches, parquet_span
 from files.records import (
     EXCERPT_BYTES,
     Block,
@@ -36,7 +36,6 @@ from files.records import (
     Readable,
     csv_fields,
     csv_record_starts,
-    record_blocks,
     split_records,
 )
 from files.remote import is_http, is_remote
@@ -46,55 +45,21 @@ from schemas.parameters import Format
 from schemas.resource import INVALID_TYPE, Resource
 
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
+
+
 _UNSURE_JSON_VALUE = r"^[\[{]|^-?\d+(?:\.\d*)?[eE]|^-?\d+\.\d"
 """Values json_path_match renders ambiguously: an object or array (or a string that looks
 like one), and numbers it may have rounded through a float (`1e400`, 20+ digit integers
 come back in exponent form). Such lines are read again exactly, in Python."""
 
 
-@dataclass(frozen=True)
-class TextSpan:
-    """Whole records of a text file: `size` bytes of `stream` from its position, the first
-    record starting on physical line `first_line` (1: the file from its start)."""
-
-    stream: Readable
-    size: int
-    first_line: int
-
-    def record_blocks(self, *, quoted: bool, max_record: int) -> Iterator[Block | Oversized]:
-        return record_blocks(self.stream, self.size, quoted=quoted, max_record=max_record, first_line=self.first_line)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Records read from the file, and how far through the file they reach (0..1)."""
-
-    rows: pl.DataFrame
-    progress: float
-
-
 def read_chunks(
     staged: StagedSource, resource: Resource, chunk_size: int, max_record: int = DEFAULT_MAX_RECORD_BYTES
 ) -> Iterator[Batch]:
     """Yield the file's records in chunks of exactly `chunk_size` rows (the last may be shorter)."""
-    readers = {"csv": _csv_batches, "ndjson": _ndjson_batches, "parquet": _parquet_batches}
+    readers = {"csv": _csv_batches, "ndjson": _ndjson_batches, "parquet": parquet_batches}
     with _as_input_error(staged.source, staged.declared_format):
         yield from _exact_batches(readers[staged.format](staged, resource, max_record), chunk_size)
-
-
-@dataclass(frozen=True)
-class ChunkSpan:
-    """Where chunk `index` lies (see `files/spans.py`): bytes [start, end) of a text file,
-    its first record on line `first_line` (chunk 0 starts at byte 0, with the CSV header);
-    for Parquet, rows [start, end). A reader must find exactly `rows` rows there."""
-
-    index: int
-    start: int
-    end: int
-    first_line: int
-    rows: int
-    progress: float
-    """How far through the file the chunk reaches (0..1)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +91,7 @@ def read_span(stream: Seekable, file: SharedFile, resource: Resource, span: Chun
     rows, lines and values as `read_chunks` gives for that chunk."""
     with _as_input_error(file.source, file.declared_format):
         if file.format == "parquet":
-            batches = _parquet_rows(pq.ParquetFile(stream), resource, span)
+            batches = parquet_span(pq.ParquetFile(stream), resource, span)
         else:
             stream.seek(span.start)
             text = TextSpan(_Window(stream, span.end - span.start), span.end - span.start, span.first_line)
@@ -180,9 +145,6 @@ def _oversized(record: Oversized, max_record: int) -> dict[str, object]:
 def _unreadable_frame(rows: list[dict[str, object]]) -> pl.DataFrame:
     schema = {LINE: pl.Int64, RAW_RECORD: pl.String, READ_RULE: pl.String, READ_MESSAGE: pl.String}
     return pl.DataFrame(rows, schema=schema)
-
-
-# --- CSV ---------------------------------------------------------------------------------
 
 
 def _csv_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
@@ -253,9 +215,6 @@ def _csv_records(data: bytes, first_line: int, names: list[str], resource: Resou
         good.append({LINE: line, **{name: fields[i] or None for i, name in wanted}})
     schema = {LINE: pl.Int64, **{name: pl.String for _, name in wanted}}
     return pl.concat([pl.DataFrame(good, schema=schema), _unreadable_frame(bad)], how="diagonal").sort(LINE)
-
-
-# --- NDJSON ------------------------------------------------------------------------------
 
 
 def _ndjson_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
@@ -342,60 +301,6 @@ def _as_text(value: object) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value, ensure_ascii=False)
-
-
-# --- Parquet -----------------------------------------------------------------------------
-
-
-def _parquet_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
-    parquet = pq.ParquetFile(staged.path)
-    total = max(parquet.metadata.num_rows, 1)
-    columns = [c for c in resource.field_names if c in parquet.schema_arrow.names]
-    next_row = 1
-    for record_batch in parquet.iter_batches(batch_size=65_536, columns=columns):
-        batch = _numbered(record_batch, next_row)
-        next_row += batch.height
-        yield Batch(_parquet_as_text(batch, resource), (next_row - 1) / total)
-
-
-def _parquet_rows(parquet: pq.ParquetFile, resource: Resource, span: ChunkSpan) -> Iterator[Batch]:
-    """Rows [span.start, span.end) of a Parquet file, reading only the row groups they are in."""
-    columns = [c for c in resource.field_names if c in parquet.schema_arrow.names]
-    groups, first_row, group_start = [], 0, None
-    for group in range(parquet.num_row_groups):
-        rows = parquet.metadata.row_group(group).num_rows
-        if first_row < span.end and first_row + rows > span.start:
-            groups.append(group)
-            group_start = first_row if group_start is None else group_start
-        first_row += rows
-    table = parquet.read_row_groups(groups, columns=columns).slice(span.start - (group_start or 0), span.rows)
-    yield Batch(_parquet_as_text(_numbered(table, span.start + 1), resource), span.progress)
-
-
-def _numbered(table: pa.RecordBatch | pa.Table, first_row: int) -> pl.DataFrame:
-    """Arrow rows as a frame, with `_line` the row numbers from `first_row` on."""
-    batch = pl.from_arrow(table)
-    assert isinstance(batch, pl.DataFrame)
-    return batch.with_columns(pl.int_range(first_row, first_row + batch.height, dtype=pl.Int64).alias(LINE))
-
-
-def _parquet_as_text(batch: pl.DataFrame, resource: Resource) -> pl.DataFrame:
-    """Typed Parquet columns rendered as the text our parsers read back."""
-    columns = []
-    for name in resource.field_names:
-        if name not in batch.columns:
-            continue
-        dtype = batch.schema[name]
-        col = pl.col(name)
-        if isinstance(dtype, pl.Datetime):
-            zoned = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
-            col = zoned.dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-        elif isinstance(dtype, (pl.List, pl.Array)):
-            col = format_text_list(col)
-        else:
-            col = col.cast(pl.String)
-        columns.append(col.alias(name))
-    return batch.select(pl.col(LINE), *columns)
 
 
 def _exact_batches(batches: Iterator[Batch], size: int) -> Iterator[Batch]:

@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from files.read import IS_NDJSON_ROW, ChunkSpan, ndjson_lines
+from files.batches import ChunkSpan
+from files.read import IS_NDJSON_ROW, ndjson_lines
 from files.records import Block, Oversized, csv_record_starts, record_blocks
 from files.staging import StagedSource
 from schemas.frames import LINE, RAW_RECORD

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from files.batches import ChunkSpan
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
@@ -17,7 +18,7 @@ from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision
 from decisions.keys import SeenKeys
 from decisions.rules import RecordCheck, check_records
 from files.formats import display_name
-from files.read import ChunkSpan, SharedFile, read_chunks, shared_file
+from files.read import SharedFile, read_chunks, shared_file
 from files.spans import plan_spans
 from files.staging import StagedSource
 from flows.chunk_pipeline import ChunkPipeline, Steps

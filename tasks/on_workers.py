@@ -12,6 +12,7 @@ the chunk.
 
 from __future__ import annotations
 
+from files.batches import ChunkSpan
 from prefect import task
 
 from bulkflow.errors import ParameterError
@@ -19,7 +20,7 @@ from bulkflow.settings import Settings
 from decisions.checks import database_facts
 from decisions.decide import ChunkKeys, KeyDecision, apply_decision, chunk_keys
 from decisions.rules import RecordCheck, check_records
-from files.read import ChunkSpan, SharedFile, read_span
+from files.read import SharedFile, read_span
 from files.storage import open_file
 from schemas.reports import ChunkResult
 from schemas.resource import Resource, RuleContext

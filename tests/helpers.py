@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
+from schemas.parameters import ResourceName
 from schemas.reports import ImportReport
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -86,3 +88,14 @@ def import_state(*reports: ImportReport) -> ImportState:
     )
     totals = [report.job.model_dump(include=set(TOTALS)) for report in reports]
     return ImportState(snapshot(), rejects, totals)
+
+
+SAMPLES = (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson"))
+"""The sample files, in the order their references need."""
+
+
+def load_samples() -> list[ImportReport]:
+    """Import the sample files in order through the import flow; their reports."""
+    from flows.import_flow import import_flow
+
+    return [import_flow(resource=cast(ResourceName, resource), source=str(DATA / name)) for resource, name in SAMPLES]

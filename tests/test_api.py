@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import cast
 from uuid import UUID
 
 import pytest
@@ -17,8 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from bulkflow.settings import Settings
-from schemas.parameters import ResourceName
-from tests.helpers import DATA, sql
+from tests.helpers import DATA, load_samples, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ROOT = DATA.parent
@@ -207,15 +205,8 @@ def test_unknown_jobs_are_404(client: TestClient) -> None:
         assert (answer.status_code, answer.json()["error"]["code"]) == (404, "not_found")
 
 
-def import_samples() -> None:
-    from flows.import_flow import import_flow
-
-    for resource, name in (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson")):
-        import_flow(resource=cast(ResourceName, resource), source=str(DATA / name))
-
-
 def test_streamed_export_has_one_line_per_row(client: TestClient) -> None:
-    import_samples()
+    load_samples()
     for resource in ("users", "articles", "comments"):
         with client.stream("GET", f"/v1/exports?resource={resource}") as answer:
             assert answer.headers["content-type"] == "application/x-ndjson"
@@ -250,7 +241,7 @@ def test_bad_export_parameters_are_refused_before_streaming(
 
 @pytest.mark.usefixtures("served")
 def test_async_csv_export_of_admins_downloads_with_a_header_and_one_line_per_admin(client: TestClient) -> None:
-    import_samples()
+    load_samples()
     accepted = client.post(
         "/v1/exports",
         json={"resource": "users", "format": "csv", "filters": {"role": "admin"}, "fields": ["id", "email"]},
@@ -361,7 +352,7 @@ def _check_token_is_needed(client: TestClient) -> None:
 def test_ui_metrics_and_openapi(client: TestClient) -> None:
     from openapi_spec_validator import validate
 
-    import_samples()
+    load_samples()
     ui = client.get("/ui")
     assert ui.status_code == 200 and "swagger-ui" in ui.text.lower()
     metrics = client.get("/metrics")

@@ -1,4 +1,4 @@
-"""Deployments, prefect.yaml, docker-compose, Dockerfile and .env.example agree with the code.
+"""Deployments, the prefect.yaml of `bulkflow deploy`, docker-compose, Dockerfile and .env.example agree with the code.
 
 No Docker engine runs here: the files are parsed and checked against the settings model and
 the deployments catalog, so a renamed setting or flow cannot leave them stale."""
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+from prefect.client.schemas.schedules import CronSchedule
 
 from bulkflow.settings import Settings
-from deployments.catalog import WORK_POOL, all_deployments, deploy_environment
+from deployments.catalog import WORK_POOL, all_deployments, prefect_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_ONLY = {"DB_PUBLISH_PORT"}
@@ -52,30 +52,25 @@ def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() ->
             assert spec.get("description"), (name, parameter)
 
 
-def test_prefect_yaml_matches_the_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rendered as `bulkflow deploy` renders it (the settings in the environment), prefect.yaml
-    declares what the catalog does, schedules from the same settings included."""
-    from prefect.utilities.templating import apply_values
-
+def test_the_prefect_yaml_of_bulkflow_deploy_declares_what_serve_serves() -> None:
+    """`bulkflow deploy` writes the catalog as a prefect.yaml: each entry is the served
+    deployment (the entrypoint Prefect finds for the flow, tags, parameters, schedule from
+    the settings), on the work pool, run from the repository."""
     settings = Settings(BULKFLOW_NIGHTLY_CRON="30 3 * * 1-5")
-    for name, value in deploy_environment(settings).items():
-        monkeypatch.setenv(name, value)
-    rendered = apply_values(yaml.safe_load((ROOT / "prefect.yaml").read_text()), {}, warn_on_notset=True)
-    declared = {d["name"]: d for d in rendered["deployments"]}
+    written = yaml.safe_load(yaml.safe_dump(prefect_yaml(settings, ROOT)))
+    assert written["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+    declared = {d["name"]: d for d in written["deployments"]}
     for deployment in all_deployments(settings):
         entry = declared.pop(deployment.name)
         assert entry["entrypoint"] == deployment.entrypoint
         assert entry["work_pool"]["name"] == WORK_POOL and entry["tags"] == deployment.tags
         assert entry["description"] == deployment.description
-        assert entry.get("parameters", {}) == deployment.parameters
+        assert entry["parameters"] == deployment.parameters
         schedules = [s.schedule for s in deployment.schedules or []]
-        assert [s.get("cron") or s.get("interval") for s in entry.get("schedules", [])] == [
-            s.cron if isinstance(s, CronSchedule) else s.interval.total_seconds()
-            for s in schedules
-            if isinstance(s, (CronSchedule, IntervalSchedule))
-        ]
-    assert declared == {}, f"prefect.yaml has deployments the catalog lacks: {sorted(declared)}"
-    assert "30 3 * * 1-5" in str(rendered)
+        assert [s["cron"] for s in entry["schedules"]] == [s.cron for s in schedules if isinstance(s, CronSchedule)]
+        assert len(entry["schedules"]) == len(schedules)
+    assert declared == {}
+    assert "30 3 * * 1-5" in str(written)
 
 
 def test_compose_runs_postgres_prefect_the_runner_and_the_api() -> None:
@@ -105,7 +100,6 @@ def test_compose_services_connect_inside_the_network_whatever_port_the_host_publ
         assert service["environment"]["DB_PORT"] == "5432"  # compose's environment wins over env_file
         assert service["env_file"] == [{"path": ".env", "required": False}]  # compose works without a .env
         assert "healthcheck" in service, name
-    assert "prefect.yaml" in (ROOT / "Dockerfile").read_text().split("COPY pyproject.toml", 1)[1].splitlines()[0]
 
 
 def test_env_example_copied_to_env_changes_nothing(clean_settings_env: None) -> None:

@@ -22,7 +22,7 @@ from schemas.parameters import ResourceName
 from schemas.resource import RuleContext
 from tasks.export import stream_export
 from tasks.export_jobs import MANIFEST_SUFFIX, find_export
-from tests.helpers import DATA, reset_imports, snapshot, sql
+from tests.helpers import load_samples, reset_imports, snapshot, sql
 
 
 def plan(*args: object, **kwargs: object) -> ExportRequest:
@@ -32,12 +32,6 @@ def plan(*args: object, **kwargs: object) -> ExportRequest:
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ODD = ["Zoë “quoted”, comma", 'a "b" c', "line one\nline two", "tab\there", "  leading", "emoji 🎉", "back\\slash"]
-
-
-def load_samples() -> None:
-    import_flow(resource="users", source=str(DATA / "users.csv"))
-    import_flow(resource="articles", source=str(DATA / "articles.ndjson"))
-    import_flow(resource="comments", source=str(DATA / "comments.ndjson"))
 
 
 def add_odd_rows(folder: Path) -> None:
@@ -171,9 +165,10 @@ def test_export_flow_writes_a_manifest_matching_the_file(tmp_path: Path, monkeyp
 
 
 def test_nightly_deployment_definition() -> None:
-    from deployments.catalog import nightly_deployment
+    from deployments.catalog import by_address
+    from tasks.runs import NIGHTLY
 
-    deployment = nightly_deployment(Settings())
+    deployment = by_address(NIGHTLY, Settings())
     assert deployment.name == "nightly-parquet"
     assert deployment.schedules
     schedule = deployment.schedules[0].schedule

@@ -17,7 +17,7 @@ from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import Format, ImportOptions, ResourceName
 from schemas.reports import ImportReport
-from tests.helpers import DATA, reset_imports, snapshot, sql, table
+from tests.helpers import DATA, load_samples, reset_imports, snapshot, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
@@ -29,14 +29,6 @@ def run(resource: str, source: Path | str, format: Format | None = None, **optio
         format=format,
         options=ImportOptions.model_validate(options),
     )
-
-
-def load_samples() -> list[ImportReport]:
-    return [
-        run("users", DATA / "users.csv"),
-        run("articles", DATA / "articles.ndjson"),
-        run("comments", DATA / "comments.ndjson"),
-    ]
 
 
 def test_sample_files_load_with_exact_counts() -> None:

@@ -21,6 +21,7 @@ from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions
 from tasks.report import artifact_key
 from tasks.run_labels import run_tags
+from tests.conftest import ROOT
 from tests.helpers import DATA
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -122,12 +123,14 @@ def test_finished_imports_and_exports_emit_events(
 def test_the_example_automation_installs_with_one_command() -> None:
     from typer.testing import CliRunner
 
+    from bulkflow.settings import Settings
     from cli.app import app
     from deployments.automations import HIGH_ERROR_RATE, SILENT_RUNS
-    from deployments.catalog import landing_deployment
+    from deployments.catalog import by_address
     from tasks.events import ALIVE
+    from tasks.runs import LANDING
 
-    deployment_id = landing_deployment().apply()
+    deployment_id = by_address(LANDING, Settings()).apply()
     for _ in range(2):  # installing again replaces it
         result = CliRunner().invoke(app, ["automations", "install"])
         assert result.exit_code == 0, result.output
@@ -157,11 +160,12 @@ def test_a_live_run_waiting_on_a_slot_stays_running_and_a_killed_one_is_crashed(
 
     from bulkflow.settings import Settings
     from deployments.automations import SILENT_RUNS, install
-    from deployments.catalog import landing_deployment
+    from deployments.catalog import by_address
     from tasks.events import ALIVE_EVERY_S
     from tasks.limits import table_slot
+    from tasks.runs import LANDING
 
-    landing_deployment().apply()
+    by_address(LANDING, Settings()).apply()
     assert SILENT_RUNS in install()
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "100"}
     started: dict[str, tuple[subprocess.Popen[str], str]] = {}
@@ -243,14 +247,15 @@ def test_serve_refuses_to_take_over_deployments_of_a_work_pool() -> None:
 
     from bulkflow.settings import Settings
     from cli.app import app
-    from deployments.catalog import nightly_deployment
+    from deployments.catalog import by_address
+    from tasks.runs import NIGHTLY
 
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name="bulkflow-test-pool", type="process"))
         except Exception:  # noqa: BLE001 - already there from an earlier test run
             pass
-        deployment_id = cast(UUID, nightly_deployment(Settings()).apply(work_pool_name="bulkflow-test-pool"))
+        deployment_id = cast(UUID, by_address(NIGHTLY, Settings()).apply(work_pool_name="bulkflow-test-pool"))
         try:
             result = CliRunner().invoke(app, ["serve"])
         finally:
@@ -331,9 +336,36 @@ def test_automations_install_on_a_fresh_server_says_what_to_do_first(fresh_prefe
     assert "Traceback" not in first.stderr and "unexpected" not in first.stderr
     names = {a["name"] for a in httpx.post(f"{fresh_prefect_server}/automations/filter", json={}).json()}
     assert names == {"mark-silent-runs-crashed"}
-    register = "from deployments.catalog import landing_deployment; landing_deployment().apply()"
+    register = (
+        "from bulkflow.settings import Settings; from deployments.catalog import by_address; "
+        "from tasks.runs import LANDING; by_address(LANDING, Settings()).apply()"
+    )
     subprocess.run([sys.executable, "-c", register], env=env, check=True, timeout=120)
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     names = {a["name"] for a in httpx.post(f"{fresh_prefect_server}/automations/filter", json={}).json()}
     assert names == {"mark-silent-runs-crashed", "pause-landing-on-high-error-rate"}
+
+
+def test_deploy_registers_the_catalog_on_the_work_pool_of_a_fresh_server(fresh_prefect_server: str) -> None:
+    """`bulkflow deploy` through `prefect deploy` on a server that has never seen bulkflow: the
+    pool is created and holds the four deployments, each run from the repository."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_API_URL": fresh_prefect_server, "BULKFLOW_NIGHTLY_CRON": "30 3 * * 1-5"}
+    deployed = subprocess.run(
+        [sys.executable, "-m", "cli", "deploy"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    found = httpx.post(f"{fresh_prefect_server}/deployments/filter", json={}, timeout=10).raise_for_status().json()
+    assert {d["name"] for d in found} == {"import", "export", "nightly-parquet", "landing"}
+    for deployment in found:
+        assert deployment["work_pool_name"] == "bulkflow" and "bulkflow" in deployment["tags"]
+        assert deployment["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+        ]
+    nightly = next(d for d in found if d["name"] == "nightly-parquet")
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["30 3 * * 1-5"]
+    assert nightly["parameters"] == {"format": "parquet"}

@@ -119,8 +119,10 @@ def test_workers_read_an_object_store_source_itself_and_a_rewritten_one_at_its_s
 
 
 def test_a_worker_that_cannot_reach_the_file_says_where_files_must_be(tmp_path: Path) -> None:
+    from files.batches import ChunkSpan
+
     from bulkflow.errors import ParameterError
-    from files.read import ChunkSpan, SharedFile
+    from files.read import SharedFile
     from tasks.on_workers import _read_and_check
 
     gone = SharedFile("u.csv", str(tmp_path / "not-shared.csv"), "csv", "csv", ("id",), b"id\n")
