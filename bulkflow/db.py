@@ -318,9 +318,9 @@ def drift(declared: Columns, actual: Columns) -> list[str]:
 _checked: set[str] = set()
 
 
-def refuse_drift(conn: Connection, declared: Columns, url: str = "default") -> None:
+def refuse_drift(conn: Connection, declared: Columns, url: str | None = None) -> None:
     """SchemaDriftError when the tables do not match their declaration: a change no
-    migration covers (checked once per process and database)."""
+    migration covers. With `url`, checked once per process and database."""
     if url in _checked:
         return
     problems = drift(declared, table_columns(conn, list(declared)))
@@ -329,4 +329,5 @@ def refuse_drift(conn: Connection, declared: Columns, url: str = "default") -> N
             f"the database does not match the declared resources: {'; '.join(problems)}. "
             "No migration covers this change: add one to bulkflow/migrations.py, then run `bulkflow db migrate`"
         )
-    _checked.add(url)
+    if url is not None:
+        _checked.add(url)

@@ -195,13 +195,17 @@ def migrate_command() -> None:
 
 
 def status_command() -> None:
-    """The schema version of the database, and the migrations still pending."""
-    from bulkflow.db import connect, database_url, migration_status, redacted_url
+    """The schema version of the database, the migrations still pending, and what the tables
+    lack of the declared resources (once migrated)."""
+    from bulkflow.db import connect, database_url, drift, migration_status, redacted_url, table_columns
+    from schemas import declared_tables
 
     with errors_as_exit():
         settings = Settings()
+        declared = declared_tables()
         with connect(settings, migrate=False) as conn:
             status = migration_status(conn)
+            problems = drift(declared, table_columns(conn, list(declared))) if not status.pending else []
     typer.echo(f"database: {redacted_url(database_url(settings))}")
     typer.echo(f"version:  {status.version or 'none (never migrated)'}")
     typer.echo(f"applied:  {len(status.applied)} migrations")
@@ -209,6 +213,8 @@ def status_command() -> None:
         typer.echo("pending:  none")
     for migration in status.pending:
         typer.echo(f"pending:  {migration.id}  {migration.description}")
+    for problem in problems:
+        typer.echo(f"drift:    {problem} (no migration covers it)")
 
 
 def stop_command() -> None:

@@ -8,11 +8,10 @@ from typing import Any
 
 import polars as pl
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_logger
 
 from bulkflow.db import Cursor, connect, execute, fetch_one, query_one
-from bulkflow.errors import ParameterError, first_line, is_retryable, retry_condition
+from bulkflow.errors import ParameterError, first_line, is_retryable
 from bulkflow.settings import Settings
 from decisions.sql import ASCII_PROBE, first_load_probe
 from files.staging import StagedSource
@@ -20,6 +19,7 @@ from schemas import declared_tables
 from schemas.reports import ImportReport, JobTotals
 from schemas.resource import Resource
 from tasks.limits import SlotClaim
+from tasks.retrying import bookkeeping_task_options
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,7 @@ def default_job_key(resource: str, sha256: str) -> str:
     return f"import:{resource}:{sha256}"
 
 
-@task(
-    name="open-job",
-    task_run_name="open-job-{resource.name}",
-    retries=3,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_condition,
-    cache_policy=NO_CACHE,
-)
+@task(**bookkeeping_task_options("open-job", "open-job-{resource.name}"))
 def open_job(
     settings: Settings,
     resource: Resource,
@@ -202,14 +195,7 @@ class RunCounts:
         }
 
 
-@task(
-    name="close-job",
-    task_run_name="close-job-{job.resource.name}",
-    retries=3,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_condition,
-    cache_policy=NO_CACHE,
-)
+@task(**bookkeeping_task_options("close-job", "close-job-{job.resource.name}"))
 def close_job(
     settings: Settings, job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float
 ) -> ImportReport:

@@ -19,12 +19,13 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_logger
 
 from bulkflow.db import execute, query_one
-from bulkflow.errors import InputError, first_line, retry_condition
+from bulkflow.errors import InputError, first_line
 from bulkflow.settings import Settings
 from files.copying import ExpandedSizeLimit, checked_copy
 from files.formats import detect_format, display_name
 from files.storage import filesystem, open_file
 from schemas import RESOURCES
+from tasks.retrying import bookkeeping_task_options
 from tasks.run_labels import RETRYABLE_FAILURE, import_run_name, run_tags
 from tasks.runs import IMPORT, our_message, start_run
 
@@ -82,14 +83,7 @@ def unseen_files(settings: Settings, root: str) -> list[LandedFile]:
     return [file for file in list_landed(settings, root) if not _seen(settings, file)]
 
 
-@task(
-    name="find-new-files",
-    task_run_name="find-new-files",
-    retries=3,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_condition,
-    cache_policy=NO_CACHE,
-)
+@task(**bookkeeping_task_options("find-new-files", "find-new-files", retry_delay_s=5))
 def find_new_files(settings: Settings, root: str) -> list[LandedFile]:
     """The pick-up's `unseen_files`, as a task of its run."""
     return unseen_files(settings, root)
@@ -164,14 +158,7 @@ def earlier_import(settings: Settings, resource: str, sha256: str) -> str | None
     return f"{name or 'an earlier file'} (job {job_key}, finished {finished} UTC)"
 
 
-@task(
-    name="record-landed-file",
-    task_run_name="record-{outcome}-{file.name}",
-    retries=3,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_condition,
-    cache_policy=NO_CACHE,
-)
+@task(**bookkeeping_task_options("record-landed-file", "record-{outcome}-{file.name}"))
 def record_outcome(
     settings: Settings, file: LandedFile, sha256: str, outcome: Outcome, detail: str | None, flow_run_id: str | None
 ) -> None:

@@ -1,5 +1,5 @@
-"""The Prefect task options every chunk task shares: retried only when the error is
-retryable (database down, connection lost, conflicts in flight), never cached."""
+"""The Prefect task options the tasks share: retried only when the error is retryable
+(database down, connection lost, conflicts in flight), never cached."""
 
 from __future__ import annotations
 
@@ -22,4 +22,17 @@ def chunk_task_options(name: str, run_name: str) -> dict[str, Any]:
         "retry_condition_fn": retry_condition,
         "cache_policy": NO_CACHE,
         "persist_result": False,
+    }
+
+
+def bookkeeping_task_options(name: str, run_name: str, retry_delay_s: int = 2) -> dict[str, Any]:
+    """Options for `@task(**...)` of a task that reads or writes the run's bookkeeping (a job,
+    a landed file): three retries, `retry_delay_s` apart."""
+    return {
+        "name": name,
+        "task_run_name": run_name,
+        "retries": 3,
+        "retry_delay_seconds": retry_delay_s,
+        "retry_condition_fn": retry_condition,
+        "cache_policy": NO_CACHE,
     }

@@ -84,15 +84,15 @@ def test_a_field_no_migration_covers_is_refused_until_one_adds_it(fresh_database
     grown = {**declared, "users": {**declared["users"], "nickname": "text"}}
     with adbc.connect(fresh_database) as conn:
         migrate(conn)
-        refuse_drift(conn, declared, fresh_database)  # the frozen migrations match the resources
+        refuse_drift(conn, declared)  # the frozen migrations match the resources
         with pytest.raises(SchemaDriftError) as refused:
-            refuse_drift(conn, grown, fresh_database + "#grown")
+            refuse_drift(conn, grown)
         message = str(refused.value)
         assert "users.nickname (text) is missing" in message and "bulkflow/migrations.py" in message
         assert "\n" not in message
         adds = Migration("9001", "users.nickname", ("ALTER TABLE users ADD COLUMN nickname text",))
         assert migrate(conn, (*MIGRATIONS, adds)) == ["9001"]
-        refuse_drift(conn, grown, fresh_database + "#migrated")
+        refuse_drift(conn, grown)
         assert _columns(conn, "users")[-1] == "nickname"
 
 
@@ -123,3 +123,24 @@ def test_concurrent_migrations_apply_each_migration_once(fresh_database: str) ->
     with adbc.connect(fresh_database) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM schema_migrations")
         assert cur.fetchone() == (len(expected),)
+
+
+def test_db_status_names_the_version_and_any_drift(fresh_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    monkeypatch.setenv("DATABASE_URL", fresh_database)
+    assert CliRunner().invoke(app, ["db", "migrate"]).exit_code == 0
+    status = CliRunner().invoke(app, ["db", "status"])
+    assert status.exit_code == 0 and f"version:  {MIGRATIONS[-1].id}" in status.stdout
+    assert "pending:  none" in status.stdout and "drift:" not in status.stdout
+    with adbc.connect(fresh_database) as conn:
+        _run(conn, ["ALTER TABLE users ALTER COLUMN active TYPE text"])
+    status = CliRunner().invoke(app, ["db", "status"])
+    assert "drift:    users.active is text, declared boolean (no migration covers it)" in status.stdout
+    refused = CliRunner().invoke(app, ["db", "migrate"])
+    assert refused.exit_code == 2
+    assert (
+        refused.stderr.strip().splitlines()[-1].startswith("error: the database does not match the declared resources")
+    )
