@@ -1,1 +1,3 @@
-"""bulkflow: validated, exactly-once bulk import and export for PostgreSQL, run as Prefect flows."""
+"""The ground floor of bulkflow: settings, typed errors, database connections (with the
+migrations and the drift check), the embedded PostgreSQL, the console. Every other folder
+uses it; it imports nothing of theirs."""

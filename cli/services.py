@@ -195,8 +195,9 @@ def migrate_command() -> None:
 
 
 def status_command() -> None:
-    """The schema version of the database, the migrations still pending, and what the tables
-    lack of the declared resources (once migrated)."""
+    """The schema version, the pending migrations, and any drift from the declared resources.
+
+    Drift (what the tables lack of the resources' declarations) is listed once migrated."""
     from bulkflow.db import connect, database_url, drift, migration_status, redacted_url, table_columns
     from schemas import declared_tables
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from files.batches import ChunkSpan
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
@@ -17,6 +16,7 @@ from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
 from decisions.keys import SeenKeys
 from decisions.rules import RecordCheck, check_records
+from files.batches import ChunkSpan
 from files.formats import display_name
 from files.read import SharedFile, read_chunks, shared_file
 from files.spans import plan_spans

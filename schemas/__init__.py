@@ -1,4 +1,5 @@
-"""What data is: one definition per resource, read by every layer."""
+"""What data is, read by every layer: one definition per resource (fields, rules, keys),
+the chunk's frames (`frames.py`), the reports and manifests, the flow parameters."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ the chunk.
 
 from __future__ import annotations
 
-from files.batches import ChunkSpan
 from prefect import task
 
 from bulkflow.errors import ParameterError
@@ -20,6 +19,7 @@ from bulkflow.settings import Settings
 from decisions.checks import database_facts
 from decisions.decide import ChunkKeys, KeyDecision, apply_decision, chunk_keys
 from decisions.rules import RecordCheck, check_records
+from files.batches import ChunkSpan
 from files.read import SharedFile, read_span
 from files.storage import open_file
 from schemas.reports import ChunkResult

@@ -119,9 +119,8 @@ def test_workers_read_an_object_store_source_itself_and_a_rewritten_one_at_its_s
 
 
 def test_a_worker_that_cannot_reach_the_file_says_where_files_must_be(tmp_path: Path) -> None:
-    from files.batches import ChunkSpan
-
     from bulkflow.errors import ParameterError
+    from files.batches import ChunkSpan
     from files.read import SharedFile
     from tasks.on_workers import _read_and_check
 
