@@ -1,10 +1,11 @@
 """The chunk's spine: every frame that crosses a step, declared once as a pandera model.
 
 A chunk goes read -> record rules -> key candidates -> key decision -> load. Each frame
-between two steps is one `DataFrameModel` below; its class attributes are the column names
-(`Candidates.given_id == GIVEN_ID == "_given_id"`), and every step names columns through them, never as
-bare text. The resource's own fields are added to a model by `contract(model, resource)`, so
-one model serves users, articles and comments.
+between two steps is one `DataFrameModel` below. The internal column names are the
+constants above the models, which the models take as aliases, so a class attribute is its
+column's name (`Candidates.given_id == GIVEN_ID == "_given_id"`); every step names columns
+through them, never as bare text. `contract(model, resource)` adds the resource's own
+fields to a model, so one model serves users, articles and comments.
 
 The load boundary checks its frames on every chunk, eagerly and with data-level checks
 (`decisions/contracts.py`); the tests check every boundary (`tests/test_frames.py`).
