@@ -59,7 +59,9 @@ class BulkflowCollector(Collector):
         yield from (started, finished, active)
 
     def _rows(self) -> Iterator[Metric]:
-        imported = CounterMetricFamily("bulkflow_rows_imported", "Rows inserted or updated", labels=["resource"])
+        imported = CounterMetricFamily(
+            "bulkflow_rows_imported", "Rows inserted, updated or unchanged (accepted)", labels=["resource"]
+        )
         rejected = CounterMetricFamily("bulkflow_rows_rejected", "Rows rejected by imports", labels=["resource"])
         exported = CounterMetricFamily("bulkflow_rows_exported", "Rows written by export jobs", labels=["resource"])
         import_time = SummaryMetricFamily(
@@ -70,7 +72,7 @@ class BulkflowCollector(Collector):
         )
         with connect(self.settings) as conn, conn.cursor() as cur:
             cur.execute(
-                "SELECT j.resource, coalesce(sum(c.inserted + c.updated), 0), coalesce(sum(c.rejected), 0) "
+                "SELECT j.resource, coalesce(sum(c.inserted + c.updated + c.unchanged), 0), coalesce(sum(c.rejected), 0) "
                 "FROM import_jobs j JOIN import_chunks c USING (job_key) GROUP BY j.resource"
             )
             for resource, loaded, bad in cur.fetchall():

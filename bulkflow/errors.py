@@ -62,7 +62,7 @@ class RetryableError(BulkflowError):
 
 
 class InvariantError(BulkflowError):
-    """A promise broke (inserted + updated + rejected != rows read): a bug, never the input."""
+    """A promise broke (inserted + updated + unchanged + rejected != rows read): a bug, never the input."""
 
 
 class DatabaseError(BulkflowError):

@@ -137,4 +137,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS failure_message text",
         ),
     ),
+    Migration(
+        "0007",
+        "import_chunks.unchanged: accepted rows whose stored values already equal the file's (not written)",
+        ("ALTER TABLE import_chunks ADD COLUMN IF NOT EXISTS unchanged integer NOT NULL DEFAULT 0",),
+    ),
 )

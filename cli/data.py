@@ -35,7 +35,7 @@ def import_command(
     idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON report on stdout")] = False,
 ) -> None:
-    """Import a file: every row inserted, updated or rejected, exactly once."""
+    """Import a file: every row inserted, updated, unchanged or rejected, exactly once."""
     report = run_import(resource, source, format, chunk_size, idempotency_key, json_report=as_json)
     if as_json:
         typer.echo(report.model_dump_json())

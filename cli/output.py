@@ -174,7 +174,7 @@ def row_counter(enabled: bool) -> Iterator[Callable[[int], None] | None]:
 def print_report(report: ImportReport) -> None:
     """What this run did; the job's totals too when earlier runs had committed part of it."""
     table = Table(title=f"import {report.resource} from {report.source_name}", show_header=False)
-    for key in ("status", "rows_read", "inserted", "updated", "rejected", "error_rate"):
+    for key in ("status", "rows_read", "inserted", "updated", "unchanged", "rejected", "error_rate"):
         table.add_row(key, str(getattr(report, key)))
     for rule, count in report.rejects_by_rule.items():
         table.add_row(f"  rejects: {rule}", str(count))
@@ -190,7 +190,8 @@ def print_report(report: ImportReport) -> None:
     if report.already_committed:
         table.add_row(
             "job totals",
-            f"{job.rows_read} rows read, {job.inserted} inserted, {job.updated} updated, {job.rejected} rejected",
+            f"{job.rows_read} rows read, {job.inserted} inserted, {job.updated} updated, {job.unchanged} unchanged, "
+            f"{job.rejected} rejected",
         )
     console = Console()
     console.print(table)

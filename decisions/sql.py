@@ -113,13 +113,19 @@ def recorded_rejects_query() -> str:
 
 def upsert_sql(resource: Resource, stage: str = STAGE) -> str:
     """Upsert the stage into the table, in file order (so a row that frees a key comes
-    before a later row that takes it); returns (inserted, updated)."""
+    before a later row that takes it); returns (inserted, updated, unchanged). A row whose
+    stored values already equal the staged ones is not written (no new tuple, no trigger):
+    it is unchanged."""
     columns = _columns(resource.field_names)
-    updates = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in resource.field_names if c != "id")
+    values = [c for c in resource.field_names if c != "id"]
+    updates = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in values)
+    stored, incoming = _columns(values, "t."), _columns(values, "EXCLUDED.")
     return (
-        f"WITH up AS (INSERT INTO {ident(resource.name)} ({columns}) SELECT {columns} FROM {ident(stage)} "
-        f"ORDER BY {ident(LINE)} ON CONFLICT ({ident('id')}) DO UPDATE SET {updates} RETURNING (xmax = 0) AS inserted) "
-        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
+        f"WITH up AS (INSERT INTO {ident(resource.name)} AS t ({columns}) SELECT {columns} FROM {ident(stage)} "
+        f"ORDER BY {ident(LINE)} ON CONFLICT ({ident('id')}) DO UPDATE SET {updates} "
+        f"WHERE ({stored}) IS DISTINCT FROM ({incoming}) RETURNING (xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), "
+        f"(SELECT count(*) FROM {ident(stage)}) - count(*) FROM up"
     )
 
 

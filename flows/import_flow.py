@@ -62,7 +62,7 @@ def import_flow(
     format: OptionalFormat = None,
     options: ImportOptions = ImportOptions(),
 ) -> ImportReport:
-    """Import `source` into `resource`: every row inserted, updated or rejected, exactly once.
+    """Import `source` into `resource`: every row inserted, updated, unchanged or rejected, exactly once.
 
     Re-running with the same content (or the same `options.idempotency_key`) skips the chunks
     that earlier runs committed. Returns the run's `ImportReport` (Prefect keeps it as JSON).
@@ -105,9 +105,10 @@ def _import(
     if not report.invariant_holds:
         job = report.job
         raise InvariantError(
-            f"invariant broken: inserted {report.inserted} + updated {report.updated} + rejected {report.rejected} + "
+            f"invariant broken: inserted {report.inserted} + updated {report.updated} + unchanged {report.unchanged} "
+            f"+ rejected {report.rejected} + "
             f"already committed {report.already_committed} vs rows read {report.rows_read}; the job's "
-            f"{job.inserted} + {job.updated} + {job.rejected} vs {job.rows_read}"
+            f"{job.inserted} + {job.updated} + {job.unchanged} + {job.rejected} vs {job.rows_read}"
         )
     return report
 

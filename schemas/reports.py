@@ -14,22 +14,40 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ImportCounts(BaseModel):
-    """Rows read, and what became of them: inserted + updated + rejected = rows_read."""
+    """Rows read, and what became of them: inserted + updated + unchanged + rejected = rows_read."""
 
     model_config = ConfigDict(frozen=True)
 
     rows_read: int = 0
     inserted: int = 0
     updated: int = 0
+    unchanged: int = Field(
+        default=0, description="rows whose stored values already equal the file's: accepted, and not written"
+    )
     rejected: int = Field(default=0, description="rows rejected (a row failing three rules counts once)")
 
     @property
+    def accounted(self) -> int:
+        """Every row read that became something: inserted, updated, unchanged or rejected."""
+        return self.inserted + self.updated + self.unchanged + self.rejected
+
+    @property
     def invariant_holds(self) -> bool:
-        return self.inserted + self.updated + self.rejected == self.rows_read
+        return self.accounted == self.rows_read
 
     def rejected_share(self) -> float:
         """rejected / rows_read (0 for no rows), to six decimals: the reports' error_rate."""
         return round(self.rejected / self.rows_read, 6) if self.rows_read else 0.0
+
+
+class Written(BaseModel):
+    """What writing a chunk's accepted rows did to the table."""
+
+    model_config = ConfigDict(frozen=True)
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
 
 
 class ChunkResult(ImportCounts):
@@ -51,10 +69,10 @@ class JobTotals(ImportCounts):
 class ImportReport(ImportCounts):
     """The result of an import run: what *this run* did, and the job's totals apart.
 
-    `inserted`, `updated` and `rejected` are the rows of the chunks this run committed;
-    the rows of chunks an earlier run had committed (a re-import, a resumed job) are
-    `already_committed`, so `inserted + updated + rejected + already_committed = rows_read`
-    still holds for the run. `job` holds the totals over all the job's runs."""
+    `inserted`, `updated`, `unchanged` and `rejected` are the rows of the chunks this run
+    committed; the rows of chunks an earlier run had committed (a re-import, a resumed job)
+    are `already_committed`, so `inserted + updated + unchanged + rejected +
+    already_committed = rows_read` still holds for the run. `job` holds the totals over all the job's runs."""
 
     job_key: str
     resource: str
@@ -83,7 +101,7 @@ class ImportReport(ImportCounts):
 
     @property
     def invariant_holds(self) -> bool:
-        own = self.inserted + self.updated + self.rejected + self.already_committed == self.rows_read
+        own = self.accounted + self.already_committed == self.rows_read
         return own and self.job.invariant_holds
 
 

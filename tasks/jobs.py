@@ -129,11 +129,12 @@ def _chunk_totals(settings: Settings, job_key: str, run_id: str | None) -> JobTo
     parameters: tuple[str, ...] = (job_key,) if run_id is None else (job_key, run_id)
     with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(inserted), 0), "
-            f"coalesce(sum(updated), 0), coalesce(sum(rejected), 0) FROM import_chunks c WHERE job_key = $1{only_run}",
+            "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(inserted), 0), coalesce(sum(updated), 0), "
+            "coalesce(sum(unchanged), 0), coalesce(sum(rejected), 0) "
+            f"FROM import_chunks c WHERE job_key = $1{only_run}",
             parameters=parameters,
         )
-        chunks, rows_read, inserted, updated, rejected = (int(v) for v in fetch_one(cur))
+        chunks, rows_read, inserted, updated, unchanged, rejected = (int(v) for v in fetch_one(cur))
         cur.execute(
             "SELECT r.rule, count(*) FROM import_rejects r JOIN import_chunks c USING (job_key, chunk_index) "
             f"WHERE job_key = $1{only_run} GROUP BY r.rule ORDER BY 2 DESC, 1",
@@ -145,6 +146,7 @@ def _chunk_totals(settings: Settings, job_key: str, run_id: str | None) -> JobTo
         rows_read=rows_read,
         inserted=inserted,
         updated=updated,
+        unchanged=unchanged,
         rejected=rejected,
         rejects_by_rule=by_rule,
     )
@@ -187,6 +189,7 @@ class RunCounts:
             "rows_read": self.rows_read,
             "inserted": own.inserted,
             "updated": own.updated,
+            "unchanged": own.unchanged,
             "rejected": own.rejected,
             "rejects_by_rule": own.rejects_by_rule,
             "already_committed": self.already_committed.rows_read,

@@ -29,7 +29,7 @@ from decisions.sql import (
     upsert_sql,
 )
 from schemas.frames import HOLDER
-from schemas.reports import ChunkResult
+from schemas.reports import ChunkResult, Written
 from schemas.resource import Resource
 from tasks.jobs import ChunkLedger
 from tasks.limits import check_slot_held
@@ -92,54 +92,56 @@ def _apply(
     if not claimed:
         conn.rollback()
         return _recorded_result(conn, job_key, chunk.index)
-    inserted, updated, refused = _write_rows(conn, resource, chunk, recheck=recheck)
+    written, refused = _write_rows(conn, resource, chunk, recheck=recheck)
     rejects = pl.concat([chunk.rejects, refused])
     rejected = rejects.select(pl.col("line").n_unique()).item() if rejects.height else 0
     _save_rejects(conn, job_key, chunk.index, rejects)
     with conn.cursor() as cur:
         cur.execute(
-            "UPDATE import_chunks SET inserted = $3, updated = $4, rejected = $5 "
+            "UPDATE import_chunks SET inserted = $3, updated = $4, unchanged = $5, rejected = $6 "
             "WHERE job_key = $1 AND chunk_index = $2",
-            parameters=(job_key, chunk.index, inserted, updated, rejected),
+            parameters=(job_key, chunk.index, written.inserted, written.updated, written.unchanged, rejected),
         )
         check_slot_held(cur, ledger.slot, f"chunk {chunk.index}")
     conn.commit()
     return ChunkResult(
-        index=chunk.index,
-        rows_read=chunk.rows_read,
-        inserted=inserted,
-        updated=updated,
-        rejected=rejected,
-        skipped=False,
+        index=chunk.index, rows_read=chunk.rows_read, **written.model_dump(), rejected=rejected, skipped=False
     )
 
 
 def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT rows_read, inserted, updated, rejected FROM import_chunks WHERE job_key = $1 AND chunk_index = $2",
+            "SELECT rows_read, inserted, updated, unchanged, rejected FROM import_chunks "
+            "WHERE job_key = $1 AND chunk_index = $2",
             parameters=(job_key, index),
         )
-        rows_read, inserted, updated, rejected = fetch_one(cur)
+        rows_read, inserted, updated, unchanged, rejected = fetch_one(cur)
     return ChunkResult(
-        index=index, rows_read=rows_read, inserted=inserted, updated=updated, rejected=rejected, skipped=True
+        index=index,
+        rows_read=rows_read,
+        inserted=inserted,
+        updated=updated,
+        unchanged=unchanged,
+        rejected=rejected,
+        skipped=True,
     )
 
 
 def _write_rows(
     conn: Connection, resource: Resource, chunk: CheckedChunk, *, recheck: bool
-) -> tuple[int, int, pl.DataFrame]:
-    """Stage the accepted rows and upsert them: (inserted, updated, rejects of rows refused
-    by the re-check)."""
+) -> tuple[Written, pl.DataFrame]:
+    """Stage the accepted rows and upsert them: what that wrote, and the rejects of rows
+    refused by the re-check."""
     with conn.cursor() as cur:
         if chunk.all_new and not recheck:
             # Straight into the table with binary COPY: one pass instead of stage + INSERT ... SELECT.
             rows = chunk.rows.select(resource.field_names).to_arrow(compat_level=ARROW_COMPAT)
             cur.adbc_ingest(resource.name, rows, mode="append")
-            return chunk.rows.height, 0, chunk.rejects.clear()
+            return Written(inserted=chunk.rows.height), chunk.rejects.clear()
         cur.adbc_ingest(STAGE, chunk.rows.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
         refused = _refused_now(cur, resource, chunk) if recheck else chunk.rejects.clear()
-        return (*_upsert(cur, resource), refused)
+        return _upsert(cur, resource), refused
 
 
 def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk) -> pl.DataFrame:
@@ -168,8 +170,8 @@ def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk) -> pl.Dat
     return refused
 
 
-def _upsert(cur: Cursor, resource: Resource) -> tuple[int, int]:
-    """Write the staged rows: (inserted, updated).
+def _upsert(cur: Cursor, resource: Resource) -> Written:
+    """Write the staged rows.
 
     A chunk of ids the table does not hold yet (the common case of a fresh load) goes in
     with a plain INSERT, a third cheaper than the upsert's speculative insertion. Should
@@ -179,10 +181,10 @@ def _upsert(cur: Cursor, resource: Resource) -> tuple[int, int]:
     cur.execute(any_existing_sql(resource, STAGE))
     if not fetch_one(cur)[0]:
         cur.execute(insert_sql(resource, STAGE))
-        return cur.rowcount, 0
+        return Written(inserted=cur.rowcount)
     cur.execute(upsert_sql(resource, STAGE))
-    inserted, updated = fetch_one(cur)
-    return int(inserted), int(updated)
+    inserted, updated, unchanged = fetch_one(cur)
+    return Written(inserted=int(inserted), updated=int(updated), unchanged=int(unchanged))
 
 
 def _save_rejects(conn: Connection, job_key: str, index: int, rejects: pl.DataFrame) -> None:

@@ -86,12 +86,13 @@ class ImportProgress:
         verb = "already committed" if result.skipped else "committed"
         rate = result.rows_read / seconds if seconds > 0 and not result.skipped else 0.0
         logger.info(
-            "chunk %d %s: %d rows, %d inserted, %d updated, %d rejected (error_rate %.4f, %.0f rows/s)",
+            "chunk %d %s: %d rows, %d inserted, %d updated, %d unchanged, %d rejected (error_rate %.4f, %.0f rows/s)",
             result.index,
             verb,
             result.rows_read,
             result.inserted,
             result.updated,
+            result.unchanged,
             result.rejected,
             result.rejected_share(),
             rate,
@@ -108,12 +109,13 @@ def publish_report(report: ImportReport, first_rejects: list[dict[str, object]])
     """Log the run's totals and publish the summary and first rejects as table artifacts."""
     logger = get_run_logger()
     logger.info(
-        "import %s done: %d rows read, %d inserted, %d updated, %d rejected, %d already committed by earlier runs "
-        "in %.2fs (%.0f rows/s, error_rate %.4f)",
+        "import %s done: %d rows read, %d inserted, %d updated, %d unchanged, %d rejected, %d already committed by "
+        "earlier runs in %.2fs (%.0f rows/s, error_rate %.4f)",
         report.resource,
         report.rows_read,
         report.inserted,
         report.updated,
+        report.unchanged,
         report.rejected,
         report.already_committed,
         report.duration_s,

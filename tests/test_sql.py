@@ -21,14 +21,19 @@ def test_identifiers_are_quoted_with_inner_quotes_doubled() -> None:
     assert sql.ident('we"ird') == '"we""ird"'
 
 
-def test_the_upsert_goes_in_file_order_onto_the_id_and_counts_both_outcomes() -> None:
+def test_the_upsert_goes_in_file_order_onto_the_id_and_counts_every_outcome() -> None:
     text = sql.upsert_sql(ODD)
     assert text.startswith(
-        'WITH up AS (INSERT INTO "we""ird users" ("id", "e""mail", "role") '
+        'WITH up AS (INSERT INTO "we""ird users" AS t ("id", "e""mail", "role") '
         'SELECT "id", "e""mail", "role" FROM "_bulkflow_stage" ORDER BY "_line" '
     )
     assert 'ON CONFLICT ("id") DO UPDATE SET "e""mail" = EXCLUDED."e""mail", "role" = EXCLUDED."role" ' in text
-    assert text.endswith("SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up")
+    # a row equal to the stored one is not written: it counts as unchanged
+    assert 'WHERE (t."e""mail", t."role") IS DISTINCT FROM (EXCLUDED."e""mail", EXCLUDED."role") ' in text
+    assert text.endswith(
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), "
+        '(SELECT count(*) FROM "_bulkflow_stage") - count(*) FROM up'
+    )
 
 
 def test_insert_and_existence_check_name_the_stage_given() -> None:
