@@ -119,6 +119,27 @@ class Bench:
                 comparison.ours_in_flow_s.append(report.duration_s)
             _progress(comparison)
 
+    def compare_reimport(self, comparison: Comparison, file: BenchFile) -> None:
+        """The same file imported again under a new job (a new idempotency key): every
+        accepted row is found unchanged and none is written."""
+        self.our_import(file)
+        for repeat in range(self.config.repeats):
+            sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
+            for side in sides:
+                if side == "copy":
+                    comparison.copy_s.append(self.copy_import(file))
+                    continue
+                run = self.bulkflow(
+                    "import", file.resource, str(file.ours), "--json", "--idempotency-key", f"reimport-{repeat}"
+                )
+                report = ImportReport.model_validate_json(run.stdout)
+                if report.unchanged + report.rejected != file.rows:
+                    raise RuntimeError(f"{comparison.workload}: rows were written again: {report}")
+                comparison.ours_s.append(run.seconds)
+                comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
+                comparison.ours_in_flow_s.append(report.duration_s)
+            _progress(comparison)
+
     def fixed_cost(self) -> dict[str, float]:
         """What an import costs whatever its size: a 10-row users file, against the time of
         `python -c "import prefect"` measured alternately in the same run (medians)."""
@@ -162,6 +183,8 @@ def run(config: BenchConfig) -> dict[str, object]:
         ]
         for comparison, file in imports:
             bench.compare_import(comparison, file)
+        reimport = Comparison("import", "users, identical re-import", n, None)
+        bench.compare_reimport(reimport, imports[1][1])
         exports = []
         for resource in RESOURCES:
             for fmt, target in (("ndjson", 1.5), ("csv", 1.0)):
@@ -173,7 +196,7 @@ def run(config: BenchConfig) -> dict[str, object]:
         version = bench.postgres_version()
         bench.bulkflow("db", "stop")
     return {
-        "comparisons": [c for c, _ in imports] + exports,
+        "comparisons": [c for c, _ in imports] + [reimport] + exports,
         "memory": memory,
         "fixed_cost": fixed,
         "postgres": version,
