@@ -190,8 +190,9 @@ def print_report(report: ImportReport) -> None:
     if report.already_committed:
         table.add_row(
             "job totals",
-            f"{job.rows_read} rows read, {job.inserted} inserted, {job.updated} updated, {job.unchanged} unchanged, "
-            f"{job.rejected} rejected",
+            f"{job.rows_read} rows read, {job.inserted} inserted, {job.updated} updated, "
+            + (f"{job.unchanged} unchanged, " if job.unchanged else "")
+            + f"{job.rejected} rejected",
         )
     console = Console()
     console.print(table)
