@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,37 +104,35 @@ class Bench:
         return self.bulkflow("import", file.resource, str(file.ours), "--json")
 
     def compare_import(self, comparison: Comparison, file: BenchFile) -> None:
-        for repeat in range(self.config.repeats):
-            sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
-            for side in sides:
-                if side == "copy":
-                    comparison.copy_s.append(self.copy_import(file))
-                    continue
-                run = self.our_import(file)
-                report = ImportReport.model_validate_json(run.stdout)
-                if report.inserted + report.rejected != file.rows:
-                    raise RuntimeError(f"{comparison.workload}: not every row was accounted for: {report}")
-                comparison.ours_s.append(run.seconds)
-                comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
-                comparison.ours_in_flow_s.append(report.duration_s)
-            _progress(comparison)
+        self._alternate(comparison, file, lambda repeat: self.our_import(file), written=True)
 
     def compare_reimport(self, comparison: Comparison, file: BenchFile) -> None:
         """The same file imported again under a new job (a new idempotency key): every
         accepted row is found unchanged and none is written."""
         self.our_import(file)
+
+        def ours(repeat: int) -> Measurement:
+            key = f"reimport-{repeat}"
+            return self.bulkflow("import", file.resource, str(file.ours), "--json", "--idempotency-key", key)
+
+        self._alternate(comparison, file, ours, written=False)
+
+    def _alternate(
+        self, comparison: Comparison, file: BenchFile, ours: Callable[[int], Measurement], *, written: bool
+    ) -> None:
+        """`repeats` runs of each side, alternating which goes first; every row of our side
+        must be accounted for: inserted (`written`) or found unchanged, else rejected."""
         for repeat in range(self.config.repeats):
             sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
             for side in sides:
                 if side == "copy":
                     comparison.copy_s.append(self.copy_import(file))
                     continue
-                run = self.bulkflow(
-                    "import", file.resource, str(file.ours), "--json", "--idempotency-key", f"reimport-{repeat}"
-                )
+                run = ours(repeat)
                 report = ImportReport.model_validate_json(run.stdout)
-                if report.unchanged + report.rejected != file.rows:
-                    raise RuntimeError(f"{comparison.workload}: rows were written again: {report}")
+                accepted = report.inserted if written else report.unchanged
+                if accepted + report.rejected != file.rows:
+                    raise RuntimeError(f"{comparison.workload}: not every row was accounted for: {report}")
                 comparison.ours_s.append(run.seconds)
                 comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
                 comparison.ours_in_flow_s.append(report.duration_s)
