@@ -227,10 +227,15 @@ class MigrationStatus:
         return known[-1] if known else None
 
 
+def pending(applied: set[str], migrations: tuple[Migration, ...] = MIGRATIONS) -> tuple[Migration, ...]:
+    """The migrations not among the `applied` ids, in order."""
+    return tuple(m for m in migrations if m.id not in applied)
+
+
 def migration_status(conn: Connection) -> MigrationStatus:
     applied = _applied(conn)
     conn.rollback()
-    return MigrationStatus(tuple(sorted(applied)), tuple(m for m in MIGRATIONS if m.id not in applied))
+    return MigrationStatus(tuple(sorted(applied)), pending(applied))
 
 
 def migrate(conn: Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
@@ -240,8 +245,7 @@ def migrate(conn: Connection, migrations: tuple[Migration, ...] = MIGRATIONS) ->
     with conn.cursor() as cur:
         cur.execute(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
         cur.execute(SCHEMA_MIGRATIONS_DDL)
-        applied = _applied(conn)
-        todo = [m for m in migrations if m.id not in applied]
+        todo = pending(_applied(conn), migrations)
         for migration in todo:
             for statement in migration.statements:
                 cur.execute(statement)
@@ -268,7 +272,7 @@ def ensure_migrated(conn: Connection, url: str | None = None) -> None:
     with _migrate_lock:
         if key in _migrated:
             return
-        if any(m.id not in _applied(conn) for m in MIGRATIONS):
+        if pending(_applied(conn)):
             migrate(conn)
         else:
             conn.rollback()

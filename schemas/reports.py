@@ -40,6 +40,10 @@ class ImportCounts(BaseModel):
         return round(self.rejected / self.rows_read, 6) if self.rows_read else 0.0
 
 
+COUNTS: tuple[str, ...] = tuple(ImportCounts.model_fields)
+"""The counters of `ImportCounts`; the chunk ledger (`import_chunks`) names its columns after them."""
+
+
 class Written(BaseModel):
     """What writing a chunk's accepted rows did to the table."""
 

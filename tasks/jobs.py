@@ -16,7 +16,7 @@ from bulkflow.settings import Settings
 from decisions.sql import ASCII_PROBE, first_load_probe
 from files.staging import StagedSource
 from schemas import declared_tables
-from schemas.reports import ImportReport, JobTotals
+from schemas.reports import COUNTS, ImportReport, JobTotals
 from schemas.resource import Resource
 from tasks.limits import SlotClaim
 from tasks.retrying import bookkeeping_task_options
@@ -128,28 +128,16 @@ def _chunk_totals(settings: Settings, job_key: str, run_id: str | None) -> JobTo
     only_run = "" if run_id is None else " AND c.flow_run_id = $2"
     parameters: tuple[str, ...] = (job_key,) if run_id is None else (job_key, run_id)
     with connect(settings) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(inserted), 0), coalesce(sum(updated), 0), "
-            "coalesce(sum(unchanged), 0), coalesce(sum(rejected), 0) "
-            f"FROM import_chunks c WHERE job_key = $1{only_run}",
-            parameters=parameters,
-        )
-        chunks, rows_read, inserted, updated, unchanged, rejected = (int(v) for v in fetch_one(cur))
+        sums = ", ".join(f"coalesce(sum({count}), 0)" for count in COUNTS)
+        cur.execute(f"SELECT count(*), {sums} FROM import_chunks c WHERE job_key = $1{only_run}", parameters=parameters)
+        chunks, *counts = (int(v) for v in fetch_one(cur))
         cur.execute(
             "SELECT r.rule, count(*) FROM import_rejects r JOIN import_chunks c USING (job_key, chunk_index) "
             f"WHERE job_key = $1{only_run} GROUP BY r.rule ORDER BY 2 DESC, 1",
             parameters=parameters,
         )
         by_rule = {rule: int(n) for rule, n in cur.fetchall()}
-    return JobTotals(
-        chunks=chunks,
-        rows_read=rows_read,
-        inserted=inserted,
-        updated=updated,
-        unchanged=unchanged,
-        rejected=rejected,
-        rejects_by_rule=by_rule,
-    )
+    return JobTotals(chunks=chunks, rejects_by_rule=by_rule, **dict(zip(COUNTS, counts)))
 
 
 def run_counts(settings: Settings, job_key: str, run_id: str | None) -> RunCounts:

@@ -29,7 +29,7 @@ from decisions.sql import (
     upsert_sql,
 )
 from schemas.frames import HOLDER
-from schemas.reports import ChunkResult, Written
+from schemas.reports import COUNTS, ChunkResult, Written
 from schemas.resource import Resource
 from tasks.jobs import ChunkLedger
 from tasks.limits import check_slot_held
@@ -112,20 +112,11 @@ def _apply(
 def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT rows_read, inserted, updated, unchanged, rejected FROM import_chunks "
-            "WHERE job_key = $1 AND chunk_index = $2",
+            f"SELECT {', '.join(COUNTS)} FROM import_chunks WHERE job_key = $1 AND chunk_index = $2",
             parameters=(job_key, index),
         )
-        rows_read, inserted, updated, unchanged, rejected = fetch_one(cur)
-    return ChunkResult(
-        index=index,
-        rows_read=rows_read,
-        inserted=inserted,
-        updated=updated,
-        unchanged=unchanged,
-        rejected=rejected,
-        skipped=True,
-    )
+        counts = fetch_one(cur)
+    return ChunkResult(index=index, skipped=True, **dict(zip(COUNTS, counts)))
 
 
 def _write_rows(
