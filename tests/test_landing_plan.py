@@ -1,4 +1,5 @@
-"""How the landing pick-up plans its import runs and reads their ends: pure, nothing started."""
+"""How the landing pick-up plans its import runs and how it and the API read their ends:
+pure, nothing started."""
 
 from __future__ import annotations
 
@@ -45,3 +46,16 @@ def test_batches_keep_dependency_order_and_the_per_table_limit() -> None:
         ["users/c"],
         ["articles/d"],
     ]
+
+
+def test_the_api_says_whether_a_failed_job_may_succeed_on_another_try() -> None:
+    from prefect.client.schemas.objects import FlowRun, State
+    from prefect.states import Completed, Failed
+
+    from api.jobs import _as_job
+    from tasks.run_labels import RETRYABLE_FAILURE
+
+    lost: State = Failed(message="Flow run encountered an exception: DatabaseUnavailable: cannot connect")
+    assert _as_job(FlowRun(flow_id=uuid4(), state=lost, tags=[RETRYABLE_FAILURE])).retryable is True
+    assert _as_job(FlowRun(flow_id=uuid4(), state=lost, tags=["bulkflow"])).retryable is False
+    assert _as_job(FlowRun(flow_id=uuid4(), state=Completed())).retryable is None
