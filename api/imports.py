@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -22,7 +22,7 @@ from bulkflow.settings import Settings
 from files.formats import detect_format, display_name
 from files.remote import check_remote_url, check_size
 from schemas import RESOURCES, get_resource
-from schemas.parameters import FORMATS, ImportOptions
+from schemas.parameters import FORMATS, ImportOptions, LoadControl
 from schemas.reports import JobTotals
 from tasks.jobs import RunCounts, find_job_key, iter_rejects, read_rejects, run_counts
 from tasks.landing import store_upload
@@ -55,6 +55,7 @@ _UPLOAD_BODY = {
                             "default": "",
                             "description": "Default (empty): from the file's name.",
                         },
+                        **LoadControl.model_json_schema()["properties"],
                     },
                 }
             },
@@ -75,10 +76,11 @@ async def create_import(
     other clients of this API send: `resource_type` for `resource`, `file_url` for `url`."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        resource, source, fmt, name = await _receive_form(request, settings)
+        resource, source, fmt, name, control = await _receive_form(request, settings)
     elif content_type.startswith("application/json"):
-        resource, source, fmt = await run_in_threadpool(_check_url_request, await _json_body(request), settings)
-        name = None
+        body = await _json_body(request)
+        resource, source, fmt = await run_in_threadpool(_check_url_request, body, settings)
+        name, control = None, _control_of(body)
     else:
         raise ApiError(
             415, "unsupported_media_type", "send multipart/form-data (file, resource) or JSON (resource, url)"
@@ -87,7 +89,9 @@ async def create_import(
         "resource": resource,
         "source": source,
         "format": fmt,
-        "options": ImportOptions(idempotency_key=idempotency_key, source_name=name).model_dump(),
+        "options": ImportOptions(
+            **control.model_dump(), idempotency_key=idempotency_key, source_name=name
+        ).model_dump(),
     }
     run_name = import_run_name(resource, source, name)
     job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key, run_name)
@@ -113,21 +117,35 @@ def _as_object(body: bytes) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def _control_of(fields: BaseModel | dict[str, str]) -> LoadControl:
+    """The load control a request's body or form sets (its other fields left out)."""
+    given = fields.model_dump(exclude_unset=True) if isinstance(fields, BaseModel) else fields
+    chosen = {name: value for name, value in given.items() if name in LoadControl.model_fields}
+    try:
+        return LoadControl.model_validate(chosen)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(), body=chosen) from None
+
+
 def _check_url_request(body: ImportFromUrl, settings: Settings) -> tuple[str, str, str | None]:
     check_remote_url(body.url, settings)
     detect_format(body.url, body.format)
     return body.resource, body.url, body.format
 
 
-async def _receive_form(request: Request, settings: Settings) -> tuple[str, str, str | None, str | None]:
-    """(resource, source, format, the file's original name) of a form: an uploaded file,
-    stored first, or a URL (`url` or `file_url`) imported as a JSON body's would be."""
+async def _receive_form(request: Request, settings: Settings) -> tuple[str, str, str | None, str | None, LoadControl]:
+    """(resource, source, format, the file's original name, load control) of a form: an
+    uploaded file, stored first, or a URL (`url` or `file_url`) imported as a JSON body's
+    would be."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit():
         check_size(int(declared), "the upload", settings.max_source_bytes)
     try:
         form = await MultiPartParser(
-            request.headers, _limited(request.stream(), settings.max_source_bytes), max_files=1, max_fields=6
+            request.headers,
+            _limited(request.stream(), settings.max_source_bytes),
+            max_files=1,
+            max_fields=6 + len(LoadControl.model_fields),
         ).parse()
     except MultiPartException as exc:
         raise ApiError(400, "invalid_upload", f"cannot read the multipart body: {exc.message}") from None
@@ -141,16 +159,17 @@ async def _receive_form(request: Request, settings: Settings) -> tuple[str, str,
                 body = ImportFromUrl.model_validate(fields)
             except ValidationError as exc:
                 raise RequestValidationError(exc.errors(), body=fields) from None
-            return (*await run_in_threadpool(_check_url_request, body, settings), None)
+            return (*await run_in_threadpool(_check_url_request, body, settings), None, _control_of(body))
         resource = next((fields[name] for name in RESOURCE_NAMES if name in fields), None)
         if resource is None:
             raise ApiError(422, "invalid_request", "a multipart import needs the fields file and resource")
         fmt = fields.get("format")
         get_resource(resource)
+        control = _control_of(fields)  # before the upload is stored: a bad field stores nothing
         location = await run_in_threadpool(store_upload, settings, upload.file, upload.filename or "upload", fmt)
     finally:
         await form.close()
-    return resource, location, fmt, upload.filename
+    return resource, location, fmt, upload.filename, control
 
 
 async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
@@ -187,6 +206,7 @@ def import_status(job_id: str, request: Request, settings: AppSettings) -> Impor
         counts = run_counts(settings, job_key, job_id)
         sample = read_rejects(settings, job_key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     rows_per_s = counts.rows_read / run.duration_s if run.duration_s else None
+    options = ImportOptions.of(run.parameters.get("options"))
     return ImportJob(
         **counts.report_fields(),
         chunks_committed=counts.own.chunks,
@@ -195,6 +215,8 @@ def import_status(job_id: str, request: Request, settings: AppSettings) -> Impor
         resource=run.parameters.get("resource"),
         source=public_location(run.parameters.get("source")),
         source_name=_source_name(run.parameters),
+        mode=options.mode,
+        dry_run=options.dry_run,
         started_at=run.started_at,
         finished_at=run.finished_at,
         duration_s=run.duration_s,

@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 from pydantic import AliasChoices, BaseModel, Field
 
 from decisions.exports import ExportFormat
-from schemas.parameters import ExportFilters, OptionalFormat, ResourceName
+from schemas.parameters import ExportFilters, LoadControl, OptionalFormat, ResourceName
 from schemas.reports import ExportManifest, ImportCounts, JobTotals
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -46,7 +46,9 @@ class Accepted(BaseModel):
     status_url: str
 
 
-class ImportFromUrl(BaseModel):
+class ImportFromUrl(LoadControl):
+    """An import of a URL, with how it writes (`LoadControl`: the same fields a form sends)."""
+
     resource: ResourceName = aliased("resource", description="users, articles or comments.")
     url: str = aliased(
         "url",
@@ -65,6 +67,8 @@ class ImportJob(ImportCounts):
     resource: Optional[str] = None
     source: Optional[str] = None
     source_name: Optional[str] = Field(default=None, description="The file's name as its sender knows it.")
+    mode: str = Field(default="upsert", description="How the rows are written: upsert, insert or update.")
+    dry_run: bool = Field(default=False, description="A prediction: nothing is written.")
     already_committed: int = Field(
         default=0, description="Rows of chunks earlier runs had committed: not written again."
     )

@@ -142,4 +142,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "import_chunks.unchanged: accepted rows whose stored values already equal the file's (not written)",
         ("ALTER TABLE import_chunks ADD COLUMN IF NOT EXISTS unchanged integer NOT NULL DEFAULT 0",),
     ),
+    Migration(
+        "0008",
+        "import_jobs.mode and .dry_run: how a job writes (upsert, insert, update) and whether it only predicts",
+        (
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'upsert'",
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS dry_run boolean NOT NULL DEFAULT false",
+        ),
+    ),
 )

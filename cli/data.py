@@ -14,6 +14,7 @@ from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
 from cli.output import errors_as_exit, print_report, progress_bar, row_counter, stderr
+from schemas.parameters import ImportOptions, WriteMode
 from schemas.reports import ImportReport
 from schemas.resource import RuleContext
 
@@ -33,10 +34,19 @@ def import_command(
     format: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, ndjson, json, parquet")] = None,
     chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", min=1)] = None,
     idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key")] = None,
+    mode: Annotated[
+        WriteMode,
+        typer.Option("--mode", help="upsert (default); insert: only add new rows; update: only change existing rows"),
+    ] = "upsert",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="predict the counts and rejects against the live tables; write nothing")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON report on stdout")] = False,
 ) -> None:
     """Import a file: every row inserted, updated, unchanged or rejected, exactly once."""
-    report = run_import(resource, source, format, chunk_size, idempotency_key, json_report=as_json)
+    with errors_as_exit(as_json):
+        options = ImportOptions(chunk_size=chunk_size, idempotency_key=idempotency_key, mode=mode, dry_run=dry_run)
+    report = run_import(resource, source, format, options, json_report=as_json)
     if as_json:
         typer.echo(report.model_dump_json())
     else:
@@ -127,7 +137,7 @@ def rejects_command(
 def demo_command() -> None:
     """Import the sample users, articles and comments in order and print each report."""
     for resource, name in DEMO_FILES:
-        report = run_import(resource, str(SAMPLE_DIR / name), None, None, None)
+        report = run_import(resource, str(SAMPLE_DIR / name), None, ImportOptions())
         print_report(report)
     stderr.print(next_step(), highlight=False, soft_wrap=True)
 
@@ -168,8 +178,7 @@ def run_import(
     resource: str,
     source: str,
     format: str | None,
-    chunk_size: int | None,
-    key: str | None,
+    options: ImportOptions,
     *,
     json_report: bool = False,
 ) -> ImportReport:
@@ -178,7 +187,6 @@ def run_import(
     from files.formats import check_source
     from flows.import_flow import import_flow
     from schemas import get_resource
-    from schemas.parameters import ImportOptions
     from tasks.run_labels import run_tags
 
     with errors_as_exit(json_report):  # fail fast, before a flow run exists, on what is cheap to check
@@ -192,7 +200,7 @@ def run_import(
                 resource=resource,
                 source=source,
                 format=format,
-                options=ImportOptions(chunk_size=chunk_size, idempotency_key=key),
+                options=options,
                 return_state=True,
             )
         failure.flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None

@@ -173,7 +173,12 @@ def row_counter(enabled: bool) -> Iterator[Callable[[int], None] | None]:
 
 def print_report(report: ImportReport) -> None:
     """What this run did; the job's totals too when earlier runs had committed part of it."""
-    table = Table(title=f"import {report.resource} from {report.source_name}", show_header=False)
+    title = f"import {report.resource} from {report.source_name}"
+    if report.mode != "upsert":
+        title += f" (--mode {report.mode})"
+    if report.dry_run:
+        title = f"dry run (nothing written): {title}"
+    table = Table(title=title, show_header=False)
     for key in ("status", "rows_read", "inserted", "updated", "unchanged", "rejected", "error_rate"):
         table.add_row(key, str(getattr(report, key)))
     for rule, count in report.rejects_by_rule.items():
@@ -198,5 +203,5 @@ def print_report(report: ImportReport) -> None:
     console.print(table)
     if job.rejected:
         console.print(
-            f"all rejects: bulkflow rejects {report.job_key} -o rejects.ndjson", highlight=False, soft_wrap=True
+            f"all rejects: bulkflow rejects {report.rejects_handle} -o rejects.ndjson", highlight=False, soft_wrap=True
         )

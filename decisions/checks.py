@@ -12,6 +12,8 @@ Every statement has one possible plan whatever the statistics say (see `decision
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from bulkflow.db import Cursor, connect, fetch_one, tune_session
@@ -21,11 +23,13 @@ from decisions.rules import RecordCheck
 from decisions.sql import (
     CHECK_STAGE,
     any_id_exists_query,
+    in_table_query,
     key_facts_query,
     missing_reference_query,
     recorded_rejects_query,
 )
 from schemas.frames import KEY, LINE
+from schemas.parameters import WriteMode
 from schemas.resource import ForeignKey, Resource
 
 
@@ -33,8 +37,19 @@ def missing_message(fk: ForeignKey) -> str:
     return f"{fk.field} does not match any {fk.references[:-1]} id"
 
 
+@dataclass(frozen=True)
+class CheckScope:
+    """What the checks of a job's chunks need to know of the job."""
+
+    job_key: str
+    first_load: bool = False
+    """See `tasks.jobs.Job.first_load`."""
+    mode: WriteMode = "upsert"
+    """insert and update need to know which rows the table holds already."""
+
+
 def database_facts(
-    settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool, first_load: bool
+    settings: Settings, scope: CheckScope, resource: Resource, check: RecordCheck, committed: bool
 ) -> DatabaseFacts:
     """The database's facts about the chunk's candidate rows (read-only). For a chunk an
     earlier run committed, also the lines it rejected then.
@@ -49,7 +64,7 @@ def database_facts(
     facts = no_facts()
     if candidates.height == 0:
         return facts  # nothing to look up, and nothing the chunk could have accepted
-    key_checks = committed or not (first_load and _keys_need_no_lookup(resource, candidates))
+    key_checks = committed or not (scope.first_load and _keys_need_no_lookup(resource, candidates))
     if not key_checks and not resource.foreign_keys:
         return facts
     fields = resource.key_fields if key_checks else tuple(fk.field for fk in resource.foreign_keys)
@@ -58,7 +73,7 @@ def database_facts(
         staged = candidates.select(LINE, *dict.fromkeys(fields), *([KEY] if key_checks else []))
         cur.adbc_ingest(CHECK_STAGE, staged.to_arrow(), mode="replace", temporary=True)
         missing = [_missing_references(cur, fk) for fk in resource.foreign_keys]
-        keys, ids_exist, recorded = facts.keys, False, None
+        keys, ids_exist, recorded, in_table = facts.keys, False, None, facts.in_table
         query = key_facts_query(resource)
         if key_checks and query is not None:
             cur.execute(query)
@@ -66,12 +81,21 @@ def database_facts(
         if key_checks:
             cur.execute(any_id_exists_query(resource))
             ids_exist = bool(fetch_one(cur)[0])
+        if key_checks and scope.mode != "upsert":
+            cur.execute(in_table_query(resource))
+            in_table = _lines(cur)
         if committed:
-            cur.execute(recorded_rejects_query(), parameters=(job_key, check.index))
-            recorded = frame_of(cur.fetch_arrow_table()).get_column("line").cast(pl.Int64)
+            cur.execute(recorded_rejects_query(), parameters=(scope.job_key, check.index))
+            recorded = _lines(cur)
         conn.rollback()
     references = pl.concat([facts.missing_references, *missing]) if missing else facts.missing_references
-    return DatabaseFacts(missing_references=references, keys=keys, recorded_rejects=recorded, ids_exist=ids_exist)
+    return DatabaseFacts(
+        missing_references=references, keys=keys, recorded_rejects=recorded, ids_exist=ids_exist, in_table=in_table
+    )
+
+
+def _lines(cur: Cursor) -> pl.Series:
+    return frame_of(cur.fetch_arrow_table()).get_column("line").cast(pl.Int64)
 
 
 def _keys_need_no_lookup(resource: Resource, candidates: pl.DataFrame) -> bool:

@@ -12,8 +12,27 @@ import polars as pl
 
 from decisions.keys import SeenKeys
 from decisions.rules import RecordCheck, check_records, empty_rejects, line_rejects, reject_entries
-from schemas.frames import ACCEPTED, GIVEN_ID, HOLDER, KEY, LINE, OK, RECORDED, RESOLVED_ID, TAKEN, duplicate_flag
+from schemas.frames import (
+    ACCEPTED,
+    GIVEN_ID,
+    HOLDER,
+    IN_TABLE,
+    KEY,
+    LINE,
+    OK,
+    RECORDED,
+    REFUSED,
+    RESOLVED_ID,
+    TAKEN,
+    duplicate_flag,
+)
+from schemas.parameters import WriteMode
 from schemas.resource import Resource, RuleContext
+
+ALREADY_EXISTS = "already_exists"
+"""`--mode insert`: the row's id or natural key is in the table already."""
+NOT_FOUND = "not_found"
+"""`--mode update`: the row's id (an id-less row: its natural key) is not in the table."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,9 @@ class DatabaseFacts:
     """For a chunk an earlier run committed: the lines it rejected (its decision stands)."""
     ids_exist: bool = False
     """Whether the table holds any of the candidates' given ids already."""
+    in_table: pl.Series | None = None
+    """Lines whose row is in the table (see `decisions.sql.in_table_query`); looked up
+    only for the write modes that need it."""
 
 
 def no_facts() -> DatabaseFacts:
@@ -73,7 +95,9 @@ def dedupe_keys(resource: Resource) -> list[tuple[str, str, pl.Expr]]:
     return keys
 
 
-def decide(resource: Resource, check: RecordCheck, facts: DatabaseFacts, seen: SeenKeys) -> CheckedChunk:
+def decide(
+    resource: Resource, check: RecordCheck, facts: DatabaseFacts, seen: SeenKeys, mode: WriteMode = "upsert"
+) -> CheckedChunk:
     """The chunk's outcome, row by row, and the keys it claims in `seen`.
 
     A row is accepted when it passes the record rules and the database checks and no
@@ -86,7 +110,7 @@ def decide(resource: Resource, check: RecordCheck, facts: DatabaseFacts, seen: S
     the workers and only keys travel): `chunk_keys` (where the rows are), `decide_keys`
     (in file order, where `seen` is), `apply_decision` (where the rows are).
     """
-    return apply_decision(resource, check, decide_keys(resource, chunk_keys(resource, check, facts), seen))
+    return apply_decision(resource, check, decide_keys(resource, chunk_keys(resource, check, facts), seen, mode))
 
 
 @dataclass(frozen=True)
@@ -124,26 +148,54 @@ def chunk_keys(resource: Resource, check: RecordCheck, facts: DatabaseFacts) -> 
         HOLDER,
         (~pl.col(LINE).is_in(facts.missing_references["line"].implode())).alias(OK),
         (pl.col(LINE).is_in(recorded.implode()) if recorded is not None else pl.lit(False)).alias(RECORDED),
+        (pl.col(LINE).is_in(in_table.implode()) if (in_table := facts.in_table) is not None else pl.lit(False)).alias(
+            IN_TABLE
+        ),
     )
     return ChunkKeys(candidates, facts.missing_references, facts.ids_exist)
 
 
-def decide_keys(resource: Resource, keys: ChunkKeys, seen: SeenKeys) -> KeyDecision:
+def decide_keys(resource: Resource, keys: ChunkKeys, seen: SeenKeys, mode: WriteMode = "upsert") -> KeyDecision:
     """Which candidates win their keys, given the keys accepted earlier in the file (`seen`,
-    which the winners join). Chunks must come here in file order."""
+    which the winners join), and which the write mode refuses. Chunks must come here in
+    file order."""
     rows = keys.candidates
     rows = rows.with_columns(_taken(resource, rows, pl.col(OK), seen))
     # a chunk committed earlier: its rejects are in the ledger and its decision stands
-    rows = rows.with_columns((pl.col(OK) & ~pl.col(TAKEN) & ~pl.col(RECORDED)).alias(OK))
+    rows = rows.with_columns((pl.col(OK) & ~pl.col(RECORDED)).alias(OK))
+    rows = rows.with_columns(_refused(mode, rows, seen))
+    rows = rows.with_columns(
+        (pl.col(TAKEN) & pl.col(REFUSED).is_null()).alias(TAKEN),
+        (pl.col(OK) & ~pl.col(TAKEN) & pl.col(REFUSED).is_null()).alias(OK),
+    )
     marked = mark_duplicates(resource, rows, seen)
     dup_columns = [duplicate_flag(name) for name, _, _ in dedupe_keys(resource)]
     return KeyDecision(
-        outcome=marked.select(LINE, "id", GIVEN_ID, HOLDER, TAKEN, *dup_columns, pl.col(OK).alias(ACCEPTED)),
+        outcome=marked.select(
+            LINE, "id", GIVEN_ID, HOLDER, TAKEN, IN_TABLE, REFUSED, *dup_columns, pl.col(OK).alias(ACCEPTED)
+        ),
         missing_references=keys.missing_references,
         released_holders=_released_holders(rows, seen),
         # An id-less row may resolve to the id of the row holding its key: not known as new.
         all_new=not keys.ids_exist and marked.filter(pl.col(OK) & pl.col(GIVEN_ID).is_null()).is_empty(),
     )
+
+
+def _refused(mode: WriteMode, rows: pl.DataFrame, seen: SeenKeys) -> pl.Series:
+    """The write mode's verdict on the rows still accepted: the rule refusing each, or null.
+
+    `insert` refuses a row whose id is in the table (an id accepted earlier in this file is
+    left to the duplicate check: whether its chunk has loaded yet must not matter) or whose
+    natural key another id holds; `update` refuses a row that is not in the table."""
+    unseen_in_table = rows.get_column(IN_TABLE) & ~seen.seen_before("id", rows.get_column("id"))
+    if mode == "insert":
+        refused = unseen_in_table | rows.get_column(TAKEN)
+        rule = ALREADY_EXISTS
+    elif mode == "update":
+        refused, rule = ~rows.get_column(IN_TABLE), NOT_FOUND
+    else:
+        refused, rule = pl.Series([False] * rows.height, dtype=pl.Boolean), ""
+    return rows.select(pl.when(pl.col(OK) & refused).then(pl.lit(rule)).otherwise(None).alias(REFUSED)).to_series()
 
 
 def apply_decision(resource: Resource, check: RecordCheck, decision: KeyDecision) -> CheckedChunk:
@@ -154,6 +206,7 @@ def apply_decision(resource: Resource, check: RecordCheck, decision: KeyDecision
             check.rejects,
             _reference_rejects(resource, check.source, decision.missing_references),
             _taken_rejects(resource, marked),
+            _refusal_rejects(resource, marked),
             duplicate_rejects(resource, marked),
         ]
     )
@@ -224,6 +277,32 @@ def _taken_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
     return reject_entries(hits, resource, field=nk.field, rule=nk.taken_rule, message=message)
 
 
+def _refusal_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
+    """The write mode's rejects: on the id when the row came with one, else on its natural key."""
+    refused = marked.filter(pl.col(REFUSED).is_not_null())
+    if refused.is_empty():
+        return empty_rejects()
+    nk = resource.natural_key
+    on_id = pl.col(GIVEN_ID).is_not_null() & (pl.col(IN_TABLE) | (pl.col(REFUSED) == NOT_FOUND))
+    parts = []
+    for (rule, by_id), rows in refused.group_by([REFUSED, on_id.alias("_on_id")], maintain_order=True):
+        field = "id" if by_id or nk is None else nk.field
+        parts.append(
+            reject_entries(
+                rows, resource, field=field, rule=str(rule), message=refusal_message(resource, str(rule), field)
+            )
+        )
+    return pl.concat(parts)
+
+
+def refusal_message(resource: Resource, rule: str, field: str) -> str:
+    """Why the write mode refused a row, in the reject report."""
+    one = resource.name[:-1]
+    if rule == ALREADY_EXISTS:
+        return f"a {one} with this {field} is already in {resource.name}: --mode insert only adds new rows"
+    return f"no {one} has this {field}: --mode update only changes rows already in {resource.name}"
+
+
 def mark_duplicates(resource: Resource, rows: pl.DataFrame, seen: SeenKeys) -> pl.DataFrame:
     """Flag later occurrences of a key among the rows still accepted (`_ok`).
 
@@ -270,7 +349,8 @@ def check_chunk(
     chunk: pl.DataFrame,
     seen: SeenKeys,
     facts: DatabaseFacts | None = None,
+    mode: WriteMode = "upsert",
 ) -> CheckedChunk:
     """Record rules, then the key decision given what the database says (default: nothing
     in the database). The flow runs the two steps apart, with the database checks between."""
-    return decide(resource, check_records(resource, context, index, chunk), facts or no_facts(), seen)
+    return decide(resource, check_records(resource, context, index, chunk), facts or no_facts(), seen, mode)

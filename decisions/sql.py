@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schemas.frames import HOLDER, KEY, LINE, RESOLVED_ID
-from schemas.resource import FilterOp, ForeignKey, Resource
+from schemas.resource import PG_TYPES, FilterOp, ForeignKey, Resource
 
 CHECK_STAGE = "_bulkflow_check"
 """Temporary table of a chunk's candidate keys, for the read-only checks."""
@@ -56,7 +56,7 @@ def key_facts_query(resource: Resource, stage: str = CHECK_STAGE) -> str | None:
     staged_key = nk.sql(f"s.{ident(nk.field)}")
     held_key = nk.sql(f"t.{ident(nk.field)}")
     given_id, holder = f"s.{ident('id')}", f"h.{ident('id')}"
-    derived_id = f"md5({_text_literal(resource.name + ':')} || {staged_key})::uuid::text"
+    derived_id = _derived_id(resource, staged_key)
     return (
         f"SELECT s.{ident(LINE)}, "
         f"CASE WHEN {staged_key} IS DISTINCT FROM s.{ident(KEY)} THEN {staged_key} END AS {ident(KEY)}, "
@@ -88,6 +88,33 @@ def any_id_exists_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
         f"SELECT EXISTS (SELECT 1 FROM {ident(stage)} s JOIN LATERAL (SELECT 1 FROM {ident(resource.name)} t "
         f"WHERE t.{ident('id')} = s.{ident('id')} LIMIT 1) t ON true WHERE s.{ident('id')} IS NOT NULL)"
     )
+
+
+def in_table_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
+    """Lines of staged rows whose id is in the table; an id-less row's id is its key's holder
+    or the id derived from its key (as `key_facts_query` resolves it)."""
+    nk = resource.natural_key
+    own_id = f"s.{ident('id')}"
+    if nk is not None:
+        own_id = f"coalesce({own_id}, {_derived_id(resource, nk.sql(f's.{ident(nk.field)}'))})"
+    query = (
+        f"SELECT s.{ident(LINE)} AS line FROM {ident(stage)} s "
+        f"LEFT JOIN LATERAL (SELECT 1 AS found FROM {ident(resource.name)} t "
+        f"WHERE t.{ident('id')} = {own_id} LIMIT 1) i ON true "
+    )
+    if nk is None:
+        return query + "WHERE i.found IS NOT NULL"
+    return query + (
+        f"LEFT JOIN LATERAL (SELECT 1 AS found FROM {ident(resource.name)} t WHERE s.{ident('id')} IS NULL "
+        f"AND {nk.sql(f't.{ident(nk.field)}')} = {nk.sql(f's.{ident(nk.field)}')} LIMIT 1) k ON true "
+        "WHERE i.found IS NOT NULL OR k.found IS NOT NULL"
+    )
+
+
+def _derived_id(resource: Resource, key: str) -> str:
+    """The id an id-less row gets when no row holds its key: derived from the key, so a
+    re-import of the same row finds it again."""
+    return f"md5({_text_literal(resource.name + ':')} || {key})::uuid::text"
 
 
 ASCII_PROBE = "".join(chr(c) for c in range(32, 127))
@@ -126,6 +153,22 @@ def upsert_sql(resource: Resource, stage: str = STAGE) -> str:
         f"WHERE ({stored}) IS DISTINCT FROM ({incoming}) RETURNING (xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), "
         f"(SELECT count(*) FROM {ident(stage)}) - count(*) FROM up"
+    )
+
+
+def predict_sql(resource: Resource, stage: str = STAGE) -> str:
+    """What `upsert_sql` would do with the stage, read-only: (inserted, updated, unchanged).
+    The staged values are cast to the table's column types first, as the upsert's
+    assignment does, so "unchanged" is the upsert's own comparison."""
+    values = [f for f in resource.fields if f.name != "id"]
+    stored = _columns([f.name for f in values], "t.")
+    incoming = ", ".join(f"s.{ident(f.name)}::{PG_TYPES[f.kind]}" for f in values)
+    same = f"({stored}) IS NOT DISTINCT FROM ({incoming})"
+    found = f"t.{ident('id')} IS NOT NULL"
+    return (
+        f"SELECT count(*) FILTER (WHERE NOT {found}), count(*) FILTER (WHERE {found} AND NOT {same}), "
+        f"count(*) FILTER (WHERE {found} AND {same}) "
+        f"FROM {ident(stage)} s LEFT JOIN {ident(resource.name)} t ON t.{ident('id')} = s.{ident('id')}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -35,7 +36,7 @@ from tasks.limits import SlotClaim, table_slot
 from tasks.load import load_chunk
 from tasks.on_workers import check_span, load_span
 from tasks.report import ImportProgress, publish_report
-from tasks.run_labels import import_run_name, label_run, tag_retryable_failure, untagged_tasks
+from tasks.run_labels import DRY_RUN, import_run_name, label_run, tag_retryable_failure, untagged_tasks
 from tasks.stage import stage
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
@@ -78,7 +79,7 @@ def import_flow(
     started = time.perf_counter()
     settings = Settings()  # read once per flow run, then handed down
     definition = get_resource(resource)
-    label_run(definition.name)
+    label_run(definition.name, {DRY_RUN} if options.dry_run else set())
     try:
         with untagged_tasks(), events.alive():
             report = _import(definition, source, format, options, settings, started)
@@ -98,8 +99,12 @@ def _import(
 ) -> ImportReport:
     staged = stage(resource, source, format, settings)
     try:
-        with table_slot(settings, resource.name, on_wait=get_run_logger().info) as slot:
-            report = _load(resource, staged, options, settings, started, slot)
+        # a dry run writes nothing to the table: it needs no write slot
+        slot: AbstractContextManager[SlotClaim | None] = (
+            nullcontext(None) if options.dry_run else table_slot(settings, resource.name, get_run_logger().info)
+        )
+        with slot as claim:
+            report = _load(resource, staged, options, settings, started, claim)
     finally:
         staged.cleanup()  # a failed run leaves no staged copy behind either
     if not report.invariant_holds:
@@ -119,13 +124,11 @@ def _load(
     options: ImportOptions,
     settings: Settings,
     started: float,
-    slot: SlotClaim,
+    slot: SlotClaim | None,
 ) -> ImportReport:
     run_id = str(flow_run.id) if flow_run.id else None
-    name = display_name(staged.source, options.source_name)
-    chunk_size = options.chunk_size or settings.chunk_size
-    job = open_job(settings, resource, staged, chunk_size, options.idempotency_key, run_id, name)
-    ledger = ChunkLedger(job.key, run_id, slot)
+    job = open_job(settings, resource, staged, options, run_id)
+    ledger = job.ledger(run_id, slot)
     if job.earlier_runs:
         get_run_logger().info(
             "continuing job %s of earlier run(s) %s: %d chunk(s) already committed",
@@ -133,7 +136,7 @@ def _load(
             ", ".join(job.earlier_runs),
             len(job.done_chunks),
         )
-    progress = ImportProgress(resource, name)
+    progress = ImportProgress(resource, job.source_name, job.dry_run)
     try:
         if settings.task_runner == "dask":
             _chunks_on_dask(settings, job, ledger, staged, progress)
@@ -185,10 +188,10 @@ class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
 
     def check(self, chunk: RecordCheck, committed: bool) -> PrefectFuture[DatabaseFacts]:
         job = self.job
-        return check_database.submit(self.settings, job.key, job.resource, chunk, committed, job.first_load)
+        return check_database.submit(self.settings, job.scope, job.resource, chunk, committed)
 
     def decide(self, chunk: RecordCheck, checked: DatabaseFacts, seen: SeenKeys) -> CheckedChunk:
-        return decide(self.job.resource, chunk, checked, seen)
+        return decide(self.job.resource, chunk, checked, seen, self.job.mode)
 
     def load(self, chunk: RecordCheck, decided: CheckedChunk) -> PrefectFuture[ChunkResult]:
         return load_chunk.submit(self.settings, self.ledger, self.job.resource, decided)
@@ -203,11 +206,11 @@ class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
         self.settings, self.job, self.ledger, self.file, self.runner = settings, job, ledger, file, runner
 
     def check(self, chunk: ChunkSpan, committed: bool) -> PrefectFuture[ChunkKeys]:
-        checks = {"committed": committed, "first_load": self.job.first_load}
-        return self.runner.submit(check_span, self._parameters(chunk) | checks | {"job_key": self.job.key})
+        checks = {"committed": committed, "scope": self.job.scope}
+        return self.runner.submit(check_span, self._parameters(chunk) | checks)
 
     def decide(self, chunk: ChunkSpan, checked: ChunkKeys, seen: SeenKeys) -> KeyDecision:
-        return decide_keys(self.job.resource, checked, seen)
+        return decide_keys(self.job.resource, checked, seen, self.job.mode)
 
     def load(self, chunk: ChunkSpan, decided: KeyDecision) -> PrefectFuture[ChunkResult]:
         return self.runner.submit(load_span, self._parameters(chunk) | {"decision": decided, "ledger": self.ledger})

@@ -34,6 +34,8 @@ GIVEN_ID = "_given_id"
 RECORDED = "_recorded"
 TAKEN = "_taken"
 ACCEPTED = "_accepted"
+IN_TABLE = "_in_table"
+REFUSED = "_refused"
 """Internal column names; the models below say which frame holds which."""
 RULE_ID = r"^[a-z][a-z_]*$"
 """The shape of a stable rule id."""
@@ -91,6 +93,9 @@ class Candidates(_Frame):
     """Passes the database's reference checks."""
     recorded: Series[pl.Boolean] = pa.Field(alias=RECORDED)
     """Rejected by the earlier run that committed this chunk (its decision stands)."""
+    in_table: Series[pl.Boolean] = pa.Field(alias=IN_TABLE)
+    """The row's id (or, id-less, its natural key) is in the table; looked up only when the
+    write mode asks (insert, update), else False."""
 
 
 class Decision(_Frame):
@@ -103,6 +108,9 @@ class Decision(_Frame):
     holder: Series[pl.String] = pa.Field(alias=HOLDER, nullable=True)
     taken: Series[pl.Boolean] = pa.Field(alias=TAKEN)
     """The natural key is held in the table by another id."""
+    in_table: Series[pl.Boolean] = pa.Field(alias=IN_TABLE)
+    refused: Series[pl.String] = pa.Field(alias=REFUSED, nullable=True, str_matches=RULE_ID)
+    """The rule id of the write mode's refusal (`already_exists`, `not_found`), if any."""
     accepted: Series[pl.Boolean] = pa.Field(alias=ACCEPTED)
 
 

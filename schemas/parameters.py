@@ -13,6 +13,9 @@ from schemas import RESOURCES
 ResourceName = Literal["users", "articles", "comments"]
 Format = Literal["csv", "ndjson", "json", "parquet"]
 FORMATS: tuple[str, ...] = get_args(Format)
+WriteMode = Literal["upsert", "insert", "update"]
+"""What an import may do to the rows it finds (or does not find) in the table."""
+WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
 OptionalFormat = Annotated[Optional[Format], WithJsonSchema({"enum": [*FORMATS, None]})]
 """A format, or none to tell it from the file's name. Its schema is one list of the formats
 (not "a format or null"), so forms show a choice left empty by default: the Prefect UI's run
@@ -26,14 +29,31 @@ def check_format(name: str) -> Format:
     return name  # type: ignore[return-value]  # checked to be one of FORMATS just above
 
 
-class ImportOptions(BaseModel):
-    """How an import is cut and identified."""
+class LoadControl(BaseModel):
+    """How an import writes: the options a caller of the API sets along with the file
+    (`ImportOptions` adds how a run names its job)."""
 
     model_config = ConfigDict(extra="forbid")
 
     chunk_size: Optional[int] = Field(
         default=None, ge=1, description="Rows per chunk (one transaction each); default BULKFLOW_CHUNK_SIZE."
     )
+    mode: WriteMode = Field(
+        default="upsert",
+        description="upsert: insert new rows, update the others; insert: only add new rows (a row already in "
+        "the table is rejected already_exists); update: only change existing rows (a row not in the table is "
+        "rejected not_found).",
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Run every check against the live tables and predict inserted, updated, unchanged and "
+        "rejected, with the reject report, writing nothing to the tables and committing no chunk of the job.",
+    )
+
+
+class ImportOptions(LoadControl):
+    """How an import is cut, identified and controlled."""
+
     idempotency_key: Optional[str] = Field(
         default=None,
         min_length=1,

@@ -84,6 +84,10 @@ class ImportReport(ImportCounts):
     source_name: str = Field(description="the file's name as its sender knows it")
     flow_run_id: Optional[str]
     status: str
+    mode: str = Field(default="upsert", description="how the rows were written: upsert, insert or update")
+    dry_run: bool = Field(
+        default=False, description="a prediction: the counts say what the import would do, and nothing was written"
+    )
     already_committed: int = Field(
         default=0, description="rows of chunks earlier runs had committed: read again, not written again"
     )
@@ -102,6 +106,12 @@ class ImportReport(ImportCounts):
         default=0.0, description="this run's rejected / rows it read (already committed ones excluded)"
     )
     job: JobTotals = Field(default_factory=JobTotals, description="the job's totals over all its runs")
+
+    @property
+    def rejects_handle(self) -> str:
+        """What `bulkflow rejects` takes for this run's rejects: the job key, or for a dry
+        run (a job of its own, under a long key) the run id."""
+        return self.flow_run_id if self.dry_run and self.flow_run_id else self.job_key
 
     @property
     def invariant_holds(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from bulkflow.settings import Settings
-from decisions.checks import database_facts
+from decisions.checks import CheckScope, database_facts
 from decisions.decide import DatabaseFacts
 from decisions.rules import RecordCheck
 from schemas.resource import Resource
@@ -14,7 +14,7 @@ from tasks.retrying import chunk_task_options
 
 @task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{check.index}"))
 def check_database(
-    settings: Settings, job_key: str, resource: Resource, check: RecordCheck, committed: bool, first_load: bool
+    settings: Settings, scope: CheckScope, resource: Resource, check: RecordCheck, committed: bool
 ) -> DatabaseFacts:
     """The database's facts about the chunk's candidate rows (see `database_facts`)."""
-    return database_facts(settings, job_key, resource, check, committed, first_load)
+    return database_facts(settings, scope, resource, check, committed)

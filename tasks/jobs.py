@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +14,12 @@ from prefect.logging import get_logger
 from bulkflow.db import Cursor, connect, execute, fetch_one, query_one
 from bulkflow.errors import ParameterError, first_line, is_retryable
 from bulkflow.settings import Settings
+from decisions.checks import CheckScope
 from decisions.sql import ASCII_PROBE, first_load_probe
+from files.formats import display_name
 from files.staging import StagedSource
 from schemas import declared_tables
+from schemas.parameters import ImportOptions, WriteMode
 from schemas.reports import COUNTS, ImportReport, JobTotals
 from schemas.resource import Resource
 from tasks.limits import SlotClaim
@@ -24,13 +28,18 @@ from tasks.retrying import bookkeeping_task_options
 
 @dataclass(frozen=True)
 class ChunkLedger:
-    """Where a chunk is recorded as committed, and by whom: what a load task needs of its job."""
+    """Where a chunk is recorded as committed, by whom, and how it writes: what a load task
+    needs of its job."""
 
     job_key: str
     flow_run_id: str | None
     """The run committing the chunk (its report counts the chunks it committed itself)."""
     slot: SlotClaim | None = None
     """The write slot the run holds; a chunk commits only while it is held."""
+    mode: WriteMode = "upsert"
+    dry_run: bool = False
+    """Predict what the rows would do to the table, and write nothing to it: only the
+    chunk's ledger row and rejects are recorded (under the dry run's own job)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,17 @@ class Job:
     holds the table's only write slot: whatever rows the table holds during the run are the
     job's own, accepted earlier in the file (and the database folds ASCII keys as polars
     does). Chunk checks then skip what only rows of others could change (`checks.py`)."""
+    mode: WriteMode = "upsert"
+    dry_run: bool = False
+
+    @property
+    def scope(self) -> CheckScope:
+        """What the chunk checks need of the job."""
+        return CheckScope(self.key, self.first_load, self.mode)
+
+    def ledger(self, flow_run_id: str | None, slot: SlotClaim | None) -> ChunkLedger:
+        """What the load tasks of `flow_run_id`, holding `slot`, need of the job."""
+        return ChunkLedger(self.key, flow_run_id, slot, self.mode, self.dry_run)
 
 
 def default_job_key(resource: str, sha256: str) -> str:
@@ -56,41 +76,53 @@ def default_job_key(resource: str, sha256: str) -> str:
     return f"import:{resource}:{sha256}"
 
 
+def job_key(resource: str, sha256: str, options: ImportOptions, flow_run_id: str | None) -> str:
+    """The job an import run works on. The idempotency key (default: resource + content)
+    names it; another write mode is another job; a dry run is a job of its own, which a
+    real import never continues."""
+    key = options.idempotency_key or default_job_key(resource, sha256)
+    if options.mode != "upsert" and not options.idempotency_key:
+        key += f":{options.mode}"
+    return f"{key}:dry-run:{flow_run_id or uuid.uuid4()}" if options.dry_run else key
+
+
 @task(**bookkeeping_task_options("open-job", "open-job-{resource.name}"))
 def open_job(
-    settings: Settings,
-    resource: Resource,
-    staged: StagedSource,
-    chunk_size: int,
-    idempotency_key: str | None,
-    flow_run_id: str | None,
-    source_name: str,
+    settings: Settings, resource: Resource, staged: StagedSource, options: ImportOptions, flow_run_id: str | None
 ) -> Job:
     """Create the job or find it again, and list the chunks earlier runs committed."""
-    key = idempotency_key or default_job_key(resource.name, staged.sha256)
+    key = job_key(resource.name, staged.sha256, options, flow_run_id)
+    source_name = display_name(staged.source, options.source_name)
     with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_key) DO NOTHING",
+            "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name, "
+            "mode, dry_run) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (job_key) DO NOTHING",
             parameters=(
                 key,
                 resource.name,
                 staged.source,
                 staged.declared_format,
                 staged.sha256,
-                chunk_size,
+                options.chunk_size or settings.chunk_size,
                 source_name,
+                options.mode,
+                options.dry_run,
             ),
         )
         cur.execute(
-            "SELECT resource, content_sha256, chunk_size, finished_at IS NOT NULL FROM import_jobs WHERE job_key = $1",
+            "SELECT resource, content_sha256, chunk_size, finished_at IS NOT NULL, mode FROM import_jobs "
+            "WHERE job_key = $1",
             parameters=(key,),
         )
-        known_resource, known_sha, known_chunk_size, finished = fetch_one(cur)
+        known_resource, known_sha, known_chunk_size, finished, known_mode = fetch_one(cur)
         if (known_resource, known_sha) != (resource.name, staged.sha256):
             raise ParameterError(
                 f"idempotency key {key!r} already names an import of other content "
                 f"({known_resource}, sha256 {known_sha[:12]}…): use a new key"
+            )
+        if known_mode != options.mode:
+            raise ParameterError(
+                f"idempotency key {key!r} already names an import with --mode {known_mode}: use a new key"
             )
         cur.execute(
             "SELECT flow_run_id FROM import_runs WHERE job_key = $1 AND flow_run_id IS DISTINCT FROM $2 "
@@ -108,7 +140,9 @@ def open_job(
         done = frozenset(int(row[0]) for row in cur.fetchall())
         first_load = not done and settings.max_imports_per_resource == 1 and _empty_and_folds_ascii(cur, resource)
         conn.commit()
-    return Job(key, resource, int(known_chunk_size), done, source_name, earlier, first_load)
+    return Job(
+        key, resource, int(known_chunk_size), done, source_name, earlier, first_load, options.mode, options.dry_run
+    )
 
 
 def _empty_and_folds_ascii(cur: Cursor, resource: Resource) -> bool:
@@ -208,6 +242,8 @@ def close_job(
         source_name=job.source_name,
         flow_run_id=flow_run_id,
         status="completed",
+        mode=job.mode,
+        dry_run=job.dry_run,
         continues_runs=list(job.earlier_runs),
         duration_s=round(duration_s, 3),
         rows_per_s=round(counts.rows_read / duration_s, 1) if duration_s > 0 else 0.0,

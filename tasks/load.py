@@ -17,18 +17,21 @@ from bulkflow.errors import RetryableError
 from bulkflow.settings import Settings
 from decisions.checks import frame_of, missing_message
 from decisions.contracts import check_load
-from decisions.decide import CheckedChunk
+from decisions.decide import ALREADY_EXISTS, NOT_FOUND, CheckedChunk, refusal_message
 from decisions.sql import (
     STAGE,
     any_existing_sql,
     delete_stage_line_sql,
+    in_table_query,
     insert_sql,
     missing_reference_query,
+    predict_sql,
     stage_line_index_sql,
     taken_query,
     upsert_sql,
 )
-from schemas.frames import HOLDER
+from schemas.frames import HOLDER, LINE
+from schemas.parameters import WriteMode
 from schemas.reports import COUNTS, ChunkResult, Written
 from schemas.resource import Resource
 from tasks.jobs import ChunkLedger
@@ -63,18 +66,28 @@ def apply_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chu
     with connect(settings) as conn:
         try:
             return _apply(conn, ledger, resource, chunk, recheck=False)
-        except adbc_driver_manager.IntegrityError as exc:
-            if getattr(exc, "sqlstate", None) not in CONFLICTS:
+        except (adbc_driver_manager.IntegrityError, ChangedSinceChecked) as exc:
+            if not _is_conflict(exc):
                 raise
             conn.rollback()
         try:
             return _apply(conn, ledger, resource, chunk, recheck=True)
-        except adbc_driver_manager.IntegrityError as exc:
-            if getattr(exc, "sqlstate", None) not in CONFLICTS:
+        except (adbc_driver_manager.IntegrityError, ChangedSinceChecked) as exc:
+            if not _is_conflict(exc):
                 raise
             raise RetryableError(
-                f"chunk {chunk.index}: another transaction is changing the same keys; retrying", sqlstate=exc.sqlstate
+                f"chunk {chunk.index}: another transaction is changing the same keys; retrying",
+                sqlstate=getattr(exc, "sqlstate", None),
             ) from exc
+
+
+class ChangedSinceChecked(Exception):
+    """The table changed under the chunk since it was checked in a way no constraint
+    catches: `--mode update` found a row gone (the upsert inserted it)."""
+
+
+def _is_conflict(exc: Exception) -> bool:
+    return isinstance(exc, ChangedSinceChecked) or getattr(exc, "sqlstate", None) in CONFLICTS
 
 
 def _apply(
@@ -92,7 +105,10 @@ def _apply(
     if not claimed:
         conn.rollback()
         return _recorded_result(conn, job_key, chunk.index)
-    written, refused = _write_rows(conn, resource, chunk, recheck=recheck)
+    if ledger.dry_run:
+        written, refused = _predict_rows(conn, resource, chunk), chunk.rejects.clear()
+    else:
+        written, refused = _write_rows(conn, resource, chunk, ledger.mode, recheck=recheck)
     rejects = pl.concat([chunk.rejects, refused])
     rejected = rejects.select(pl.col("line").n_unique()).item() if rejects.height else 0
     _save_rejects(conn, job_key, chunk.index, rejects)
@@ -119,25 +135,36 @@ def _recorded_result(conn: Connection, job_key: str, index: int) -> ChunkResult:
     return ChunkResult(index=index, skipped=True, **dict(zip(COUNTS, counts)))
 
 
-def _write_rows(
-    conn: Connection, resource: Resource, chunk: CheckedChunk, *, recheck: bool
-) -> tuple[Written, pl.DataFrame]:
-    """Stage the accepted rows and upsert them: what that wrote, and the rejects of rows
-    refused by the re-check."""
+def _predict_rows(conn: Connection, resource: Resource, chunk: CheckedChunk) -> Written:
+    """What writing the accepted rows would do to the table, read-only (a dry run)."""
+    if chunk.rows.is_empty():
+        return Written()
     with conn.cursor() as cur:
-        if chunk.all_new and not recheck:
+        cur.adbc_ingest(STAGE, chunk.rows.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
+        cur.execute(predict_sql(resource, STAGE))
+        inserted, updated, unchanged = fetch_one(cur)
+    return Written(inserted=int(inserted), updated=int(updated), unchanged=int(unchanged))
+
+
+def _write_rows(
+    conn: Connection, resource: Resource, chunk: CheckedChunk, mode: WriteMode, *, recheck: bool
+) -> tuple[Written, pl.DataFrame]:
+    """Stage the accepted rows and write them as `mode` says: what that wrote, and the
+    rejects of rows refused by the re-check."""
+    with conn.cursor() as cur:
+        if chunk.all_new and not recheck and mode != "update":
             # Straight into the table with binary COPY: one pass instead of stage + INSERT ... SELECT.
             rows = chunk.rows.select(resource.field_names).to_arrow(compat_level=ARROW_COMPAT)
             cur.adbc_ingest(resource.name, rows, mode="append")
             return Written(inserted=chunk.rows.height), chunk.rejects.clear()
         cur.adbc_ingest(STAGE, chunk.rows.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
-        refused = _refused_now(cur, resource, chunk) if recheck else chunk.rejects.clear()
-        return _upsert(cur, resource), refused
+        refused = _refused_now(cur, resource, chunk, mode) if recheck else chunk.rejects.clear()
+        return _write_stage(cur, resource, mode), refused
 
 
-def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk) -> pl.DataFrame:
+def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: WriteMode) -> pl.DataFrame:
     """Check the staged rows again; drop the refused ones from the stage, return their rejects."""
-    parts = []
+    parts = [_mode_refusals(cur, resource, chunk, mode)] if mode != "upsert" else []
     for fk in resource.foreign_keys:
         cur.execute(missing_reference_query(fk, STAGE))
         lines = frame_of(cur.fetch_arrow_table()).get_column("line")
@@ -149,10 +176,11 @@ def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk) -> pl.Dat
         if set(taken.get_column(HOLDER).to_list()) & chunk.released_holders:
             raise RetryableError(f"chunk {chunk.index}: waiting for an earlier chunk that frees a key it takes")
         nk = resource.natural_key
-        message = f"{nk.field} is already used by another {resource.name[:-1]}"
-        parts.append(
-            chunk.rejects_for(resource, taken.get_column("line"), field=nk.field, rule=nk.taken_rule, message=message)
-        )
+        if mode == "insert":
+            rule, message = ALREADY_EXISTS, refusal_message(resource, ALREADY_EXISTS, nk.field)
+        else:
+            rule, message = nk.taken_rule, f"{nk.field} is already used by another {resource.name[:-1]}"
+        parts.append(chunk.rejects_for(resource, taken.get_column("line"), field=nk.field, rule=rule, message=message))
     refused = pl.concat(parts) if parts else chunk.rejects.clear()
     if refused.height:
         cur.execute(stage_line_index_sql(STAGE))
@@ -161,20 +189,42 @@ def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk) -> pl.Dat
     return refused
 
 
-def _upsert(cur: Cursor, resource: Resource) -> Written:
-    """Write the staged rows.
+def _mode_refusals(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: WriteMode) -> pl.DataFrame:
+    """The staged rows the write mode refuses now: in the table already (insert), or not
+    (update)."""
+    cur.execute(in_table_query(resource, STAGE))
+    in_table = frame_of(cur.fetch_arrow_table()).get_column("line")
+    if mode == "insert":
+        lines, rule = in_table, ALREADY_EXISTS
+    else:
+        lines, rule = (
+            chunk.rows.get_column(LINE).filter(~chunk.rows.get_column(LINE).is_in(in_table.implode())),
+            NOT_FOUND,
+        )
+    return chunk.rejects_for(resource, lines, field="id", rule=rule, message=refusal_message(resource, rule, "id"))
 
-    A chunk of ids the table does not hold yet (the common case of a fresh load) goes in
-    with a plain INSERT, a third cheaper than the upsert's speculative insertion. Should
-    another transaction add one of those ids meanwhile, the INSERT fails on the primary key
-    and the caller treats it as any other conflict.
+
+def _write_stage(cur: Cursor, resource: Resource, mode: WriteMode) -> Written:
+    """Write the staged rows as `mode` says.
+
+    A chunk of ids the table does not hold yet (the common case of a fresh load, and every
+    chunk of an insert) goes in with a plain INSERT, a third cheaper than the upsert's
+    speculative insertion. Should another transaction add one of those ids meanwhile, the
+    INSERT fails on the primary key and the caller treats it as any other conflict; so does
+    an update that finds a row gone (its upsert inserted it).
     """
-    cur.execute(any_existing_sql(resource, STAGE))
-    if not fetch_one(cur)[0]:
+    if mode == "upsert":
+        cur.execute(any_existing_sql(resource, STAGE))
+        plain_insert = not fetch_one(cur)[0]
+    else:
+        plain_insert = mode == "insert"
+    if plain_insert:
         cur.execute(insert_sql(resource, STAGE))
         return Written(inserted=cur.rowcount)
     cur.execute(upsert_sql(resource, STAGE))
     inserted, updated, unchanged = fetch_one(cur)
+    if mode == "update" and inserted:
+        raise ChangedSinceChecked(f"{inserted} row(s) of the chunk are no longer in {resource.name}")
     return Written(inserted=int(inserted), updated=int(updated), unchanged=int(unchanged))
 
 

@@ -16,7 +16,7 @@ from prefect import task
 
 from bulkflow.errors import ParameterError
 from bulkflow.settings import Settings
-from decisions.checks import database_facts
+from decisions.checks import CheckScope, database_facts
 from decisions.decide import ChunkKeys, KeyDecision, apply_decision, chunk_keys
 from decisions.rules import RecordCheck, check_records
 from files.batches import ChunkSpan
@@ -32,16 +32,15 @@ from tasks.retrying import chunk_task_options
 @task(**chunk_task_options("check-chunk", "check-{resource.name}-chunk-{span.index}"))
 def check_span(
     settings: Settings,
-    job_key: str,
+    scope: CheckScope,
     resource: Resource,
     file: SharedFile,
     span: ChunkSpan,
     committed: bool,
-    first_load: bool,
 ) -> ChunkKeys:
     """Read, validate and check the chunk against the database: its candidates' keys."""
     check = _read_and_check(settings, resource, file, span)
-    return chunk_keys(resource, check, database_facts(settings, job_key, resource, check, committed, first_load))
+    return chunk_keys(resource, check, database_facts(settings, scope, resource, check, committed))
 
 
 @task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{span.index}"))

@@ -41,7 +41,8 @@ def artifact_key(*parts: str) -> str:
 class ImportProgress:
     """A Prefect progress artifact plus per-chunk log lines (rows/s, error rate)."""
 
-    def __init__(self, resource: Resource, source_name: str) -> None:
+    def __init__(self, resource: Resource, source_name: str, dry_run: bool = False) -> None:
+        self.dry_run = dry_run
         self.rows_done = 0
         self.fraction = 0.0
         """Of the file, in the chunks committed (or found committed)."""
@@ -83,7 +84,7 @@ class ImportProgress:
         self.rows_done += result.rows_read
         self.fraction = fraction
         logger = get_run_logger()
-        verb = "already committed" if result.skipped else "committed"
+        verb = "already committed" if result.skipped else "predicted" if self.dry_run else "committed"
         rate = result.rows_read / seconds if seconds > 0 and not result.skipped else 0.0
         logger.info(
             "chunk %d %s: %d rows, %d inserted, %d updated, %d unchanged, %d rejected (error_rate %.4f, %.0f rows/s)",
@@ -108,9 +109,11 @@ class ImportProgress:
 def publish_report(report: ImportReport, first_rejects: list[dict[str, object]]) -> None:
     """Log the run's totals and publish the summary and first rejects as table artifacts."""
     logger = get_run_logger()
+    kind = "dry run of import" if report.dry_run else "import"
     logger.info(
-        "import %s done: %d rows read, %d inserted, %d updated, %d unchanged, %d rejected, %d already committed by "
+        "%s %s done: %d rows read, %d inserted, %d updated, %d unchanged, %d rejected, %d already committed by "
         "earlier runs in %.2fs (%.0f rows/s, error_rate %.4f)",
+        kind,
         report.resource,
         report.rows_read,
         report.inserted,
@@ -127,17 +130,19 @@ def publish_report(report: ImportReport, first_rejects: list[dict[str, object]])
     rows += [{"metric": f"rejects: {rule}", "value": str(n)} for rule, n in report.rejects_by_rule.items()]
     job = report.job.model_dump(exclude={"rejects_by_rule"})
     rows += [{"metric": f"job: {k}", "value": str(v)} for k, v in job.items()]
+    # a dry run's artifacts are its own: they never stand for the file's real import
+    prefix, what = ("dry-run-", "Dry run report") if report.dry_run else ("", "Import report")
     create_table_artifact(
         table=rows,
-        key=artifact_key("import", report.resource, report.source_name, "report"),
-        description=f"Import report for {report.source_name} ({report.resource})",
+        key=artifact_key("import", report.resource, report.source_name, prefix + "report"),
+        description=f"{what} for {report.source_name} ({report.resource})",
     )
     if first_rejects:
         create_table_artifact(
             table=first_rejects,
-            key=artifact_key("import", report.resource, report.source_name, "rejects"),
+            key=artifact_key("import", report.resource, report.source_name, prefix + "rejects"),
             description=f"First {len(first_rejects)} rejects of {report.source_name} "
-            f"(all of them: `bulkflow rejects {report.job_key}`)",
+            f"(all of them: `bulkflow rejects {report.rejects_handle}`)",
         )
 
 

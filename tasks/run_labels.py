@@ -4,7 +4,7 @@ Every bulkflow run carries the tags `bulkflow`, `resource:<name>` (when it has o
 `via:<cli|api|landing|schedule|deployment|python>`. Callers that know how the run was
 started say so with a `via:` tag (the CLI, the API, the landing pick-up); a run without one
 was started from its deployment (by a schedule, or from the Prefect UI or API) or from
-Python, which the run itself finds out and records.
+Python, which the run itself finds out and records. A dry run also carries `dry-run`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ VIA_PREFIX = "via:"
 RETRYABLE_FAILURE = "failure:retryable"
 """Tag of a run that failed for a passing reason (the database or a store away): a later
 try may succeed. Whoever started the run reads it (the landing pick-up), never the message."""
+DRY_RUN = "dry-run"
+"""Tag of an import run that only predicted (`ImportOptions.dry_run`): it wrote nothing."""
 
 
 def import_run_name(resource: str, source: str, source_name: str | None = None) -> str:
@@ -52,16 +54,16 @@ def run_tags(resource: str | None, via: str | None = None) -> set[str]:
     return tags
 
 
-def label_run(resource: str | None) -> str:
-    """Add to the current flow run the tags it lacks (see the module docstring); returns its
-    `via:` tag, for the runs it starts in turn."""
+def label_run(resource: str | None, extra: set[str] | None = None) -> str:
+    """Add to the current flow run the tags it lacks (see the module docstring), and `extra`;
+    returns its `via:` tag, for the runs it starts in turn."""
     run_id = flow_run.id
     current = set(flow_run.tags)
     given = sorted(tag for tag in current if tag.startswith(VIA_PREFIX))
     if not run_id:
         return given[0] if given else VIA_PREFIX + "python"
     with get_client(sync_client=True) as client:
-        wanted = run_tags(resource)
+        wanted = run_tags(resource) | (extra or set())
         if not given:
             run = client.read_flow_run(run_id)
             how = "python" if run.deployment_id is None else "schedule" if run.auto_scheduled else "deployment"

@@ -8,7 +8,7 @@ from typing import cast
 
 import polars as pl
 
-from schemas.parameters import ResourceName
+from schemas.parameters import Format, ImportOptions, ResourceName
 from schemas.reports import ImportReport
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -88,6 +88,32 @@ def import_state(*reports: ImportReport) -> ImportState:
     )
     totals = [report.job.model_dump(include=set(TOTALS)) for report in reports]
     return ImportState(snapshot(), rejects, totals)
+
+
+def import_file(resource: str, source: Path | str, format: Format | None = None, **options: object) -> ImportReport:
+    """Import `source` through the import flow, with `options` as `ImportOptions` fields."""
+    from flows.import_flow import import_flow
+
+    return import_flow(
+        resource=cast(ResourceName, resource),
+        source=str(source),
+        format=format,
+        options=ImportOptions.model_validate(options),
+    )
+
+
+def rejects_of(job_key: str) -> list[tuple]:
+    """Every reject entry of a job, in file order."""
+    from bulkflow.db import connect
+    from bulkflow.settings import Settings
+
+    with connect(Settings()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT line, field, rule, message, value, raw FROM import_rejects WHERE job_key = $1 "
+            "ORDER BY line, rule, field",
+            parameters=(job_key,),
+        )
+        return cur.fetchall()
 
 
 SAMPLES = (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson"))

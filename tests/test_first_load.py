@@ -17,6 +17,7 @@ from decisions.rules import check_records
 from files.staging import stage_source
 from schemas import get_resource
 from schemas.frames import LINE, RESOLVED_ID
+from schemas.parameters import ImportOptions
 from schemas.resource import RuleContext
 from tasks.jobs import ChunkLedger, Job, open_job
 from tasks.load import apply_chunk
@@ -29,7 +30,7 @@ USERS = get_resource("users")
 def _job(tmp_path: Path, settings: Settings) -> Job:
     path = tmp_path / "users.csv"
     path.write_text("id,email,role\nu1,a@example.com,admin\n")
-    return open_job.fn(settings, USERS, stage_source(str(path), settings=settings), 2, None, None, "users.csv")
+    return open_job.fn(settings, USERS, stage_source(str(path), settings=settings), ImportOptions(chunk_size=2), None)
 
 
 def test_a_job_is_a_first_load_only_on_an_empty_table_with_one_write_slot(
@@ -51,7 +52,7 @@ def test_a_row_another_writer_adds_during_a_first_load_is_refused_by_the_constra
         {LINE: [2, 3], "id": ["u1", "u2"], "email": ["a@example.com", "b@example.com"], "role": ["admin", "author"]}
     )
     check = check_records(USERS, RuleContext.of(settings), 0, raw)
-    facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
+    facts = database_facts(settings, job.scope, USERS, check, committed=False)
     assert facts.keys.is_empty() and not facts.ids_exist  # nothing was asked
     sql("INSERT INTO users (id, email, role) VALUES ('z', 'a@example.com', 'reader')")  # meanwhile, outside bulkflow
     result = apply_chunk(settings, ChunkLedger(job.key, None), USERS, decide(USERS, check, facts, SeenKeys()))
@@ -73,5 +74,5 @@ def test_a_first_load_still_asks_for_keys_it_cannot_fold_or_ids_it_must_resolve(
         }
     )
     check = check_records(USERS, RuleContext.of(settings), 0, raw)
-    facts = database_facts(settings, job.key, USERS, check, committed=False, first_load=True)
+    facts = database_facts(settings, job.scope, USERS, check, committed=False)
     assert facts.keys.filter(pl.col(LINE) == 3).get_column(RESOLVED_ID).to_list() == ["z"]

@@ -11,7 +11,7 @@ import pytest
 
 from bulkflow.errors import InvariantError
 from bulkflow.settings import Settings
-from decisions.checks import database_facts
+from decisions.checks import CheckScope, database_facts
 from decisions.contracts import check
 from decisions.decide import CheckedChunk, apply_decision, chunk_keys, decide_keys
 from decisions.keys import SeenKeys
@@ -57,7 +57,7 @@ def _checked_frames(resource: Resource, path: Path, settings: Settings, chunk_si
             records = check_records(resource, context, index, batch.rows)
             check(contract(Flagged, resource), records.flagged)
             check(contract(Rejects, resource), records.rejects)
-            facts = database_facts(settings, "job", resource, records, committed=False, first_load=False)
+            facts = database_facts(settings, CheckScope("job"), resource, records, committed=False)
             check(contract(KeyFacts, resource), facts.keys)
             check(contract(MissingReferences, resource), facts.missing_references)
             keys = chunk_keys(resource, records, facts)

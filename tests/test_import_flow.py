@@ -8,28 +8,15 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import cast
 
 import polars as pl
 import pytest
 
 from bulkflow.errors import DatabaseError, DatabaseUnavailable, first_line
 from files.generate import GeneratorSpec, write_file
-from flows.import_flow import import_flow
-from schemas.parameters import Format, ImportOptions, ResourceName
-from schemas.reports import ImportReport
-from tests.helpers import DATA, load_samples, reset_imports, snapshot, sql, table
+from tests.helpers import DATA, import_file, load_samples, reset_imports, snapshot, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
-
-
-def run(resource: str, source: Path | str, format: Format | None = None, **options: object) -> ImportReport:
-    return import_flow(
-        resource=cast(ResourceName, resource),
-        source=str(source),
-        format=format,
-        options=ImportOptions.model_validate(options),
-    )
 
 
 def test_sample_files_load_with_exact_counts() -> None:
@@ -52,7 +39,7 @@ def test_sample_files_load_with_exact_counts() -> None:
 def test_second_import_changes_nothing() -> None:
     first = load_samples()[0]
     before = snapshot()
-    again = run("users", DATA / "users.csv")
+    again = import_file("users", DATA / "users.csv")
     assert again.chunks_skipped == again.chunks == 1
     # what this run did: nothing written, every row read found in a chunk the first run committed
     assert (again.rows_read, again.inserted, again.updated, again.rejected) == (14, 0, 0, 0)
@@ -67,10 +54,10 @@ def test_second_import_changes_nothing() -> None:
 
 
 def test_same_content_under_another_name_is_the_same_job(tmp_path: Path) -> None:
-    first = run("users", DATA / "users.csv")
+    first = import_file("users", DATA / "users.csv")
     copy = tmp_path / "renamed.csv"
     shutil.copy(DATA / "users.csv", copy)
-    second = run("users", copy)
+    second = import_file("users", copy)
     assert second.job_key == first.job_key and second.chunks_skipped == 1
 
 
@@ -79,10 +66,10 @@ def _tuples_updated(table_name: str) -> int:
 
 
 def test_an_identical_re_import_under_a_new_key_is_unchanged_and_writes_no_tuple(tmp_path: Path) -> None:
-    first = run("users", DATA / "users.csv")
+    first = import_file("users", DATA / "users.csv")
     tuples = sql("SELECT id, xmin::text FROM users ORDER BY id")
     updated_before = _tuples_updated("users")
-    again = run("users", DATA / "users.csv", idempotency_key="same-content-another-job")
+    again = import_file("users", DATA / "users.csv", idempotency_key="same-content-another-job")
     assert again.chunks_skipped == 0 and again.already_committed == 0  # a new job: every chunk is written again
     assert (again.inserted, again.updated, again.unchanged, again.rejected) == (0, 0, first.inserted, first.rejected)
     assert again.job.unchanged == first.inserted and again.invariant_holds
@@ -90,7 +77,7 @@ def test_an_identical_re_import_under_a_new_key_is_unchanged_and_writes_no_tuple
     # One real change, then wait for the server's statistics to show it: exactly one update in all.
     changed = tmp_path / "one-change.csv"
     changed.write_text("id,email,name,role\nusr_bob,bob@example.com,Robert,admin\n")
-    assert run("users", changed).updated == 1
+    assert import_file("users", changed).updated == 1
     deadline = time.monotonic() + 30
     while _tuples_updated("users") == updated_before and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -99,10 +86,10 @@ def test_an_identical_re_import_under_a_new_key_is_unchanged_and_writes_no_tuple
 
 
 def test_changed_file_updates_rows(tmp_path: Path) -> None:
-    run("users", DATA / "users.csv")
+    import_file("users", DATA / "users.csv")
     changed = tmp_path / "users.csv"
     changed.write_text("id,email,name,role\nusr_bob,bob@example.com,Robert,admin\n,dave@example.com,David,editor\n")
-    report = run("users", changed)
+    report = import_file("users", changed)
     assert (report.inserted, report.updated, report.rejected) == (0, 2, 0)
     users = table("users")
     assert users.filter(pl.col("id") == "usr_bob")["name"].item() == "Robert"
@@ -121,10 +108,10 @@ def test_id_less_rows_get_deterministic_ids() -> None:
 
 
 def test_email_held_by_another_id_is_rejected(tmp_path: Path) -> None:
-    run("users", DATA / "users.csv")
+    import_file("users", DATA / "users.csv")
     clash = tmp_path / "clash.csv"
     clash.write_text("id,email,role\nusr_new,ALICE@example.com,reader\n")
-    report = run("users", clash)
+    report = import_file("users", clash)
     assert report.rejects_by_rule == {"email_taken": 1} and report.rejected == 1
 
 
@@ -134,7 +121,7 @@ def test_every_format_loads_the_same_tables(tmp_path: Path) -> None:
     for name in ("u.csv", "u.ndjson", "u.json", "u.parquet", "u.csv.gz", "u.ndjson.gz"):
         reset_imports()
         write_file(spec, tmp_path / name)
-        report = run("users", tmp_path / name, chunk_size=64)
+        report = import_file("users", tmp_path / name, chunk_size=64)
         assert report.rows_read == 300
         states[name] = (table("users"), report.rejected, report.rejects_by_rule)
     reference = states["u.csv"]
@@ -148,7 +135,7 @@ def test_articles_and_comments_round_out_with_foreign_keys(tmp_path: Path) -> No
     write_file(GeneratorSpec("articles", 400, 0.25, users=500), tmp_path / "articles.ndjson")
     write_file(GeneratorSpec("comments", 400, 0.25, users=500, articles=400), tmp_path / "comments.parquet")
     reports = [
-        run(r, tmp_path / f, chunk_size=50)
+        import_file(r, tmp_path / f, chunk_size=50)
         for r, f in [("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.parquet")]
     ]
     for report in reports:
@@ -165,14 +152,14 @@ def test_duplicates_across_a_chunk_boundary(tmp_path: Path) -> None:
         "id,email,role\nu1,a@example.com,reader\nu2,b@example.com,reader\n"
         "u3,A@EXAMPLE.com,reader\nu2,c@example.com,reader\nu5,e@example.com,reader\n"
     )
-    report = run("users", path, chunk_size=2)
+    report = import_file("users", path, chunk_size=2)
     assert report.chunks == 3
     assert report.rejects_by_rule == {"duplicate_email": 1, "duplicate_id": 1}
     assert sorted(table("users")["id"]) == ["u1", "u2", "u5"]
 
 
 def test_rejects_keep_line_field_rule_value_and_raw() -> None:
-    run("users", DATA / "users.csv")
+    import_file("users", DATA / "users.csv")
     rows = sql("SELECT line, field, rule, value, raw FROM import_rejects WHERE rule = 'invalid_role'")
     line, field, rule, value, raw = rows[0]
     # header on line 1, four one-line records, erin spans lines 6-7, frank 8, grace 9
@@ -186,14 +173,14 @@ def test_missing_required_column_fails_before_loading(tmp_path: Path) -> None:
     path = tmp_path / "nocol.csv"
     path.write_text("id,name\nu1,Ann\n")
     with pytest.raises(InputError, match="lacks required column"):
-        run("users", path)
+        import_file("users", path)
     assert table("users").height == 0
 
 
 def test_invariant_on_a_generated_file(tmp_path: Path) -> None:
     path = tmp_path / "users.csv.gz"
     write_file(GeneratorSpec("users", rows=5000, invalid_share=0.1, seed=11), path)
-    report = run("users", path, chunk_size=777)
+    report = import_file("users", path, chunk_size=777)
     assert report.rows_read == 5000
     assert report.accounted == 5000
     assert 0 < report.rejected < 5000
@@ -215,13 +202,13 @@ def test_generated_partner_files_load_with_exact_counts(tmp_path: Path) -> None:
     # References must point at valid rows: load clean users and articles to reference.
     write_file(GeneratorSpec("users", 10_000, 0.0), tmp_path / "clean_users.csv")
     write_file(GeneratorSpec("articles", 3_000, 0.0, users=10_000), tmp_path / "clean_articles.csv")
-    run("users", tmp_path / "clean_users.csv")
-    run("articles", tmp_path / "clean_articles.csv")
+    import_file("users", tmp_path / "clean_users.csv")
+    import_file("articles", tmp_path / "clean_articles.csv")
     assert (tmp_path / "clean_users.csv").read_bytes().count(b"\r\n") == 10_001
     for resource, (spec, name) in specs.items():
         write_file(spec, tmp_path / name)
         expected = expected_rejects(generate(spec))
-        report = run(resource, tmp_path / name, chunk_size=1_000)
+        report = import_file(resource, tmp_path / name, chunk_size=1_000)
         assert report.rejects_by_rule == expected, resource
         assert report.rejected == sum(expected.values()), resource
         assert report.rows_read == spec.rows
@@ -233,7 +220,7 @@ def test_run_publishes_progress_report_and_rejects_artifacts() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    report = run("users", DATA / "users.csv")
+    report = import_file("users", DATA / "users.csv")
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(report.flow_run_id)]))
@@ -251,11 +238,11 @@ def test_import_from_an_http_url(file_server: tuple[str, Path]) -> None:
     base_url, folder = file_server
     (folder / "users.csv.gz").write_bytes(gzip.compress((DATA / "users.csv").read_bytes()))
     url = f"{base_url}/users.csv.gz"
-    report = run("users", url)
+    report = import_file("users", url)
     from bulkflow.errors import InputError
 
     with pytest.raises(InputError, match="HTTP 404"):
-        run("users", url.replace("users.csv.gz", "missing.csv"))
+        import_file("users", url.replace("users.csv.gz", "missing.csv"))
     assert (report.rows_read, report.inserted, report.rejected) == (14, 6, 8)
     assert report.source == url
     staging = Path(os.environ["BULKFLOW_HOME"]) / "staging"
@@ -265,7 +252,7 @@ def test_import_from_an_http_url(file_server: tuple[str, Path]) -> None:
 def test_header_only_file_completes_with_zero_rows(tmp_path: Path) -> None:
     path = tmp_path / "empty.csv"
     path.write_text("id,email,role\r\n")
-    report = run("users", path)
+    report = import_file("users", path)
     assert (report.status, report.rows_read, report.chunks) == ("completed", 0, 0)
 
 
@@ -277,7 +264,7 @@ def test_the_progress_of_a_one_chunk_file_moves_before_it_commits() -> None:
     seen: list[tuple[int, float, float]] = []
     remove = add_progress_listener(lambda rows, fraction, position: seen.append((rows, fraction, position)))
     try:
-        run("users", DATA / "users.csv")
+        import_file("users", DATA / "users.csv")
     finally:
         remove()
     positions = [position for _, _, position in seen]
@@ -294,12 +281,12 @@ def test_a_failed_run_records_on_its_job_why_and_whether_a_retry_may_cure_it() -
     sql("CREATE TRIGGER refuse_chunk BEFORE INSERT ON import_chunks FOR EACH ROW EXECUTE FUNCTION refuse_chunk()")
     try:
         with pytest.raises(DatabaseError) as failed:
-            run("users", DATA / "users.csv")
+            import_file("users", DATA / "users.csv")
     finally:
         sql("DROP TRIGGER IF EXISTS refuse_chunk ON import_chunks")
     assert failed.value.sqlstate == "58030" and not isinstance(failed.value, DatabaseUnavailable)
     recorded = sql("SELECT failure_class, failure_retryable, failure_message, failed_at IS NOT NULL FROM import_jobs")
     assert recorded == [("DatabaseError", False, first_line(failed.value), True)]
     assert recorded[0][2].startswith("PostgreSQL refused a statement: ") and "the disk is on fire" in recorded[0][2]
-    run("users", DATA / "users.csv")  # the job's next run completes: its failure record is cleared
+    import_file("users", DATA / "users.csv")  # the job's next run completes: its failure record is cleared
     assert sql("SELECT failure_class, failure_retryable, failed_at FROM import_jobs") == [(None, None, None)]
