@@ -90,7 +90,7 @@ def import_state(*reports: ImportReport) -> ImportState:
     return ImportState(snapshot(), rejects, totals)
 
 
-def import_file(resource: str, source: Path | str, format: Format | None = None, **options: object) -> ImportReport:
+def import_file(resource: str, source: Path | str, *, format: Format | None = None, **options: object) -> ImportReport:
     """Import `source` through the import flow, with `options` as `ImportOptions` fields."""
     from flows.import_flow import import_flow
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -38,7 +39,7 @@ def _writes(table_name: str) -> tuple[int, int, int]:
     raise AssertionError(f"the statistics of {table_name} did not settle")
 
 
-def predicted_then_real(resource: str, path: Path, **options: object) -> tuple[ImportReport, ImportReport]:
+def predicted_then_real(resource: str, path: Path, **options: Any) -> tuple[ImportReport, ImportReport]:
     """A dry run of the file, checked to leave the tables and the real job untouched, then
     the real import: both reports, once their counts and rejects are shown equal."""
     before = snapshot()
@@ -57,7 +58,7 @@ def predicted_then_real(resource: str, path: Path, **options: object) -> tuple[I
 
 
 def test_a_dry_run_predicts_generated_files_exactly(tmp_path: Path) -> None:
-    chunked = {"chunk_size": 97}
+    chunked: dict[str, Any] = {"chunk_size": 97}
     users = tmp_path / "users.csv"
     write_file(GeneratorSpec("users", rows=800, invalid_share=0.1, seed=1), users)
     dry, _ = predicted_then_real("users", users, **chunked)
@@ -89,7 +90,7 @@ def test_a_dry_run_predicts_generated_files_exactly(tmp_path: Path) -> None:
 def test_a_dry_run_predicts_a_hostile_file_exactly(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for variable, value in case.settings.items():
         monkeypatch.setenv(variable, value)
-    chunked = {"chunk_size": case.chunk_size} if case.chunk_size else {}
+    chunked: dict[str, Any] = {"chunk_size": case.chunk_size} if case.chunk_size else {}
     dry, _ = predicted_then_real(case.resource, case.write(tmp_path), **chunked)
     assert dry.rows_read == case.rows_read
 
