@@ -104,7 +104,17 @@ class Bench:
         return self.bulkflow("import", file.resource, str(file.ours), "--json")
 
     def compare_import(self, comparison: Comparison, file: BenchFile) -> None:
-        self._alternate(comparison, file, lambda repeat: self.our_import(file), written=True)
+        self._alternate(comparison, file, lambda repeat: self.our_import(file), _inserted)
+
+    def compare_dry_run(self, comparison: Comparison, file: BenchFile) -> None:
+        """A dry run of the file into the empty table: every check, every row predicted
+        inserted (or rejected), nothing written."""
+
+        def ours(repeat: int) -> Measurement:
+            self.sql(f"TRUNCATE {file.resource}, {BOOKKEEPING} CASCADE; CHECKPOINT")
+            return self.bulkflow("import", file.resource, str(file.ours), "--json", "--dry-run")
+
+        self._alternate(comparison, file, ours, _inserted)
 
     def compare_reimport(self, comparison: Comparison, file: BenchFile) -> None:
         """The same file imported again under a new job (a new idempotency key): every
@@ -115,13 +125,17 @@ class Bench:
             key = f"reimport-{repeat}"
             return self.bulkflow("import", file.resource, str(file.ours), "--json", "--idempotency-key", key)
 
-        self._alternate(comparison, file, ours, written=False)
+        self._alternate(comparison, file, ours, lambda report: report.unchanged)
 
     def _alternate(
-        self, comparison: Comparison, file: BenchFile, ours: Callable[[int], Measurement], *, written: bool
+        self,
+        comparison: Comparison,
+        file: BenchFile,
+        ours: Callable[[int], Measurement],
+        accepted: Callable[[ImportReport], int],
     ) -> None:
         """`repeats` runs of each side, alternating which goes first; every row of our side
-        must be accounted for: inserted (`written`) or found unchanged, else rejected."""
+        must be accounted for: `accepted` (inserted, say) or rejected."""
         for repeat in range(self.config.repeats):
             sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
             for side in sides:
@@ -130,8 +144,7 @@ class Bench:
                     continue
                 run = ours(repeat)
                 report = ImportReport.model_validate_json(run.stdout)
-                accepted = report.inserted if written else report.unchanged
-                if accepted + report.rejected != file.rows:
+                if accepted(report) + report.rejected != file.rows:
                     raise RuntimeError(f"{comparison.workload}: not every row was accounted for: {report}")
                 comparison.ours_s.append(run.seconds)
                 comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
@@ -194,16 +207,22 @@ def run(config: BenchConfig) -> dict[str, object]:
         # articles and comments the exports read.
         reimport = Comparison("import", "users, identical re-import", n, None)
         bench.compare_reimport(reimport, imports[1][1])
+        dry_run = Comparison("import", "users, dry run", n, None)
+        bench.compare_dry_run(dry_run, imports[1][1])
         memory = _memory_runs(bench, imports[1][0])
         fixed = bench.fixed_cost()
         version = bench.postgres_version()
         bench.bulkflow("db", "stop")
     return {
-        "comparisons": [c for c, _ in imports] + [reimport] + exports,
+        "comparisons": [c for c, _ in imports] + [reimport, dry_run] + exports,
         "memory": memory,
         "fixed_cost": fixed,
         "postgres": version,
     }
+
+
+def _inserted(report: ImportReport) -> int:
+    return report.inserted
 
 
 def _memory_runs(bench: Bench, main_users: Comparison) -> list[dict[str, float]]:
