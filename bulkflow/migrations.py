@@ -150,4 +150,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS dry_run boolean NOT NULL DEFAULT false",
         ),
     ),
+    Migration(
+        "0009",
+        "import_jobs.atomic and .applied_at: an all-or-nothing job stages its chunks, then applies them once",
+        (
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS atomic boolean NOT NULL DEFAULT false",
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS applied_at timestamptz",
+        ),
+    ),
 )

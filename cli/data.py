@@ -41,11 +41,16 @@ def import_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="predict the counts and rejects against the live tables; write nothing")
     ] = False,
+    atomic: Annotated[
+        bool, typer.Option("--atomic", help="all or nothing: the rows become visible in one transaction at the end")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON report on stdout")] = False,
 ) -> None:
     """Import a file: every row inserted, updated, unchanged or rejected, exactly once."""
     with errors_as_exit(as_json):
-        options = ImportOptions(chunk_size=chunk_size, idempotency_key=idempotency_key, mode=mode, dry_run=dry_run)
+        options = ImportOptions(
+            chunk_size=chunk_size, idempotency_key=idempotency_key, mode=mode, dry_run=dry_run, atomic=atomic
+        )
     report = run_import(resource, source, format, options, json_report=as_json)
     if as_json:
         typer.echo(report.model_dump_json())

@@ -11,9 +11,10 @@ probes the target's index once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
-from schemas.frames import HOLDER, KEY, LINE, RESOLVED_ID
+from schemas.frames import HOLDER, KEY, LINE, RESOLVED_ID, STAGED_CHUNK
 from schemas.resource import PG_TYPES, FilterOp, ForeignKey, Resource
 
 CHECK_STAGE = "_bulkflow_check"
@@ -69,17 +70,25 @@ def key_facts_query(resource: Resource, stage: str = CHECK_STAGE) -> str | None:
     )
 
 
-def taken_query(resource: Resource, stage: str) -> str | None:
-    """(line, holder) of staged rows whose natural key another id holds in the table."""
+def taken_query(resource: Resource, stage: str, *, whole_file: bool = False) -> str | None:
+    """(line, holder) of staged rows whose natural key another id holds in the table. With
+    `whole_file` (the stage holds every accepted row of the file, written in line order),
+    a holder staged on an earlier line moves its key first, so its key is not taken."""
     nk = resource.natural_key
     if nk is None:
         return None
     staged_key, held_key = nk.sql(f"s.{ident(nk.field)}"), nk.sql(f"t.{ident(nk.field)}")
-    return (
+    query = (
         f"SELECT s.{ident(LINE)} AS line, h.{ident('id')} AS {ident(HOLDER)} FROM {ident(stage)} s "
         f"JOIN LATERAL (SELECT t.{ident('id')} FROM {ident(resource.name)} t "
         f"WHERE {held_key} = {staged_key} AND t.{ident('id')} <> s.{ident('id')} LIMIT 1) h ON true"
     )
+    if whole_file:
+        query += (
+            f" WHERE NOT EXISTS (SELECT 1 FROM {ident(stage)} e WHERE e.{ident('id')} = h.{ident('id')} "
+            f"AND e.{ident(LINE)} < s.{ident(LINE)})"
+        )
+    return query
 
 
 def any_id_exists_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
@@ -90,9 +99,9 @@ def any_id_exists_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
     )
 
 
-def in_table_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
-    """Lines of staged rows whose id is in the table; an id-less row's id is its key's holder
-    or the id derived from its key (as `key_facts_query` resolves it)."""
+def in_table_query(resource: Resource, stage: str = CHECK_STAGE, *, absent: bool = False) -> str:
+    """Lines of staged rows whose id is in the table (`absent`: is not); an id-less row's id
+    is its key's holder or the id derived from its key (as `key_facts_query` resolves it)."""
     nk = resource.natural_key
     own_id = f"s.{ident('id')}"
     if nk is not None:
@@ -103,12 +112,14 @@ def in_table_query(resource: Resource, stage: str = CHECK_STAGE) -> str:
         f"WHERE t.{ident('id')} = {own_id} LIMIT 1) i ON true "
     )
     if nk is None:
-        return query + "WHERE i.found IS NOT NULL"
-    return query + (
-        f"LEFT JOIN LATERAL (SELECT 1 AS found FROM {ident(resource.name)} t WHERE s.{ident('id')} IS NULL "
-        f"AND {nk.sql(f't.{ident(nk.field)}')} = {nk.sql(f's.{ident(nk.field)}')} LIMIT 1) k ON true "
-        "WHERE i.found IS NOT NULL OR k.found IS NOT NULL"
-    )
+        found = "i.found IS NOT NULL"
+    else:
+        query += (
+            f"LEFT JOIN LATERAL (SELECT 1 AS found FROM {ident(resource.name)} t WHERE s.{ident('id')} IS NULL "
+            f"AND {nk.sql(f't.{ident(nk.field)}')} = {nk.sql(f's.{ident(nk.field)}')} LIMIT 1) k ON true "
+        )
+        found = "(i.found IS NOT NULL OR k.found IS NOT NULL)"
+    return query + f"WHERE {'NOT ' if absent else ''}{found}"
 
 
 def _derived_id(resource: Resource, key: str) -> str:
@@ -156,20 +167,76 @@ def upsert_sql(resource: Resource, stage: str = STAGE) -> str:
     )
 
 
-def predict_sql(resource: Resource, stage: str = STAGE) -> str:
-    """What `upsert_sql` would do with the stage, read-only: (inserted, updated, unchanged).
-    The staged values are cast to the table's column types first, as the upsert's
-    assignment does, so "unchanged" is the upsert's own comparison."""
+def predict_sql(resource: Resource, stage: str = STAGE, *, by_chunk: bool = False) -> str:
+    """What `upsert_sql` would do with the stage, read-only: (inserted, updated, unchanged),
+    or with `by_chunk` one row (chunk, inserted, updated, unchanged) per staged chunk. The
+    staged values are cast to the table's column types first, as the upsert's assignment
+    does, so "unchanged" is the upsert's own comparison."""
     values = [f for f in resource.fields if f.name != "id"]
     stored = _columns([f.name for f in values], "t.")
     incoming = ", ".join(f"s.{ident(f.name)}::{PG_TYPES[f.kind]}" for f in values)
     same = f"({stored}) IS NOT DISTINCT FROM ({incoming})"
     found = f"t.{ident('id')} IS NOT NULL"
+    chunk = f"s.{ident(STAGED_CHUNK)}"
     return (
-        f"SELECT count(*) FILTER (WHERE NOT {found}), count(*) FILTER (WHERE {found} AND NOT {same}), "
-        f"count(*) FILTER (WHERE {found} AND {same}) "
+        f"SELECT {chunk + ', ' if by_chunk else ''}count(*) FILTER (WHERE NOT {found}), "
+        f"count(*) FILTER (WHERE {found} AND NOT {same}), count(*) FILTER (WHERE {found} AND {same}) "
         f"FROM {ident(stage)} s LEFT JOIN {ident(resource.name)} t ON t.{ident('id')} = s.{ident('id')}"
+        + (f" GROUP BY {chunk} ORDER BY {chunk}" if by_chunk else "")
     )
+
+
+# --- all-or-nothing jobs -----------------------------------------------------------------
+
+
+def staging_table(job_key: str) -> str:
+    """The job-scoped table an all-or-nothing job stages its accepted rows in, until they
+    are applied in one transaction (a name derived from the job, so any run finds it)."""
+    return "_bulkflow_job_" + hashlib.sha256(job_key.encode()).hexdigest()[:24]
+
+
+def create_staging_sql(resource: Resource, table: str) -> str:
+    """The staging table: the chunk and line of each row, then the resource's columns."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {ident(table)} "
+        f"({ident(STAGED_CHUNK)} integer NOT NULL, {ident(LINE)} bigint NOT NULL, LIKE {ident(resource.name)})"
+    )
+
+
+def drop_staging_sql(table: str) -> str:
+    return f"DROP TABLE IF EXISTS {ident(table)}"
+
+
+def lock_for_apply_sql(resource: Resource) -> str:
+    """Keep other writers of the table out while the staged rows are applied (readers go
+    on), so what the apply counts is what it writes."""
+    return f"LOCK TABLE {ident(resource.name)} IN SHARE ROW EXCLUSIVE MODE"
+
+
+def staged_rejects_sql(table: str, refused: str) -> str:
+    """Reject entries for the staged rows listed in `refused` (line, field, rule, message),
+    for job $1: the value of the field and the row as JSON (the accepted record)."""
+    row = f"to_jsonb(s) - {_text_literal(STAGED_CHUNK)} - {_text_literal(LINE)}"
+    return (
+        "INSERT INTO import_rejects (job_key, chunk_index, line, field, rule, message, value, raw) "
+        f"SELECT $1, s.{ident(STAGED_CHUNK)}, s.{ident(LINE)}, r.field, r.rule, r.message, "
+        f"({row}) ->> r.field, ({row})::text "
+        f"FROM {ident(refused)} r JOIN {ident(table)} s ON s.{ident(LINE)} = r.line"
+    )
+
+
+def count_staged_rejects_sql(table: str, refused: str) -> str:
+    """Add the refused rows to their chunks' `rejected` in the ledger of job $1."""
+    return (
+        "UPDATE import_chunks c SET rejected = c.rejected + n.lines FROM "
+        f"(SELECT s.{ident(STAGED_CHUNK)} AS chunk, count(DISTINCT s.{ident(LINE)}) AS lines "
+        f"FROM {ident(table)} s WHERE s.{ident(LINE)} IN (SELECT line FROM {ident(refused)}) "
+        f"GROUP BY 1) n WHERE c.job_key = $1 AND c.chunk_index = n.chunk"
+    )
+
+
+def unstage_sql(table: str, refused: str) -> str:
+    return f"DELETE FROM {ident(table)} WHERE {ident(LINE)} IN (SELECT line FROM {ident(refused)})"
 
 
 def insert_sql(resource: Resource, stage: str = STAGE) -> str:

@@ -28,6 +28,7 @@ from schemas.parameters import Format, ImportOptions, OptionalFormat, ResourceNa
 from schemas.reports import ChunkResult, ImportReport
 from schemas.resource import Resource, RuleContext
 from tasks import events
+from tasks.apply import apply_staged
 from tasks.check import check_database
 from tasks.cluster import dask_task_runner
 from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure
@@ -142,6 +143,8 @@ def _load(
             _chunks_on_dask(settings, job, ledger, staged, progress)
         else:
             _chunks_in_threads(settings, job, ledger, staged, progress)
+        if job.staging and not job.applied:
+            apply_staged(settings, job, slot)
     except BaseException as error:
         record_failure(settings, job.key, error)
         raise

@@ -49,6 +49,11 @@ class LoadControl(BaseModel):
         description="Run every check against the live tables and predict inserted, updated, unchanged and "
         "rejected, with the reject report, writing nothing to the tables and committing no chunk of the job.",
     )
+    atomic: bool = Field(
+        default=False,
+        description="All or nothing: the accepted rows are staged, then become visible in one transaction "
+        "at the end (a kill or a failure before it leaves the table as it was).",
+    )
 
 
 class ImportOptions(LoadControl):

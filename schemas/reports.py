@@ -88,6 +88,7 @@ class ImportReport(ImportCounts):
     dry_run: bool = Field(
         default=False, description="a prediction: the counts say what the import would do, and nothing was written"
     )
+    atomic: bool = Field(default=False, description="all or nothing: the rows became visible in one transaction")
     already_committed: int = Field(
         default=0, description="rows of chunks earlier runs had committed: read again, not written again"
     )

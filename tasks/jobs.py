@@ -15,7 +15,7 @@ from bulkflow.db import Cursor, connect, execute, fetch_one, query_one
 from bulkflow.errors import ParameterError, first_line, is_retryable
 from bulkflow.settings import Settings
 from decisions.checks import CheckScope
-from decisions.sql import ASCII_PROBE, first_load_probe
+from decisions.sql import ASCII_PROBE, create_staging_sql, first_load_probe, staging_table
 from files.formats import display_name
 from files.staging import StagedSource
 from schemas import declared_tables
@@ -40,6 +40,9 @@ class ChunkLedger:
     dry_run: bool = False
     """Predict what the rows would do to the table, and write nothing to it: only the
     chunk's ledger row and rejects are recorded (under the dry run's own job)."""
+    staging: str | None = None
+    """An all-or-nothing job's staging table: the chunk's accepted rows go there, with its
+    ledger row and rejects, and reach the table only when the job is applied."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,14 @@ class Job:
     does). Chunk checks then skip what only rows of others could change (`checks.py`)."""
     mode: WriteMode = "upsert"
     dry_run: bool = False
+    atomic: bool = False
+    applied: bool = False
+    """An all-or-nothing job whose staged rows are in the table already."""
+
+    @property
+    def staging(self) -> str | None:
+        """The staging table of an all-or-nothing job (none for a dry run: it writes nothing)."""
+        return staging_table(self.key) if self.atomic and not self.dry_run else None
 
     @property
     def scope(self) -> CheckScope:
@@ -68,7 +79,7 @@ class Job:
 
     def ledger(self, flow_run_id: str | None, slot: SlotClaim | None) -> ChunkLedger:
         """What the load tasks of `flow_run_id`, holding `slot`, need of the job."""
-        return ChunkLedger(self.key, flow_run_id, slot, self.mode, self.dry_run)
+        return ChunkLedger(self.key, flow_run_id, slot, self.mode, self.dry_run, self.staging)
 
 
 def default_job_key(resource: str, sha256: str) -> str:
@@ -96,7 +107,7 @@ def open_job(
     with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name, "
-            "mode, dry_run) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (job_key) DO NOTHING",
+            "mode, dry_run, atomic) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (job_key) DO NOTHING",
             parameters=(
                 key,
                 resource.name,
@@ -107,22 +118,24 @@ def open_job(
                 source_name,
                 options.mode,
                 options.dry_run,
+                options.atomic,
             ),
         )
         cur.execute(
-            "SELECT resource, content_sha256, chunk_size, finished_at IS NOT NULL, mode FROM import_jobs "
-            "WHERE job_key = $1",
+            "SELECT resource, content_sha256, chunk_size, finished_at IS NOT NULL, mode, atomic, "
+            "applied_at IS NOT NULL FROM import_jobs WHERE job_key = $1",
             parameters=(key,),
         )
-        known_resource, known_sha, known_chunk_size, finished, known_mode = fetch_one(cur)
+        known_resource, known_sha, known_chunk_size, finished, known_mode, atomic, applied = fetch_one(cur)
         if (known_resource, known_sha) != (resource.name, staged.sha256):
             raise ParameterError(
                 f"idempotency key {key!r} already names an import of other content "
                 f"({known_resource}, sha256 {known_sha[:12]}…): use a new key"
             )
-        if known_mode != options.mode:
+        if (known_mode, atomic) != (options.mode, options.atomic):
             raise ParameterError(
-                f"idempotency key {key!r} already names an import with --mode {known_mode}: use a new key"
+                f"idempotency key {key!r} already names an import with --mode {known_mode}"
+                f"{' --atomic' if atomic else ''}: use a new key"
             )
         cur.execute(
             "SELECT flow_run_id FROM import_runs WHERE job_key = $1 AND flow_run_id IS DISTINCT FROM $2 "
@@ -139,10 +152,23 @@ def open_job(
         cur.execute("SELECT chunk_index FROM import_chunks WHERE job_key = $1", parameters=(key,))
         done = frozenset(int(row[0]) for row in cur.fetchall())
         first_load = not done and settings.max_imports_per_resource == 1 and _empty_and_folds_ascii(cur, resource)
+        job = Job(
+            key,
+            resource,
+            int(known_chunk_size),
+            done,
+            source_name,
+            earlier,
+            first_load,
+            options.mode,
+            options.dry_run,
+            options.atomic,
+            bool(applied),
+        )
+        if job.staging and not job.applied:
+            cur.execute(create_staging_sql(resource, job.staging))  # with the job: a re-run finds it
         conn.commit()
-    return Job(
-        key, resource, int(known_chunk_size), done, source_name, earlier, first_load, options.mode, options.dry_run
-    )
+    return job
 
 
 def _empty_and_folds_ascii(cur: Cursor, resource: Resource) -> bool:
@@ -244,6 +270,7 @@ def close_job(
         status="completed",
         mode=job.mode,
         dry_run=job.dry_run,
+        atomic=job.atomic,
         continues_runs=list(job.earlier_runs),
         duration_s=round(duration_s, 3),
         rows_per_s=round(counts.rows_read / duration_s, 1) if duration_s > 0 else 0.0,

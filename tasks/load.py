@@ -8,6 +8,9 @@ exactly the recorded chunks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import adbc_driver_manager
 import polars as pl
 from prefect import task
@@ -30,7 +33,7 @@ from decisions.sql import (
     taken_query,
     upsert_sql,
 )
-from schemas.frames import HOLDER, LINE
+from schemas.frames import HOLDER, LINE, STAGED_CHUNK
 from schemas.parameters import WriteMode
 from schemas.reports import COUNTS, ChunkResult, Written
 from schemas.resource import Resource
@@ -41,6 +44,7 @@ from tasks.retrying import chunk_task_options
 CONFLICTS = ("23505", "23503")
 """unique_violation, foreign_key_violation: another transaction changed a key or a
 referenced row since the chunk was checked."""
+T = TypeVar("T")
 ARROW_COMPAT = pl.CompatLevel.newest()
 """Hand polars' own string layout (string_view) to the driver as is, instead of converting
 every string column to large_string first."""
@@ -64,21 +68,30 @@ def apply_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chu
     """
     check_load(resource, chunk.rows, chunk.rejects)
     with connect(settings) as conn:
-        try:
-            return _apply(conn, ledger, resource, chunk, recheck=False)
-        except (adbc_driver_manager.IntegrityError, ChangedSinceChecked) as exc:
-            if not _is_conflict(exc):
-                raise
-            conn.rollback()
-        try:
-            return _apply(conn, ledger, resource, chunk, recheck=True)
-        except (adbc_driver_manager.IntegrityError, ChangedSinceChecked) as exc:
-            if not _is_conflict(exc):
-                raise
-            raise RetryableError(
-                f"chunk {chunk.index}: another transaction is changing the same keys; retrying",
-                sqlstate=getattr(exc, "sqlstate", None),
-            ) from exc
+        return redo_on_conflict(
+            conn, lambda recheck: _apply(conn, ledger, resource, chunk, recheck=recheck), f"chunk {chunk.index}"
+        )
+
+
+def redo_on_conflict(conn: Connection, attempt: Callable[[bool], T], what: str) -> T:
+    """`attempt(False)`; should a constraint fire (another transaction changed a key or a
+    referenced row since the rows were checked), roll back and `attempt(True)`, which checks
+    the rows again inside its transaction. A conflict that persists (a transaction still in
+    flight) is left to the task's retry, never guessed at."""
+    try:
+        return attempt(False)
+    except (adbc_driver_manager.IntegrityError, ChangedSinceChecked) as exc:
+        if not _is_conflict(exc):
+            raise
+        conn.rollback()
+    try:
+        return attempt(True)
+    except (adbc_driver_manager.IntegrityError, ChangedSinceChecked) as exc:
+        if not _is_conflict(exc):
+            raise
+        raise RetryableError(
+            f"{what}: another transaction is changing the same keys; retrying", sqlstate=getattr(exc, "sqlstate", None)
+        ) from exc
 
 
 class ChangedSinceChecked(Exception):
@@ -107,6 +120,8 @@ def _apply(
         return _recorded_result(conn, job_key, chunk.index)
     if ledger.dry_run:
         written, refused = _predict_rows(conn, resource, chunk), chunk.rejects.clear()
+    elif ledger.staging:
+        written, refused = _stage_rows(conn, resource, chunk, ledger.staging), chunk.rejects.clear()
     else:
         written, refused = _write_rows(conn, resource, chunk, ledger.mode, recheck=recheck)
     rejects = pl.concat([chunk.rejects, refused])
@@ -146,6 +161,15 @@ def _predict_rows(conn: Connection, resource: Resource, chunk: CheckedChunk) -> 
     return Written(inserted=int(inserted), updated=int(updated), unchanged=int(unchanged))
 
 
+def _stage_rows(conn: Connection, resource: Resource, chunk: CheckedChunk, staging: str) -> Written:
+    """Keep the accepted rows in the job's staging table (`tasks/apply.py` applies them)."""
+    if chunk.rows.height:
+        staged = chunk.rows.select(pl.lit(chunk.index, pl.Int32).alias(STAGED_CHUNK), LINE, *resource.field_names)
+        with conn.cursor() as cur:
+            cur.adbc_ingest(staging, staged.to_arrow(compat_level=ARROW_COMPAT), mode="append")
+    return Written()
+
+
 def _write_rows(
     conn: Connection, resource: Resource, chunk: CheckedChunk, mode: WriteMode, *, recheck: bool
 ) -> tuple[Written, pl.DataFrame]:
@@ -159,7 +183,7 @@ def _write_rows(
             return Written(inserted=chunk.rows.height), chunk.rejects.clear()
         cur.adbc_ingest(STAGE, chunk.rows.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
         refused = _refused_now(cur, resource, chunk, mode) if recheck else chunk.rejects.clear()
-        return _write_stage(cur, resource, mode), refused
+        return write_stage(cur, resource, mode, STAGE), refused
 
 
 def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: WriteMode) -> pl.DataFrame:
@@ -192,20 +216,14 @@ def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: Wri
 def _mode_refusals(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: WriteMode) -> pl.DataFrame:
     """The staged rows the write mode refuses now: in the table already (insert), or not
     (update)."""
-    cur.execute(in_table_query(resource, STAGE))
-    in_table = frame_of(cur.fetch_arrow_table()).get_column("line")
-    if mode == "insert":
-        lines, rule = in_table, ALREADY_EXISTS
-    else:
-        lines, rule = (
-            chunk.rows.get_column(LINE).filter(~chunk.rows.get_column(LINE).is_in(in_table.implode())),
-            NOT_FOUND,
-        )
+    rule = ALREADY_EXISTS if mode == "insert" else NOT_FOUND
+    cur.execute(in_table_query(resource, STAGE, absent=rule == NOT_FOUND))
+    lines = frame_of(cur.fetch_arrow_table()).get_column("line")
     return chunk.rejects_for(resource, lines, field="id", rule=rule, message=refusal_message(resource, rule, "id"))
 
 
-def _write_stage(cur: Cursor, resource: Resource, mode: WriteMode) -> Written:
-    """Write the staged rows as `mode` says.
+def write_stage(cur: Cursor, resource: Resource, mode: WriteMode, stage: str) -> Written:
+    """Write the rows of `stage` (a chunk's, or an all-or-nothing job's) as `mode` says.
 
     A chunk of ids the table does not hold yet (the common case of a fresh load, and every
     chunk of an insert) goes in with a plain INSERT, a third cheaper than the upsert's
@@ -214,14 +232,14 @@ def _write_stage(cur: Cursor, resource: Resource, mode: WriteMode) -> Written:
     an update that finds a row gone (its upsert inserted it).
     """
     if mode == "upsert":
-        cur.execute(any_existing_sql(resource, STAGE))
+        cur.execute(any_existing_sql(resource, stage))
         plain_insert = not fetch_one(cur)[0]
     else:
         plain_insert = mode == "insert"
     if plain_insert:
-        cur.execute(insert_sql(resource, STAGE))
+        cur.execute(insert_sql(resource, stage))
         return Written(inserted=cur.rowcount)
-    cur.execute(upsert_sql(resource, STAGE))
+    cur.execute(upsert_sql(resource, stage))
     inserted, updated, unchanged = fetch_one(cur)
     if mode == "update" and inserted:
         raise ChangedSinceChecked(f"{inserted} row(s) of the chunk are no longer in {resource.name}")

@@ -1,0 +1,139 @@
+"""The end of an all-or-nothing job (`--atomic`): its staged rows reach the table in ONE
+transaction, or not at all.
+
+Invariants: the chunks were staged exactly once each (the staged rows, the rejects and
+the ledger row of a chunk commit together, `load.py`); the apply writes every staged row,
+sets the ledger's counts, marks the job applied and drops the staging table in a single
+transaction. A crash before its commit leaves the table as before the import and the
+staging table whole, so a re-run skips every staged chunk and applies once; after it, a
+re-run finds the job applied and writes nothing. The table is locked against other
+writers for the apply only (readers go on), so what it counts is what it writes.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from prefect import task
+
+from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
+from bulkflow.settings import Settings
+from decisions.checks import frame_of, missing_message
+from decisions.decide import ALREADY_EXISTS, NOT_FOUND, refusal_message
+from decisions.sql import (
+    count_staged_rejects_sql,
+    drop_staging_sql,
+    in_table_query,
+    lock_for_apply_sql,
+    missing_reference_query,
+    predict_sql,
+    staged_rejects_sql,
+    taken_query,
+    unstage_sql,
+)
+from schemas.reports import Written
+from tasks.jobs import Job
+from tasks.limits import SlotClaim, check_slot_held
+from tasks.load import ARROW_COMPAT, ChangedSinceChecked, redo_on_conflict, write_stage
+from tasks.retrying import bookkeeping_task_options
+
+REFUSED = "_bulkflow_refused"
+"""Temporary table of the staged rows the re-check refuses: line, field, rule, message."""
+
+
+@task(**bookkeeping_task_options("apply-job", "apply-{job.resource.name}"))
+def apply_staged(settings: Settings, job: Job, slot: SlotClaim | None) -> None:
+    """Write the job's staged rows to the table in one transaction (see the module docstring)."""
+    staging = job.staging
+    assert staging is not None, "only an all-or-nothing job has staged rows"
+    with connect(settings) as conn:
+        redo_on_conflict(conn, lambda recheck: _apply(conn, job, staging, slot, recheck=recheck), "the apply")
+
+
+def discard_staged(settings: Settings, job: Job) -> None:
+    """Drop what the job staged: nothing of it reaches the table."""
+    if job.staging:
+        with connect(settings) as conn, conn.cursor() as cur:
+            cur.execute(drop_staging_sql(job.staging))
+            conn.commit()
+
+
+def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, recheck: bool) -> None:
+    resource = job.resource
+    with conn.cursor() as cur:
+        tune_session(cur)
+        cur.execute(
+            "SELECT applied_at IS NOT NULL FROM import_jobs WHERE job_key = $1 FOR UPDATE", parameters=(job.key,)
+        )
+        if fetch_one(cur)[0]:
+            conn.rollback()  # an earlier run applied it: nothing left to do
+            return
+        cur.execute(lock_for_apply_sql(resource))
+        if recheck:
+            _refuse_staged(cur, job, staging)
+        cur.execute(predict_sql(resource, staging, by_chunk=True))
+        by_chunk = cur.fetchall()
+        expected = Written(
+            inserted=sum(int(row[1]) for row in by_chunk),
+            updated=sum(int(row[2]) for row in by_chunk),
+            unchanged=sum(int(row[3]) for row in by_chunk),
+        )
+        written = write_stage(cur, resource, job.mode, staging)
+        if written != expected:
+            raise ChangedSinceChecked(f"the apply wrote {written}, where the staged rows said {expected}")
+        for chunk, inserted, updated, unchanged in by_chunk:
+            cur.execute(
+                "UPDATE import_chunks SET inserted = $3, updated = $4, unchanged = $5 "
+                "WHERE job_key = $1 AND chunk_index = $2",
+                parameters=(job.key, chunk, inserted, updated, unchanged),
+            )
+        cur.execute("UPDATE import_jobs SET applied_at = now() WHERE job_key = $1", parameters=(job.key,))
+        cur.execute(drop_staging_sql(staging))
+        check_slot_held(cur, slot, "the apply")
+    conn.commit()
+
+
+def _refuse_staged(cur: Cursor, job: Job, staging: str) -> None:
+    """Check the staged rows again, under the apply's lock: the ones the table now refuses
+    (a writer outside bulkflow took a key or removed a referenced row since they were
+    checked) become rejects of their chunks and leave the stage."""
+    resource = job.resource
+    parts = []
+    for fk in resource.foreign_keys:
+        cur.execute(missing_reference_query(fk, staging))
+        parts.append(_refusals(cur, fk.field, fk.rule, missing_message(fk)))
+    nk = resource.natural_key
+    query = taken_query(resource, staging, whole_file=True)
+    if query is not None and nk is not None:
+        cur.execute(query)
+        if job.mode == "insert":
+            parts.append(_refusals(cur, nk.field, ALREADY_EXISTS, refusal_message(resource, ALREADY_EXISTS, nk.field)))
+        else:
+            parts.append(
+                _refusals(cur, nk.field, nk.taken_rule, f"{nk.field} is already used by another {resource.name[:-1]}")
+            )
+    if job.mode != "upsert":
+        parts.append(_mode_refusals(cur, job, staging))
+    refused = pl.concat(parts)
+    if refused.is_empty():
+        return
+    cur.adbc_ingest(REFUSED, refused.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
+    cur.execute(staged_rejects_sql(staging, REFUSED), parameters=(job.key,))
+    cur.execute(count_staged_rejects_sql(staging, REFUSED), parameters=(job.key,))
+    cur.execute(unstage_sql(staging, REFUSED))
+
+
+def _mode_refusals(cur: Cursor, job: Job, staging: str) -> pl.DataFrame:
+    """Staged rows in the table already (insert), or not in it (update)."""
+    rule = ALREADY_EXISTS if job.mode == "insert" else NOT_FOUND
+    cur.execute(in_table_query(job.resource, staging, absent=rule == NOT_FOUND))
+    return _refusals(cur, "id", rule, refusal_message(job.resource, rule, "id"))
+
+
+def _refusals(cur: Cursor, field: str, rule: str, message: str) -> pl.DataFrame:
+    return _entries(frame_of(cur.fetch_arrow_table()).get_column("line"), field, rule, message)
+
+
+def _entries(lines: pl.Series, field: str, rule: str, message: str) -> pl.DataFrame:
+    return pl.DataFrame({"line": lines.cast(pl.Int64)}).with_columns(
+        pl.lit(field).alias("field"), pl.lit(rule).alias("rule"), pl.lit(message).alias("message")
+    )

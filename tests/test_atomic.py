@@ -1,0 +1,154 @@
+"""`--atomic`: the file's accepted rows become visible in one transaction at the end, or
+not at all; a failure or a `kill -9` at any moment leaves the table as before or as after."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from files.generate import GeneratorSpec, write_file
+from tests.helpers import ImportState, import_file, import_state, reset_imports, sql, table
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+ROWS, CHUNK = 3000, 250
+ATOMIC = {"chunk_size": CHUNK, "atomic": True}
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    """A first users file, and a partner file that adds as many users (its first lines)
+    and updates every one of them."""
+    first = tmp_path / "first.csv"
+    write_file(GeneratorSpec("users", rows=ROWS // 2, invalid_share=0.0, seed=5), first)
+    write_file(GeneratorSpec("users", rows=ROWS, invalid_share=0.1, seed=6), tmp_path / "generated.csv")
+    generated = pl.read_csv(tmp_path / "generated.csv", infer_schema=False)
+    partner = tmp_path / "partner.csv"
+    generated.reverse().with_columns((pl.col("name") + " v2").alias("name")).write_csv(partner)
+    return first, partner
+
+
+def _start_from(first: Path) -> pl.DataFrame:
+    reset_imports()
+    import_file("users", first)
+    return table("users")
+
+
+@pytest.fixture()
+def clean(files: tuple[Path, Path]) -> Iterator[tuple[pl.DataFrame, ImportState]]:
+    """The users table before the partner file, and the state after one clean atomic run."""
+    first, partner = files
+    before = _start_from(first)
+    state = import_state(import_file("users", partner, **ATOMIC))
+    _start_from(first)
+    yield before, state
+
+
+def test_an_atomic_import_ends_as_a_plain_one(files: tuple[Path, Path]) -> None:
+    first, partner = files
+    _start_from(first)
+    plain = import_file("users", partner, chunk_size=CHUNK)
+    expected = import_state(plain)
+    _start_from(first)
+    atomic = import_file("users", partner, **ATOMIC)
+    assert atomic.atomic and atomic.invariant_holds
+    assert (atomic.inserted, atomic.updated, atomic.unchanged, atomic.rejected) == (
+        plain.inserted,
+        plain.updated,
+        plain.unchanged,
+        plain.rejected,
+    )
+    import_state(atomic).assert_same(expected)
+    assert sql("SELECT count(*) FROM pg_tables WHERE tablename LIKE '_bulkflow_job_%'") == [(0,)]  # dropped
+
+
+def _fail_chunk(index: int) -> None:
+    sql(
+        "CREATE OR REPLACE FUNCTION fail_chunk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.chunk_index = {index} THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$"
+    )
+    sql("CREATE TRIGGER fail_chunk AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION fail_chunk()")
+
+
+def test_a_failed_atomic_import_leaves_the_table_as_it_was_and_a_re_run_applies_once(
+    files: tuple[Path, Path], clean: tuple[pl.DataFrame, ImportState]
+) -> None:
+    before, after = clean
+    _fail_chunk(7)
+    try:
+        with pytest.raises(Exception, match="injected failure"):
+            import_file("users", files[1], **ATOMIC)
+    finally:
+        sql("DROP TRIGGER IF EXISTS fail_chunk ON import_chunks")
+    assert sql("SELECT count(*) FROM import_chunks WHERE chunk_index < 7 AND rejected > 0")[0][0] == 7  # staged
+    assert table("users").equals(before)  # none of it is visible
+    report = import_file("users", files[1], **ATOMIC)
+    assert report.chunks_skipped >= 7 and report.continues_runs
+    import_state(report).assert_same(after)
+
+
+def test_a_row_another_writer_takes_before_the_apply_becomes_a_reject(files: tuple[Path, Path]) -> None:
+    first, partner = files
+    _start_from(first)
+    plain = import_file("users", partner, chunk_size=CHUNK)
+    _start_from(first)
+    # A new user of chunk 0 whose email another writer takes once chunk 0 is staged: only
+    # the apply, in its own transaction, can find out.
+    staged = pl.read_csv(partner, infer_schema=False, n_rows=CHUNK)
+    known = set(table("users").get_column("id").to_list())
+    email = staged.filter(~pl.col("id").is_in(list(known)) & pl.col("email").str.contains("@")).row(0, named=True)
+    sql(
+        "CREATE OR REPLACE FUNCTION sneak() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.chunk_index = 0 AND NOT EXISTS (SELECT 1 FROM users WHERE id = 'sneaky') THEN "
+        f"INSERT INTO users (id, email) VALUES ('sneaky', '{email['email']}'); "
+        "END IF; RETURN NEW; END $$"
+    )
+    sql("CREATE TRIGGER sneak AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION sneak()")
+    try:
+        report = import_file("users", partner, **ATOMIC)
+    finally:
+        sql("DROP TRIGGER IF EXISTS sneak ON import_chunks")
+    assert (report.inserted, report.rejected) == (plain.inserted - 1, plain.rejected + 1)
+    assert report.invariant_holds
+    assert sql(f"SELECT chunk_index, rule FROM import_rejects WHERE value = '{email['email']}'") == [(0, "email_taken")]
+    assert table("users").filter(pl.col("email") == email["email"]).get_column("id").to_list() == ["sneaky"]
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_leaves_the_table_before_or_after(
+    files: tuple[Path, Path], clean: tuple[pl.DataFrame, ImportState], prefect_api: str
+) -> None:
+    first, partner = files
+    before, after = clean
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    command = [sys.executable, "-m", "cli", "import", "users", str(partner), "--json"]
+    command += ["--chunk-size", str(CHUNK), "--atomic"]
+    started = time.monotonic()
+    subprocess.run(command, env=env, capture_output=True, check=True)  # how long one run takes here
+    duration = time.monotonic() - started
+    _start_from(first)
+    moments = random.Random(19).sample(range(10, 100), 10)  # percent of a run's duration
+    outcomes = []
+    for percent in moments:
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        time.sleep(duration * percent / 100)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        users = table("users")
+        assert users.equals(before) or users.equals(after.tables["users"]), f"killed at {percent}%: in between"
+        outcomes.append("after" if users.equals(after.tables["users"]) else "before")
+        if outcomes[-1] == "after":
+            _start_from(first)  # applied: start over, so the next kill can land mid-run again
+    assert "before" in outcomes
+    report = import_file("users", partner, **ATOMIC)  # the last killed run's job, finished
+    import_state(report).assert_same(after)
