@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -20,7 +21,7 @@ from tests.helpers import ImportState, import_file, import_state, reset_imports,
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ROWS, CHUNK = 3000, 250
-ATOMIC = {"chunk_size": CHUNK, "atomic": True}
+ATOMIC: dict[str, Any] = {"chunk_size": CHUNK, "atomic": True}
 
 
 @pytest.fixture()
