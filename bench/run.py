@@ -99,22 +99,15 @@ class Bench:
             f"\\copy bench_copy.{file.resource} ({columns}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)"
         ).seconds
 
-    def our_import(self, file: BenchFile) -> Measurement:
+    def our_import(self, file: BenchFile, *options: str) -> Measurement:
+        """The file imported into the empty table, with the given `bulkflow import` options."""
         self.sql(f"TRUNCATE {file.resource}, {BOOKKEEPING} CASCADE; CHECKPOINT")
-        return self.bulkflow("import", file.resource, str(file.ours), "--json")
+        return self.bulkflow("import", file.resource, str(file.ours), "--json", *options)
 
-    def compare_import(self, comparison: Comparison, file: BenchFile) -> None:
-        self._alternate(comparison, file, lambda repeat: self.our_import(file), _inserted)
-
-    def compare_dry_run(self, comparison: Comparison, file: BenchFile) -> None:
-        """A dry run of the file into the empty table: every check, every row predicted
-        inserted (or rejected), nothing written."""
-
-        def ours(repeat: int) -> Measurement:
-            self.sql(f"TRUNCATE {file.resource}, {BOOKKEEPING} CASCADE; CHECKPOINT")
-            return self.bulkflow("import", file.resource, str(file.ours), "--json", "--dry-run")
-
-        self._alternate(comparison, file, ours, _inserted)
+    def compare_import(self, comparison: Comparison, file: BenchFile, *options: str) -> None:
+        """Into the empty table; with `--dry-run`, every row is predicted inserted (or
+        rejected) and nothing is written."""
+        self._alternate(comparison, file, lambda repeat: self.our_import(file, *options), _inserted)
 
     def compare_reimport(self, comparison: Comparison, file: BenchFile) -> None:
         """The same file imported again under a new job (a new idempotency key): every
@@ -207,14 +200,16 @@ def run(config: BenchConfig) -> dict[str, object]:
         # articles and comments the exports read.
         reimport = Comparison("import", "users, identical re-import", n, None)
         bench.compare_reimport(reimport, imports[1][1])
-        dry_run = Comparison("import", "users, dry run", n, None)
-        bench.compare_dry_run(dry_run, imports[1][1])
+        controlled = []
+        for workload, option in (("users, dry run", "--dry-run"), ("users, --atomic", "--atomic")):
+            controlled.append(Comparison("import", workload, n, 0.6 if option == "--atomic" else None))
+            bench.compare_import(controlled[-1], imports[1][1], option)
         memory = _memory_runs(bench, imports[1][0])
         fixed = bench.fixed_cost()
         version = bench.postgres_version()
         bench.bulkflow("db", "stop")
     return {
-        "comparisons": [c for c, _ in imports] + [reimport, dry_run] + exports,
+        "comparisons": [c for c, _ in imports] + [reimport, *controlled] + exports,
         "memory": memory,
         "fixed_cost": fixed,
         "postgres": version,

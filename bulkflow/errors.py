@@ -49,6 +49,10 @@ class InputError(TerminalError):
     """The source is unusable: missing, unreadable, undecodable, wrong columns, bad format."""
 
 
+class BudgetExceeded(InputError):
+    """The file's rejects spent the import's error budget: nothing of it was applied."""
+
+
 class TooLargeError(InputError):
     """The source is larger than the configured limit (BULKFLOW_MAX_SOURCE_BYTES)."""
 

@@ -6,7 +6,7 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -14,7 +14,7 @@ from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
 from cli.output import errors_as_exit, print_report, progress_bar, row_counter, stderr
-from schemas.parameters import ImportOptions, WriteMode
+from schemas.parameters import ImportOptions, OnBudget, WriteMode
 from schemas.reports import ImportReport
 from schemas.resource import RuleContext
 
@@ -28,28 +28,37 @@ SAMPLE_DIR = REPOSITORY / "data"
 DEMO_FILES = (("users", "users.csv"), ("articles", "articles.ndjson"), ("comments", "comments.ndjson"))
 
 
+def _option(field: str) -> Any:
+    """The `bulkflow import` option of an `ImportOptions` field: `--field-name`, helped by
+    the field's own description (one definition for the CLI, the forms and the API)."""
+    return typer.Option("--" + field.replace("_", "-"), help=ImportOptions.model_fields[field].description)
+
+
+def _default(field: str) -> Any:
+    return ImportOptions.model_fields[field].default
+
+
 def import_command(
     resource: Annotated[str, typer.Argument(help="users, articles or comments")],
     source: Annotated[str, typer.Argument(help="path or URL of a CSV/NDJSON/JSON/Parquet file (.gz too)")],
     format: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, ndjson, json, parquet")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", min=1)] = None,
-    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key")] = None,
-    mode: Annotated[
-        WriteMode,
-        typer.Option("--mode", help="upsert (default); insert: only add new rows; update: only change existing rows"),
-    ] = "upsert",
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="predict the counts and rejects against the live tables; write nothing")
-    ] = False,
-    atomic: Annotated[
-        bool, typer.Option("--atomic", help="all or nothing: the rows become visible in one transaction at the end")
-    ] = False,
+    chunk_size: Annotated[Optional[int], _option("chunk_size")] = None,
+    idempotency_key: Annotated[Optional[str], _option("idempotency_key")] = None,
+    mode: Annotated[WriteMode, _option("mode")] = _default("mode"),
+    dry_run: Annotated[bool, _option("dry_run")] = False,
+    atomic: Annotated[bool, _option("atomic")] = False,
+    max_rejects: Annotated[Optional[int], _option("max_rejects")] = None,
+    max_reject_rate: Annotated[Optional[float], _option("max_reject_rate")] = None,
+    budget_min_rows: Annotated[int, _option("budget_min_rows")] = _default("budget_min_rows"),
+    on_budget: Annotated[OnBudget, _option("on_budget")] = _default("on_budget"),
+    budget_pause_timeout: Annotated[int, _option("budget_pause_timeout")] = _default("budget_pause_timeout"),
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON report on stdout")] = False,
 ) -> None:
     """Import a file: every row inserted, updated, unchanged or rejected, exactly once."""
+    given = locals()
     with errors_as_exit(as_json):
-        options = ImportOptions(
-            chunk_size=chunk_size, idempotency_key=idempotency_key, mode=mode, dry_run=dry_run, atomic=atomic
+        options = ImportOptions.model_validate(
+            {name: given[name] for name in ImportOptions.model_fields if name in given}
         )
     report = run_import(resource, source, format, options, json_report=as_json)
     if as_json:

@@ -22,6 +22,7 @@ from prefect.futures import PrefectFuture
 
 from decisions.keys import SeenKeys
 from schemas.reports import ChunkResult
+from tasks.budget import BudgetWatch
 from tasks.jobs import Job
 from tasks.report import ImportProgress
 
@@ -43,17 +44,30 @@ class Steps(ABC, Generic[Chunk, Checked, Decided]):
     @abstractmethod
     def load(self, chunk: Chunk, decided: Decided) -> PrefectFuture[ChunkResult]: ...
 
+    @abstractmethod
+    def accepted(self, decided: Decided) -> int:
+        """How many of the chunk's rows the decision accepts (the others are rejected)."""
+
 
 class ChunkPipeline(Generic[Chunk, Checked, Decided]):
     """Feed chunks in file order with `add`, then `finish`. The chunks an earlier run
     committed are checked and decided all the same, so in-file duplicates are judged as in
     that run, but not loaded again. At most `ahead` chunks are checked ahead of the
-    decision, and `workers` loaded at once."""
+    decision, and `workers` loaded at once. With a `budget`, the rows decided so far are
+    judged after each decision; once it is spent, every decided chunk is loaded first (its
+    rejects recorded), then the budget acts (abort, pause, or go on)."""
 
     def __init__(
-        self, steps: Steps[Chunk, Checked, Decided], job: Job, progress: ImportProgress, *, workers: int, ahead: int
+        self,
+        steps: Steps[Chunk, Checked, Decided],
+        job: Job,
+        progress: ImportProgress,
+        *,
+        workers: int,
+        ahead: int,
+        budget: BudgetWatch | None = None,
     ) -> None:
-        self.steps, self.job, self.progress = steps, job, progress
+        self.steps, self.job, self.progress, self.budget = steps, job, progress, budget
         self.workers, self.ahead = workers, ahead
         self.seen = SeenKeys()
         self.checking: deque[tuple[Chunk, int, int, PrefectFuture[Checked], float]] = deque()
@@ -79,10 +93,19 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
         decided = self.steps.decide(chunk, facts, self.seen)
         if index in self.job.done_chunks:
             self.progress.skipped(rows_read, fraction)
-            return
-        self.loading.append((self.steps.load(chunk, decided), time.perf_counter(), fraction))
+        else:
+            self.loading.append((self.steps.load(chunk, decided), time.perf_counter(), fraction))
+        if self.budget is not None:
+            self._judge(self.budget, rows_read, rows_read - self.steps.accepted(decided))
         while len(self.loading) > self.workers:
             self._finish_oldest_load()
+
+    def _judge(self, budget: BudgetWatch, rows_read: int, rejected: int) -> None:
+        why = budget.spent(rows_read, rejected)
+        if why is not None:
+            while self.loading:
+                self._finish_oldest_load()
+            budget.act(why)
 
     def _finish_oldest_load(self) -> None:
         future, submitted, fraction = self.loading.popleft()

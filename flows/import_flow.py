@@ -12,8 +12,9 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bulkflow.console import quiet_tracebacks
-from bulkflow.errors import InputError, InvariantError, is_retryable
+from bulkflow.errors import BudgetExceeded, InputError, InvariantError, first_line, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
+from decisions.budget import RejectBudget
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
 from decisions.keys import SeenKeys
 from decisions.rules import RecordCheck, check_records
@@ -24,14 +25,16 @@ from files.spans import plan_spans
 from files.staging import StagedSource
 from flows.chunk_pipeline import ChunkPipeline, Steps
 from schemas import get_resource
+from schemas.frames import ACCEPTED
 from schemas.parameters import Format, ImportOptions, OptionalFormat, ResourceName
 from schemas.reports import ChunkResult, ImportReport
 from schemas.resource import Resource, RuleContext
 from tasks import events
 from tasks.apply import apply_staged
+from tasks.budget import BudgetWatch
 from tasks.check import check_database
 from tasks.cluster import dask_task_runner
-from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure
+from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure, set_aside
 from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, table_slot
 from tasks.load import load_chunk
@@ -138,28 +141,40 @@ def _load(
             len(job.done_chunks),
         )
     progress = ImportProgress(resource, job.source_name, job.dry_run)
+    budget = RejectBudget.of(options)
+    watch = (
+        BudgetWatch(settings, job, budget, options.on_budget, options.budget_pause_timeout) if budget.is_set else None
+    )
     try:
         if settings.task_runner == "dask":
-            _chunks_on_dask(settings, job, ledger, staged, progress)
+            _chunks_on_dask(settings, job, ledger, staged, progress, watch)
         else:
-            _chunks_in_threads(settings, job, ledger, staged, progress)
+            _chunks_in_threads(settings, job, ledger, staged, progress, watch)
         if job.staging and not job.applied:
             apply_staged(settings, job, slot)
+    except BudgetExceeded as spent:
+        set_aside(settings, job, run_id, first_line(spent))
+        raise
     except BaseException as error:
         record_failure(settings, job.key, error)
         raise
-    report = close_job(settings, job, staged, run_id, time.perf_counter() - started)
+    report = close_job(settings, job, staged, run_id, time.perf_counter() - started, watch.note if watch else None)
     sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     publish_report(report, sample)
     return report
 
 
 def _chunks_in_threads(
-    settings: Settings, job: Job, ledger: ChunkLedger, staged: StagedSource, progress: ImportProgress
+    settings: Settings,
+    job: Job,
+    ledger: ChunkLedger,
+    staged: StagedSource,
+    progress: ImportProgress,
+    budget: BudgetWatch | None,
 ) -> None:
     """The flow reads and validates each chunk; threads check and load it."""
     steps = InFlowSteps(settings, job, ledger)
-    chunks = ChunkPipeline(steps, job, progress, workers=settings.load_workers, ahead=1)
+    chunks = ChunkPipeline(steps, job, progress, workers=settings.load_workers, ahead=1, budget=budget)
     context = RuleContext.of(settings)
     for index, batch in enumerate(read_chunks(staged, job.resource, job.chunk_size, settings.max_record_bytes)):
         check = check_records(job.resource, context, index, batch.rows)
@@ -168,7 +183,12 @@ def _chunks_in_threads(
 
 
 def _chunks_on_dask(
-    settings: Settings, job: Job, ledger: ChunkLedger, staged: StagedSource, progress: ImportProgress
+    settings: Settings,
+    job: Job,
+    ledger: ChunkLedger,
+    staged: StagedSource,
+    progress: ImportProgress,
+    budget: BudgetWatch | None,
 ) -> None:
     """Dask workers read, validate, check and load each chunk's span; the flow plans the
     spans and decides the keys."""
@@ -177,7 +197,7 @@ def _chunks_on_dask(
     with dask_task_runner(settings) as runner:
         steps = OnWorkerSteps(settings, job, ledger, file, runner)
         workers = settings.dask_workers
-        chunks = ChunkPipeline(steps, job, progress, workers=workers, ahead=workers)
+        chunks = ChunkPipeline(steps, job, progress, workers=workers, ahead=workers, budget=budget)
         for span in plan_spans(staged, job.chunk_size, settings.max_record_bytes):
             chunks.add(span, span.index, span.rows, span.progress)
         chunks.finish()
@@ -199,6 +219,9 @@ class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
     def load(self, chunk: RecordCheck, decided: CheckedChunk) -> PrefectFuture[ChunkResult]:
         return load_chunk.submit(self.settings, self.ledger, self.job.resource, decided)
 
+    def accepted(self, decided: CheckedChunk) -> int:
+        return decided.rows.height
+
 
 class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
     """Dask: a chunk is a span of `file`; the workers read it, the flow sees its keys."""
@@ -217,6 +240,9 @@ class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):
 
     def load(self, chunk: ChunkSpan, decided: KeyDecision) -> PrefectFuture[ChunkResult]:
         return self.runner.submit(load_span, self._parameters(chunk) | {"decision": decided, "ledger": self.ledger})
+
+    def accepted(self, decided: KeyDecision) -> int:
+        return int(decided.outcome.get_column(ACCEPTED).sum())
 
     def _parameters(self, span: ChunkSpan) -> dict[str, Any]:
         job = self.job

@@ -16,6 +16,8 @@ FORMATS: tuple[str, ...] = get_args(Format)
 WriteMode = Literal["upsert", "insert", "update"]
 """What an import may do to the rows it finds (or does not find) in the table."""
 WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
+OnBudget = Literal["abort", "pause", "continue"]
+"""What an import does once its error budget is spent."""
 OptionalFormat = Annotated[Optional[Format], WithJsonSchema({"enum": [*FORMATS, None]})]
 """A format, or none to tell it from the file's name. Its schema is one list of the formats
 (not "a format or null"), so forms show a choice left empty by default: the Prefect UI's run
@@ -54,6 +56,28 @@ class LoadControl(BaseModel):
         description="All or nothing: the accepted rows are staged, then become visible in one transaction "
         "at the end (a kill or a failure before it leaves the table as it was).",
     )
+    max_rejects: Optional[int] = Field(default=None, ge=0, description="Error budget: the most rows rejected.")
+    max_reject_rate: Optional[float] = Field(
+        default=None, ge=0, le=1, description="Error budget: the largest share of rows rejected (0.02 = 2%)."
+    )
+    budget_min_rows: int = Field(default=1000, ge=0, description="Rows read before the reject rate is judged.")
+    on_budget: OnBudget = Field(
+        default="abort",
+        description="Once the budget is spent: abort (nothing of the file stays in the tables), pause (an "
+        "operator approves or aborts from the Prefect UI or API), or continue (the run is flagged).",
+    )
+    budget_pause_timeout: int = Field(
+        default=3600, ge=1, description="Seconds a paused import waits for an answer before it aborts."
+    )
+
+    @property
+    def has_budget(self) -> bool:
+        return self.max_rejects is not None or self.max_reject_rate is not None
+
+    @property
+    def all_or_nothing(self) -> bool:
+        """Atomic, asked for or implied: a budget that may abort must leave nothing behind."""
+        return self.atomic or (self.has_budget and self.on_budget != "continue")
 
 
 class ImportOptions(LoadControl):

@@ -89,6 +89,9 @@ class ImportReport(ImportCounts):
         default=False, description="a prediction: the counts say what the import would do, and nothing was written"
     )
     atomic: bool = Field(default=False, description="all or nothing: the rows became visible in one transaction")
+    budget_exceeded: Optional[str] = Field(
+        default=None, description="why the error budget was spent, and why the run went on (continue, approved)"
+    )
     already_committed: int = Field(
         default=0, description="rows of chunks earlier runs had committed: read again, not written again"
     )

@@ -49,14 +49,6 @@ def apply_staged(settings: Settings, job: Job, slot: SlotClaim | None) -> None:
         redo_on_conflict(conn, lambda recheck: _apply(conn, job, staging, slot, recheck=recheck), "the apply")
 
 
-def discard_staged(settings: Settings, job: Job) -> None:
-    """Drop what the job staged: nothing of it reaches the table."""
-    if job.staging:
-        with connect(settings) as conn, conn.cursor() as cur:
-            cur.execute(drop_staging_sql(job.staging))
-            conn.commit()
-
-
 def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, recheck: bool) -> None:
     resource = job.resource
     with conn.cursor() as cur:

@@ -5,6 +5,7 @@
 | `bulkflow.import.completed` | an import run finished | `bulkflow.import.<resource>`, named after the file | the report: rows_read, inserted, updated, rejected, error_rate, job_key, ... |
 | `bulkflow.import.failed` | an import run failed | the same | `error` (one line), `source_name` |
 | `bulkflow.import.high-error-rate` | a completed import rejected more than `BULKFLOW_ERROR_RATE_ALERT` of its rows | the same | the report |
+| `bulkflow.import.budget-exceeded` | an import's rejects spent its error budget | the same | `reason` (one line), `on_budget` (abort, pause, continue), `source_name` |
 | `bulkflow.export.completed` / `.failed` | an export run finished / failed | `bulkflow.export.<resource>` | the manifest / `error` |
 | `bulkflow.flow-run.alive` | every `ALIVE_EVERY_S` while a bulkflow flow run works | `prefect.flow-run.<id>` | – |
 
@@ -81,6 +82,11 @@ def import_completed(report: ImportReport, alert_above: float) -> None:
 def import_failed(resource: str, source_name: str, error: BaseException) -> None:
     payload = {"error": first_line(error), "source_name": source_name}
     emit_event("bulkflow.import.failed", resource=_resource("import", resource, source_name), payload=payload)
+
+
+def budget_exceeded(resource: str, source_name: str, reason: str, on_budget: str) -> None:
+    payload = {"reason": reason, "on_budget": on_budget, "source_name": source_name}
+    emit_event("bulkflow.import.budget-exceeded", resource=_resource("import", resource, source_name), payload=payload)
 
 
 def export_completed(manifest: ExportManifest) -> None:

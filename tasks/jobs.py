@@ -15,7 +15,7 @@ from bulkflow.db import Cursor, connect, execute, fetch_one, query_one
 from bulkflow.errors import ParameterError, first_line, is_retryable
 from bulkflow.settings import Settings
 from decisions.checks import CheckScope
-from decisions.sql import ASCII_PROBE, create_staging_sql, first_load_probe, staging_table
+from decisions.sql import ASCII_PROBE, create_staging_sql, drop_staging_sql, first_load_probe, staging_table
 from files.formats import display_name
 from files.staging import StagedSource
 from schemas import declared_tables
@@ -118,7 +118,7 @@ def open_job(
                 source_name,
                 options.mode,
                 options.dry_run,
-                options.atomic,
+                options.all_or_nothing,
             ),
         )
         cur.execute(
@@ -132,7 +132,7 @@ def open_job(
                 f"idempotency key {key!r} already names an import of other content "
                 f"({known_resource}, sha256 {known_sha[:12]}…): use a new key"
             )
-        if (known_mode, atomic) != (options.mode, options.atomic):
+        if (known_mode, atomic) != (options.mode, options.all_or_nothing):
             raise ParameterError(
                 f"idempotency key {key!r} already names an import with --mode {known_mode}"
                 f"{' --atomic' if atomic else ''}: use a new key"
@@ -162,7 +162,7 @@ def open_job(
             first_load,
             options.mode,
             options.dry_run,
-            options.atomic,
+            options.all_or_nothing,
             bool(applied),
         )
         if job.staging and not job.applied:
@@ -248,7 +248,12 @@ class RunCounts:
 
 @task(**bookkeeping_task_options("close-job", "close-job-{job.resource.name}"))
 def close_job(
-    settings: Settings, job: Job, staged: StagedSource, flow_run_id: str | None, duration_s: float
+    settings: Settings,
+    job: Job,
+    staged: StagedSource,
+    flow_run_id: str | None,
+    duration_s: float,
+    budget_note: str | None = None,
 ) -> ImportReport:
     """The run's own counts and the job's totals, read back from the ledger and the rejects."""
     counts = run_counts(settings, job.key, flow_run_id)
@@ -271,11 +276,34 @@ def close_job(
         mode=job.mode,
         dry_run=job.dry_run,
         atomic=job.atomic,
+        budget_exceeded=budget_note,
         continues_runs=list(job.earlier_runs),
         duration_s=round(duration_s, 3),
         rows_per_s=round(counts.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
         error_rate=counts.own.rejected_share(),
     )
+
+
+def set_aside(settings: Settings, job: Job, flow_run_id: str | None, reason: str) -> str:
+    """Move an abandoned job (its budget spent) to a key of its own, with its chunks, rejects
+    and runs, and drop what it staged: its reject report stays readable by run id, and the
+    next import of the file starts from the beginning. Returns the new key."""
+    aside = f"{job.key}:aborted:{flow_run_id or uuid.uuid4()}"
+    columns = "resource, source, format, content_sha256, chunk_size, source_name, mode, dry_run, atomic, created_at"
+    with connect(settings) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO import_jobs (job_key, {columns}, finished_at, failed_at, failure_class, failure_retryable, "
+            f"failure_message) SELECT $2, {columns}, now(), now(), 'BudgetExceeded', false, $3 "
+            "FROM import_jobs WHERE job_key = $1",
+            parameters=(job.key, aside, reason),
+        )
+        for ledger in ("import_chunks", "import_rejects", "import_runs"):
+            cur.execute(f"UPDATE {ledger} SET job_key = $2 WHERE job_key = $1", parameters=(job.key, aside))
+        cur.execute("DELETE FROM import_jobs WHERE job_key = $1", parameters=(job.key,))
+        if job.staging:
+            cur.execute(drop_staging_sql(job.staging))
+        conn.commit()
+    return aside
 
 
 def record_failure(settings: Settings, job_key: str, error: BaseException) -> None:

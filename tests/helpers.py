@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+import httpx
 import polars as pl
 
 from schemas.parameters import Format, ImportOptions, ResourceName
@@ -125,3 +128,19 @@ def load_samples() -> list[ImportReport]:
     from flows.import_flow import import_flow
 
     return [import_flow(resource=cast(ResourceName, resource), source=str(DATA / name)) for resource, name in SAMPLES]
+
+
+def wait_for_event(
+    api_url: str, name: str, resource_id: str, match: Callable[[dict[str, Any]], bool], timeout: float = 30
+) -> dict[str, Any]:
+    """The event of that name and resource whose payload `match`es, read back from the
+    Prefect API (events are persisted asynchronously, and earlier tests emitted some too)."""
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}, "order": "DESC"}, "limit": 50}
+    deadline = time.monotonic() + timeout
+    while True:
+        found = httpx.post(f"{api_url}/events/filter", json=body, timeout=10).raise_for_status().json()["events"]
+        matching = [event for event in found if match(event["payload"])]
+        if matching:
+            return dict(matching[0])
+        assert time.monotonic() < deadline, f"no {name} event for {resource_id} matched"
+        time.sleep(0.5)

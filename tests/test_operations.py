@@ -22,7 +22,7 @@ from schemas.parameters import ImportOptions
 from tasks.report import artifact_key
 from tasks.run_labels import run_tags
 from tests.conftest import ROOT
-from tests.helpers import DATA
+from tests.helpers import DATA, wait_for_event
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
@@ -30,22 +30,6 @@ pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 def _run(run_id: str) -> Any:
     with get_client(sync_client=True) as client:
         return client.read_flow_run(UUID(run_id))
-
-
-def _event(
-    api_url: str, name: str, resource_id: str, match: Callable[[dict[str, Any]], bool], timeout: float = 30
-) -> dict[str, Any]:
-    """The event of that name and resource whose payload `match`es, read back from the
-    Prefect API (events are persisted asynchronously, and earlier tests emitted some too)."""
-    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}, "order": "DESC"}, "limit": 50}
-    deadline = time.monotonic() + timeout
-    while True:
-        found = httpx.post(f"{api_url}/events/filter", json=body, timeout=10).raise_for_status().json()["events"]
-        matching = [event for event in found if match(event["payload"])]
-        if matching:
-            return dict(matching[0])
-        assert time.monotonic() < deadline, f"no {name} event for {resource_id} matched"
-        time.sleep(0.5)
 
 
 def test_an_import_run_is_named_and_tagged_after_what_it_does(tmp_path: Path) -> None:
@@ -95,14 +79,14 @@ def test_finished_imports_and_exports_emit_events(
     monkeypatch.setenv("BULKFLOW_ERROR_RATE_ALERT", "0.5")
     report = import_flow(resource="users", source=str(DATA / "users.csv"))  # 8 of 14 rejected: above 0.5
     ours: Callable[[dict[str, Any]], bool] = lambda payload: payload.get("flow_run_id") == report.flow_run_id  # noqa: E731
-    completed = _event(prefect_api, "bulkflow.import.completed", "bulkflow.import.users", ours)
+    completed = wait_for_event(prefect_api, "bulkflow.import.completed", "bulkflow.import.users", ours)
     assert completed["payload"]["job_key"] == report.job_key
     assert (completed["payload"]["rows_read"], completed["payload"]["rejected"]) == (14, 8)
     assert completed["resource"]["prefect.resource.name"] == "users.csv"
-    _event(prefect_api, "bulkflow.import.high-error-rate", "bulkflow.import.users", ours)
+    wait_for_event(prefect_api, "bulkflow.import.high-error-rate", "bulkflow.import.users", ours)
     with pytest.raises(Exception, match="lacks required column"):
         import_flow(resource="comments", source=str(DATA / "users.csv"))
-    failed = _event(
+    failed = wait_for_event(
         prefect_api,
         "bulkflow.import.failed",
         "bulkflow.import.comments",
@@ -111,7 +95,7 @@ def test_finished_imports_and_exports_emit_events(
     assert failed["payload"]["source_name"] == "users.csv"
     monkeypatch.setenv("BULKFLOW_EXPORT_URL", str(tmp_path / "exports"))
     manifest = export_flow(resource="users", format="csv")
-    exported = _event(
+    exported = wait_for_event(
         prefect_api,
         "bulkflow.export.completed",
         "bulkflow.export.users",
