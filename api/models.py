@@ -69,6 +69,10 @@ class ImportJob(ImportCounts):
     source_name: Optional[str] = Field(default=None, description="The file's name as its sender knows it.")
     mode: str = Field(default="upsert", description="How the rows are written: upsert, insert or update.")
     dry_run: bool = Field(default=False, description="A prediction: nothing is written.")
+    deleted: int = Field(default=0, description="Rows of the table not in the file, deleted by --mode replace.")
+    deleted_dependents: dict[str, int] = Field(
+        default_factory=dict, description="Rows of other tables referencing deleted rows (--cascade), per table."
+    )
     already_committed: int = Field(
         default=0, description="Rows of chunks earlier runs had committed: not written again."
     )

@@ -49,8 +49,17 @@ class InputError(TerminalError):
     """The source is unusable: missing, unreadable, undecodable, wrong columns, bad format."""
 
 
-class BudgetExceeded(InputError):
+class AbandonedImport(InputError):
+    """An all-or-nothing import given up on before anything of it was applied: its job is
+    set aside (its rejects kept), and the next import of the file starts afresh."""
+
+
+class BudgetExceeded(AbandonedImport):
     """The file's rejects spent the import's error budget: nothing of it was applied."""
+
+
+class ReplaceRefused(AbandonedImport):
+    """`--mode replace` would delete rows other tables reference (and `--cascade` was not given)."""
 
 
 class TooLargeError(InputError):

@@ -158,4 +158,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS applied_at timestamptz",
         ),
     ),
+    Migration(
+        "0010",
+        "import_jobs.deleted and .deleted_dependents: what a --mode replace deleted (rows, and rows of other tables)",
+        (
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS deleted bigint NOT NULL DEFAULT 0",
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS deleted_dependents jsonb NOT NULL DEFAULT '{}'",
+        ),
+    ),
 )

@@ -47,6 +47,7 @@ def import_command(
     mode: Annotated[WriteMode, _option("mode")] = _default("mode"),
     dry_run: Annotated[bool, _option("dry_run")] = False,
     atomic: Annotated[bool, _option("atomic")] = False,
+    cascade: Annotated[bool, _option("cascade")] = False,
     max_rejects: Annotated[Optional[int], _option("max_rejects")] = None,
     max_reject_rate: Annotated[Optional[float], _option("max_reject_rate")] = None,
     budget_min_rows: Annotated[int, _option("budget_min_rows")] = _default("budget_min_rows"),

@@ -183,6 +183,12 @@ def print_report(report: ImportReport) -> None:
         table.add_row(key, str(getattr(report, key)))
     for rule, count in report.rejects_by_rule.items():
         table.add_row(f"  rejects: {rule}", str(count))
+    if report.mode == "replace":
+        table.add_row("deleted", f"{report.deleted} rows not in the file")
+    for dependent, count in report.deleted_dependents.items():
+        table.add_row(f"  deleted from {dependent}", f"{count} rows that referenced them")
+    if report.budget_exceeded:
+        table.add_row("budget", report.budget_exceeded)
     if report.already_committed:
         by = ", ".join(report.already_committed_by) or "an earlier run"
         table.add_row(

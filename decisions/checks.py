@@ -29,7 +29,7 @@ from decisions.sql import (
     recorded_rejects_query,
 )
 from schemas.frames import KEY, LINE
-from schemas.parameters import WriteMode
+from schemas.parameters import PRESENCE_MODES, WriteMode
 from schemas.resource import ForeignKey, Resource
 
 
@@ -81,7 +81,7 @@ def database_facts(
         if key_checks:
             cur.execute(any_id_exists_query(resource))
             ids_exist = bool(fetch_one(cur)[0])
-        if key_checks and scope.mode != "upsert":
+        if key_checks and scope.mode in PRESENCE_MODES:
             cur.execute(in_table_query(resource))
             in_table = _lines(cur)
         if committed:

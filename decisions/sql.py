@@ -235,6 +235,39 @@ def count_staged_rejects_sql(table: str, refused: str) -> str:
     )
 
 
+def gone_table_sql(gone: str) -> str:
+    """A temporary set of ids that a replace deletes (gone with the transaction)."""
+    return f"CREATE TEMPORARY TABLE IF NOT EXISTS {ident(gone)} ({ident('id')} text PRIMARY KEY) ON COMMIT DROP"
+
+
+def collect_gone_sql(resource: Resource, staging: str, gone: str) -> str:
+    """The table's rows that are not among the staged (accepted) rows: what a replace deletes."""
+    return (
+        f"INSERT INTO {ident(gone)} SELECT t.{ident('id')} FROM {ident(resource.name)} t "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {ident(staging)} s WHERE s.{ident('id')} = t.{ident('id')})"
+    )
+
+
+def referenced_gone_sql(dependent: Resource, fk: ForeignKey, gone: str) -> str:
+    """(rows of `dependent` referencing a gone id, gone ids they reference)."""
+    return (
+        f"SELECT count(*), count(DISTINCT d.{ident(fk.field)}) FROM {ident(dependent.name)} d "
+        f"WHERE d.{ident(fk.field)} IN (SELECT {ident('id')} FROM {ident(gone)})"
+    )
+
+
+def collect_dependents_sql(dependent: Resource, fk: ForeignKey, gone: str, dependent_gone: str) -> str:
+    """Add to `dependent_gone` the rows of `dependent` that reference a gone id."""
+    return (
+        f"INSERT INTO {ident(dependent_gone)} SELECT d.{ident('id')} FROM {ident(dependent.name)} d "
+        f"WHERE d.{ident(fk.field)} IN (SELECT {ident('id')} FROM {ident(gone)}) ON CONFLICT DO NOTHING"
+    )
+
+
+def delete_gone_sql(resource: Resource, gone: str) -> str:
+    return f"DELETE FROM {ident(resource.name)} WHERE {ident('id')} IN (SELECT {ident('id')} FROM {ident(gone)})"
+
+
 def unstage_sql(table: str, refused: str) -> str:
     return f"DELETE FROM {ident(table)} WHERE {ident(LINE)} IN (SELECT line FROM {ident(refused)})"
 

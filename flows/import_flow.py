@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bulkflow.console import quiet_tracebacks
-from bulkflow.errors import BudgetExceeded, InputError, InvariantError, first_line, is_retryable
+from bulkflow.errors import AbandonedImport, InputError, InvariantError, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from decisions.budget import RejectBudget
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
@@ -152,8 +152,8 @@ def _load(
             _chunks_in_threads(settings, job, ledger, staged, progress, watch)
         if job.staging and not job.applied:
             apply_staged(settings, job, slot)
-    except BudgetExceeded as spent:
-        set_aside(settings, job, run_id, first_line(spent))
+    except AbandonedImport as abandoned:
+        set_aside(settings, job, run_id, abandoned)
         raise
     except BaseException as error:
         record_failure(settings, job.key, error)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from schemas.articles import ARTICLES
 from schemas.comments import COMMENTS
-from schemas.resource import PG_TYPES, Resource
+from schemas.resource import PG_TYPES, ForeignKey, Resource
 from schemas.users import USERS
 
 # Dependency order: a resource only references resources listed before it.
@@ -26,3 +26,8 @@ def declared_tables() -> dict[str, dict[str, str]]:
     """Each resource's table as declared: `{table: {column: PostgreSQL type}}` (what
     `bulkflow.db.refuse_drift` holds the database to)."""
     return {r.name: {f.name: PG_TYPES[f.kind] for f in r.fields} for r in RESOURCES.values()}
+
+
+def dependents_of(resource: Resource) -> list[tuple[Resource, ForeignKey]]:
+    """The resources whose rows reference `resource`'s rows, with the referencing key."""
+    return [(r, fk) for r in RESOURCES.values() for fk in r.foreign_keys if fk.references == resource.name]

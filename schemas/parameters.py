@@ -13,9 +13,11 @@ from schemas import RESOURCES
 ResourceName = Literal["users", "articles", "comments"]
 Format = Literal["csv", "ndjson", "json", "parquet"]
 FORMATS: tuple[str, ...] = get_args(Format)
-WriteMode = Literal["upsert", "insert", "update"]
+WriteMode = Literal["upsert", "insert", "update", "replace"]
 """What an import may do to the rows it finds (or does not find) in the table."""
 WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
+PRESENCE_MODES: tuple[WriteMode, ...] = ("insert", "update")
+"""The write modes that refuse a row by whether the table holds it (the others upsert)."""
 OnBudget = Literal["abort", "pause", "continue"]
 """What an import does once its error budget is spent."""
 OptionalFormat = Annotated[Optional[Format], WithJsonSchema({"enum": [*FORMATS, None]})]
@@ -44,7 +46,13 @@ class LoadControl(BaseModel):
         default="upsert",
         description="upsert: insert new rows, update the others; insert: only add new rows (a row already in "
         "the table is rejected already_exists); update: only change existing rows (a row not in the table is "
-        "rejected not_found).",
+        "rejected not_found); replace: afterwards the table holds exactly the file's accepted rows (the others "
+        "are deleted, all or nothing).",
+    )
+    cascade: bool = Field(
+        default=False,
+        description="With --mode replace: also delete the rows of other tables that reference deleted rows "
+        "(without it, such a replace is refused).",
     )
     dry_run: bool = Field(
         default=False,
@@ -76,8 +84,9 @@ class LoadControl(BaseModel):
 
     @property
     def all_or_nothing(self) -> bool:
-        """Atomic, asked for or implied: a budget that may abort must leave nothing behind."""
-        return self.atomic or (self.has_budget and self.on_budget != "continue")
+        """Atomic, asked for or implied: a replace deletes in the same transaction, and a
+        budget that may abort must leave nothing behind."""
+        return self.atomic or self.mode == "replace" or (self.has_budget and self.on_budget != "continue")
 
 
 class ImportOptions(LoadControl):

@@ -89,6 +89,10 @@ class ImportReport(ImportCounts):
         default=False, description="a prediction: the counts say what the import would do, and nothing was written"
     )
     atomic: bool = Field(default=False, description="all or nothing: the rows became visible in one transaction")
+    deleted: int = Field(default=0, description="rows of the table not in the file, deleted by --mode replace")
+    deleted_dependents: dict[str, int] = Field(
+        default_factory=dict, description="rows of other tables that referenced deleted rows (--cascade), per table"
+    )
     budget_exceeded: Optional[str] = Field(
         default=None, description="why the error budget was spent, and why the run went on (continue, approved)"
     )

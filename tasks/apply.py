@@ -12,25 +12,36 @@ writers for the apply only (readers go on), so what it counts is what it writes.
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 from prefect import task
 
 from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
+from bulkflow.errors import ReplaceRefused
 from bulkflow.settings import Settings
 from decisions.checks import frame_of, missing_message
 from decisions.decide import ALREADY_EXISTS, NOT_FOUND, refusal_message
 from decisions.sql import (
+    collect_dependents_sql,
+    collect_gone_sql,
     count_staged_rejects_sql,
+    delete_gone_sql,
     drop_staging_sql,
+    gone_table_sql,
     in_table_query,
     lock_for_apply_sql,
     missing_reference_query,
     predict_sql,
+    referenced_gone_sql,
     staged_rejects_sql,
     taken_query,
     unstage_sql,
 )
+from schemas import dependents_of
+from schemas.parameters import PRESENCE_MODES
 from schemas.reports import Written
+from schemas.resource import Resource
 from tasks.jobs import Job
 from tasks.limits import SlotClaim, check_slot_held
 from tasks.load import ARROW_COMPAT, ChangedSinceChecked, redo_on_conflict, write_stage
@@ -69,9 +80,16 @@ def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, 
             updated=sum(int(row[2]) for row in by_chunk),
             unchanged=sum(int(row[3]) for row in by_chunk),
         )
+        gone = _gone(cur, job, staging) if job.mode == "replace" else None
         written = write_stage(cur, resource, job.mode, staging)
         if written != expected:
             raise ChangedSinceChecked(f"the apply wrote {written}, where the staged rows said {expected}")
+        if gone is not None:
+            deleted = _delete_with_dependents(cur, resource, gone)
+            cur.execute(
+                "UPDATE import_jobs SET deleted = $2, deleted_dependents = $3::jsonb WHERE job_key = $1",
+                parameters=(job.key, deleted.pop(resource.name), json.dumps({t: n for t, n in deleted.items() if n})),
+            )
         for chunk, inserted, updated, unchanged in by_chunk:
             cur.execute(
                 "UPDATE import_chunks SET inserted = $3, updated = $4, unchanged = $5 "
@@ -82,6 +100,46 @@ def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, 
         cur.execute(drop_staging_sql(staging))
         check_slot_held(cur, slot, "the apply")
     conn.commit()
+
+
+def _gone(cur: Cursor, job: Job, staging: str) -> str:
+    """The temporary set of the table's ids that are not in the file (a replace deletes
+    them). Refuses, before anything is written, to delete rows other tables reference,
+    unless the job cascades."""
+    resource = job.resource
+    gone = gone_set(resource)
+    cur.execute(gone_table_sql(gone))
+    cur.execute(collect_gone_sql(resource, staging, gone))
+    if job.cascade:
+        return gone
+    for dependent, fk in dependents_of(resource):
+        cur.execute(referenced_gone_sql(dependent, fk, gone))
+        rows, referenced = fetch_one(cur)
+        if referenced:
+            raise ReplaceRefused(
+                f"--mode replace would delete {referenced:,} {resource.name} that {rows:,} rows of "
+                f"{dependent.name} reference ({fk.field}): nothing was applied; add --cascade to delete those rows too"
+            )
+    return gone
+
+
+def gone_set(resource: Resource) -> str:
+    return f"_bulkflow_gone_{resource.name}"
+
+
+def _delete_with_dependents(cur: Cursor, resource: Resource, gone: str) -> dict[str, int]:
+    """Delete the rows listed in `gone`, the rows referencing them first (and theirs, down
+    the references); the rows deleted per table."""
+    deleted: dict[str, int] = {}
+    for dependent, fk in dependents_of(resource):
+        dependent_gone = gone_set(dependent)
+        cur.execute(gone_table_sql(dependent_gone))
+        cur.execute(collect_dependents_sql(dependent, fk, gone, dependent_gone))
+        for table, count in _delete_with_dependents(cur, dependent, dependent_gone).items():
+            deleted[table] = deleted.get(table, 0) + count
+    cur.execute(delete_gone_sql(resource, gone))
+    deleted[resource.name] = deleted.get(resource.name, 0) + cur.rowcount
+    return deleted
 
 
 def _refuse_staged(cur: Cursor, job: Job, staging: str) -> None:
@@ -103,7 +161,7 @@ def _refuse_staged(cur: Cursor, job: Job, staging: str) -> None:
             parts.append(
                 _refusals(cur, nk.field, nk.taken_rule, f"{nk.field} is already used by another {resource.name[:-1]}")
             )
-    if job.mode != "upsert":
+    if job.mode in PRESENCE_MODES:
         parts.append(_mode_refusals(cur, job, staging))
     refused = pl.concat(parts)
     if refused.is_empty():

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -66,6 +67,8 @@ class Job:
     atomic: bool = False
     applied: bool = False
     """An all-or-nothing job whose staged rows are in the table already."""
+    cascade: bool = False
+    """A replace deletes the rows referencing the rows it deletes too."""
 
     @property
     def staging(self) -> str | None:
@@ -164,6 +167,7 @@ def open_job(
             options.dry_run,
             options.all_or_nothing,
             bool(applied),
+            options.cascade,
         )
         if job.staging and not job.applied:
             cur.execute(create_staging_sql(resource, job.staging))  # with the job: a re-run finds it
@@ -210,7 +214,15 @@ def run_counts(settings: Settings, job_key: str, run_id: str | None) -> RunCount
         "FROM import_chunks WHERE job_key = $1 AND flow_run_id IS DISTINCT FROM $2",
         (job_key, run_id),
     )
-    return RunCounts(own=own, job=job, committed_by=sorted(str(r) for r in (others[0] if others else [])))
+    replaced = query_one(settings, "SELECT deleted, deleted_dependents FROM import_jobs WHERE job_key = $1", (job_key,))
+    deleted, dependents = (int(replaced[0]), json.loads(replaced[1])) if replaced else (0, {})
+    return RunCounts(
+        own=own,
+        job=job,
+        committed_by=sorted(str(r) for r in (others[0] if others else [])),
+        deleted=deleted,
+        deleted_dependents=dependents,
+    )
 
 
 @dataclass(frozen=True)
@@ -220,6 +232,8 @@ class RunCounts:
     job: JobTotals
     committed_by: list[str]
     """The other runs that committed chunks of the job."""
+    deleted: int = 0
+    deleted_dependents: dict[str, int] = field(default_factory=dict)
 
     @property
     def already_committed(self) -> JobTotals:
@@ -242,6 +256,8 @@ class RunCounts:
             "rejects_by_rule": own.rejects_by_rule,
             "already_committed": self.already_committed.rows_read,
             "already_committed_by": self.committed_by,
+            "deleted": self.deleted,
+            "deleted_dependents": self.deleted_dependents,
             "job": self.job,
         }
 
@@ -284,7 +300,7 @@ def close_job(
     )
 
 
-def set_aside(settings: Settings, job: Job, flow_run_id: str | None, reason: str) -> str:
+def set_aside(settings: Settings, job: Job, flow_run_id: str | None, error: BaseException) -> str:
     """Move an abandoned job (its budget spent) to a key of its own, with its chunks, rejects
     and runs, and drop what it staged: its reject report stays readable by run id, and the
     next import of the file starts from the beginning. Returns the new key."""
@@ -293,9 +309,9 @@ def set_aside(settings: Settings, job: Job, flow_run_id: str | None, reason: str
     with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(
             f"INSERT INTO import_jobs (job_key, {columns}, finished_at, failed_at, failure_class, failure_retryable, "
-            f"failure_message) SELECT $2, {columns}, now(), now(), 'BudgetExceeded', false, $3 "
+            f"failure_message) SELECT $2, {columns}, now(), now(), $3, false, $4 "
             "FROM import_jobs WHERE job_key = $1",
-            parameters=(job.key, aside, reason),
+            parameters=(job.key, aside, type(error).__name__, first_line(error)),
         )
         for ledger in ("import_chunks", "import_rejects", "import_runs"):
             cur.execute(f"UPDATE {ledger} SET job_key = $2 WHERE job_key = $1", parameters=(job.key, aside))

@@ -34,7 +34,7 @@ from decisions.sql import (
     upsert_sql,
 )
 from schemas.frames import HOLDER, LINE, STAGED_CHUNK
-from schemas.parameters import WriteMode
+from schemas.parameters import PRESENCE_MODES, WriteMode
 from schemas.reports import COUNTS, ChunkResult, Written
 from schemas.resource import Resource
 from tasks.jobs import ChunkLedger
@@ -188,7 +188,7 @@ def _write_rows(
 
 def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: WriteMode) -> pl.DataFrame:
     """Check the staged rows again; drop the refused ones from the stage, return their rejects."""
-    parts = [_mode_refusals(cur, resource, chunk, mode)] if mode != "upsert" else []
+    parts = [_mode_refusals(cur, resource, chunk, mode)] if mode in PRESENCE_MODES else []
     for fk in resource.foreign_keys:
         cur.execute(missing_reference_query(fk, STAGE))
         lines = frame_of(cur.fetch_arrow_table()).get_column("line")
@@ -231,7 +231,7 @@ def write_stage(cur: Cursor, resource: Resource, mode: WriteMode, stage: str) ->
     INSERT fails on the primary key and the caller treats it as any other conflict; so does
     an update that finds a row gone (its upsert inserted it).
     """
-    if mode == "upsert":
+    if mode not in PRESENCE_MODES:
         cur.execute(any_existing_sql(resource, stage))
         plain_insert = not fetch_one(cur)[0]
     else:
