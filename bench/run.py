@@ -109,14 +109,15 @@ class Bench:
         rejected) and nothing is written."""
         self._alternate(comparison, file, lambda repeat: self.our_import(file, *options), _inserted)
 
-    def compare_reimport(self, comparison: Comparison, file: BenchFile) -> None:
+    def compare_reimport(self, comparison: Comparison, file: BenchFile, *options: str) -> None:
         """The same file imported again under a new job (a new idempotency key): every
-        accepted row is found unchanged and none is written."""
+        accepted row is found unchanged and none is written (with `--mode replace`, none is
+        deleted either)."""
         self.our_import(file)
 
         def ours(repeat: int) -> Measurement:
-            key = f"reimport-{repeat}"
-            return self.bulkflow("import", file.resource, str(file.ours), "--json", "--idempotency-key", key)
+            key = f"reimport-{repeat}-{'-'.join(options)}"
+            return self.bulkflow("import", file.resource, str(file.ours), "--json", "--idempotency-key", key, *options)
 
         self._alternate(comparison, file, ours, lambda report: report.unchanged)
 
@@ -200,7 +201,9 @@ def run(config: BenchConfig) -> dict[str, object]:
         # articles and comments the exports read.
         reimport = Comparison("import", "users, identical re-import", n, None)
         bench.compare_reimport(reimport, imports[1][1])
-        controlled = []
+        replace = Comparison("import", "users, --mode replace of the same file", n, None)
+        bench.compare_reimport(replace, imports[1][1], "--mode", "replace")
+        controlled = [replace]
         for workload, option in (("users, dry run", "--dry-run"), ("users, --atomic", "--atomic")):
             controlled.append(Comparison("import", workload, n, 0.6 if option == "--atomic" else None))
             bench.compare_import(controlled[-1], imports[1][1], option)

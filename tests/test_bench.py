@@ -25,16 +25,17 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
     summary = write(config, run(config))
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
     workloads = [f"{c['kind']} {c['workload']}" for c in saved["comparisons"]]
-    assert workloads[:7] == [
+    assert workloads[:8] == [
         "import users, 5% invalid",
         "import users",
         "import articles",
         "import comments",
         "import users, identical re-import",
+        "import users, --mode replace of the same file",
         "import users, dry run",
         "import users, --atomic",
     ]
-    assert len(workloads) == 13  # and 6 exports: 3 resources x NDJSON, CSV
+    assert len(workloads) == 14  # and 6 exports: 3 resources x NDJSON, CSV
     for comparison in saved["comparisons"]:
         assert len(comparison["copy_s"]) == len(comparison["ours_s"]) == 1 and comparison["ratio"] > 0
         assert comparison["ours_peak_rss_mb"][0] > 50  # a real process was measured
