@@ -5,13 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from bulkflow.console import quiet_tracebacks
-from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
 from cli.output import errors_as_exit, print_report, progress_bar, row_counter, stderr
 from schemas.parameters import ImportOptions, OnBudget, WriteMode
@@ -40,7 +40,9 @@ def _default(field: str) -> Any:
 
 def import_command(
     resource: Annotated[str, typer.Argument(help="users, articles or comments")],
-    source: Annotated[str, typer.Argument(help="path or URL of a CSV/NDJSON/JSON/Parquet file (.gz too)")],
+    source: Annotated[
+        str, typer.Argument(help="path or URL of a CSV/NDJSON/JSON/Parquet file (.gz too); none with --rejects-of")
+    ] = "",
     format: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, ndjson, json, parquet")] = None,
     chunk_size: Annotated[Optional[int], _option("chunk_size")] = None,
     idempotency_key: Annotated[Optional[str], _option("idempotency_key")] = None,
@@ -48,6 +50,7 @@ def import_command(
     dry_run: Annotated[bool, _option("dry_run")] = False,
     atomic: Annotated[bool, _option("atomic")] = False,
     cascade: Annotated[bool, _option("cascade")] = False,
+    rejects_of: Annotated[Optional[str], _option("rejects_of")] = None,
     max_rejects: Annotated[Optional[int], _option("max_rejects")] = None,
     max_reject_rate: Annotated[Optional[float], _option("max_reject_rate")] = None,
     budget_min_rows: Annotated[int, _option("budget_min_rows")] = _default("budget_min_rows"),
@@ -127,26 +130,34 @@ def _reader_went_away() -> None:
 def rejects_command(
     run: Annotated[str, typer.Argument(help="flow run id or job key of an import")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="file to write (default stdout)")] = None,
+    as_source: Annotated[
+        bool,
+        typer.Option("--as-source", help="write the rejected records themselves, in the file's format with its header"),
+    ] = False,
 ) -> None:
-    """Write all rejects of an import as NDJSON: line, field, rule, message, value, raw."""
-    from tasks.jobs import find_job_key, iter_rejects
+    """Write all rejects of an import as NDJSON (line, field, rule, message, value, raw), or
+    with --as-source the rejected records as a file to fix and send again."""
+    from tasks.jobs import iter_rejects
+    from tasks.replay import rejected_job, write_rejected
 
     with errors_as_exit():
         settings = Settings()
-        job_key = find_job_key(settings, run)
-        if job_key is None:
-            raise TerminalError(f"no import found for {run!r}: give a flow run id or a job key")
-        sink = open(output, "w", encoding="utf-8") if output else sys.stdout
-        entries = 0
-        try:
-            for batch in iter_rejects(settings, job_key):
-                sink.write(batch.write_ndjson())
-                entries += batch.height
-        finally:
-            if output:
-                sink.close()
+        job_key = rejected_job(settings, run)
+        if as_source:
+            with open(output, "wb") if output else nullcontext(sys.stdout.buffer) as records:
+                replayed = write_rejected(settings, job_key, records)
+            what = f"{replayed.records:,} rejected records"
+            if replayed.cut_short:
+                what += f" ({replayed.cut_short:,} left out: the reject report keeps them cut short)"
+        else:
+            entries = 0
+            with open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout) as sink:
+                for batch in iter_rejects(settings, job_key):
+                    sink.write(batch.write_ndjson())
+                    entries += batch.height
+            what = f"{entries:,} reject entries"
     if output:
-        stderr.print(f"wrote {entries:,} reject entries of {job_key} to {output}", highlight=False, soft_wrap=True)
+        stderr.print(f"wrote {what} of {job_key} to {output}", highlight=False, soft_wrap=True)
 
 
 def demo_command() -> None:
@@ -207,7 +218,8 @@ def run_import(
     with errors_as_exit(json_report):  # fail fast, before a flow run exists, on what is cheap to check
         Settings()  # the flow reads them again; a bad variable is named here, before a run exists
         get_resource(resource)
-        check_source(source, format)
+        if not options.rejects_of:
+            check_source(source, format)
     quiet_tracebacks()
     with errors_as_exit(json_report) as failure, progress_bar(enabled=not json_report and stderr.is_terminal):
         with tags(*run_tags(resource, via="cli")):

@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bulkflow.console import quiet_tracebacks
-from bulkflow.errors import AbandonedImport, InputError, InvariantError, is_retryable
+from bulkflow.errors import AbandonedImport, InputError, InvariantError, ParameterError, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from decisions.budget import RejectBudget
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
@@ -39,6 +39,7 @@ from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, table_slot
 from tasks.load import load_chunk
 from tasks.on_workers import check_span, load_span
+from tasks.replay import replay_source
 from tasks.report import ImportProgress, publish_report
 from tasks.run_labels import DRY_RUN, import_run_name, label_run, tag_retryable_failure, untagged_tasks
 from tasks.stage import stage
@@ -48,7 +49,7 @@ _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_
 
 def _run_name() -> str:
     parameters = flow_run.parameters
-    given = ImportOptions.of(parameters.get("options")).source_name
+    given = ImportOptions.of(parameters.get("options")).given_name
     return import_run_name(str(parameters["resource"]), str(parameters["source"]), given)
 
 
@@ -76,6 +77,7 @@ def import_flow(
     Args:
         resource: Where the rows go: users, articles or comments.
         source: The file: a local path, an http(s) URL or an s3:// URL; gzip-compressed too.
+            Empty with `options.rejects_of`: the records that import rejected.
         format: csv, ndjson, json or parquet. Leave empty to tell it from the file's name.
         options: How the file is cut into chunks, which job it is, and the name it is shown by.
     """
@@ -86,16 +88,25 @@ def import_flow(
     label_run(definition.name, {DRY_RUN} if options.dry_run else set())
     try:
         with untagged_tasks(), events.alive():
+            if options.rejects_of:
+                source = _replayed(settings, definition, source, options.rejects_of)
             report = _import(definition, source, format, options, settings, started)
     except BaseException as error:
-        events.import_failed(definition.name, display_name(source, options.source_name), error)
-        if isinstance(error, InputError):
+        events.import_failed(definition.name, display_name(source, options.given_name), error)
+        if isinstance(error, InputError) and not options.rejects_of:
             discard_upload(settings, source)
         if is_retryable(error):
             tag_retryable_failure()  # what the landing pick-up reads to leave the file for a later try
         raise
     events.import_completed(report, settings.error_rate_alert)
     return report
+
+
+def _replayed(settings: Settings, resource: Resource, source: str, rejects_of: str) -> str:
+    """The file of the records `rejects_of` rejected, to import instead of a source."""
+    if source:
+        raise ParameterError(f"give a source or rejects_of ({rejects_of}), not both")
+    return replay_source(settings, resource.name, rejects_of)
 
 
 def _import(

@@ -105,6 +105,17 @@ class ImportOptions(LoadControl):
         description="The file's name as its sender knows it (an API upload's original name), for run names "
         "and reports. Default: the last part of the source's path or URL.",
     )
+    rejects_of: Optional[str] = Field(
+        default=None,
+        min_length=1,
+        description="Import again the records an earlier import (its flow run id or job key) rejected, as a "
+        "new job, instead of a source (leave the source empty).",
+    )
+
+    @property
+    def given_name(self) -> str | None:
+        """The file's name, given or (a replay) made up; None: the source's last part."""
+        return self.source_name or (f"rejects-of-{self.rejects_of}" if self.rejects_of else None)
 
     @classmethod
     def of(cls, given: ImportOptions | dict[str, Any] | None) -> ImportOptions:

@@ -106,7 +106,7 @@ def open_job(
 ) -> Job:
     """Create the job or find it again, and list the chunks earlier runs committed."""
     key = job_key(resource.name, staged.sha256, options, flow_run_id)
-    source_name = display_name(staged.source, options.source_name)
+    source_name = display_name(staged.source, options.given_name)
     with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name, "
@@ -365,3 +365,24 @@ def iter_rejects(settings: Settings, job_key: str) -> Iterator[pl.DataFrame]:
         cur.execute(_REJECTS_SQL, parameters=(job_key,))
         for batch in cur.fetch_record_batch():
             yield pl.from_arrow(batch)  # type: ignore[misc]  # a record batch in, a DataFrame out
+
+
+_REJECTED_RECORDS_SQL = (
+    "SELECT DISTINCT ON (line) raw FROM import_rejects WHERE job_key = $1 ORDER BY line, rule, field"
+)
+
+
+def iter_rejected_records(settings: Settings, job_key: str) -> Iterator[list[str | None]]:
+    """The record of each line the job rejected, as read, in file order, batch by batch."""
+    with connect(settings) as conn, conn.cursor() as cur:
+        cur.execute(_REJECTED_RECORDS_SQL, parameters=(job_key,))
+        for batch in cur.fetch_record_batch():
+            yield batch.column(0).to_pylist()
+
+
+def job_source(settings: Settings, job_key: str) -> tuple[str, str]:
+    """(resource, format) of the job's file."""
+    row = query_one(settings, "SELECT resource, format FROM import_jobs WHERE job_key = $1", (job_key,))
+    if row is None:
+        raise ParameterError(f"no import job {job_key!r}")
+    return str(row[0]), str(row[1])
