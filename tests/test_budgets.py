@@ -19,23 +19,11 @@ from typer.testing import CliRunner
 
 from bulkflow.errors import BudgetExceeded
 from cli.app import app
-from decisions.budget import RejectBudget
 from files.generate import GeneratorSpec, write_file
 from tests.helpers import DATA, import_file, rejects_of, snapshot, sql, wait_for_event
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ROWS, CHUNK = 2000, 200
-
-
-def test_the_budget_is_judged_on_the_rows_read_so_far() -> None:
-    rate = RejectBudget(max_reject_rate=0.02, min_rows=1000)
-    assert rate.spent(999, 500) is None  # too few rows read to judge a rate
-    assert rate.spent(1000, 20) is None
-    assert rate.spent(1000, 51) == "5.1% of the rows read so far were rejected, over the budget of 2%"
-    count = RejectBudget(max_rejects=10)
-    assert count.spent(50, 10) is None
-    assert count.spent(50, 11) == "11 of the 50 rows read so far were rejected, over the budget of 10 rejects"
-    assert not RejectBudget().is_set and RejectBudget(max_rejects=0).is_set
 
 
 @pytest.fixture()
