@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -31,7 +31,7 @@ class Replayed:
     out, since a cut record would be another record."""
 
 
-def write_records(raws: Iterable[list[str | None]], format: Format, fields: list[str], sink: IO[bytes]) -> Replayed:
+def write_records(raws: Iterable[Sequence[str | None]], format: Format, fields: list[str], sink: IO[bytes]) -> Replayed:
     """Write the records of `raws` (batches of `raw` texts, in file order) to `sink` as `format`."""
     counts = Replayed()
     writer: pq.ParquetWriter | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -157,10 +158,11 @@ def _load(
         BudgetWatch(settings, job, budget, options.on_budget, options.budget_pause_timeout) if budget.is_set else None
     )
     try:
+        work = ChunkWork(settings, job, ledger, staged, progress, watch)
         if settings.task_runner == "dask":
-            _chunks_on_dask(settings, job, ledger, staged, progress, watch)
+            _chunks_on_dask(work)
         else:
-            _chunks_in_threads(settings, job, ledger, staged, progress, watch)
+            _chunks_in_threads(work)
         if job.staging and not job.applied:
             apply_staged(settings, job, slot)
     except AbandonedImport as abandoned:
@@ -175,41 +177,41 @@ def _load(
     return report
 
 
-def _chunks_in_threads(
-    settings: Settings,
-    job: Job,
-    ledger: ChunkLedger,
-    staged: StagedSource,
-    progress: ImportProgress,
-    budget: BudgetWatch | None,
-) -> None:
+@dataclass(frozen=True)
+class ChunkWork:
+    """What the chunk work of one run needs, whichever runner does it."""
+
+    settings: Settings
+    job: Job
+    ledger: ChunkLedger
+    staged: StagedSource
+    progress: ImportProgress
+    budget: BudgetWatch | None
+
+
+def _chunks_in_threads(work: ChunkWork) -> None:
     """The flow reads and validates each chunk; threads check and load it."""
-    steps = InFlowSteps(settings, job, ledger)
-    chunks = ChunkPipeline(steps, job, progress, workers=settings.load_workers, ahead=1, budget=budget)
+    settings, job = work.settings, work.job
+    steps = InFlowSteps(settings, job, work.ledger)
+    chunks = ChunkPipeline(steps, job, work.progress, workers=settings.load_workers, ahead=1, budget=work.budget)
     context = RuleContext.of(settings)
-    for index, batch in enumerate(read_chunks(staged, job.resource, job.chunk_size, settings.max_record_bytes)):
+    for index, batch in enumerate(read_chunks(work.staged, job.resource, job.chunk_size, settings.max_record_bytes)):
         check = check_records(job.resource, context, index, batch.rows)
         chunks.add(check, index, check.rows_read, batch.progress)
     chunks.finish()
 
 
-def _chunks_on_dask(
-    settings: Settings,
-    job: Job,
-    ledger: ChunkLedger,
-    staged: StagedSource,
-    progress: ImportProgress,
-    budget: BudgetWatch | None,
-) -> None:
+def _chunks_on_dask(work: ChunkWork) -> None:
     """Dask workers read, validate, check and load each chunk's span; the flow plans the
     spans and decides the keys."""
-    file = shared_file(staged, settings.max_record_bytes)
+    settings, job = work.settings, work.job
+    file = shared_file(work.staged, settings.max_record_bytes)
     get_run_logger().info("chunk work on Dask; workers read %s", file.location)
     with dask_task_runner(settings) as runner:
-        steps = OnWorkerSteps(settings, job, ledger, file, runner)
+        steps = OnWorkerSteps(settings, job, work.ledger, file, runner)
         workers = settings.dask_workers
-        chunks = ChunkPipeline(steps, job, progress, workers=workers, ahead=workers, budget=budget)
-        for span in plan_spans(staged, job.chunk_size, settings.max_record_bytes):
+        chunks = ChunkPipeline(steps, job, work.progress, workers=workers, ahead=workers, budget=work.budget)
+        for span in plan_spans(work.staged, job.chunk_size, settings.max_record_bytes):
             chunks.add(span, span.index, span.rows, span.progress)
         chunks.finish()
 
