@@ -160,3 +160,15 @@ def test_the_api_takes_the_mode_and_the_dry_run_as_form_fields(partner_file: Pat
 def test_the_api_refuses_an_unknown_mode_in_a_json_body(client: TestClient) -> None:
     answer = client.post("/v1/imports", json={"resource": "users", "url": "https://x.io/u.csv", "mode": "merge"})
     assert answer.status_code == 422 and "mode" in answer.text
+
+
+@pytest.mark.usefixtures("served")
+def test_the_api_takes_a_budget_and_says_why_the_job_failed(client: TestClient) -> None:
+    with (DATA / "users.csv").open("rb") as fh:
+        form = {"resource": "users", "max_reject_rate": "0.1", "budget_min_rows": "5"}
+        accepted = client.post("/v1/imports", files={"file": ("users.csv", fh)}, data=form)
+    assert accepted.status_code == 202, accepted.text
+    job = finished(client, accepted.json()["status_url"])
+    assert job["status"] == "failed" and job["retryable"] is False
+    assert job["error"] == "57.1% of the rows read so far were rejected, over the budget of 10%: nothing was applied"
+    assert job["rejected"] == 8 and sql("SELECT count(*) FROM users") == [(0,)]  # the rejects kept, nothing applied
