@@ -135,8 +135,10 @@ def rejects_command(
         typer.Option("--as-source", help="write the rejected records themselves, in the file's format with its header"),
     ] = False,
 ) -> None:
-    """Write all rejects of an import as NDJSON (line, field, rule, message, value, raw), or
-    with --as-source the rejected records as a file to fix and send again."""
+    """Write all rejects of an import as NDJSON, or the rejected records themselves (--as-source).
+
+    NDJSON: one entry per line with line, field, rule, message, value and raw. With
+    --as-source: the rejected records in the file's format with its header, to fix and send again."""
     from tasks.jobs import iter_rejects
     from tasks.replay import rejected_job, write_rejected
 

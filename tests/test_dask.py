@@ -13,10 +13,11 @@ from typing import cast
 
 import pytest
 
+from bulkflow.errors import BudgetExceeded
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
 from schemas.parameters import ImportOptions, ResourceName
-from tests.helpers import ImportState, import_state, reset_imports, s3, sql
+from tests.helpers import ImportState, import_file, import_state, reset_imports, s3, sql
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 CHUNK = 250
@@ -156,3 +157,20 @@ def test_a_job_failed_on_threads_resumes_on_dask_as_one_clean_run(
     report = import_flow(resource="users", source=source, options=ImportOptions(chunk_size=CHUNK))
     assert report.chunks_skipped == committed
     import_state(report).assert_same(expected)
+
+
+def test_load_control_works_the_same_on_dask(
+    partner_files: list[tuple[str, Path]], dask_scheduler: str, settings_env: Callable[..., None]
+) -> None:
+    users = str(partner_files[0][1])
+    predicted = ("rows_read", "inserted", "updated", "unchanged", "rejected", "rejects_by_rule")
+    expected = _on_threads_then_reset([("users", users)])
+    on_threads = import_file("users", users, chunk_size=CHUNK, dry_run=True).model_dump(include=set(predicted))
+    settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
+    dry = import_file("users", users, chunk_size=CHUNK, dry_run=True)
+    assert dry.model_dump(include=set(predicted)) == on_threads and sql("SELECT count(*) FROM users") == [(0,)]
+    with pytest.raises(BudgetExceeded, match="nothing was applied"):
+        import_file("users", users, chunk_size=CHUNK, max_rejects=10)
+    assert sql("SELECT count(*) FROM users") == [(0,)]
+    reset_imports()  # the dry runs' and the aborted run's rejects
+    import_state(import_file("users", users, chunk_size=CHUNK, atomic=True)).assert_same(expected)
