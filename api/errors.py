@@ -51,7 +51,7 @@ def _refused_parameter(errors: Sequence[Any], given: Mapping[str, Any]) -> Param
     checks: dict[str, Callable[[str], object]] = {"format": check_format}
     checks |= {name: get_resource for name in RESOURCE_NAMES}
     for error in errors:
-        check = checks.get(str(error["loc"][-1]))
+        check = checks.get(str(error["loc"][-1])) if error["loc"] else None  # a model-wide error has no field
         if error["type"] == "literal_error" and check is not None:
             try:
                 check(str(error.get("input")))
@@ -59,7 +59,7 @@ def _refused_parameter(errors: Sequence[Any], given: Mapping[str, Any]) -> Param
                 return refused
     resource = next((given[name] for name in RESOURCE_NAMES if name in given), None)
     for error in errors:
-        if error["type"] == "extra_forbidden" and isinstance(resource, str):
+        if error["type"] == "extra_forbidden" and error["loc"] and isinstance(resource, str):
             try:
                 return unknown_filter(get_resource(resource), str(error["loc"][-1]))
             except ParameterError as refused:

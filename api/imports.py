@@ -31,6 +31,20 @@ from tasks.runs import IMPORT
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 
+
+def _form_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's fields as form fields. An optional one ("a number or null") becomes its
+    type with an empty default: Swagger UI fills a field from its default, else its
+    example or minimum (a form sent as is would then ask for a budget of 0 rejects)."""
+    fields = {}
+    for name, schema in model.model_json_schema()["properties"].items():
+        choices = [choice for choice in schema.get("anyOf", ()) if choice.get("type") != "null"]
+        if len(choices) == 1:
+            schema = {**choices[0], "description": schema.get("description", ""), "default": ""}
+        fields[name] = schema
+    return fields
+
+
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -55,7 +69,7 @@ _UPLOAD_BODY = {
                             "default": "",
                             "description": "Default (empty): from the file's name.",
                         },
-                        **LoadControl.model_json_schema()["properties"],
+                        **_form_fields(LoadControl),
                     },
                 }
             },
@@ -77,23 +91,23 @@ async def create_import(
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         resource, source, fmt, name, control = await _receive_form(request, settings)
+        rejects_of = None
     elif content_type.startswith("application/json"):
         body = await _json_body(request)
-        resource, source, fmt = await run_in_threadpool(_check_url_request, body, settings)
-        name, control = None, _control_of(body)
+        if body.rejects_of:
+            resource, source, fmt = body.resource, "", None
+        else:
+            resource, source, fmt = await run_in_threadpool(_check_url_request, body, settings)
+        name, control, rejects_of = None, _control_of(body), body.rejects_of
     else:
         raise ApiError(
             415, "unsupported_media_type", "send multipart/form-data (file, resource) or JSON (resource, url)"
         )
-    parameters = {
-        "resource": resource,
-        "source": source,
-        "format": fmt,
-        "options": ImportOptions(
-            **control.model_dump(), idempotency_key=idempotency_key, source_name=name
-        ).model_dump(),
-    }
-    run_name = import_run_name(resource, source, name)
+    options = ImportOptions(
+        **control.model_dump(), idempotency_key=idempotency_key, source_name=name, rejects_of=rejects_of
+    )
+    parameters = {"resource": resource, "source": source, "format": fmt, "options": options.model_dump()}
+    run_name = import_run_name(resource, source, options.given_name)
     job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key, run_name)
     return Accepted(
         job_id=job.job_id, status=job.status, status_url=str(request.url_for("import_status", job_id=job.job_id))
@@ -128,9 +142,10 @@ def _control_of(fields: BaseModel | dict[str, str]) -> LoadControl:
 
 
 def _check_url_request(body: ImportFromUrl, settings: Settings) -> tuple[str, str, str | None]:
-    check_remote_url(body.url, settings)
-    detect_format(body.url, body.format)
-    return body.resource, body.url, body.format
+    url = body.url or ""  # a body without one replays rejects (`rejects_of`)
+    check_remote_url(url, settings)
+    detect_format(url, body.format)
+    return body.resource, url, body.format
 
 
 async def _receive_form(request: Request, settings: Settings) -> tuple[str, str, str | None, str | None, LoadControl]:
@@ -183,7 +198,7 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
 def _source_name(parameters: dict[str, Any]) -> str | None:
     """The file's name as its sender knows it (an upload keeps its original name)."""
     source = parameters.get("source")
-    given = ImportOptions.of(parameters.get("options")).source_name
+    given = ImportOptions.of(parameters.get("options")).given_name
     return display_name(str(source), given) if source else given
 
 

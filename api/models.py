@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, Optional
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 from decisions.exports import ExportFormat
 from schemas.parameters import ExportFilters, LoadControl, OptionalFormat, ResourceName
@@ -47,15 +47,28 @@ class Accepted(BaseModel):
 
 
 class ImportFromUrl(LoadControl):
-    """An import of a URL, with how it writes (`LoadControl`: the same fields a form sends)."""
+    """An import of a URL (or of the records an import rejected), with how it writes
+    (`LoadControl`: the same fields a form sends)."""
 
     resource: ResourceName = aliased("resource", description="users, articles or comments.")
-    url: str = aliased(
+    url: Optional[str] = aliased(
         "url",
+        default=None,
         description="http(s) URL (s3:// when BULKFLOW_URL_SCHEMES allows it).",
         examples=["https://partner.example.com/users.csv.gz"],
     )
     format: OptionalFormat = Field(default=None, description="Default: from the URL's file name.")
+    rejects_of: Optional[str] = Field(
+        default=None,
+        min_length=1,
+        description="Instead of a url: import again the records this import (its job id or job key) rejected.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImportFromUrl:
+        if (self.url is None) == (self.rejects_of is None):
+            raise ValueError("give a url or rejects_of (one of them)")
+        return self
 
 
 class ImportJob(ImportCounts):

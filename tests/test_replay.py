@@ -65,3 +65,25 @@ def test_rejects_as_source_are_the_records_in_their_own_format(tmp_path: Path) -
     lines = (DATA / "articles.ndjson").read_text().splitlines()
     rejected = sorted({row[0] for row in sql(f"SELECT line FROM import_rejects WHERE job_key = '{articles.job_key}'")})
     assert ndjson.stdout.splitlines() == [lines[line - 1] for line in rejected]
+
+
+@pytest.mark.usefixtures("served")
+def test_the_api_replays_the_rejects_of_an_import() -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from bulkflow.settings import Settings
+    from tests.test_api import finished
+
+    _, articles, _ = load_samples()
+    with TestClient(create_app(Settings())) as client:
+        accepted = client.post("/v1/imports", json={"resource": "articles", "rejects_of": articles.flow_run_id})
+        assert accepted.status_code == 202, accepted.text
+        job = finished(client, accepted.json()["status_url"])
+        both = client.post("/v1/imports", json={"resource": "articles", "url": "https://x.io/a.csv", "rejects_of": "x"})
+    assert (job["status"], job["rows_read"], job["source_name"]) == (
+        "completed",
+        articles.rejected,
+        f"rejects-of-{articles.flow_run_id}",
+    )
+    assert both.status_code == 422 and "one of them" in both.text

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import uvicorn
 
@@ -81,5 +82,5 @@ def test_a_file_uploaded_through_the_swagger_form_is_accepted_and_imported(api_u
     job_id = json.loads(body)["job_id"]
     deadline = time.monotonic() + 120
     while sql("SELECT count(*) FROM users")[0][0] < 6:  # the sample's six valid users
-        assert time.monotonic() < deadline, f"import {job_id} did not load"
+        assert time.monotonic() < deadline, httpx.get(f"{api_url}/v1/imports/{job_id}", timeout=10).text
         time.sleep(0.5)
