@@ -203,6 +203,12 @@ def create_staging_sql(resource: Resource, table: str) -> str:
     )
 
 
+def analyze_sql(table: str) -> str:
+    """Statistics of a freshly filled table, so the apply's joins over it are planned by its
+    real size (a never-analyzed table looks tiny: a replace's anti-join went quadratic)."""
+    return f"ANALYZE {ident(table)}"
+
+
 def drop_staging_sql(table: str) -> str:
     return f"DROP TABLE IF EXISTS {ident(table)}"
 

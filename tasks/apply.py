@@ -23,6 +23,7 @@ from bulkflow.settings import Settings
 from decisions.checks import frame_of, missing_message
 from decisions.decide import ALREADY_EXISTS, NOT_FOUND, refusal_message
 from decisions.sql import (
+    analyze_sql,
     collect_dependents_sql,
     collect_gone_sql,
     count_staged_rejects_sql,
@@ -71,6 +72,7 @@ def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, 
             conn.rollback()  # an earlier run applied it: nothing left to do
             return
         cur.execute(lock_for_apply_sql(resource))
+        cur.execute(analyze_sql(staging))
         if recheck:
             _refuse_staged(cur, job, staging)
         cur.execute(predict_sql(resource, staging, by_chunk=True))
