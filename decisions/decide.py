@@ -295,6 +295,21 @@ def _refusal_rejects(resource: Resource, marked: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(parts)
 
 
+def taken_refusal(resource: Resource, mode: WriteMode) -> tuple[str, str]:
+    """(rule, message) of a row whose natural key another row holds, found when the rows
+    are checked again at load: `already_exists` for an insert, else the key's own rule."""
+    nk = resource.natural_key
+    assert nk is not None, "only a resource with a natural key has keys to take"
+    if mode == "insert":
+        return ALREADY_EXISTS, refusal_message(resource, ALREADY_EXISTS, nk.field)
+    return nk.taken_rule, f"{nk.field} is already used by another {resource.name[:-1]}"
+
+
+def presence_rule(mode: WriteMode) -> str:
+    """The rule refusing a row by whether the table holds it (insert, update)."""
+    return ALREADY_EXISTS if mode == "insert" else NOT_FOUND
+
+
 def refusal_message(resource: Resource, rule: str, field: str) -> str:
     """Why the write mode refused a row, in the reject report."""
     one = resource.name[:-1]

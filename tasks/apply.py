@@ -21,7 +21,7 @@ from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
 from bulkflow.errors import ReplaceRefused
 from bulkflow.settings import Settings
 from decisions.checks import frame_of, missing_message
-from decisions.decide import ALREADY_EXISTS, NOT_FOUND, refusal_message
+from decisions.decide import NOT_FOUND, presence_rule, refusal_message, taken_refusal
 from decisions.sql import (
     analyze_sql,
     collect_dependents_sql,
@@ -157,12 +157,7 @@ def _refuse_staged(cur: Cursor, job: Job, staging: str) -> None:
     query = taken_query(resource, staging, whole_file=True)
     if query is not None and nk is not None:
         cur.execute(query)
-        if job.mode == "insert":
-            parts.append(_refusals(cur, nk.field, ALREADY_EXISTS, refusal_message(resource, ALREADY_EXISTS, nk.field)))
-        else:
-            parts.append(
-                _refusals(cur, nk.field, nk.taken_rule, f"{nk.field} is already used by another {resource.name[:-1]}")
-            )
+        parts.append(_refusals(cur, nk.field, *taken_refusal(resource, job.mode)))
     if job.mode in PRESENCE_MODES:
         parts.append(_mode_refusals(cur, job, staging))
     refused = pl.concat(parts)
@@ -176,7 +171,7 @@ def _refuse_staged(cur: Cursor, job: Job, staging: str) -> None:
 
 def _mode_refusals(cur: Cursor, job: Job, staging: str) -> pl.DataFrame:
     """Staged rows in the table already (insert), or not in it (update)."""
-    rule = ALREADY_EXISTS if job.mode == "insert" else NOT_FOUND
+    rule = presence_rule(job.mode)
     cur.execute(in_table_query(job.resource, staging, absent=rule == NOT_FOUND))
     return _refusals(cur, "id", rule, refusal_message(job.resource, rule, "id"))
 

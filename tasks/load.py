@@ -20,7 +20,7 @@ from bulkflow.errors import RetryableError
 from bulkflow.settings import Settings
 from decisions.checks import frame_of, missing_message
 from decisions.contracts import check_load
-from decisions.decide import ALREADY_EXISTS, NOT_FOUND, CheckedChunk, refusal_message
+from decisions.decide import NOT_FOUND, CheckedChunk, presence_rule, refusal_message, taken_refusal
 from decisions.sql import (
     STAGE,
     any_existing_sql,
@@ -200,10 +200,7 @@ def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: Wri
         if set(taken.get_column(HOLDER).to_list()) & chunk.released_holders:
             raise RetryableError(f"chunk {chunk.index}: waiting for an earlier chunk that frees a key it takes")
         nk = resource.natural_key
-        if mode == "insert":
-            rule, message = ALREADY_EXISTS, refusal_message(resource, ALREADY_EXISTS, nk.field)
-        else:
-            rule, message = nk.taken_rule, f"{nk.field} is already used by another {resource.name[:-1]}"
+        rule, message = taken_refusal(resource, mode)
         parts.append(chunk.rejects_for(resource, taken.get_column("line"), field=nk.field, rule=rule, message=message))
     refused = pl.concat(parts) if parts else chunk.rejects.clear()
     if refused.height:
@@ -216,7 +213,7 @@ def _refused_now(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: Wri
 def _mode_refusals(cur: Cursor, resource: Resource, chunk: CheckedChunk, mode: WriteMode) -> pl.DataFrame:
     """The staged rows the write mode refuses now: in the table already (insert), or not
     (update)."""
-    rule = ALREADY_EXISTS if mode == "insert" else NOT_FOUND
+    rule = presence_rule(mode)
     cur.execute(in_table_query(resource, STAGE, absent=rule == NOT_FOUND))
     lines = frame_of(cur.fetch_arrow_table()).get_column("line")
     return chunk.rejects_for(resource, lines, field="id", rule=rule, message=refusal_message(resource, rule, "id"))
