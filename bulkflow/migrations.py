@@ -166,4 +166,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS deleted_dependents jsonb NOT NULL DEFAULT '{}'",
         ),
     ),
+    Migration(
+        "0011",
+        "import_jobs.profile and .columns: the partner profile an import read its file with, and the columns it saw",
+        (
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS profile text",
+            "ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS columns jsonb",
+            "CREATE INDEX IF NOT EXISTS import_jobs_columns_seen_idx ON import_jobs (resource, profile, created_at) "
+            "WHERE columns IS NOT NULL",
+        ),
+    ),
 )

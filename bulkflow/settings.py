@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     allowed_roles: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_ROLES, validation_alias="BULKFLOW_ALLOWED_ROLES"
     )
+    profiles_dir: Path = Field(default=Path("profiles"), validation_alias="BULKFLOW_PROFILES_DIR")
+    """Where the partner profiles are: one `NAME.yaml` each."""
     export_url: str | None = Field(default=None, validation_alias="BULKFLOW_EXPORT_URL")
     """Where async exports are written (a local folder or an fsspec URL such as s3://bucket/prefix);
     default `BULKFLOW_HOME/exports`."""

@@ -14,7 +14,7 @@ import typer
 from bulkflow.console import quiet_tracebacks
 from bulkflow.settings import Settings
 from cli.output import errors_as_exit, print_report, progress_bar, row_counter, stderr
-from schemas.parameters import ImportOptions, OnBudget, WriteMode
+from schemas.parameters import ImportOptions, OnBudget, OnDrift, WriteMode
 from schemas.reports import ImportReport
 from schemas.resource import RuleContext
 
@@ -56,13 +56,25 @@ def import_command(
     budget_min_rows: Annotated[int, _option("budget_min_rows")] = _default("budget_min_rows"),
     on_budget: Annotated[OnBudget, _option("on_budget")] = _default("on_budget"),
     budget_pause_timeout: Annotated[int, _option("budget_pause_timeout")] = _default("budget_pause_timeout"),
+    profile: Annotated[Optional[str], _option("profile")] = None,
+    delimiter: Annotated[Optional[str], _option("delimiter")] = None,
+    quote: Annotated[Optional[str], _option("quote")] = None,
+    escape: Annotated[Optional[str], _option("escape")] = None,
+    encoding: Annotated[Optional[str], _option("encoding")] = None,
+    map: Annotated[Optional[str], _option("map")] = None,
+    null_values: Annotated[Optional[str], _option("null_values")] = None,
+    true_values: Annotated[Optional[str], _option("true_values")] = None,
+    false_values: Annotated[Optional[str], _option("false_values")] = None,
+    timestamp_format: Annotated[Optional[list[str]], _option("timestamp_format")] = None,
+    timezone: Annotated[Optional[str], _option("timezone")] = None,
+    on_drift: Annotated[Optional[OnDrift], _option("on_drift")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON report on stdout")] = False,
 ) -> None:
     """Import a file: every row inserted, updated, unchanged or rejected, exactly once."""
     given = locals()
     with errors_as_exit(as_json):
         options = ImportOptions.model_validate(
-            {name: given[name] for name in ImportOptions.model_fields if name in given}
+            {name: given[name] for name in ImportOptions.model_fields if given.get(name) is not None}
         )
     report = run_import(resource, source, format, options, json_report=as_json)
     if as_json:

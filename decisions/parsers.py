@@ -5,7 +5,11 @@ Pure polars expressions; exports and the sample generator use them too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
+
+from schemas.resource import ValueFormats
 
 _UTC_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -27,17 +31,41 @@ YEARS = (1, 9999)
 PostgreSQL, Arrow and every export format can hold."""
 
 
-def parse_boolean(text: pl.Expr) -> pl.Expr:
-    """`true`/`false` (any case, surrounding blanks ignored) to Boolean; anything else null."""
+def parse_boolean(text: pl.Expr, values: ValueFormats = ValueFormats()) -> pl.Expr:
+    """The true and false texts (any case, surrounding blanks ignored) to Boolean; anything
+    else null."""
     word = text.str.strip_chars().str.to_lowercase()
-    return pl.when(word == "true").then(True).when(word == "false").then(False)
+    trues = [w.lower() for w in values.true_values]
+    falses = [w.lower() for w in values.false_values]
+    return pl.when(word.is_in(trues)).then(True).when(word.is_in(falses)).then(False)
 
 
-def parse_timestamp(text: pl.Expr) -> pl.Expr:
-    """ISO-8601 to UTC; an offset-less timestamp or a date is taken as UTC. Unreadable or
-    outside YEARS: null."""
-    parsed = text.map_batches(_parse_timestamps, return_dtype=pl.Datetime("us", "UTC"))
+def parse_timestamp(text: pl.Expr, values: ValueFormats = ValueFormats()) -> pl.Expr:
+    """The file's timestamp patterns, then ISO-8601, to UTC; a timestamp without an offset
+    (or a date) is taken in the file's time zone. Unreadable, a local time that does not
+    exist (a daylight-saving gap) or outside YEARS: null."""
+    if values.timestamp_formats or values.timezone != "UTC":
+        parsed = _parse_formatted(text.str.strip_chars(), values)
+    else:
+        parsed = text.map_batches(_parse_timestamps, return_dtype=pl.Datetime("us", "UTC"))
     return pl.when(parsed.dt.year().is_between(*YEARS)).then(parsed)
+
+
+def _parse_formatted(text: pl.Expr, values: ValueFormats) -> pl.Expr:
+    """The patterns in order, then every ISO-8601 shape."""
+    iso = text.str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T")
+    given = [_read_as(text, pattern, values.timezone) for pattern in values.timestamp_formats]
+    shapes = [_read_as(iso, pattern, values.timezone) for pattern in (*_TIMESTAMP_FORMATS, *_NAIVE_FORMATS)]
+    return pl.coalesce(*given, *shapes)
+
+
+def _read_as(text: pl.Expr, pattern: str, timezone: str) -> pl.Expr:
+    """`text` read with one strftime pattern, to UTC: a local time (no offset in the
+    pattern) in `timezone`, the earlier of two readings when the clock went back."""
+    if any(offset in pattern for offset in ("%z", "%:z", "%#z")):
+        return text.str.to_datetime(pattern, strict=False, time_zone="UTC", time_unit="us")
+    local = text.str.to_datetime(pattern, strict=False, time_unit="us")
+    return local.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
 
 
 def _parse_timestamps(text: pl.Series) -> pl.Series:
@@ -85,8 +113,8 @@ def format_text_list(values: pl.Expr) -> pl.Expr:
     return pl.when(values.is_not_null()).then(encoded.str.slice(5).str.strip_suffix("}"))
 
 
-PARSERS = {
+PARSERS: dict[str, Callable[[pl.Expr, ValueFormats], pl.Expr]] = {
     "boolean": parse_boolean,
     "timestamp": parse_timestamp,
-    "text_list": parse_text_list,
+    "text_list": lambda text, values: parse_text_list(text),
 }

@@ -12,7 +12,17 @@ import polars as pl
 
 from decisions.parsers import PARSERS
 from schemas.frames import KEY, LINE, OK, RAW_RECORD, READ_MESSAGE, READ_RULE, REJECT_COLUMNS
-from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource, Rule, RuleContext, not_scalar, present
+from schemas.resource import (
+    INVALID_TYPE,
+    POLARS_TYPES,
+    RAW_SUFFIX,
+    Resource,
+    Rule,
+    RuleContext,
+    ValueFormats,
+    not_scalar,
+    present,
+)
 
 VALUE_EXCERPT = 1000
 
@@ -21,8 +31,9 @@ RAW_EXCERPT = 10_000
 """Reject entries quote a value or a record up to this many characters (then `…`)."""
 
 
-def coerce(resource: Resource, frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Add typed columns for every field, keeping the text under `<field>__raw`.
+def coerce(resource: Resource, frame: pl.LazyFrame, values: ValueFormats = ValueFormats()) -> pl.LazyFrame:
+    """Add typed columns for every field, keeping the text under `<field>__raw`, read with
+    the file's value formats (a null text is no value at all: the field is absent).
 
     Input columns are the resource's fields as text (absent ones are added as null).
     """
@@ -30,14 +41,20 @@ def coerce(resource: Resource, frame: pl.LazyFrame) -> pl.LazyFrame:
     expected = [*resource.field_names, INVALID_TYPE]
     missing = [pl.lit(None, pl.String).alias(n) for n in expected if n not in present_columns]
     frame = frame.with_columns(missing) if missing else frame
-    raws = [pl.col(f.name).alias(f.name + RAW_SUFFIX) for f in resource.fields]
+    nulls = list(values.null_values)
+    raws = [
+        (pl.when(~pl.col(f.name).is_in(nulls)).then(pl.col(f.name)) if nulls else pl.col(f.name)).alias(
+            f.name + RAW_SUFFIX
+        )
+        for f in resource.fields
+    ]
     typed = []
     for f in resource.fields:
         text = pl.col(f.name + RAW_SUFFIX)
         if f.kind == "text":
             typed.append(pl.when(present(f.name)).then(text).alias(f.name))
         else:
-            typed.append(PARSERS[f.kind](text).cast(POLARS_TYPES[f.kind]).alias(f.name))
+            typed.append(PARSERS[f.kind](text, values).cast(POLARS_TYPES[f.kind]).alias(f.name))
     return frame.with_columns(raws).with_columns(typed)
 
 
@@ -144,7 +161,7 @@ def as_raw(rows: pl.DataFrame, resource: Resource) -> pl.DataFrame:
 def check_records(resource: Resource, context: RuleContext, index: int, chunk: pl.DataFrame) -> RecordCheck:
     """Validate one chunk of raw text rows against every record rule (all failures kept)."""
     readable, unreadable = split_unreadable(chunk)
-    flagged = flag_rules(resource, context, coerce(resource, readable.lazy())).collect()
+    flagged = flag_rules(resource, context, coerce(resource, readable.lazy(), context.values)).collect()
     rejects = pl.concat([unreadable_rejects(resource, unreadable), rule_rejects(resource, context, flagged)])
     return RecordCheck(index, chunk.height, flagged, rejects, readable)
 

@@ -24,8 +24,8 @@ class TextSpan:
     size: int
     first_line: int
 
-    def record_blocks(self, *, quoted: bool, max_record: int) -> Iterator[Block | Oversized]:
-        return record_blocks(self.stream, self.size, quoted=quoted, max_record=max_record, first_line=self.first_line)
+    def record_blocks(self, *, quote: bytes | None, max_record: int) -> Iterator[Block | Oversized]:
+        return record_blocks(self.stream, self.size, quote=quote, max_record=max_record, first_line=self.first_line)
 
 
 @dataclass(frozen=True)

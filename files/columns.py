@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkflow.errors import InputError, first_line
-from files.records import Oversized, csv_fields, record_blocks, split_records
+from files.records import Oversized, record_blocks, split_records
 from files.staging import StagedSource
 from schemas.resource import Resource
 
@@ -33,26 +33,31 @@ def read_columns(staged: StagedSource, max_record: int) -> list[str]:
 
 
 def csv_header(staged: StagedSource, max_record: int) -> tuple[list[str], bytes]:
-    """The header's column names, and the header record as written (its line end included)."""
+    """The header's column names, and what comes before the first record as written (the
+    header, after Excel's `sep=` line if any, line ends included)."""
+    dialect = staged.dialect
     with open(staged.path, "rb") as stream:
-        first = next(record_blocks(stream, staged.size_bytes, quoted=True, max_record=max_record), None)
+        first = next(record_blocks(stream, staged.size_bytes, quote=dialect.quote_byte, max_record=max_record), None)
+    line = 1 + dialect.sep_line
     if isinstance(first, Oversized):
         raise InputError(
-            f"{staged.source}: the header (line 1) is over {max_record:,} bytes (BULKFLOW_MAX_RECORD_BYTES): "
+            f"{staged.source}: the header (line {line}) is over {max_record:,} bytes (BULKFLOW_MAX_RECORD_BYTES): "
             "is this really a CSV file with a header?"
         )
-    if first is None:
+    records = split_records(first.data, 1, dialect.quote_byte) if first is not None else iter(())
+    preamble = next(records, (1, b""))[1] if dialect.sep_line else b""
+    _, record = next(records, (line, b""))
+    if not record.strip():
         raise InputError(f"{staged.source} is empty: nothing to import")
-    _, record = next(split_records(first.data, 1))
     text = record.decode("utf-8").lstrip("\ufeff").removesuffix("\n").removesuffix("\r")
     try:
-        names = csv_fields(text)
+        names = dialect.fields(text)
     except csv.Error as exc:
-        raise InputError(f"{staged.source}: the header (line 1) is not valid CSV: {exc}") from None
+        raise InputError(f"{staged.source}: the header (line {line}) is not valid CSV: {exc}") from None
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise InputError(f"{staged.source}: the header names {', '.join(map(repr, repeated))} more than once")
-    return names, record
+    return names, preamble + record
 
 
 def _parquet_columns(staged: StagedSource) -> list[str]:
@@ -91,8 +96,8 @@ def _ndjson_keys(path: Path, sample_lines: int, max_record: int) -> list[str]:
 
 
 def check_columns(resource: Resource, source: str, columns: list[str]) -> list[str]:
-    """The columns of `source` the resource does not know (to ignore); InputError when a
-    required column is missing."""
+    """The columns of `source` (as read, after the header match) the resource does not know
+    (to ignore); InputError when a required column is missing."""
     missing = [c for c in resource.required_columns if c not in columns]
     if missing:
         raise InputError(

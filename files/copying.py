@@ -1,5 +1,6 @@
-"""A stream copied once and checked on the way: checksum, size (as decompressed), UTF-8,
-CR-only line ends made LF, CSV quotes counted. Nothing is kept in memory but a block.
+"""A stream copied once and checked on the way: checksum (of the bytes as they come), size
+(as decompressed), UTF-8 (or decoded to it), CR-only line ends made LF, CSV quotes counted.
+Nothing is kept in memory but a block.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import IO, Any
 from bulkflow.errors import InputError
 from files.records import BLOCK_BYTES
 from files.remote import check_size
+from files.transcode import Transcoder, likely_encoding
 
 
 @dataclass(frozen=True)
@@ -25,46 +27,56 @@ class Copied:
     size: int
     quotes_odd: bool = False
     rewritten: bool = False
-    """Whether the copy's line ends were rewritten (CR alone to LF)."""
+    """Whether the copy's bytes differ from the source's (decoded, escapes or CR-only line
+    ends rewritten)."""
 
 
 def checked_copy(
-    src: IO[bytes], dst: IO[bytes] | None, *, text: bool, source: str, limit: int | None = None, quotes: bool = False
+    src: IO[bytes],
+    dst: IO[bytes] | None,
+    *,
+    text: bool,
+    source: str,
+    limit: int | None = None,
+    quote: bytes | None = None,
+    transcoder: Transcoder | None = None,
 ) -> Copied:
-    """Stream `src` (to `dst` if given), hashing it; for text, checking it is UTF-8 (and,
-    when copying, writing CR-only line ends as LF); with `limit`, failing past that many
-    bytes; with `quotes`, counting double quotes."""
+    """Stream `src` (to `dst` if given), hashing it; for text, checking it is UTF-8 or
+    decoding it with `transcoder` (and, when copying, writing CR-only line ends as LF); with
+    `limit`, failing past that many bytes; with `quote`, counting quotes (of the text as
+    copied). `Copied.size` is that of the copy."""
     digest = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")() if text else None
-    size, line, odd = 0, 1, False
+    decoder = codecs.getincrementaldecoder("utf-8")() if text and transcoder is None else None
+    read, size, line, odd = 0, 0, 1, False
     newlines: _CrToLf | None = None
     while block := src.read(BLOCK_BYTES):
         if limit is not None:
-            check_size(size + len(block), source, limit)
+            check_size(read + len(block), source, limit)
         digest.update(block)
-        if text and size == 0 and block.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            raise InputError(
-                f"{source} is UTF-16 (it starts with a UTF-16 byte order mark): re-encode the file as UTF-8"
-            )
-        if text and dst is not None and size == 0 and b"\r" in block and b"\n" not in block:
+        first, read = read == 0, read + len(block)
+        if transcoder is not None:
+            block = transcoder(block)
+        elif decoder is not None:
+            _check_utf8(decoder, block, source, line, read - len(block), first)
+            line += block.count(b"\n")
+        if text and dst is not None and first and b"\r" in block and b"\n" not in block:
             newlines = _CrToLf()
         if newlines is not None:
             block = newlines(block)
-        if decoder is not None:
-            _check_utf8(decoder, block, source, line, size)
-            line += block.count(b"\n")
-        odd ^= quotes and bool(block.count(b'"') & 1)
+        odd ^= quote is not None and bool(block.count(quote) & 1)
         if dst is not None:
             dst.write(block)
         size += len(block)
-    if newlines is not None and dst is not None:
-        dst.write(newlines.flush())
+    tail = (transcoder.flush() if transcoder is not None else b"") + (newlines.flush() if newlines else b"")
+    if tail and dst is not None:
+        dst.write(tail)
+        size += len(tail)
     if decoder is not None:
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise InputError(f"{source} ends in the middle of a UTF-8 character") from None
-    return Copied(digest.hexdigest(), size, odd, rewritten=newlines is not None)
+    return Copied(digest.hexdigest(), size, odd, rewritten=newlines is not None or transcoder is not None)
 
 
 class ExpandedSizeLimit(io.RawIOBase):
@@ -108,13 +120,19 @@ class ExpandedSizeLimit(io.RawIOBase):
                 self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
 
-def _check_utf8(decoder: codecs.IncrementalDecoder, block: bytes, source: str, line: int, offset: int) -> None:
+def _check_utf8(
+    decoder: codecs.IncrementalDecoder, block: bytes, source: str, line: int, offset: int, first: bool
+) -> None:
+    if first and block.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputError(f"{source} is UTF-16 (it starts with a UTF-16 byte order mark): pass --encoding utf-16")
     try:
         decoder.decode(block)
     except UnicodeDecodeError as exc:
         bad_line = line + block[: exc.start].count(b"\n")
+        guess = likely_encoding(block)
+        fix = f"looks like {guess}: pass --encoding {guess}" if guess else "pass the file's --encoding"
         raise InputError(
-            f"{source} is not valid UTF-8 (line {bad_line}, byte {offset + exc.start}): re-encode the file as UTF-8",
+            f"{source} is not valid UTF-8 (line {bad_line}, byte {offset + exc.start}): {fix}",
             source=source,
             line=bad_line,
         ) from None

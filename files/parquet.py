@@ -12,25 +12,26 @@ import pyarrow.parquet as pq
 
 from decisions.parsers import format_text_list
 from files.batches import Batch, ChunkSpan
+from files.header import ColumnMatch
 from files.staging import StagedSource
 from schemas.frames import LINE
 from schemas.resource import Resource
 
 
-def parquet_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
+def parquet_batches(staged: StagedSource, resource: Resource, match: ColumnMatch) -> Iterator[Batch]:
     parquet = pq.ParquetFile(staged.path)
     total = max(parquet.metadata.num_rows, 1)
-    columns = [c for c in resource.field_names if c in parquet.schema_arrow.names]
+    columns = _wanted(parquet, resource, match)
     next_row = 1
     for record_batch in parquet.iter_batches(batch_size=65_536, columns=columns):
-        batch = _numbered(record_batch, next_row)
+        batch = _numbered(record_batch, next_row).rename(dict(match.renames), strict=False)
         next_row += batch.height
         yield Batch(_parquet_as_text(batch, resource), (next_row - 1) / total)
 
 
-def parquet_span(parquet: pq.ParquetFile, resource: Resource, span: ChunkSpan) -> Iterator[Batch]:
+def parquet_span(parquet: pq.ParquetFile, resource: Resource, match: ColumnMatch, span: ChunkSpan) -> Iterator[Batch]:
     """Rows [span.start, span.end) of a Parquet file, reading only the row groups they are in."""
-    columns = [c for c in resource.field_names if c in parquet.schema_arrow.names]
+    columns = _wanted(parquet, resource, match)
     groups, first_row, group_start = [], 0, None
     for group in range(parquet.num_row_groups):
         rows = parquet.metadata.row_group(group).num_rows
@@ -39,7 +40,13 @@ def parquet_span(parquet: pq.ParquetFile, resource: Resource, span: ChunkSpan) -
             group_start = first_row if group_start is None else group_start
         first_row += rows
     table = parquet.read_row_groups(groups, columns=columns).slice(span.start - (group_start or 0), span.rows)
-    yield Batch(_parquet_as_text(_numbered(table, span.start + 1), resource), span.progress)
+    batch = _numbered(table, span.start + 1).rename(dict(match.renames), strict=False)
+    yield Batch(_parquet_as_text(batch, resource), span.progress)
+
+
+def _wanted(parquet: pq.ParquetFile, resource: Resource, match: ColumnMatch) -> list[str]:
+    """The file's columns that feed a field."""
+    return [c for c in parquet.schema_arrow.names if match.renames.get(c, c) in resource.field_names]
 
 
 def _numbered(table: pa.RecordBatch | pa.Table, first_row: int) -> pl.DataFrame:

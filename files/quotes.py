@@ -1,4 +1,5 @@
-"""Where a CSV file's quoting breaks: the RFC 4180 quote walk, run only on a failing file."""
+"""Where a CSV file's quoting breaks: the RFC 4180 quote walk (in the file's dialect), run
+only on a failing file."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pathlib import Path
 from files.records import BLOCK_BYTES
 
 
-def find_quote_problem(path: Path) -> tuple[int, str]:
+def find_quote_problem(path: Path, delimiter: str = ",", quote: str = '"') -> tuple[int, str]:
     """(line, what is wrong) for the first broken CSV quoting of a file whose quotes are odd
     in number. Only a failing file pays for this walk, which visits each quote once."""
-    walk = _QuoteWalk()
+    walk = _QuoteWalk(ord(delimiter), ord(quote))
     with open(path, "rb") as fh:
         first = True
         while block := fh.read(BLOCK_BYTES):
@@ -25,9 +26,11 @@ def find_quote_problem(path: Path) -> tuple[int, str]:
 
 class _QuoteWalk:
     """RFC 4180 quoting, quote by quote: a field is quoted when it starts with a quote, and
-    ends at a quote followed by a comma or a line end; `""` inside is one quote."""
+    ends at a quote followed by the delimiter or a line end; a doubled quote inside is one."""
 
-    def __init__(self) -> None:
+    def __init__(self, delimiter: int, quote: int) -> None:
+        self.delimiter, self.quote = delimiter, quote
+        self.field_ends = bytes([delimiter]) + b"\r\n"
         self.line, self.open_line = 1, 0
         self.inside = False
         self.after_quote = False  # inside, and the previous byte was a quote
@@ -38,13 +41,13 @@ class _QuoteWalk:
         while position < len(block):
             if self.after_quote:
                 self.after_quote = False
-                if block[position] == ord('"'):  # an escaped quote
-                    self.previous, position = ord('"'), position + 1
+                if block[position] == self.quote:  # an escaped quote
+                    self.previous, position = self.quote, position + 1
                     continue
                 self.inside = False  # the previous quote closed the field
-                if block[position] not in b",\r\n":
+                if block[position] not in self.field_ends:
                     return self.line, "a quoted field goes on after its closing quote"
-            quote = block.find(b'"', position)
+            quote = block.find(self.quote, position)
             stop = len(block) if quote < 0 else quote
             self.line += block.count(b"\n", position, stop)
             if stop > position:
@@ -53,9 +56,9 @@ class _QuoteWalk:
                 return None
             if self.inside:
                 self.after_quote = True
-            elif self.previous not in b",\r\n":
+            elif self.previous not in self.field_ends:
                 return self.line, "a quote inside an unquoted field"
             else:
                 self.inside, self.open_line = True, self.line
-            self.previous, position = ord('"'), quote + 1
+            self.previous, position = self.quote, quote + 1
         return None

@@ -28,13 +28,14 @@ import pyarrow.parquet as pq
 from bulkflow.errors import InputError, first_line
 from files.batches import Batch, ChunkSpan, TextSpan
 from files.columns import csv_header
+from files.dialect import CsvDialect
+from files.header import ColumnMatch
 from files.parquet import parquet_batches, parquet_span
 from files.records import (
     EXCERPT_BYTES,
     Block,
     Oversized,
     Readable,
-    csv_fields,
     csv_record_starts,
     split_records,
 )
@@ -42,7 +43,7 @@ from files.remote import is_http, is_remote
 from files.staging import StagedSource
 from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
 from schemas.parameters import Format
-from schemas.resource import INVALID_TYPE, Resource
+from schemas.resource import INVALID_TYPE, Resource, ValueFormats
 
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
 
@@ -57,9 +58,24 @@ def read_chunks(
     staged: StagedSource, resource: Resource, chunk_size: int, max_record: int = DEFAULT_MAX_RECORD_BYTES
 ) -> Iterator[Batch]:
     """Yield the file's records in chunks of exactly `chunk_size` rows (the last may be shorter)."""
-    readers = {"csv": _csv_batches, "ndjson": _ndjson_batches, "parquet": parquet_batches}
+    readers = {"csv": _csv_batches, "ndjson": _ndjson_batches, "parquet": _parquet_batches}
     with _as_input_error(staged.source, staged.declared_format):
         yield from _exact_batches(readers[staged.format](staged, resource, max_record), chunk_size)
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """What reading a CSV file's records needs: its dialect, the names its columns are
+    read under (their fields), and the bytes before its first record (the header)."""
+
+    dialect: CsvDialect
+    names: tuple[str, ...]
+    header: bytes
+
+    @classmethod
+    def of(cls, staged: StagedSource, max_record: int) -> CsvLayout:
+        names, header = csv_header(staged, max_record)
+        return cls(staged.dialect, tuple(staged.columns.read_as(names)), header)
 
 
 @dataclass(frozen=True)
@@ -72,8 +88,9 @@ class SharedFile:
     """A path or fsspec URL holding the staged file's bytes."""
     format: Format
     declared_format: Format
-    csv_names: tuple[str, ...] = ()
-    csv_header: bytes = b""
+    columns: ColumnMatch = ColumnMatch()
+    csv: CsvLayout | None = None
+    values: ValueFormats = ValueFormats()
 
 
 def shared_file(staged: StagedSource, max_record: int) -> SharedFile:
@@ -82,8 +99,10 @@ def shared_file(staged: StagedSource, max_record: int) -> SharedFile:
     staged copy, which must then be on storage the workers share."""
     from_store = staged.verbatim and is_remote(staged.source) and not is_http(staged.source)
     location = staged.source if from_store else str(staged.path.resolve())
-    names, header = csv_header(staged, max_record) if staged.format == "csv" else ([], b"")
-    return SharedFile(staged.source, location, staged.format, staged.declared_format, tuple(names), header)
+    layout = CsvLayout.of(staged, max_record) if staged.format == "csv" else None
+    return SharedFile(
+        staged.source, location, staged.format, staged.declared_format, staged.columns, layout, staged.values
+    )
 
 
 def read_span(stream: Seekable, file: SharedFile, resource: Resource, span: ChunkSpan, max_record: int) -> pl.DataFrame:
@@ -91,14 +110,14 @@ def read_span(stream: Seekable, file: SharedFile, resource: Resource, span: Chun
     rows, lines and values as `read_chunks` gives for that chunk."""
     with _as_input_error(file.source, file.declared_format):
         if file.format == "parquet":
-            batches = parquet_span(pq.ParquetFile(stream), resource, span)
+            batches = parquet_span(pq.ParquetFile(stream), resource, file.columns, span)
         else:
             stream.seek(span.start)
             text = TextSpan(_Window(stream, span.end - span.start), span.end - span.start, span.first_line)
-            if file.format == "csv":
-                batches = _csv_span(text, list(file.csv_names), file.csv_header, resource, max_record)
+            if file.csv is not None:
+                batches = _csv_span(text, file.csv, resource, max_record)
             else:
-                batches = _ndjson_span(text, resource, max_record)
+                batches = _ndjson_span(text, resource, file.columns, max_record)
         chunks = [batch.rows for batch in _exact_batches(batches, span.rows)]
     if len(chunks) != 1 or chunks[0].height != span.rows:
         raise InputError(
@@ -148,39 +167,47 @@ def _unreadable_frame(rows: list[dict[str, object]]) -> pl.DataFrame:
 
 
 def _csv_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
-    names, header = csv_header(staged, max_record)
+    layout = CsvLayout.of(staged, max_record)
     with open(staged.path, "rb") as stream:
-        yield from _csv_span(TextSpan(stream, staged.size_bytes, 1), names, header, resource, max_record)
+        yield from _csv_span(TextSpan(stream, staged.size_bytes, 1), layout, resource, max_record)
 
 
-def _csv_span(span: TextSpan, names: list[str], header: bytes, resource: Resource, max_record: int) -> Iterator[Batch]:
-    for item in span.record_blocks(quoted=True, max_record=max_record):
+def _csv_span(span: TextSpan, layout: CsvLayout, resource: Resource, max_record: int) -> Iterator[Batch]:
+    for item in span.record_blocks(quote=layout.dialect.quote_byte, max_record=max_record):
         if isinstance(item, Oversized):
             yield Batch(_unreadable_frame([_oversized(item, max_record)]), item.progress)
             continue
         data, first_line = item.data, item.first_line
         if first_line == 1:
-            data, first_line = data[len(header) :], 1 + header.count(b"\n")
+            data, first_line = data[len(layout.header) :], 1 + layout.header.count(b"\n")
         if data.strip(b"\r\n"):
-            yield Batch(_csv_block(data, first_line, names, header, resource), item.progress)
+            yield Batch(_csv_block(data, first_line, layout, resource), item.progress)
 
 
-def _csv_block(data: bytes, first_line: int, names: list[str], header: bytes, resource: Resource) -> pl.DataFrame:
+def _csv_block(data: bytes, first_line: int, layout: CsvLayout, resource: Resource) -> pl.DataFrame:
     """Parse a block of whole records. Polars reads it in one go; the fast read stands when
     it found the block's records (as `split_records` cuts them: a blank line is none) and
-    the count of separators outside quotes proves every record had exactly the header's
+    the count of delimiters outside quotes proves every record had exactly the header's
     fields (polars pads short rows silently). Otherwise the block is read record by record."""
+    dialect, names = layout.dialect, list(layout.names)
     try:
-        batch = pl.read_csv(io.BytesIO(header + data), infer_schema=False)
+        batch = pl.read_csv(
+            io.BytesIO(data),
+            has_header=False,
+            new_columns=names,
+            separator=dialect.delimiter,
+            quote_char=dialect.quote,
+            infer_schema=False,
+        )
     except pl.exceptions.PolarsError:
-        return _csv_records(data, first_line, names, resource)
-    if batch.height != len(csv_record_starts(data)):
-        return _csv_records(data, first_line, names, resource)
-    quoted_commas = batch.select(
-        pl.sum_horizontal(pl.all().str.count_matches(",", literal=True).fill_null(0)).sum()
+        return _csv_records(data, first_line, layout, resource)
+    if batch.height != len(csv_record_starts(data, dialect.quote_byte)) or batch.width != len(names):
+        return _csv_records(data, first_line, layout, resource)
+    quoted = batch.select(
+        pl.sum_horizontal(pl.all().str.count_matches(dialect.delimiter, literal=True).fill_null(0)).sum()
     ).item()
-    if data.count(b",") - (quoted_commas or 0) != batch.height * (len(names) - 1):
-        return _csv_records(data, first_line, names, resource)
+    if data.count(dialect.delimiter.encode()) - (quoted or 0) != batch.height * (len(names) - 1):
+        return _csv_records(data, first_line, layout, resource)
     return _with_csv_lines(batch, resource, first_line)
 
 
@@ -193,18 +220,19 @@ def _with_csv_lines(batch: pl.DataFrame, resource: Resource, first_line: int) ->
     return batch.select(starts, *columns)
 
 
-def _csv_records(data: bytes, first_line: int, names: list[str], resource: Resource) -> pl.DataFrame:
+def _csv_records(data: bytes, first_line: int, layout: CsvLayout, resource: Resource) -> pl.DataFrame:
     """The careful path: each record parsed alone, strictly; a blank line is skipped, a
     record with the wrong number of fields or broken quoting becomes an unreadable row."""
+    names = layout.names
     wanted = [(i, n) for i, n in enumerate(names) if n in resource.field_names]
     good: list[dict[str, object]] = []
     bad: list[dict[str, object]] = []
-    for line, record in split_records(data, first_line):
+    for line, record in split_records(data, first_line, layout.dialect.quote_byte):
         text = record.decode("utf-8").removesuffix("\n").removesuffix("\r")
         if not text:
             continue
         try:
-            fields = csv_fields(text)
+            fields = layout.dialect.fields(text)
         except csv.Error as exc:
             bad.append(_unreadable(line, text[:EXCERPT_BYTES], "malformed_record", f"broken CSV quoting: {exc}"))
             continue
@@ -217,19 +245,23 @@ def _csv_records(data: bytes, first_line: int, names: list[str], resource: Resou
     return pl.concat([pl.DataFrame(good, schema=schema), _unreadable_frame(bad)], how="diagonal").sort(LINE)
 
 
+def _parquet_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
+    return parquet_batches(staged, resource, staged.columns)
+
+
 def _ndjson_batches(staged: StagedSource, resource: Resource, max_record: int) -> Iterator[Batch]:
     with open(staged.path, "rb") as stream:
-        yield from _ndjson_span(TextSpan(stream, staged.size_bytes, 1), resource, max_record)
+        yield from _ndjson_span(TextSpan(stream, staged.size_bytes, 1), resource, staged.columns, max_record)
 
 
-def _ndjson_span(span: TextSpan, resource: Resource, max_record: int) -> Iterator[Batch]:
-    for item in span.record_blocks(quoted=False, max_record=max_record):
+def _ndjson_span(span: TextSpan, resource: Resource, columns: ColumnMatch, max_record: int) -> Iterator[Batch]:
+    for item in span.record_blocks(quote=None, max_record=max_record):
         if isinstance(item, Oversized):
             yield Batch(_unreadable_frame([_oversized(item, max_record)]), item.progress)
             continue
         lines = ndjson_lines(item).filter(IS_NDJSON_ROW)
         if lines.height:
-            yield Batch(_ndjson_fields(lines, resource), item.progress)
+            yield Batch(_ndjson_fields(lines, resource, columns), item.progress)
 
 
 IS_NDJSON_ROW = pl.col(RAW_RECORD).str.strip_chars().str.len_bytes() > 0
@@ -248,14 +280,15 @@ def ndjson_lines(block: Block) -> pl.DataFrame:
     )
 
 
-def _ndjson_fields(lines: pl.DataFrame, resource: Resource) -> pl.DataFrame:
+def _ndjson_fields(lines: pl.DataFrame, resource: Resource, columns: ColumnMatch) -> pl.DataFrame:
     """Each field's JSON value as text (strings unquoted, arrays as JSON); a line that is
     not a JSON object is unreadable, with `_raw` kept. Values polars may render wrongly are
     read again exactly (`_exact_values`)."""
     line = pl.col(RAW_RECORD).str.strip_chars()
     is_object = line.str.starts_with("{") & line.str.json_path_match("$").is_not_null()
     fields = [
-        pl.when(is_object).then(line.str.json_path_match(f"$.{name}")).alias(name) for name in resource.field_names
+        pl.when(is_object).then(line.str.json_path_match(_json_path(columns.column_of(name)))).alias(name)
+        for name in resource.field_names
     ]
     read = lines.select(
         pl.col(LINE).cast(pl.Int64),
@@ -269,11 +302,18 @@ def _ndjson_fields(lines: pl.DataFrame, resource: Resource) -> pl.DataFrame:
     unsure = pl.any_horizontal([pl.col(n).str.contains(_UNSURE_JSON_VALUE) for n in single]).fill_null(False)
     if not read.select(unsure.any()).item():
         return read
-    exact = _exact_values(read.filter(unsure), resource)
+    exact = _exact_values(read.filter(unsure), resource, columns)
     return pl.concat([read.filter(~unsure), exact]).sort(LINE)
 
 
-def _exact_values(rows: pl.DataFrame, resource: Resource) -> pl.DataFrame:
+def _json_path(key: str) -> str:
+    """The JSONPath of a top-level key."""
+    if key.isidentifier():
+        return f"$.{key}"
+    return f"$['{key}']" if "'" not in key else f'$["{key}"]'
+
+
+def _exact_values(rows: pl.DataFrame, resource: Resource, columns: ColumnMatch) -> pl.DataFrame:
     """Read lines again with Python's json, numbers kept as written: objects and arrays
     where one value is expected are named in `_invalid_type`."""
     records = []
@@ -287,7 +327,7 @@ def _exact_values(rows: pl.DataFrame, resource: Resource) -> pl.DataFrame:
             continue
         wrong = []
         for f in resource.fields:
-            value = record.get(f.name)
+            value = record.get(columns.column_of(f.name))
             if isinstance(value, (dict, list)) and f.kind != "text_list":
                 wrong.append(f.name)
             row[f.name] = _as_text(value)

@@ -1,7 +1,8 @@
 """Cutting a text file into whole records, in bounded memory and linear time.
 
 A record ends at a newline; in CSV only at a newline outside quotes (a quote toggles the
-quoted state, an escaped `""` toggles twice). Each byte is looked at a bounded number of
+quoted state, an escaped `""` toggles twice). The quote is the dialect's (`"` by default);
+`quote=None` reads lines (NDJSON). Each byte is looked at a bounded number of
 times, so a stray quote costs what any other byte costs. A record longer than the maximum
 record size is skipped without being held: the reader reports it (`record_too_large`)
 with its line and the first bytes, and goes on with the next record.
@@ -20,6 +21,11 @@ BLOCK_BYTES = 1 << 20
 """Small blocks keep the parser's working set small; throughput is the same as with 8 MB."""
 EXCERPT_BYTES = 200
 QUOTE, NEWLINE = b'"', b"\n"
+
+
+def _odd(data: bytes | bytearray, quote: bytes | None) -> bool:
+    """Whether `data` holds an odd number of quotes (never, when nothing quotes)."""
+    return quote is not None and bool(data.count(quote) & 1)
 
 
 class Readable(Protocol):
@@ -48,7 +54,7 @@ class Oversized:
 
 
 def record_blocks(
-    stream: Readable, size_bytes: int, *, quoted: bool, max_record: int, first_line: int = 1
+    stream: Readable, size_bytes: int, *, quote: bytes | None, max_record: int, first_line: int = 1
 ) -> Iterator[Block | Oversized]:
     """The records of `stream` (a file, or a span of one that starts at a record on
     `first_line`), as blocks of whole records and the oversized records between."""
@@ -62,27 +68,27 @@ def record_blocks(
         done += len(data)
         progress = min(done / total, 1.0)
         if skipping is not None:
-            end = first_record_end(data, skipping.odd, quoted)
+            end = first_record_end(data, skipping.odd, quote)
             if end < 0:
-                skipping.consume(data)
+                skipping.consume(data, quote)
                 continue
-            skipping.consume(data[: end + 1])
+            skipping.consume(data[: end + 1], quote)
             yield skipping.report(progress)
             line = skipping.line + skipping.lines
             skipping, data = None, data[end + 1 :]
         if carry:
-            end = first_record_end(data, carry_odd, quoted)
+            end = first_record_end(data, carry_odd, quote)
             if end >= 0 and len(carry) + end + 1 > max_record:
                 oversized = _Skip.of(carry, line, carry_odd)
-                oversized.consume(data[: end + 1])
+                oversized.consume(data[: end + 1], quote)
                 yield oversized.report(progress)
                 line += oversized.lines
                 carry.clear()
                 carry_odd, data = False, data[end + 1 :]
-        cut = last_record_end(data, carry_odd, quoted)
+        cut = last_record_end(data, carry_odd, quote)
         if cut < 0:
             carry += data
-            carry_odd ^= bool(data.count(QUOTE) & 1)
+            carry_odd ^= _odd(data, quote)
             if len(carry) > max_record:
                 skipping = _Skip.of(carry, line, carry_odd)
                 carry.clear()
@@ -92,7 +98,7 @@ def record_blocks(
         yield Block(block, line, progress)
         line += block.count(NEWLINE)
         carry = bytearray(data[cut + 1 :])
-        carry_odd = bool(carry.count(QUOTE) & 1)
+        carry_odd = _odd(carry, quote)
     if skipping is not None:
         yield skipping.report(1.0)
     elif carry.strip():
@@ -109,25 +115,25 @@ class _Skip:
     def of(cls, carry: bytearray, line: int, odd: bool) -> _Skip:
         return cls(line, bytes(carry[:EXCERPT_BYTES]), len(carry), odd, carry.count(NEWLINE))
 
-    def consume(self, data: bytes) -> None:
+    def consume(self, data: bytes, quote: bytes | None) -> None:
         self.size += len(data)
-        self.odd ^= bool(data.count(QUOTE) & 1)
+        self.odd ^= _odd(data, quote)
         self.lines += data.count(NEWLINE)
 
     def report(self, progress: float) -> Oversized:
         return Oversized(self.line, self.size, self.head, progress)
 
 
-def last_record_end(data: bytes, start_odd: bool, quoted: bool) -> int:
+def last_record_end(data: bytes, start_odd: bool, quote: bytes | None) -> int:
     """Index of the last newline of `data` that ends a record, or -1. Linear: each byte is
     counted once, walking back from the end."""
     end = data.rfind(NEWLINE)
-    if not quoted:
+    if quote is None:
         return end
-    odd = start_odd ^ bool(data.count(QUOTE) & 1)  # parity at the end of data
+    odd = start_odd ^ _odd(data, quote)  # parity at the end of data
     upper = len(data)
     while end >= 0:
-        odd ^= bool(data.count(QUOTE, end, upper) & 1)  # parity just before `end`
+        odd ^= bool(data.count(quote, end, upper) & 1)  # parity just before `end`
         if not odd:
             return end
         upper = end
@@ -135,14 +141,14 @@ def last_record_end(data: bytes, start_odd: bool, quoted: bool) -> int:
     return -1
 
 
-def first_record_end(data: bytes, start_odd: bool, quoted: bool, start: int = 0) -> int:
+def first_record_end(data: bytes, start_odd: bool, quote: bytes | None, start: int = 0) -> int:
     """Index of the first newline of `data[start:]` that ends a record, or -1 (linear)."""
     end = data.find(NEWLINE, start)
-    if not quoted:
+    if quote is None:
         return end
     odd, lower = start_odd, start
     while end >= 0:
-        odd ^= bool(data.count(QUOTE, lower, end) & 1)
+        odd ^= bool(data.count(quote, lower, end) & 1)
         if not odd:
             return end
         lower = end
@@ -150,7 +156,7 @@ def first_record_end(data: bytes, start_odd: bool, quoted: bool, start: int = 0)
     return -1
 
 
-def csv_record_starts(data: bytes) -> np.ndarray:
+def csv_record_starts(data: bytes, quote: bytes = QUOTE) -> np.ndarray:
     """Offsets in `data` (whole CSV records, starting outside quotes) of the records that
     are not blank: what makes a row, counted the way `split_records` cuts (a newline ends a
     record outside quotes) at C speed."""
@@ -158,7 +164,7 @@ def csv_record_starts(data: bytes) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     octets = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(octets == NEWLINE[0])
-    quotes = np.flatnonzero(octets == QUOTE[0])
+    quotes = np.flatnonzero(octets == quote[0])
     if quotes.size:  # a newline ends a record when an even number of quotes comes before it
         ends = ends[(np.searchsorted(quotes, ends) & 1) == 0]
     if ends.size == 0 or ends[-1] != len(octets) - 1:
@@ -169,11 +175,11 @@ def csv_record_starts(data: bytes) -> np.ndarray:
     return starts[~blank]
 
 
-def split_records(block: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:
+def split_records(block: bytes, first_line: int, quote: bytes = QUOTE) -> Iterator[tuple[int, bytes]]:
     """(line, record) for each record of a block of whole CSV records (newline included)."""
     start, line = 0, first_line
     while start < len(block):
-        end = first_record_end(block, False, True, start)
+        end = first_record_end(block, False, quote, start)
         stop = len(block) if end < 0 else end + 1
         record = block[start:stop]
         yield line, record
@@ -181,12 +187,13 @@ def split_records(block: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:
         start = stop
 
 
-def csv_fields(text: str) -> list[str]:
-    """One CSV record (no line end) as its fields, strictly (RFC 4180 quoting); csv.Error
-    when its quoting is broken. Records are already bounded by the maximum record size, so
-    the csv module's own field limit (128 KiB) must not refuse a long but valid field."""
+def csv_fields(text: str, delimiter: str = ",", quote: str = '"') -> list[str]:
+    """One CSV record (no line end) as its fields, strictly (RFC 4180 quoting, in the given
+    dialect); csv.Error when its quoting is broken. Records are already bounded by the
+    maximum record size, so the csv module's own field limit (128 KiB) must not refuse a
+    long but valid field."""
     csv.field_size_limit(_NO_FIELD_LIMIT)
-    return next(csv.reader([text], strict=True))
+    return next(csv.reader([text], strict=True, delimiter=delimiter, quotechar=quote))
 
 
 _NO_FIELD_LIMIT = 2**31 - 1

@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from files.batches import ChunkSpan
+from files.dialect import CsvDialect
 from files.read import IS_NDJSON_ROW, ndjson_lines
 from files.records import Block, Oversized, csv_record_starts, record_blocks
 from files.staging import StagedSource
@@ -32,21 +33,22 @@ def plan_spans(staged: StagedSource, chunk_size: int, max_record: int) -> Iterat
     cut = _Cutter(chunk_size)
     offset = 0
     with open(staged.path, "rb") as stream:
-        items = record_blocks(stream, staged.size_bytes, quoted=staged.format == "csv", max_record=max_record)
+        quote = staged.dialect.quote_byte if staged.format == "csv" else None
+        items = record_blocks(stream, staged.size_bytes, quote=quote, max_record=max_record)
         for item in items:
             if isinstance(item, Oversized):  # one row: the reader reports it as record_too_large
                 yield from cut.rows(np.array([offset]), np.array([item.line]), total)
                 offset += item.size
                 continue
-            starts, lines = _row_starts(item, staged.format == "csv")
+            starts, lines = _row_starts(item, staged.dialect if staged.format == "csv" else None)
             yield from cut.rows(starts + offset, lines, total)
             offset += len(item.data)
     yield from cut.last(staged.size_bytes)
 
 
-def _row_starts(block: Block, csv: bool) -> tuple[np.ndarray, np.ndarray]:
+def _row_starts(block: Block, csv: CsvDialect | None) -> tuple[np.ndarray, np.ndarray]:
     """Offsets in the block and physical lines of its rows."""
-    if not csv:
+    if csv is None:
         lines = ndjson_lines(block)
         # the offsets are those of the lines as written: a dropped byte order mark counts
         bom = 3 if block.first_line == 1 and block.data.startswith(b"\xef\xbb\xbf") else 0
@@ -54,9 +56,9 @@ def _row_starts(block: Block, csv: bool) -> tuple[np.ndarray, np.ndarray]:
         offsets = (lengths.cum_sum() - lengths + bom).alias("offset")
         rows = lines.with_columns(offsets).filter(IS_NDJSON_ROW)
         return rows.get_column("offset").to_numpy(), rows.get_column(LINE).cast(pl.Int64).to_numpy()
-    starts = csv_record_starts(block.data)
+    starts = csv_record_starts(block.data, csv.quote_byte)
     if block.first_line == 1:
-        starts = starts[1:]  # the header
+        starts = starts[1 + csv.sep_line :]  # the header, and Excel's sep= line before it
     newlines = np.flatnonzero(np.frombuffer(block.data, dtype=np.uint8) == ord("\n"))
     return starts, block.first_line + np.searchsorted(newlines, starts)
 

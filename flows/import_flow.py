@@ -14,6 +14,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import AbandonedImport, InputError, InvariantError, ParameterError, is_retryable
+from bulkflow.profiles import with_profile
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from decisions.budget import RejectBudget
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
@@ -28,7 +29,7 @@ from flows.chunk_pipeline import ChunkPipeline, Steps
 from schemas import get_resource
 from schemas.frames import ACCEPTED
 from schemas.parameters import Format, ImportOptions, OptionalFormat, ResourceName
-from schemas.reports import ChunkResult, ImportReport
+from schemas.reports import ChunkResult, FileReading, ImportReport
 from schemas.resource import Resource, RuleContext
 from tasks import events
 from tasks.apply import apply_staged
@@ -88,6 +89,7 @@ def import_flow(
     definition = get_resource(resource)
     label_run(definition.name, {DRY_RUN} if options.dry_run else set())
     try:
+        options = with_profile(settings, options)
         with untagged_tasks(), events.alive():
             if options.rejects_of:
                 source = _replayed(settings, definition, source, options.rejects_of)
@@ -113,14 +115,14 @@ def _replayed(settings: Settings, resource: Resource, source: str, rejects_of: s
 def _import(
     resource: Resource, source: str, format: Format | None, options: ImportOptions, settings: Settings, started: float
 ) -> ImportReport:
-    staged = stage(resource, source, format, settings)
+    staged, reading = stage(resource, source, format, options, settings)
     try:
         # a dry run writes nothing to the table: it needs no write slot
         slot: AbstractContextManager[SlotClaim | None] = (
             nullcontext(None) if options.dry_run else table_slot(settings, resource.name, get_run_logger().info)
         )
         with slot as claim:
-            report = _load(resource, staged, options, settings, started, claim)
+            report = _load(resource, staged, reading, options, settings, started, claim)
     finally:
         staged.cleanup()  # a failed run leaves no staged copy behind either
     if not report.invariant_holds:
@@ -137,6 +139,7 @@ def _import(
 def _load(
     resource: Resource,
     staged: StagedSource,
+    reading: FileReading,
     options: ImportOptions,
     settings: Settings,
     started: float,
@@ -171,7 +174,8 @@ def _load(
     except BaseException as error:
         record_failure(settings, job.key, error)
         raise
-    report = close_job(settings, job, staged, run_id, time.perf_counter() - started, watch.note if watch else None)
+    duration = time.perf_counter() - started
+    report = close_job(settings, job, staged, run_id, duration, watch.note if watch else None, reading)
     sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     publish_report(report, sample)
     return report
@@ -194,7 +198,7 @@ def _chunks_in_threads(work: ChunkWork) -> None:
     settings, job = work.settings, work.job
     steps = InFlowSteps(settings, job, work.ledger)
     chunks = ChunkPipeline(steps, job, work.progress, workers=settings.load_workers, ahead=1, budget=work.budget)
-    context = RuleContext.of(settings)
+    context = RuleContext.of(settings, work.staged.values)
     for index, batch in enumerate(read_chunks(work.staged, job.resource, job.chunk_size, settings.max_record_bytes)):
         check = check_records(job.resource, context, index, batch.rows)
         chunks.add(check, index, check.rows_read, batch.progress)

@@ -70,6 +70,62 @@ class JobTotals(ImportCounts):
     )
 
 
+class HeaderMatch(BaseModel):
+    """A column of the file read as a field of another name: by the map, or loosely (its
+    name differs from the field's only by case, blanks, '-', '_' or a byte order mark)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    column: str
+    field: str
+    by: str = Field(description="map or loose")
+
+
+class ColumnDrift(BaseModel):
+    """How the file's columns differ from those of the previous import of the same profile
+    (or resource, without one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    added: list[str] = Field(default_factory=list, description="columns the previous import's file did not have")
+    missing: list[str] = Field(default_factory=list, description="columns the previous import's file had")
+    previous_job: str = Field(description="the job key of that previous import")
+
+    @classmethod
+    def between(cls, previous_job: str, previous: list[str], current: list[str]) -> ColumnDrift | None:
+        """The drift from `previous` to `current` columns; None when they are the same set."""
+        added = [c for c in current if c not in previous]
+        missing = [c for c in previous if c not in current]
+        return cls(added=added, missing=missing, previous_job=previous_job) if added or missing else None
+
+    def describe(self) -> str:
+        parts = []
+        if self.added:
+            parts.append(f"adds {', '.join(self.added)}")
+        if self.missing:
+            parts.append(f"lacks {', '.join(self.missing)}")
+        return " and ".join(parts) + " against the previous import"
+
+
+class FileReading(BaseModel):
+    """How the file was read: what was asked for, and what bulkflow decided by itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    profile: Optional[str] = Field(default=None, description="the partner profile the options came from")
+    encoding: str = Field(default="utf-8", description="the text encoding the file was decoded from")
+    delimiter: Optional[str] = Field(default=None, description="a CSV file's delimiter")
+    delimiter_from: Optional[str] = Field(
+        default=None, description="where the delimiter came from: default, given, sep line (Excel's) or sniffed"
+    )
+    quote: Optional[str] = None
+    escape: Optional[str] = Field(default=None, description="a CSV file's escape character, if not the doubled quote")
+    columns: list[str] = Field(default_factory=list, description="the file's columns, as read (after the matches)")
+    header_matches: list[HeaderMatch] = Field(default_factory=list)
+    ignored_columns: list[str] = Field(default_factory=list, description="columns no field takes, not read")
+    drift: Optional[ColumnDrift] = None
+
+
 class ImportReport(ImportCounts):
     """The result of an import run: what *this run* did, and the job's totals apart.
 
@@ -114,6 +170,7 @@ class ImportReport(ImportCounts):
         default=0.0, description="this run's rejected / rows it read (already committed ones excluded)"
     )
     job: JobTotals = Field(default_factory=JobTotals, description="the job's totals over all its runs")
+    reading: FileReading = Field(default_factory=FileReading, description="how the file was read")
 
     @property
     def rejects_handle(self) -> str:

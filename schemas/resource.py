@@ -31,10 +31,11 @@ POLARS_TYPES: dict[FieldKind, pl.DataType] = {
     "timestamp": pl.Datetime("us", "UTC"),
     "text_list": pl.List(pl.String()),
 }
-# Rule ids raised when a present value cannot be read as its field's type.
+# Rule ids raised when a present value cannot be read as its field's type; the message
+# names the formats the file was read with (`ValueFormats.words`).
 TYPE_RULES: dict[FieldKind, tuple[str, str]] = {
-    "boolean": ("invalid_boolean", "must be true or false"),
-    "timestamp": ("invalid_timestamp", "must be an ISO-8601 timestamp, e.g. 2024-05-01T12:00:00Z"),
+    "boolean": ("invalid_boolean", "must be {booleans}"),
+    "timestamp": ("invalid_timestamp", "must be {timestamps}"),
     "text_list": ("invalid_tags", 'must be a JSON array of strings, e.g. ["a","b"]'),
 }
 RAW_SUFFIX = "__raw"
@@ -62,15 +63,39 @@ def present(name: str) -> pl.Expr:
 
 
 @dataclass(frozen=True)
+class ValueFormats:
+    """How a file writes values: the texts that mean no value, true and false (any case),
+    the strftime patterns of its timestamps (tried in order, before ISO-8601) and the time
+    zone of a timestamp without an offset."""
+
+    null_values: tuple[str, ...] = ()
+    true_values: tuple[str, ...] = ("true",)
+    false_values: tuple[str, ...] = ("false",)
+    timestamp_formats: tuple[str, ...] = ()
+    timezone: str = "UTC"
+
+    def words(self) -> dict[str, str]:
+        """What a value must look like, as the type rules' messages say it."""
+        booleans = f"{' or '.join(self.true_values)} (true) or {' or '.join(self.false_values)} (false)"
+        iso = "an ISO-8601 timestamp, e.g. 2024-05-01T12:00:00Z"
+        shapes = " or ".join(self.timestamp_formats)
+        return {
+            "booleans": "true or false" if self == ValueFormats(timezone=self.timezone) else booleans,
+            "timestamps": f"a timestamp as {shapes} (or {iso})" if shapes else iso,
+        }
+
+
+@dataclass(frozen=True)
 class RuleContext:
-    """Configuration that rules may depend on (e.g. the allowed roles)."""
+    """Configuration that rules may depend on (e.g. the allowed roles, the value formats)."""
 
     allowed_roles: tuple[str, ...]
+    values: ValueFormats = ValueFormats()
 
     @classmethod
-    def of(cls, settings: Settings) -> RuleContext:
-        """What the rules read from the settings."""
-        return cls(allowed_roles=settings.allowed_roles)
+    def of(cls, settings: Settings, values: ValueFormats | None = None) -> RuleContext:
+        """What the rules read from the settings (and the file's value formats)."""
+        return cls(allowed_roles=settings.allowed_roles, values=values or ValueFormats())
 
 
 @dataclass(frozen=True)
@@ -95,7 +120,7 @@ class Rule:
     violated: Callable[[RuleContext], pl.Expr]
 
     def describe(self, context: RuleContext) -> str:
-        return self.message.format(allowed_roles=", ".join(context.allowed_roles))
+        return self.message.format(allowed_roles=", ".join(context.allowed_roles), **context.values.words())
 
 
 FilterOp = Literal["=", ">=", "<"]

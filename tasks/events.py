@@ -6,6 +6,7 @@
 | `bulkflow.import.failed` | an import run failed | the same | `error` (one line), `source_name` |
 | `bulkflow.import.high-error-rate` | a completed import rejected more than `BULKFLOW_ERROR_RATE_ALERT` of its rows | the same | the report |
 | `bulkflow.import.budget-exceeded` | an import's rejects spent its error budget | the same | `reason` (one line), `on_budget` (abort, pause, continue), `source_name` |
+| `bulkflow.import.schema-drift` | a file's columns differ from the previous import's of the same profile (or resource) | the same | `added`, `missing`, `previous_job`, `profile`, `blocked`, `source_name` |
 | `bulkflow.export.completed` / `.failed` | an export run finished / failed | `bulkflow.export.<resource>` | the manifest / `error` |
 | `bulkflow.flow-run.alive` | every `ALIVE_EVERY_S` while a bulkflow flow run works | `prefect.flow-run.<id>` | – |
 
@@ -30,7 +31,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from bulkflow.errors import first_line
-from schemas.reports import ExportManifest, ImportReport
+from schemas.reports import ColumnDrift, ExportManifest, ImportReport
 
 ALIVE = "bulkflow.flow-run.alive"
 ALIVE_EVERY_S = 30
@@ -87,6 +88,11 @@ def import_failed(resource: str, source_name: str, error: BaseException) -> None
 def budget_exceeded(resource: str, source_name: str, reason: str, on_budget: str) -> None:
     payload = {"reason": reason, "on_budget": on_budget, "source_name": source_name}
     emit_event("bulkflow.import.budget-exceeded", resource=_resource("import", resource, source_name), payload=payload)
+
+
+def schema_drift(resource: str, source_name: str, drift: ColumnDrift, profile: str | None, blocked: bool) -> None:
+    payload = {**drift.model_dump(), "profile": profile, "blocked": blocked, "source_name": source_name}
+    emit_event("bulkflow.import.schema-drift", resource=_resource("import", resource, source_name), payload=payload)
 
 
 def export_completed(manifest: ExportManifest) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from files.formats import display_name
 from files.staging import StagedSource
 from schemas import declared_tables
 from schemas.parameters import ImportOptions, WriteMode
-from schemas.reports import COUNTS, ImportReport, JobTotals
+from schemas.reports import COUNTS, FileReading, ImportReport, JobTotals
 from schemas.resource import Resource
 from tasks.limits import SlotClaim
 from tasks.retrying import bookkeeping_task_options
@@ -92,12 +93,28 @@ def default_job_key(resource: str, sha256: str) -> str:
 
 def job_key(resource: str, sha256: str, options: ImportOptions, flow_run_id: str | None) -> str:
     """The job an import run works on. The idempotency key (default: resource + content)
-    names it; another write mode is another job; a dry run is a job of its own, which a
-    real import never continues."""
+    names it; another write mode, or other read options (dialect, encoding, map, value
+    formats), is another job; a dry run is a job of its own, which a real import never
+    continues."""
     key = options.idempotency_key or default_job_key(resource, sha256)
     if options.mode != "upsert" and not options.idempotency_key:
         key += f":{options.mode}"
+    read_as = options.chosen()
+    if read_as and not options.idempotency_key:  # the same bytes read otherwise are other rows
+        key += ":read-" + hashlib.sha256(json.dumps(read_as, sort_keys=True).encode()).hexdigest()[:12]
     return f"{key}:dry-run:{flow_run_id or uuid.uuid4()}" if options.dry_run else key
+
+
+def previous_columns(settings: Settings, resource: str, profile: str | None) -> tuple[str, list[str]] | None:
+    """(job key, columns) of the latest import (not a dry run) of `resource` with the same
+    profile (or none), or None before the first."""
+    row = query_one(
+        settings,
+        "SELECT job_key, columns FROM import_jobs WHERE resource = $1 AND profile IS NOT DISTINCT FROM $2 "
+        "AND columns IS NOT NULL AND NOT dry_run ORDER BY created_at DESC LIMIT 1",
+        (resource, profile),
+    )
+    return (row[0], json.loads(row[1])) if row else None
 
 
 @task(**bookkeeping_task_options("open-job", "open-job-{resource.name}"))
@@ -110,7 +127,8 @@ def open_job(
     with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name, "
-            "mode, dry_run, atomic) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (job_key) DO NOTHING",
+            "mode, dry_run, atomic, profile, columns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+            "$12::jsonb) ON CONFLICT (job_key) DO NOTHING",
             parameters=(
                 key,
                 resource.name,
@@ -122,6 +140,8 @@ def open_job(
                 options.mode,
                 options.dry_run,
                 options.all_or_nothing,
+                options.profile,
+                json.dumps(list(staged.columns.read)),
             ),
         )
         cur.execute(
@@ -270,6 +290,7 @@ def close_job(
     flow_run_id: str | None,
     duration_s: float,
     budget_note: str | None = None,
+    reading: FileReading | None = None,
 ) -> ImportReport:
     """The run's own counts and the job's totals, read back from the ledger and the rejects."""
     counts = run_counts(settings, job.key, flow_run_id)
@@ -297,6 +318,7 @@ def close_job(
         duration_s=round(duration_s, 3),
         rows_per_s=round(counts.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
         error_rate=counts.own.rejected_share(),
+        reading=reading or FileReading(),
     )
 
 
@@ -305,7 +327,10 @@ def set_aside(settings: Settings, job: Job, flow_run_id: str | None, error: Base
     and runs, and drop what it staged: its reject report stays readable by run id, and the
     next import of the file starts from the beginning. Returns the new key."""
     aside = f"{job.key}:aborted:{flow_run_id or uuid.uuid4()}"
-    columns = "resource, source, format, content_sha256, chunk_size, source_name, mode, dry_run, atomic, created_at"
+    columns = (
+        "resource, source, format, content_sha256, chunk_size, source_name, mode, dry_run, atomic, created_at, "
+        "profile, columns"
+    )
     with connect(settings) as conn, conn.cursor() as cur:
         cur.execute(
             f"INSERT INTO import_jobs (job_key, {columns}, finished_at, failed_at, failure_class, failure_retryable, "

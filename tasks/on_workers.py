@@ -67,4 +67,4 @@ def _read_and_check(settings: Settings, resource: Resource, file: SharedFile, sp
             "file themselves, so it must be on storage every worker reaches (an s3:// source, or a shared path "
             "under BULKFLOW_HOME for downloaded, compressed or converted ones)"
         ) from None
-    return check_records(resource, RuleContext.of(settings), span.index, rows)
+    return check_records(resource, RuleContext.of(settings, file.values), span.index, rows)

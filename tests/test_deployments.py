@@ -41,6 +41,8 @@ def test_the_catalog_declares_the_four_deployments_with_forms_and_schedules() ->
     assert form["properties"]["resource"]["enum"] == ["users", "articles", "comments"]
     options = {"chunk_size", "idempotency_key", "source_name", "mode", "dry_run", "atomic", "max_rejects"}
     options |= {"max_reject_rate", "budget_min_rows", "on_budget", "budget_pause_timeout", "cascade", "rejects_of"}
+    options |= {"profile", "delimiter", "quote", "escape", "encoding", "map", "null_values", "true_values"}
+    options |= {"false_values", "timestamp_format", "timezone", "on_drift"}
     assert set(form["definitions"]["ImportOptions"]["properties"]) == options
     export_form = deployments["export/export"]._parameter_openapi_schema.model_dump()
     assert {"role", "status", "created_at_from", "updated_since"} <= set(

@@ -115,15 +115,18 @@ def test_workers_read_an_object_store_source_itself_and_a_rewritten_one_at_its_s
     assert shared_file(staged("s3://bucket/in/u.csv.gz", False), MAX_RECORD).location == str(copy.resolve())
     assert shared_file(staged("https://x.io/u.csv", True), MAX_RECORD).location == str(copy.resolve())
     read = shared_file(staged("s3://bucket/in/u.csv", True), MAX_RECORD)
-    assert (read.csv_names, read.csv_header) == (("id", "email"), b"id,email\n")
+    assert read.csv is not None and (read.csv.names, read.csv.header) == (("id", "email"), b"id,email\n")
 
 
 def test_a_worker_that_cannot_reach_the_file_says_where_files_must_be(tmp_path: Path) -> None:
     from bulkflow.errors import ParameterError
     from files.batches import ChunkSpan
-    from files.read import SharedFile
+    from files.dialect import CsvDialect
+    from files.header import ColumnMatch
+    from files.read import CsvLayout, SharedFile
     from tasks.on_workers import _read_and_check
 
-    gone = SharedFile("u.csv", str(tmp_path / "not-shared.csv"), "csv", "csv", ("id",), b"id\n")
+    layout = CsvLayout(CsvDialect(), ("id",), b"id\n")
+    gone = SharedFile("u.csv", str(tmp_path / "not-shared.csv"), "csv", "csv", ColumnMatch(), layout)
     with pytest.raises(ParameterError, match="storage every worker reaches"):
         _read_and_check(Settings(), USERS, gone, ChunkSpan(0, 0, 10, 1, 1, 1.0))
