@@ -22,7 +22,7 @@ from bulkflow.settings import Settings
 from files.formats import detect_format, display_name
 from files.remote import check_remote_url, check_size
 from schemas import RESOURCES, get_resource
-from schemas.parameters import FORMATS, ImportOptions, LoadControl
+from schemas.parameters import FORMATS, FileOptions, ImportOptions
 from schemas.reports import JobTotals
 from tasks.jobs import RunCounts, find_job_key, iter_rejects, read_rejects, run_counts
 from tasks.landing import store_upload
@@ -41,6 +41,8 @@ def _form_fields(model: type[BaseModel]) -> dict[str, Any]:
         choices = [choice for choice in schema.get("anyOf", ()) if choice.get("type") != "null"]
         if len(choices) == 1:
             schema = {**choices[0], "description": schema.get("description", ""), "default": ""}
+        if schema.get("type") in ("array", "object"):  # a form field is text: `NULL,N/A`, `Email Address=email`
+            schema = {"type": "string", "description": schema.get("description", ""), "default": ""}
         fields[name] = schema
     return fields
 
@@ -69,7 +71,7 @@ _UPLOAD_BODY = {
                             "default": "",
                             "description": "Default (empty): from the file's name.",
                         },
-                        **_form_fields(LoadControl),
+                        **_form_fields(FileOptions),
                     },
                 }
             },
@@ -104,7 +106,10 @@ async def create_import(
             415, "unsupported_media_type", "send multipart/form-data (file, resource) or JSON (resource, url)"
         )
     options = ImportOptions(
-        **control.model_dump(), idempotency_key=idempotency_key, source_name=name, rejects_of=rejects_of
+        **control.model_dump(exclude_unset=True),
+        idempotency_key=idempotency_key,
+        source_name=name,
+        rejects_of=rejects_of,
     )
     parameters = {"resource": resource, "source": source, "format": fmt, "options": options.model_dump()}
     run_name = import_run_name(resource, source, options.given_name)
@@ -131,12 +136,13 @@ def _as_object(body: bytes) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _control_of(fields: BaseModel | dict[str, str]) -> LoadControl:
-    """The load control a request's body or form sets (its other fields left out)."""
+def _control_of(fields: BaseModel | dict[str, str]) -> FileOptions:
+    """The file options (how it is read and written) a request's body or form sets (its
+    other fields left out)."""
     given = fields.model_dump(exclude_unset=True) if isinstance(fields, BaseModel) else fields
-    chosen = {name: value for name, value in given.items() if name in LoadControl.model_fields}
+    chosen = {name: value for name, value in given.items() if name in FileOptions.model_fields}
     try:
-        return LoadControl.model_validate(chosen)
+        return FileOptions.model_validate(chosen)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(), body=chosen) from None
 
@@ -148,8 +154,8 @@ def _check_url_request(body: ImportFromUrl, settings: Settings) -> tuple[str, st
     return body.resource, url, body.format
 
 
-async def _receive_form(request: Request, settings: Settings) -> tuple[str, str, str | None, str | None, LoadControl]:
-    """(resource, source, format, the file's original name, load control) of a form: an
+async def _receive_form(request: Request, settings: Settings) -> tuple[str, str, str | None, str | None, FileOptions]:
+    """(resource, source, format, the file's original name, file options) of a form: an
     uploaded file, stored first, or a URL (`url` or `file_url`) imported as a JSON body's
     would be."""
     declared = request.headers.get("content-length")
@@ -160,7 +166,7 @@ async def _receive_form(request: Request, settings: Settings) -> tuple[str, str,
             request.headers,
             _limited(request.stream(), settings.max_source_bytes),
             max_files=1,
-            max_fields=6 + len(LoadControl.model_fields),
+            max_fields=6 + len(FileOptions.model_fields),
         ).parse()
     except MultiPartException as exc:
         raise ApiError(400, "invalid_upload", f"cannot read the multipart body: {exc.message}") from None

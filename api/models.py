@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 from decisions.exports import ExportFormat
-from schemas.parameters import ExportFilters, LoadControl, OptionalFormat, ResourceName
+from schemas.parameters import ExportFilters, FileOptions, OptionalFormat, ResourceName
 from schemas.reports import ExportManifest, ImportCounts, JobTotals
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -46,9 +46,9 @@ class Accepted(BaseModel):
     status_url: str
 
 
-class ImportFromUrl(LoadControl):
-    """An import of a URL (or of the records an import rejected), with how it writes
-    (`LoadControl`: the same fields a form sends)."""
+class ImportFromUrl(FileOptions):
+    """An import of a URL (or of the records an import rejected), with how it is read and
+    written (`FileOptions`: the same fields a form sends, and a profile holds)."""
 
     resource: ResourceName = aliased("resource", description="users, articles or comments.")
     url: Optional[str] = aliased(

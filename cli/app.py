@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from cli import data, services
+from cli import data, profiles, services
 from cli.output import stderr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -17,6 +17,7 @@ db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, status, 
 app.add_typer(db_app, name="db")
 automations_app = typer.Typer(no_args_is_help=True, help="Example Prefect automations on bulkflow's events.")
 app.add_typer(automations_app, name="automations")
+app.add_typer(profiles.app, name="profiles")
 app.command("import")(data.import_command)
 app.command("export")(data.export_command)
 app.command("rejects")(data.rejects_command)

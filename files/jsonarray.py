@@ -33,6 +33,7 @@ def json_array_to_ndjson(src: IO[bytes], dst: IO[bytes], source: str, limit: int
             started, text.position = True, text.position + 1
             continue
         if head == "]":
+            text.position += 1
             break
         _copy_element(text, decoder, dst, max_record)
     text.drain()
@@ -107,9 +108,20 @@ class _JsonText:
                 return False
 
     def drain(self) -> None:
-        """Hash whatever trails the array too, so the checksum covers the whole file."""
-        while self.more():
+        """Read what trails the array: blanks only (InputError for anything else, which is
+        not part of a JSON document)."""
+        while True:
+            rest = self.buffer[self.position :]
+            if rest.strip(" \t\r\n"):
+                offset = len(rest) - len(rest.lstrip(" \t\r\n"))
+                found = rest[offset : offset + 20]
+                raise InputError(
+                    f"{self.source}: the JSON array is followed by {found!r}: a JSON file holds one array, "
+                    "and nothing after it but blanks"
+                )
             self.position = len(self.buffer)
+            if not self.more():
+                return
 
 
 _STRUCTURE = re.compile(r'["\[\]{}]')

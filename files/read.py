@@ -299,7 +299,11 @@ def _ndjson_fields(lines: pl.DataFrame, resource: Resource, columns: ColumnMatch
         pl.lit(None, pl.String).alias(INVALID_TYPE),
     )
     single = [f.name for f in resource.fields if f.kind != "text_list"]
-    unsure = pl.any_horizontal([pl.col(n).str.contains(_UNSURE_JSON_VALUE) for n in single]).fill_null(False)
+    texts = [f.name for f in resource.fields if f.kind == "text"]
+    unsure = pl.any_horizontal(
+        [pl.col(n).str.contains(_UNSURE_JSON_VALUE) for n in single]
+        + [pl.col(n).is_in(["true", "false"]) for n in texts]  # maybe a JSON boolean where text is due
+    ).fill_null(False)
     if not read.select(unsure.any()).item():
         return read
     exact = _exact_values(read.filter(unsure), resource, columns)
@@ -315,7 +319,7 @@ def _json_path(key: str) -> str:
 
 def _exact_values(rows: pl.DataFrame, resource: Resource, columns: ColumnMatch) -> pl.DataFrame:
     """Read lines again with Python's json, numbers kept as written: objects and arrays
-    where one value is expected are named in `_invalid_type`."""
+    where one value is expected, and booleans where a text is, are named in `_invalid_type`."""
     records = []
     for row in rows.iter_rows(named=True):
         try:
@@ -328,7 +332,9 @@ def _exact_values(rows: pl.DataFrame, resource: Resource, columns: ColumnMatch) 
         wrong = []
         for f in resource.fields:
             value = record.get(columns.column_of(f.name))
-            if isinstance(value, (dict, list)) and f.kind != "text_list":
+            if (isinstance(value, (dict, list)) and f.kind != "text_list") or (
+                isinstance(value, bool) and f.kind == "text"
+            ):
                 wrong.append(f.name)
             row[f.name] = _as_text(value)
         records.append({**row, INVALID_TYPE: ",".join(wrong) or None})

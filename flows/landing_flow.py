@@ -9,7 +9,7 @@ from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
 from tasks import events
-from tasks.jobs import default_job_key, job_totals
+from tasks.jobs import find_job_key, job_totals
 from tasks.landing import (
     LandedFile,
     Outcome,
@@ -28,7 +28,8 @@ from tasks.runs import wait_for_run
 
 @flow(name="landing-pickup", flow_run_name=landing_run_name, validate_parameters=True)
 def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
-    """Import the files under `<landing>/<resource>/` that no earlier pick-up dealt with.
+    """Import the files under `<landing>/<resource>/` (and `<landing>/<profile>/<resource>/`,
+    read with that profile) that no earlier pick-up dealt with.
 
     Each file becomes its own run of the import deployment (named after the file, tagged
     `via:landing`), which any runner or worker takes: users files first, then articles, then
@@ -83,9 +84,8 @@ class _Pickup:
                 started.append((file, sha256, start_import(file)))
         for file, sha256, run in started:
             outcome, detail = outcome_of(wait_for_run(run.id, self.settings.landing_start_timeout_s))
-            totals = (
-                job_totals(self.settings, default_job_key(file.resource, sha256)) if outcome == "imported" else None
-            )
+            key = find_job_key(self.settings, str(run.id)) if outcome == "imported" else None
+            totals = job_totals(self.settings, key) if key else None
             self.summary.add(file.name, outcome or "retry later", str(run.id), totals, detail)
             if outcome is None:
                 get_run_logger().warning("%s will be tried again by the next pick-up: %s", file.location, detail)

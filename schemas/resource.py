@@ -197,7 +197,11 @@ class Resource:
             if f.required:
                 generated.append(Rule("required", f.name, f"{f.name} is required", _missing(f.name)))
             if f.kind != "text_list":
-                message = f"{f.name} must be a single value, not a JSON object or array"
+                message = (
+                    f"{f.name} must be a text (or a number), not a JSON object, array or boolean"
+                    if f.kind == "text"
+                    else f"{f.name} must be a single value, not a JSON object or array"
+                )
                 generated.append(Rule("invalid_type", f.name, message, _not_scalar(f.name)))
             if f.kind in TYPE_RULES:
                 rule_id, message = TYPE_RULES[f.kind]

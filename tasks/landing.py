@@ -1,7 +1,9 @@
 """Landing storage (a folder or bucket prefix): files waiting for import, what became of
 each, and the uploads the HTTP API receives.
 
-Layout: `<landing>/<resource>/<file>`, e.g. `landing/users/partner-2026-11-30.csv.gz`.
+Layout: `<landing>/<resource>/<file>`, e.g. `landing/users/partner-2026-11-30.csv.gz`, and
+`<landing>/<profile>/<resource>/<file>` for a partner's files, read with its profile
+(`landing/acme-de/users/export.csv`).
 Names starting with `.` or `_`, and `.part`/`.tmp` files, are still being written and wait:
 write a file under such a name, then rename it (an atomic step on every file system).
 """
@@ -9,9 +11,10 @@ write a file under such a name, then rename it (an atomic step on every file sys
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -25,6 +28,7 @@ from files.copying import ExpandedSizeLimit, checked_copy
 from files.formats import detect_format, display_name
 from files.storage import filesystem, open_file
 from schemas import RESOURCES
+from schemas.parameters import PROFILE_NAME
 from tasks.retrying import bookkeeping_task_options
 from tasks.run_labels import RETRYABLE_FAILURE, import_run_name, run_tags
 from tasks.runs import IMPORT, our_message, start_run
@@ -40,6 +44,8 @@ class LandedFile:
     size: int
     modified: str
     """Modification time (or ETag) as the storage reports it: with size, tells a file changed."""
+    profile: str | None = None
+    """The partner profile of the folder the file landed in."""
 
     @property
     def name(self) -> str:
@@ -59,22 +65,36 @@ def prepare_landing(settings: Settings) -> list[str]:
 
 
 def list_landed(settings: Settings, root: str) -> list[LandedFile]:
-    """Every finished file under `<root>/<resource>/`, users first, then articles, then comments."""
+    """Every finished file under `<root>/<resource>/` and `<root>/<profile>/<resource>/`:
+    users first, then articles, then comments (a resource references only earlier ones);
+    for each, the files without a profile first, then by profile, then by name."""
     fs, path = filesystem(settings, root)
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    profiles = [None, *_profile_folders(fs, path)]
     files: list[LandedFile] = []
-    for resource in RESOURCES:  # dependency order: a resource references only earlier ones
-        folder = f"{path}/{resource}"
-        if not fs.isdir(folder):
-            continue
-        for info in sorted(fs.ls(folder, detail=True), key=lambda i: i["name"]):
-            name = info["name"].rsplit("/", 1)[-1]
-            if info["type"] != "file" or name.startswith((".", "_")) or name.endswith(_UNFINISHED_SUFFIXES):
+    for resource in RESOURCES:
+        for profile in profiles:
+            folder = f"{path}/{resource}" if profile is None else f"{path}/{profile}/{resource}"
+            if not fs.isdir(folder):
                 continue
-            modified = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
-            location = info["name"] if local else fs.unstrip_protocol(info["name"])
-            files.append(LandedFile(location, resource, int(info["size"]), str(modified)))
+            for info in sorted(fs.ls(folder, detail=True), key=lambda i: i["name"]):
+                name = info["name"].rsplit("/", 1)[-1]
+                if info["type"] != "file" or name.startswith((".", "_")) or name.endswith(_UNFINISHED_SUFFIXES):
+                    continue
+                modified = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
+                location = info["name"] if local else fs.unstrip_protocol(info["name"])
+                files.append(LandedFile(location, resource, int(info["size"]), str(modified), profile))
     return files
+
+
+def _profile_folders(fs: Any, path: str) -> list[str]:
+    """The folders of the landing root named like a profile (not like a resource)."""
+    if not fs.isdir(path):
+        return []
+    names = (
+        info["name"].rstrip("/").rsplit("/", 1)[-1] for info in fs.ls(path, detail=True) if info["type"] == "directory"
+    )
+    return sorted(name for name in names if name not in RESOURCES and re.match(PROFILE_NAME, name))
 
 
 def unseen_files(settings: Settings, root: str) -> list[LandedFile]:
@@ -104,8 +124,11 @@ def import_batches(files: list[LandedFile], per_resource: int) -> list[list[Land
 
 
 def start_import(file: LandedFile) -> FlowRun:
-    """An import run of the file on the import deployment, tagged `via:landing`, for any worker."""
-    parameters = {"resource": file.resource, "source": file.location}
+    """An import run of the file on the import deployment (with its folder's profile),
+    tagged `via:landing`, for any worker."""
+    parameters: dict[str, Any] = {"resource": file.resource, "source": file.location}
+    if file.profile is not None:
+        parameters["options"] = {"profile": file.profile}
     name = import_run_name(file.resource, file.location)
     return start_run(IMPORT, parameters, run_tags(file.resource, "landing"), name)
 

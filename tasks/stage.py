@@ -35,6 +35,21 @@ def stage(
     what to fix): the staged file, and how it is read. A column no field takes is logged
     and ignored; a drift from the previous import's columns is reported (or, with
     `on_drift=block`, refused)."""
+    staged, reading = read_plan(resource, source, format, options, settings)
+    try:
+        if reading.ignored_columns:
+            get_run_logger().warning("ignoring columns %s not in %s", ", ".join(reading.ignored_columns), resource.name)
+        return staged, _with_drift(settings, resource, display_name(source, options.given_name), reading, options)
+    except BaseException:
+        staged.cleanup()
+        raise
+
+
+def read_plan(
+    resource: Resource, source: str, format: Format | None, options: ImportOptions, settings: Settings
+) -> tuple[StagedSource, FileReading]:
+    """The source staged, and how it is read (dialect, encoding, the columns' fields),
+    without the database: what `bulkflow profiles check` shows."""
     staged = stage_source(
         source, format, settings=settings, reading=options, fits_header=lambda names: _fits(resource, names, options)
     )
@@ -42,11 +57,8 @@ def stage(
         columns = read_columns(staged, settings.max_record_bytes)
         match = match_columns(resource, source, columns, options.map)
         unknown = check_columns(resource, source, list(match.read))
-        if unknown:
-            get_run_logger().warning("ignoring columns %s not in %s", ", ".join(unknown), resource.name)
         staged = replace(staged, columns=match)
-        reading = _reading(staged, options, match, unknown)
-        return staged, _with_drift(settings, resource, display_name(source, options.given_name), reading, options)
+        return staged, _reading(staged, options, match, unknown)
     except BaseException:
         staged.cleanup()
         raise
