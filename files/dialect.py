@@ -23,7 +23,7 @@ SAMPLE_BYTES = 1 << 16
 SAMPLE_RECORDS = 100
 _SEP_LINE = re.compile(rb"^(?:\xef\xbb\xbf)?sep=(.)\r?\n", re.IGNORECASE)
 
-DelimiterSource = Literal["default", "given", "sep line", "sniffed"]
+DelimiterSource = Literal["default", "given", "file name", "sep line", "sniffed"]
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,16 @@ def describe_delimiter(delimiter: str) -> str:
 
 
 def resolve_dialect(
-    path: Path, source: str, delimiter: str, quote: str, fits_header: Callable[[list[str]], bool]
+    path: Path,
+    source: str,
+    delimiter: str,
+    quote: str,
+    fits_header: Callable[[list[str]], bool],
+    named_tsv: bool = False,
 ) -> CsvDialect:
     """The dialect of the UTF-8 CSV file at `path`: `delimiter` as given (`auto`: sniffed
-    with `fits_header` saying whether a split header names the resource's columns)."""
+    with `fits_header` saying whether a split header names the resource's columns; the
+    default `,` is a tab for a file named `.tsv`)."""
     with open(path, "rb") as stream:
         head = stream.read(SAMPLE_BYTES)
     sep = _SEP_LINE.match(head)
@@ -62,6 +68,8 @@ def resolve_dialect(
         if delimiter not in ("auto", ",", said):
             raise InputError(f"{source} says sep={said} on its first line, but the delimiter given is {delimiter!r}")
         return CsvDialect(said, quote, "sep line", sep_line=True)
+    if delimiter == "," and named_tsv:
+        return CsvDialect("\t", quote, "file name")
     if delimiter != "auto":
         return CsvDialect(delimiter, quote, "default" if delimiter == "," else "given")
     return CsvDialect(_sniff(head, source, quote, fits_header), quote, "sniffed")

@@ -15,6 +15,7 @@ from schemas.parameters import FORMATS, Format, check_format
 
 _EXTENSIONS: dict[str, Format] = {
     ".csv": "csv",
+    ".tsv": "csv",
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
     ".json": "json",
@@ -24,6 +25,12 @@ _EXTENSIONS: dict[str, Format] = {
 
 
 _COMPRESSIONS = {".gz": "gzip"}
+
+
+def named_tsv(source: str) -> bool:
+    """Whether the file's name says it is tab-separated (`.tsv`, `.tsv.gz`)."""
+    suffixes = [s.lower() for s in Path(source.split("?")[0]).suffixes]
+    return ".tsv" in suffixes[-2:]
 
 
 def display_name(source: str, given: str | None = None) -> str:

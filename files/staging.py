@@ -25,7 +25,7 @@ from bulkflow.errors import InputError, ParameterError, RetryableError, first_li
 from bulkflow.settings import Settings
 from files.copying import Copied, checked_copy
 from files.dialect import CsvDialect, resolve_dialect
-from files.formats import check_source
+from files.formats import check_source, named_tsv
 from files.header import ColumnMatch
 from files.jsonarray import json_array_to_ndjson
 from files.quotes import find_quote_problem
@@ -114,7 +114,10 @@ def stage_source(
             raise InputError(f"{source} is empty: nothing to import")
         if fmt == "csv":
             staged = replace(
-                staged, dialect=resolve_dialect(staged.path, source, reading.delimiter, reading.quote, fits_header)
+                staged,
+                dialect=resolve_dialect(
+                    staged.path, source, reading.delimiter, reading.quote, fits_header, named_tsv(source)
+                ),
             )
         if copied.quotes_odd:
             line, why = find_quote_problem(staged.path, staged.dialect.delimiter, staged.dialect.quote)
