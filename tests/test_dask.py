@@ -174,3 +174,21 @@ def test_load_control_works_the_same_on_dask(
     assert sql("SELECT count(*) FROM users") == [(0,)]
     reset_imports()  # the dry runs' and the aborted run's rejects
     import_state(import_file("users", users, chunk_size=CHUNK, atomic=True)).assert_same(expected)
+
+
+def test_dask_workers_read_every_dialect_and_encoding_as_threads_read_plain_csv(
+    partner_files: list[tuple[str, Path]], dask_scheduler: str, settings_env: Callable[..., None], tmp_path: Path
+) -> None:
+    """The users file rewritten `|`-separated in UTF-16: the workers read their spans of the
+    decoded copy and end exactly as threads do with the plain file."""
+    import csv
+
+    _, users = partner_files[0]
+    expected = _on_threads_then_reset([("users", str(users))])
+    partner = tmp_path / "users-pipes.csv"
+    with open(users, newline="", encoding="utf-8") as plain, open(partner, "w", newline="", encoding="utf-16") as out:
+        csv.writer(out, delimiter="|", lineterminator="\n").writerows(csv.reader(plain))
+    settings_env(BULKFLOW_TASK_RUNNER="dask", BULKFLOW_DASK_ADDRESS=dask_scheduler)
+    report = import_file("users", partner, chunk_size=CHUNK, delimiter="|", encoding="utf-16")
+    assert report.reading.delimiter == "|" and report.reading.encoding == "utf-16"
+    import_state(report).assert_same(expected)

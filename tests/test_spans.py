@@ -20,6 +20,7 @@ from files.spans import plan_spans
 from files.staging import StagedSource, stage_source
 from schemas import RESOURCES
 from schemas.frames import LINE
+from schemas.parameters import ImportOptions
 
 USERS = RESOURCES["users"]
 MAX_RECORD = 1024
@@ -49,8 +50,9 @@ _ndjson_lines = st.sampled_from(
 )
 
 
-def _spans_match_chunks(path: Path, size: int) -> None:
-    staged = stage_source(str(path), settings=Settings())
+def _spans_match_chunks(path: Path, size: int, reading: ImportOptions = ImportOptions()) -> list[pl.DataFrame]:
+    """Assert that each span read alone is its chunk; the chunks."""
+    staged = stage_source(str(path), settings=Settings(), reading=reading)
     whole = [batch.rows for batch in read_chunks(staged, USERS, size, MAX_RECORD)]
     spans = list(plan_spans(staged, size, MAX_RECORD))
     shared = shared_file(staged, MAX_RECORD)
@@ -58,6 +60,7 @@ def _spans_match_chunks(path: Path, size: int) -> None:
     with open(shared.location, "rb") as stream:
         for span, chunk in zip(spans, whole, strict=True):
             assert_frame_equal(*_aligned(read_span(stream, shared, USERS, span, MAX_RECORD), chunk))
+    return whole
 
 
 def _aligned(left: pl.DataFrame, right: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -77,6 +80,28 @@ def test_csv_spans_read_alone_are_the_chunks(
     path = tmp_path / "u.csv"
     path.write_bytes(b"\xef\xbb\xbfid,email,name,role\r\n" + (body if last_newline else body.rstrip(b"\n")))
     _spans_match_chunks(path, size)
+
+
+DIALECTS = ((";", '"', "cp1252"), ("\t", '"', "utf-8"), ("|", "'", "latin-1"), (",", "'", "utf-16"))
+"""(delimiter, quote, encoding): partner shapes the records are written in."""
+
+
+@pytest.mark.parametrize(("delimiter", "quote", "encoding"), DIALECTS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(_csv_records, min_size=1, max_size=30), size=st.integers(1, 7))
+def test_csv_spans_in_every_dialect_and_encoding_are_the_chunks_with_the_same_lines(
+    tmp_path: Path, records: list[bytes], size: int, delimiter: str, quote: str, encoding: str
+) -> None:
+    """The same records written with another delimiter, quote and encoding: spans still
+    read alone as their chunks, and the rows and lines are those of the plain file."""
+    plain = b"id,email,name,role\r\n" + b"".join(records)
+    path = tmp_path / "u.csv"
+    path.write_bytes(plain)
+    expected = [chunk.get_column(LINE).to_list() for chunk in _spans_match_chunks(path, size)]
+    written = plain.replace(b",", delimiter.encode()).replace(b'"', quote.encode()).decode().replace("x", "ä")
+    path.write_bytes(written.encode(encoding))
+    reading = ImportOptions(delimiter=delimiter, quote=quote, encoding=encoding)
+    assert [chunk.get_column(LINE).to_list() for chunk in _spans_match_chunks(path, size, reading)] == expected
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
