@@ -5,6 +5,7 @@ report says how it was read."""
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,13 @@ def check_outcome(expected: PartnerFile, report: ImportReport) -> None:
     assert report.reading.profile == expected.profile
     assert report.reading.model_dump(include=set(expected.reading)) == expected.reading
     assert {m.column: m.field for m in report.reading.header_matches} == expected.matches
+    check_rows(expected)
+
+
+def check_rows(expected: PartnerFile) -> None:
+    """The table holds the corpus's rows as it gives them."""
     for row_id, values in expected.rows.items():
-        columns = ", ".join(values)
-        [stored] = sql(f"SELECT {columns} FROM users WHERE id = '{row_id}'")
+        [stored] = sql(f"SELECT {', '.join(values)} FROM users WHERE id = '{row_id}'")
         assert dict(zip(values, (_json_value(v) for v in stored))) == values, row_id
 
 
@@ -110,3 +115,62 @@ def test_a_drift_in_the_columns_is_reported_then_blocked_when_asked(profiles: Pa
     report = import_file("users", CORPUS / "sqlserver-utf16.csv", encoding="utf-16")
     assert report.reading.drift is not None and report.reading.drift.added == ["name"]
     assert report.inserted == 2
+
+
+SHIPPED = [f for f in PARTNER_FILES if (SHIPPED_PROFILES / f"{f.profile}.yaml").exists()]
+"""The corpus files read with a profile the repository ships (the served runner's)."""
+
+
+@pytest.mark.usefixtures("served")
+def test_partner_files_land_in_their_profiles_folder_and_load_as_it_says(tmp_path: Path) -> None:
+    """`<landing>/<profile>/<resource>/<file>`: each file is imported with its folder's
+    profile by the served deployment's runner, with the outcome the corpus gives."""
+    from flows.landing_flow import landing_pickup
+
+    reset_imports()
+    for expected in SHIPPED:
+        folder = tmp_path / expected.profile / "users"
+        folder.mkdir(parents=True)
+        shutil.copyfile(CORPUS / expected.name, folder / expected.name)
+    outcomes = landing_pickup(landing=str(tmp_path))
+    assert sorted(Path(p).name for p in outcomes["imported"]) == sorted(f.name for f in SHIPPED)
+    for expected in SHIPPED:
+        check_job(expected)
+
+
+def check_job(expected: PartnerFile) -> None:
+    """The job of a file imported elsewhere (a served run) holds what the corpus says: its
+    totals, its profile and the columns it read, and the rows."""
+    from bulkflow.settings import Settings
+    from tasks.jobs import job_totals
+
+    [(key, profile, columns)] = sql(
+        f"SELECT job_key, profile, columns FROM import_jobs WHERE source_name = '{expected.name}'"
+    )
+    totals = job_totals(Settings(), key)
+    assert (totals.inserted, totals.rejects_by_rule) == (expected.inserted, expected.rejects_by_rule)
+    assert profile == expected.profile
+    assert set(expected.matches.values()) <= set(json.loads(columns) if isinstance(columns, str) else columns)
+    check_rows(expected)
+
+
+@pytest.mark.usefixtures("served")
+def test_an_upload_names_its_profile_and_loads_as_it_says() -> None:
+    """The API's form takes `profile` like any option; the job ends as the corpus says."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from bulkflow.settings import Settings
+    from tests.test_api import finished
+
+    reset_imports()
+    [expected] = [f for f in SHIPPED if f.name == "excel-de.csv"]
+    with TestClient(create_app(Settings())) as client, open(CORPUS / expected.name, "rb") as fh:
+        answer = client.post(
+            "/v1/imports", files={"file": (expected.name, fh)}, data={"resource": "users", "profile": expected.profile}
+        )
+        assert answer.status_code == 202, answer.text
+        job = finished(client, answer.json()["status_url"])
+    assert job["status"] == "completed", job
+    assert (job["inserted"], job["rejects_by_rule"]) == (expected.inserted, expected.rejects_by_rule)
+    check_job(expected)

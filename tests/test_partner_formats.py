@@ -4,8 +4,8 @@ matches, value formats, the options and profiles that declare them. Nothing star
 from __future__ import annotations
 
 import codecs
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -146,7 +146,7 @@ def test_value_formats_read_the_partners_words_and_patterns_in_its_time_zone() -
     stamps = pl.Series(
         ["31.12.2024 13:45", "01.07.2024", "2024-05-01T12:00:00Z", "2024-05-01 12:00", "31.03.2024 02:30"]
     )
-    utc = timezone.utc
+    utc = UTC
     assert pl.select(parse_timestamp(pl.lit(stamps), values)).to_series().to_list() == [
         datetime(2024, 12, 31, 12, 45, tzinfo=utc),
         datetime(2024, 6, 30, 22, 0, tzinfo=utc),
