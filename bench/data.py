@@ -51,3 +51,22 @@ def prepare(
 def header(path: Path) -> list[str]:
     with path.open(encoding="utf-8") as fh:
         return fh.readline().strip().split(",")
+
+
+PARTNER_PROFILE = "bench-excel-de"
+"""The profile the partner-shaped variant is read with (`partner_variant`)."""
+
+
+def partner_variant(file: BenchFile, profiles: Path) -> Path:
+    """The users file as a German Excel export writes it: a `sep=;` line, `;`, Windows-1252
+    with umlauts in the names; and its profile in `profiles`. The rows are those of the
+    plain file (its fields hold no `,` or `;`, so the delimiter is swapped as text)."""
+    profiles.mkdir(parents=True, exist_ok=True)
+    (profiles / f"{PARTNER_PROFILE}.yaml").write_text("resource: users\ndelimiter: auto\nencoding: cp1252\n")
+    variant = file.ours.with_name(file.ours.stem + "-excel-de.csv")
+    if not variant.exists():
+        with file.ours.open(encoding="utf-8") as plain, variant.open("w", encoding="cp1252", newline="") as out:
+            out.write("sep=;\r\n")
+            for line in plain:
+                out.write(line.replace(",", ";").replace("User ", "Jörg Größe "))
+    return variant

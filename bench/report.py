@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import BenchConfig, Comparison
+from bench.run import PARTNER_WORKLOAD, BenchConfig, Comparison
 
 
 def machine(postgres: str) -> dict[str, Any]:
@@ -61,7 +61,16 @@ def summarise(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
         "memory_base_rows": base,
         "time_per_row_growth": round(per_row[largest] / per_row[1_000_000], 3) if 1_000_000 in per_row else None,
         "fixed_cost": fixed | {"ratio": round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3)},
+        "partner_over_plain": _partner_over_plain(comparisons),
     }
+
+
+def _partner_over_plain(comparisons: list[Comparison]) -> float | None:
+    """The partner-shaped users file's time over the plain file's (medians of our side)."""
+    by_workload = {c.workload: statistics.median(c.ours_s) for c in comparisons if c.kind == "import"}
+    if PARTNER_WORKLOAD not in by_workload or "users" not in by_workload:
+        return None
+    return round(by_workload[PARTNER_WORKLOAD] / by_workload["users"], 3)
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -95,6 +104,11 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary["time_per_row_growth"] is not None:
         lines.append(
             f"Time per row, {largest:,} rows over 1,000,000: {summary['time_per_row_growth']:.2f}x (target ≤ 1.15x)."
+        )
+    if summary.get("partner_over_plain") is not None:
+        lines.append(
+            f"Partner file ({PARTNER_WORKLOAD.removeprefix('users, ')}) over the plain users file: "
+            f"{summary['partner_over_plain']:.2f}x the time (target ≤ 1.25x)."
         )
     fixed = summary["fixed_cost"]
     lines.append(

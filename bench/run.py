@@ -16,12 +16,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
 
-from bench.data import BenchFile, header, prepare
+from bench.data import PARTNER_PROFILE, BenchFile, header, partner_variant, prepare
 from bench.measure import Measurement, measure
 from bulkflow.embedded import embedded_url
 from schemas import RESOURCES
@@ -72,6 +72,7 @@ class Bench:
             "PREFECT_API_URL": api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            "BULKFLOW_PROFILES_DIR": str((config.workdir / "profiles").resolve()),
         }
         self.bulkflow("db", "migrate")  # starts the bench's embedded server, creates our tables
         self.psql = [_psql_binary(), embedded_url(self.env["BULKFLOW_HOME"]), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
@@ -98,6 +99,11 @@ class Bench:
         return self.sql(
             f"\\copy bench_copy.{file.resource} ({columns}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)"
         ).seconds
+
+    def partner_file(self, file: BenchFile) -> BenchFile:
+        """The users file as a German Excel export writes it, read with its profile; COPY
+        loads the same rows from the plain file."""
+        return replace(file, ours=partner_variant(file, Path(self.env["BULKFLOW_PROFILES_DIR"])))
 
     def our_import(self, file: BenchFile, *options: str) -> Measurement:
         """The file imported into the empty table, with the given `bulkflow import` options."""
@@ -178,6 +184,10 @@ class Bench:
         sink.unlink(missing_ok=True)
 
 
+PARTNER_WORKLOAD = "users, ;-separated cp1252 (Excel) with a profile"
+"""Its target is against the plain users row: at most 1.25x its time (`bench.report`)."""
+
+
 def run(config: BenchConfig) -> dict[str, object]:
     """The whole benchmark; returns the results (also written by `bench.report`)."""
     with prefect_server(config) as api_url:
@@ -207,6 +217,9 @@ def run(config: BenchConfig) -> dict[str, object]:
         for workload, option in (("users, dry run", "--dry-run"), ("users, --atomic", "--atomic")):
             controlled.append(Comparison("import", workload, n, 0.6 if option == "--atomic" else None))
             bench.compare_import(controlled[-1], imports[1][1], option)
+        partner = Comparison("import", PARTNER_WORKLOAD, n, None)
+        bench.compare_import(partner, bench.partner_file(imports[1][1]), "--profile", PARTNER_PROFILE)
+        controlled.append(partner)
         memory = _memory_runs(bench, imports[1][0])
         fixed = bench.fixed_cost()
         version = bench.postgres_version()

@@ -25,7 +25,7 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
     summary = write(config, run(config))
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
     workloads = [f"{c['kind']} {c['workload']}" for c in saved["comparisons"]]
-    assert workloads[:8] == [
+    assert workloads[:9] == [
         "import users, 5% invalid",
         "import users",
         "import articles",
@@ -34,8 +34,9 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
         "import users, --mode replace of the same file",
         "import users, dry run",
         "import users, --atomic",
+        "import users, ;-separated cp1252 (Excel) with a profile",
     ]
-    assert len(workloads) == 14  # and 6 exports: 3 resources x NDJSON, CSV
+    assert len(workloads) == 15  # and 6 exports: 3 resources x NDJSON, CSV
     for comparison in saved["comparisons"]:
         assert len(comparison["copy_s"]) == len(comparison["ours_s"]) == 1 and comparison["ratio"] > 0
         assert comparison["ours_peak_rss_mb"][0] > 50  # a real process was measured
@@ -43,6 +44,7 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
     assert saved["machine"]["postgres"].startswith("PostgreSQL ")
     table = (tmp_path / "results" / "results.md").read_text()
     assert "| import users | 300 |" in table and "Peak memory" in table and "Fixed cost: a 10-row import" in table
+    assert "over the plain users file" in table and summary["partner_over_plain"] > 0
     fixed = saved["fixed_cost"]
     assert fixed["ten_rows_s"] > 0 and fixed["import_prefect_s"] > 0
     assert fixed["ratio"] == round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3)
