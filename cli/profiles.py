@@ -15,7 +15,7 @@ app = typer.Typer(no_args_is_help=True, help="Partner profiles (BULKFLOW_PROFILE
 @app.command("list")
 def list_command() -> None:
     """Each profile: its name, resource and the options it sets."""
-    from bulkflow.profiles import load_profile, profile_names
+    from tasks.profiles import load_profile, profile_names
 
     with errors_as_exit():
         settings = Settings()
@@ -41,9 +41,9 @@ def check_command(
     The dialect is sniffed and the header matched as an import does; the result is printed
     as JSON (the report's `reading`)."""
     from bulkflow.errors import ParameterError
-    from bulkflow.profiles import load_profile
     from schemas import get_resource
     from schemas.parameters import ImportOptions, check_format
+    from tasks.profiles import load_profile
     from tasks.stage import read_plan
 
     with errors_as_exit():

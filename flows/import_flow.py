@@ -14,7 +14,6 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import AbandonedImport, InputError, InvariantError, ParameterError, is_retryable
-from bulkflow.profiles import with_profile
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from decisions.budget import RejectBudget
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
@@ -41,6 +40,7 @@ from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, table_slot
 from tasks.load import load_chunk
 from tasks.on_workers import check_span, load_span
+from tasks.profiles import with_profile
 from tasks.replay import replay_source
 from tasks.report import ImportProgress, publish_report
 from tasks.run_labels import DRY_RUN, import_run_name, label_run, tag_retryable_failure, untagged_tasks
