@@ -73,6 +73,8 @@ def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, 
             return
         cur.execute(lock_for_apply_sql(resource))
         cur.execute(analyze_sql(staging))
+        if job.mode == "replace":  # its anti-join reads the whole table: plan it by the table's real size too
+            cur.execute(analyze_sql(resource.name))
         if recheck:
             _refuse_staged(cur, job, staging)
         cur.execute(predict_sql(resource, staging, by_chunk=True))
