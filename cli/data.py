@@ -73,14 +73,28 @@ def import_command(
     """Import a file: every row inserted, updated, unchanged or rejected, exactly once."""
     given = locals()
     with errors_as_exit(as_json):
-        options = ImportOptions.model_validate(
-            {name: given[name] for name in ImportOptions.model_fields if given.get(name) is not None}
-        )
+        options = _options({name: given[name] for name in ImportOptions.model_fields if given.get(name) is not None})
     report = run_import(resource, source, format, options, json_report=as_json)
     if as_json:
         typer.echo(report.model_dump_json())
     else:
         print_report(report)
+
+
+def _options(given: dict[str, Any]) -> ImportOptions:
+    """The import's options; ParameterError naming each option that cannot be used, as typed."""
+    from pydantic import ValidationError
+
+    from bulkflow.errors import ParameterError
+
+    try:
+        return ImportOptions.model_validate(given)
+    except ValidationError as invalid:
+        problems = []
+        for error in invalid.errors():
+            option = "--" + "-".join(str(part) for part in error["loc"][:1]).replace("_", "-")
+            problems.append(f"{option} {error.get('input')!r}: {error['msg'].removeprefix('Value error, ')}")
+        raise ParameterError("; ".join(problems)) from None
 
 
 def export_command(

@@ -69,3 +69,30 @@ def test_the_demo_ends_with_where_to_see_its_runs() -> None:
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         told = next_step()
     assert "prefect server start" in told and "export PREFECT_API_URL=http://127.0.0.1:4200/api" in told
+
+
+def test_an_option_that_cannot_be_used_is_named_with_what_it_takes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["import", "users", "x.csv", "--delimiter", ";;", "--encoding", "klingon"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: --delimiter ';;': the delimiter is one ASCII character (not a line end), e.g. ';' or '\\t'; "
+        "--encoding 'klingon': unknown encoding 'klingon': e.g. utf-8, utf-16, latin-1, cp1252"
+    )
+
+
+def test_profiles_check_shows_how_a_file_is_read_without_importing(tmp_path: Path) -> None:
+    import json
+
+    from tests.partner_corpus import CORPUS, SHIPPED_PROFILES
+
+    result = runner.invoke(
+        app,
+        ["profiles", "check", "excel-de", str(CORPUS / "excel-de.csv")],
+        env={"BULKFLOW_PROFILES_DIR": str(SHIPPED_PROFILES)},
+    )
+    assert result.exit_code == 0, result.stderr
+    reading = json.loads(result.stdout)
+    assert (reading["delimiter"], reading["delimiter_from"], reading["encoding"]) == (";", "sep line", "cp1252")
+    assert {"column": "E-Mail", "field": "email", "by": "map"} in reading["header_matches"]
+    listed = runner.invoke(app, ["profiles", "list"], env={"BULKFLOW_PROFILES_DIR": str(SHIPPED_PROFILES)})
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [["crm", "users"], ["excel-de", "users"]]
