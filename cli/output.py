@@ -183,6 +183,8 @@ def print_report(report: ImportReport) -> None:
         table.add_row(key, str(getattr(report, key)))
     for rule, count in report.rejects_by_rule.items():
         table.add_row(f"  rejects: {rule}", str(count))
+    for label, text in report.reading.notes():
+        table.add_row(f"read: {label}", text)
     if report.mode == "replace":
         table.add_row("deleted", f"{report.deleted} rows not in the file")
     for dependent, count in report.deleted_dependents.items():

@@ -93,6 +93,7 @@ def import_flow(
         with untagged_tasks(), events.alive():
             if options.rejects_of:
                 source = _replayed(settings, definition, source, options.rejects_of)
+                options = options.model_copy(update=options.of_replay())
             report = _import(definition, source, format, options, settings, started)
     except BaseException as error:
         events.import_failed(definition.name, display_name(source, options.given_name), error)

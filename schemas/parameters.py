@@ -176,6 +176,12 @@ class ReadOptions(BaseModel):
             self.timezone,
         )
 
+    def of_replay(self) -> dict[str, Any]:
+        """What reading a replay of rejected records changes: bulkflow wrote that file
+        (UTF-8, `,`, the doubled quote, the fields' own names), while its values are still
+        as the partner wrote them (null texts, booleans, timestamps keep their formats)."""
+        return {"delimiter": ",", "quote": '"', "escape": None, "encoding": "utf-8", "map": {}}
+
     @property
     def escape_char(self) -> str:
         """The escape character, the quote itself by default (RFC 4180's doubled quote)."""

@@ -125,6 +125,22 @@ class FileReading(BaseModel):
     ignored_columns: list[str] = Field(default_factory=list, description="columns no field takes, not read")
     drift: Optional[ColumnDrift] = None
 
+    def notes(self) -> list[tuple[str, str]]:
+        """What a reader of the report should know about how the file was read, as
+        (label, text): nothing for a plain UTF-8 file read as is."""
+        notes = [("profile", self.profile)] if self.profile else []
+        if self.delimiter is not None and self.delimiter_from != "default":
+            shown = {"\t": "tab", " ": "space"}.get(self.delimiter, repr(self.delimiter))
+            notes.append(("delimiter", f"{shown} ({self.delimiter_from})"))
+        if self.encoding != "utf-8":
+            notes.append(("encoding", self.encoding))
+        notes += [("header", f"{m.column!r} read as {m.field} ({m.by})") for m in self.header_matches]
+        if self.ignored_columns:
+            notes.append(("ignored columns", ", ".join(self.ignored_columns)))
+        if self.drift is not None:
+            notes.append(("column drift", f"the file {self.drift.describe()} ({self.drift.previous_job})"))
+        return notes
+
 
 class ImportReport(ImportCounts):
     """The result of an import run: what *this run* did, and the job's totals apart.

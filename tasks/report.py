@@ -125,8 +125,9 @@ def publish_report(report: ImportReport, first_rejects: list[dict[str, object]])
         report.rows_per_s,
         report.error_rate,
     )
-    summary = report.model_dump(exclude={"rejects_by_rule", "job"})
+    summary = report.model_dump(exclude={"rejects_by_rule", "job", "reading"})
     rows = [{"metric": k, "value": str(v)} for k, v in summary.items()]
+    rows += [{"metric": f"read: {label}", "value": text} for label, text in report.reading.notes()]
     rows += [{"metric": f"rejects: {rule}", "value": str(n)} for rule, n in report.rejects_by_rule.items()]
     job = report.job.model_dump(exclude={"rejects_by_rule"})
     rows += [{"metric": f"job: {k}", "value": str(v)} for k, v in job.items()]

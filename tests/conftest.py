@@ -46,12 +46,28 @@ def bulkflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop(name, None)
     os.environ["BULKFLOW_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["BULKFLOW_PROFILES_DIR"] = str(_partner_profiles(tmp_path_factory.mktemp("profiles")))
     yield home
     from bulkflow.db import stop_embedded
     from bulkflow.settings import Settings
 
     stop_embedded(Settings())
     _stop_every_server_under(tmp_path_factory.getbasetemp())
+
+
+def _partner_profiles(folder: Path) -> Path:
+    """The profiles every import of the session sees (a served runner's too): the shipped
+    ones and those of the partner corpus."""
+    import shutil
+
+    import yaml
+
+    from tests.partner_corpus import SHIPPED_PROFILES, TEST_PROFILES
+
+    shutil.copytree(SHIPPED_PROFILES, folder, dirs_exist_ok=True)
+    for name, content in TEST_PROFILES.items():
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(content, allow_unicode=True), encoding="utf-8")
+    return folder
 
 
 def _stop_every_server_under(root: Path) -> None:

@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from schemas.reports import ImportReport
 from tests.helpers import import_file, rejects_of, reset_imports, sql
-from tests.partner_corpus import CORPUS, PARTNER_FILES, SHIPPED_PROFILES, TEST_PROFILES, PartnerFile
+from tests.partner_corpus import CORPUS, PARTNER_FILES, PartnerFile
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
-
-
-@pytest.fixture()
-def profiles(tmp_path: Path, settings_env: Any) -> Path:
-    """A profiles folder with the shipped profiles and the corpus's own."""
-    folder = tmp_path / "profiles"
-    shutil.copytree(SHIPPED_PROFILES, folder)
-    for name, content in TEST_PROFILES.items():
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(content, allow_unicode=True), encoding="utf-8")
-    settings_env(BULKFLOW_PROFILES_DIR=str(folder))
-    return folder
 
 
 def check_outcome(expected: PartnerFile, report: ImportReport) -> None:
@@ -59,9 +45,7 @@ def _json_value(value: object) -> object:
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("expected", PARTNER_FILES, ids=[f.name for f in PARTNER_FILES])
-def test_a_partner_file_loads_as_its_profile_says(
-    expected: PartnerFile, compressed: bool, profiles: Path, tmp_path: Path
-) -> None:
+def test_a_partner_file_loads_as_its_profile_says(expected: PartnerFile, compressed: bool, tmp_path: Path) -> None:
     reset_imports()
     source = CORPUS / expected.name
     if compressed:
@@ -71,7 +55,7 @@ def test_a_partner_file_loads_as_its_profile_says(
     check_outcome(expected, import_file("users", source, profile=expected.profile))
 
 
-def test_explicit_options_override_the_profile(profiles: Path) -> None:
+def test_explicit_options_override_the_profile() -> None:
     """The profile says `|`, latin-1 and `NULL` for no value; the call says `N/A` is: the
     file is read as the profile says, but `NULL` is now a value like any other."""
     reset_imports()
@@ -88,14 +72,14 @@ def test_without_its_profile_a_partner_file_is_refused_and_says_what_to_pass() -
         import_file("users", CORPUS / "excel-de.csv")
 
 
-def test_an_unknown_profile_names_the_profiles_there_are(profiles: Path) -> None:
+def test_an_unknown_profile_names_the_profiles_there_are() -> None:
     from bulkflow.errors import ParameterError
 
     with pytest.raises(ParameterError, match=r"no profile 'acme'.*crm, excel-de"):
         import_file("users", CORPUS / "crm.csv", profile="acme")
 
 
-def test_a_drift_in_the_columns_is_reported_then_blocked_when_asked(profiles: Path, tmp_path: Path) -> None:
+def test_a_drift_in_the_columns_is_reported_then_blocked_when_asked(tmp_path: Path) -> None:
     """The crm profile blocks a drift: a file that adds a column against the previous crm
     import is refused before anything is written; without a profile the drift only warns."""
     from bulkflow.errors import InputError
@@ -117,36 +101,30 @@ def test_a_drift_in_the_columns_is_reported_then_blocked_when_asked(profiles: Pa
     assert report.inserted == 2
 
 
-SHIPPED = [f for f in PARTNER_FILES if (SHIPPED_PROFILES / f"{f.profile}.yaml").exists()]
-"""The corpus files read with a profile the repository ships (the served runner's)."""
-
-
 @pytest.mark.usefixtures("served")
 def test_partner_files_land_in_their_profiles_folder_and_load_as_it_says(tmp_path: Path) -> None:
-    """`<landing>/<profile>/<resource>/<file>`: each file is imported with its folder's
-    profile by the served deployment's runner, with the outcome the corpus gives."""
+    """`<landing>/<profile>/<resource>/<file>`: each file, gzipped, is imported with its
+    folder's profile by the served deployment's runner, with the outcome the corpus gives."""
     from flows.landing_flow import landing_pickup
 
     reset_imports()
-    for expected in SHIPPED:
+    for expected in PARTNER_FILES:
         folder = tmp_path / expected.profile / "users"
-        folder.mkdir(parents=True)
-        shutil.copyfile(CORPUS / expected.name, folder / expected.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{expected.name}.gz").write_bytes(gzip.compress((CORPUS / expected.name).read_bytes()))
     outcomes = landing_pickup(landing=str(tmp_path))
-    assert sorted(Path(p).name for p in outcomes["imported"]) == sorted(f.name for f in SHIPPED)
-    for expected in SHIPPED:
-        check_job(expected)
+    assert sorted(Path(p).name for p in outcomes["imported"]) == sorted(f"{f.name}.gz" for f in PARTNER_FILES)
+    for expected in PARTNER_FILES:
+        check_job(expected, f"{expected.name}.gz")
 
 
-def check_job(expected: PartnerFile) -> None:
+def check_job(expected: PartnerFile, name: str) -> None:
     """The job of a file imported elsewhere (a served run) holds what the corpus says: its
     totals, its profile and the columns it read, and the rows."""
     from bulkflow.settings import Settings
     from tasks.jobs import job_totals
 
-    [(key, profile, columns)] = sql(
-        f"SELECT job_key, profile, columns FROM import_jobs WHERE source_name = '{expected.name}'"
-    )
+    [(key, profile, columns)] = sql(f"SELECT job_key, profile, columns FROM import_jobs WHERE source_name = '{name}'")
     totals = job_totals(Settings(), key)
     assert (totals.inserted, totals.rejects_by_rule) == (expected.inserted, expected.rejects_by_rule)
     assert profile == expected.profile
@@ -156,7 +134,8 @@ def check_job(expected: PartnerFile) -> None:
 
 @pytest.mark.usefixtures("served")
 def test_an_upload_names_its_profile_and_loads_as_it_says() -> None:
-    """The API's form takes `profile` like any option; the job ends as the corpus says."""
+    """The API's form takes `profile` like any option: each file uploaded with its profile
+    ends as the corpus says."""
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -164,13 +143,28 @@ def test_an_upload_names_its_profile_and_loads_as_it_says() -> None:
     from tests.test_api import finished
 
     reset_imports()
-    [expected] = [f for f in SHIPPED if f.name == "excel-de.csv"]
-    with TestClient(create_app(Settings())) as client, open(CORPUS / expected.name, "rb") as fh:
-        answer = client.post(
-            "/v1/imports", files={"file": (expected.name, fh)}, data={"resource": "users", "profile": expected.profile}
-        )
-        assert answer.status_code == 202, answer.text
-        job = finished(client, answer.json()["status_url"])
-    assert job["status"] == "completed", job
-    assert (job["inserted"], job["rejects_by_rule"]) == (expected.inserted, expected.rejects_by_rule)
-    check_job(expected)
+    with TestClient(create_app(Settings())) as client:
+        status_urls = []
+        for expected in PARTNER_FILES:
+            form = {"resource": "users", "profile": expected.profile}
+            answer = client.post(
+                "/v1/imports", files={"file": (expected.name, (CORPUS / expected.name).read_bytes())}, data=form
+            )
+            assert answer.status_code == 202, answer.text
+            status_urls.append(answer.json()["status_url"])
+        jobs = [finished(client, url) for url in status_urls]
+    for expected, job in zip(PARTNER_FILES, jobs, strict=True):
+        assert job["status"] == "completed", job
+        assert (job["inserted"], job["rejects_by_rule"]) == (expected.inserted, expected.rejects_by_rule)
+        check_job(expected, expected.name)
+
+
+def test_a_replay_of_a_partner_files_rejects_is_read_as_bulkflow_wrote_it_with_the_partners_values() -> None:
+    """`--rejects-of` with the profile: the replay file is bulkflow's own CSV (`,`, UTF-8,
+    the fields' names), so the profile's dialect, encoding and map do not apply to it;
+    its value formats do (`NULL` is still no value)."""
+    reset_imports()
+    first = import_file("users", CORPUS / "mainframe.csv", profile="mainframe")
+    replay = import_file("users", "", rejects_of=first.job_key, profile="mainframe")
+    assert (replay.rows_read, replay.rejected, replay.rejects_by_rule) == (1, 1, {"required": 1})
+    assert (replay.reading.delimiter, replay.reading.encoding) == (",", "utf-8")

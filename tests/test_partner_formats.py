@@ -203,3 +203,24 @@ def test_a_json_array_followed_by_anything_but_blanks_is_refused(tmp_path: Path)
     path.write_text('[{"id": "u1"}] [{"id": "u2"}]')
     with pytest.raises(InputError, match=r"followed by '\[\{\"id\": \"u2\"\}\]'"):
         stage_source(str(path), settings=Settings())
+
+
+def test_the_report_notes_what_was_decided_about_the_file_and_nothing_for_a_plain_one() -> None:
+    from schemas.reports import ColumnDrift, FileReading, HeaderMatch
+
+    assert FileReading(delimiter=",", delimiter_from="default").notes() == []
+    reading = FileReading(
+        profile="excel-de",
+        encoding="cp1252",
+        delimiter=";",
+        delimiter_from="sniffed",
+        header_matches=[HeaderMatch(column="E-Mail", field="email", by="loose")],
+        drift=ColumnDrift(added=["Region"], missing=[], previous_job="import:users:ab"),
+    )
+    assert reading.notes() == [
+        ("profile", "excel-de"),
+        ("delimiter", "';' (sniffed)"),
+        ("encoding", "cp1252"),
+        ("header", "'E-Mail' read as email (loose)"),
+        ("column drift", "the file adds Region against the previous import (import:users:ab)"),
+    ]
