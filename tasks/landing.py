@@ -25,7 +25,7 @@ from bulkflow.db import execute, query_one
 from bulkflow.errors import InputError, first_line
 from bulkflow.settings import Settings
 from files.copying import ExpandedSizeLimit, checked_copy
-from files.formats import detect_format, display_name
+from files.formats import detect_format, display_name, named_tsv
 from files.storage import filesystem, open_file
 from schemas import RESOURCES
 from schemas.parameters import PROFILE_NAME
@@ -205,7 +205,8 @@ def store_upload(settings: Settings, stream: IO[bytes], filename: str, format: s
     fmt, compression = detect_format(filename, format)
     if compression == "gzip":
         stream = io.BufferedReader(ExpandedSizeLimit(stream, filename, settings.max_source_bytes))
-    suffix = f".{fmt}" + (".gz" if compression else "")
+    extension = ".tsv" if fmt == "csv" and named_tsv(filename) else f".{fmt}"  # a .tsv name means tabs
+    suffix = extension + (".gz" if compression else "")
     root = f"{settings.landing_root()}/uploads"
     partial = f"{root}/.upload-{uuid.uuid4().hex}{suffix}"
     fs = filesystem(settings, partial)[0]

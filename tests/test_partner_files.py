@@ -154,7 +154,7 @@ def test_an_upload_names_its_profile_and_loads_as_it_says() -> None:
             status_urls.append(answer.json()["status_url"])
         jobs = [finished(client, url) for url in status_urls]
     for expected, job in zip(PARTNER_FILES, jobs, strict=True):
-        assert job["status"] == "completed", job
+        assert job["status"] == "completed", (expected.name, job.get("error"))
         assert (job["inserted"], job["rejects_by_rule"]) == (expected.inserted, expected.rejects_by_rule)
         check_job(expected, expected.name)
 
