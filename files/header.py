@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 from bulkflow.errors import InputError
+from schemas.reports import HeaderMatch
 from schemas.resource import Resource
-
-MatchedBy = Literal["map", "loose"]
-
-
-@dataclass(frozen=True)
-class HeaderMatch:
-    """A column read as a field of another name, and why."""
-
-    column: str
-    field: str
-    by: MatchedBy
 
 
 @dataclass(frozen=True)
@@ -31,10 +20,13 @@ class ColumnMatch:
     """Which field each of a file's columns feeds."""
 
     matches: tuple[HeaderMatch, ...] = ()
-    renames: Mapping[str, str] = field(default_factory=dict)
-    """column -> field, for the columns read under another name."""
     read: tuple[str, ...] = ()
     """The file's columns as they are read: their field, else their own name."""
+
+    @property
+    def renames(self) -> dict[str, str]:
+        """column -> field, for the columns read under another name."""
+        return {m.column: m.field for m in self.matches}
 
     def read_as(self, columns: list[str]) -> list[str]:
         """The names the columns are read under: their field, else their own name."""
@@ -65,13 +57,13 @@ def match_columns(resource: Resource, source: str, columns: list[str], given: Ma
     for column in columns:
         if column in given:
             if given[column] != column:
-                matches.append(HeaderMatch(column, given[column], "map"))
+                matches.append(HeaderMatch(column=column, field=given[column], by="map"))
         elif column not in resource.field_names and loose_name(column) in loose:
-            matches.append(HeaderMatch(column, loose[loose_name(column)], "loose"))
+            matches.append(HeaderMatch(column=column, field=loose[loose_name(column)], by="loose"))
     renames = {m.column: m.field for m in matches}
     read_as = [renames.get(c, c) for c in columns]
     repeated = sorted({f for f in read_as if f in resource.field_names and read_as.count(f) > 1})
     if repeated:
         sources = "; ".join(f"{f}: {', '.join(repr(c) for c, r in zip(columns, read_as) if r == f)}" for f in repeated)
         raise InputError(f"{source}: several columns are read as one field ({sources}): map only one of them")
-    return ColumnMatch(tuple(matches), renames, tuple(read_as))
+    return ColumnMatch(tuple(matches), tuple(read_as))

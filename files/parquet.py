@@ -24,7 +24,7 @@ def parquet_batches(staged: StagedSource, resource: Resource, match: ColumnMatch
     columns = _wanted(parquet, resource, match)
     next_row = 1
     for record_batch in parquet.iter_batches(batch_size=65_536, columns=columns):
-        batch = _numbered(record_batch, next_row).rename(dict(match.renames), strict=False)
+        batch = _numbered(record_batch, next_row).rename(match.renames, strict=False)
         next_row += batch.height
         yield Batch(_parquet_as_text(batch, resource), (next_row - 1) / total)
 
@@ -40,7 +40,7 @@ def parquet_span(parquet: pq.ParquetFile, resource: Resource, match: ColumnMatch
             group_start = first_row if group_start is None else group_start
         first_row += rows
     table = parquet.read_row_groups(groups, columns=columns).slice(span.start - (group_start or 0), span.rows)
-    batch = _numbered(table, span.start + 1).rename(dict(match.renames), strict=False)
+    batch = _numbered(table, span.start + 1).rename(match.renames, strict=False)
     yield Batch(_parquet_as_text(batch, resource), span.progress)
 
 

@@ -8,7 +8,7 @@ counter is declared once.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,7 +78,7 @@ class HeaderMatch(BaseModel):
 
     column: str
     field: str
-    by: str = Field(description="map or loose")
+    by: Literal["map", "loose"]
 
 
 class ColumnDrift(BaseModel):

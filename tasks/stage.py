@@ -17,7 +17,7 @@ from files.formats import display_name
 from files.header import ColumnMatch, match_columns
 from files.staging import StagedSource, stage_source
 from schemas.parameters import Format, ImportOptions
-from schemas.reports import ColumnDrift, FileReading, HeaderMatch
+from schemas.reports import ColumnDrift, FileReading
 from schemas.resource import Resource
 from tasks import events
 from tasks.jobs import previous_columns
@@ -83,7 +83,7 @@ def _reading(staged: StagedSource, options: ImportOptions, match: ColumnMatch, i
         quote=dialect.quote if dialect else None,
         escape=options.escape if dialect and options.escape_char != options.quote else None,
         columns=list(match.read),
-        header_matches=[HeaderMatch(column=m.column, field=m.field, by=m.by) for m in match.matches],
+        header_matches=list(match.matches),
         ignored_columns=ignored,
     )
 
