@@ -176,6 +176,10 @@ LOADING_SESSION = (
     "SET LOCAL client_connection_check_interval = '2s'",
     "SET LOCAL lock_timeout = '60s'",
 )
+CHUNK_PLANS = frozenset(setting for setting in LOADING_SESSION if "enable_" in setting)
+"""The plan settings only a chunk's statements want: a whole job's staged rows, analysed
+first, are planned by their statistics (an anti-join of 1M staged rows against 1M table
+rows as nested loops over an unindexed stage never ends)."""
 
 
 def fetch_one(cursor: Cursor) -> tuple[Any, ...]:
@@ -186,10 +190,12 @@ def fetch_one(cursor: Cursor) -> tuple[Any, ...]:
     return row
 
 
-def tune_session(cursor: Cursor) -> None:
-    """Apply LOADING_SESSION to the cursor's current transaction."""
+def tune_session(cursor: Cursor, *, whole_job: bool = False) -> None:
+    """Apply LOADING_SESSION to the cursor's current transaction; for statements over a
+    whole job's analysed rows (`whole_job`), without CHUNK_PLANS."""
     for setting in LOADING_SESSION:
-        cursor.execute(setting)
+        if not (whole_job and setting in CHUNK_PLANS):
+            cursor.execute(setting)
 
 
 def execute(settings: Settings, statement: str, parameters: tuple[object, ...] = ()) -> None:

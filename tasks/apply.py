@@ -64,7 +64,7 @@ def apply_staged(settings: Settings, job: Job, slot: SlotClaim | None) -> None:
 def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, recheck: bool) -> None:
     resource = job.resource
     with conn.cursor() as cur:
-        tune_session(cur)
+        tune_session(cur, whole_job=True)  # the staged rows are analysed below
         cur.execute(
             "SELECT applied_at IS NOT NULL FROM import_jobs WHERE job_key = $1 FOR UPDATE", parameters=(job.key,)
         )

@@ -85,3 +85,35 @@ def test_checks_keep_their_plan_with_statistics_of_an_uncommitted_chunk(name: st
     }[name]
     stale = ["BEGIN;", rows, f"ANALYZE {target.name};", "ROLLBACK;"]
     _assert_probes(name, _explain(name, stale))
+
+
+def test_a_replace_finds_the_rows_to_delete_by_the_statistics_of_the_whole_job() -> None:
+    """A whole job's staged rows are analysed before the apply, which then plans by them: the
+    anti-join of the table against 1M staged rows as nested loops over the unindexed staging
+    table (the chunk plans) never ended in the benchmark; here it is one hash anti-join."""
+    from bulkflow.db import CHUNK_PLANS
+    from decisions.sql import analyze_sql, collect_gone_sql, create_staging_sql, gone_table_sql, staging_table
+    from schemas.frames import STAGED_CHUNK
+
+    users = RESOURCES["users"]
+    staging, gone = staging_table("plan-test"), "_bulkflow_gone_users"
+    script = "\n".join(
+        [
+            "BEGIN;",
+            *(
+                f"{setting};"
+                for setting in LOADING_SESSION
+                if setting not in CHUNK_PLANS and "synchronous" not in setting
+            ),
+            "INSERT INTO users (id, email, role) SELECT 'g' || g, 'g' || g || '@x.io', 'reader' FROM generate_series(1, 20000) g;",
+            f"{create_staging_sql(users, staging)};",
+            f'INSERT INTO "{staging}" ("{STAGED_CHUNK}", "{LINE}", id, email, role) '
+            "SELECT 0, g, 'g' || g, 'g' || g || '@x.io', 'reader' FROM generate_series(1, 20000) g;",
+            f"{analyze_sql(staging)}; {analyze_sql('users')};",
+            f"{gone_table_sql(gone)};",
+            f"EXPLAIN {collect_gone_sql(users, staging, gone)};",
+            "ROLLBACK;",
+        ]
+    )
+    plan = embedded_server(embedded_data_dir(Settings().home)).psql(script)
+    assert "Hash Anti Join" in plan or "Hash Right Anti Join" in plan, plan
