@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     )
     """How long a pick-up waits for a runner or worker to start a file's import run; then the
     run is cancelled and the file left for the next pick-up."""
+    landing_inline_bytes: int = Field(
+        default=16 << 20, ge=0, validation_alias="BULKFLOW_LANDING_INLINE_BYTES", json_schema_extra=BYTES
+    )
+    """A landed file up to this size is imported by the pick-up itself, as a subflow run of
+    its own (a new process per small file costs more than its import); a larger one becomes
+    a run of the import deployment, for any runner or worker. 0: every file a deployment run."""
     max_source_bytes: int = Field(
         default=5 << 30, ge=1, validation_alias="BULKFLOW_MAX_SOURCE_BYTES", json_schema_extra=BYTES
     )

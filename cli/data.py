@@ -241,6 +241,7 @@ def run_import(
     from files.formats import check_source
     from flows.import_flow import import_flow
     from schemas import get_resource
+    from tasks.prefect_defaults import own_heartbeat_only
     from tasks.run_labels import run_tags
 
     with errors_as_exit(json_report):  # fail fast, before a flow run exists, on what is cheap to check
@@ -250,7 +251,7 @@ def run_import(
             check_source(source, format)
     quiet_tracebacks()
     with errors_as_exit(json_report) as failure, progress_bar(enabled=not json_report and stderr.is_terminal):
-        with tags(*run_tags(resource, via="cli")):
+        with tags(*run_tags(resource, via="cli")), own_heartbeat_only():
             state = import_flow(
                 resource=resource,
                 source=source,

@@ -27,6 +27,7 @@ def serve_command() -> None:
 
     from deployments.catalog import all_deployments, registered_owners
     from deployments.landing_watch import watch
+    from tasks.prefect_defaults import prompt_runner
 
     with errors_as_exit():
         settings = Settings()
@@ -42,7 +43,8 @@ def serve_command() -> None:
     stop = threading.Event()
     threading.Thread(target=watch, args=(settings, stop), name="landing-watch", daemon=True).start()
     try:
-        serve(*deployments)
+        with prompt_runner():
+            serve(*deployments)
     finally:
         stop.set()
 

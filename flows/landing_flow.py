@@ -3,11 +3,15 @@ order, each once. Only wiring."""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger, tags
+from prefect.client.schemas.objects import State
 
 from bulkflow.console import quiet_tracebacks
-from bulkflow.errors import TerminalError
+from bulkflow.errors import TerminalError, is_retryable
 from bulkflow.settings import Settings
+from flows.import_flow import import_flow
 from tasks import events
 from tasks.jobs import find_job_key, job_totals
 from tasks.landing import (
@@ -17,12 +21,16 @@ from tasks.landing import (
     earlier_import,
     find_new_files,
     import_batches,
+    import_parameters,
+    imported_here,
     outcome_of,
+    outcome_of_state,
     record_outcome,
     start_import,
 )
+from tasks.prefect_defaults import own_heartbeat_only
 from tasks.report import LandingSummary
-from tasks.run_labels import label_run, landing_run_name
+from tasks.run_labels import label_run, landing_run_name, run_tags
 from tasks.runs import wait_for_run
 
 
@@ -31,9 +39,11 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     """Import the files under `<landing>/<resource>/` (and `<landing>/<profile>/<resource>/`,
     read with that profile) that no earlier pick-up dealt with.
 
-    Each file becomes its own run of the import deployment (named after the file, tagged
-    `via:landing`), which any runner or worker takes: users files first, then articles, then
-    comments, at most `BULKFLOW_MAX_IMPORTS_PER_RESOURCE` files of one resource at once. A
+    Each file becomes its own import run (named after the file, tagged `via:landing`, a child
+    run of the pick-up): a file up to `BULKFLOW_LANDING_INLINE_BYTES` is imported by the
+    pick-up itself, a larger one by a run of the import deployment, which any runner or worker
+    takes. Users files first, then articles, then comments, each resource's in name order, at
+    most `BULKFLOW_MAX_IMPORTS_PER_RESOURCE` files of one resource at once. A
     file whose content was imported before (same checksum) is skipped as a duplicate. A file
     that cannot be imported is recorded as failed and not tried again until it changes; a
     passing failure (database down, a crashed run) leaves it for the next pick-up. Returns the
@@ -48,11 +58,10 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     label_run(None)
     pickup = _Pickup(settings)
     with events.alive():
-        for batch in import_batches(
-            find_new_files(settings, landing or settings.landing_root()), settings.max_imports_per_resource
-        ):
+        new = pickup.screen(find_new_files(settings, landing or settings.landing_root()))
+        for batch in import_batches(new, settings.max_imports_per_resource):
             pickup.run(batch)
-    pickup.summary.publish()
+        pickup.record()
     outcomes = pickup.outcomes
     if outcomes["failed"] or outcomes["retry_later"]:
         raise TerminalError(
@@ -62,38 +71,95 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     return outcomes
 
 
+def _import_here(file: LandedFile) -> tuple[str, State]:
+    """The file imported by this process, as a subflow run of the pick-up tagged
+    `via:landing`: (its run id, its final state)."""
+    with tags(*run_tags(file.resource, "landing")), own_heartbeat_only():  # the pick-up's run has one
+        state = import_flow(**import_parameters(file), return_state=True)
+    return str(state.state_details.flow_run_id), state
+
+
+def _retryable(state: State) -> bool:
+    """Whether a failed import may succeed on a later try (the database was away, say)."""
+    error = state.result(raise_on_failure=False) if state.is_failed() else None
+    return isinstance(error, BaseException) and is_retryable(error)
+
+
+@dataclass
+class _Ending:
+    """What became of one landed file in this pick-up."""
+
+    sha256: str
+    outcome: Outcome | None
+    """None: left for the next pick-up."""
+    detail: str | None
+    run_id: str | None
+
+
 class _Pickup:
-    """What one pick-up did with each file: outcomes, the summary table, the landing records."""
+    """What one pick-up did with each file: outcomes, the summary table, the landing records.
+
+    The files' checksums are taken before any import and the outcomes recorded after the
+    last one, so that a pick-up's own task runs never come between two imports it runs
+    itself: a subflow run created right after a task run of its parent waited up to 2 s for
+    the Prefect server (SQLite) to create it. A pick-up that dies before recording finds
+    its imported files again the next time, as duplicates of their own imports."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.outcomes: dict[str, list[str]] = {"imported": [], "duplicate": [], "failed": [], "retry_later": []}
-        self.summary = LandingSummary()
+        self.listed: list[LandedFile] = []
+        self.endings: dict[LandedFile, _Ending] = {}
+        self.sha256: dict[LandedFile, str] = {}
 
-    def run(self, batch: list[LandedFile]) -> None:
-        """Start an import run for each new file of the batch, then wait for them all."""
-        started = []
-        for file in batch:
+    def screen(self, files: list[LandedFile]) -> list[LandedFile]:
+        """The files to import, in landing order; the others are duplicates of a content
+        imported before, or of an earlier file of this pick-up."""
+        self.listed = files
+        new: list[LandedFile] = []
+        first_of: dict[tuple[str, str], LandedFile] = {}
+        for file in files:
             sha256 = content_sha256(self.settings, file)
             earlier = earlier_import(self.settings, file.resource, sha256)
-            if earlier is not None:
-                same = f"the same content as {earlier}"
-                self.summary.add(file.name, "duplicate", None, None, same)
-                self._record(file, sha256, "duplicate", same, None)
+            twin = first_of.setdefault((file.resource, sha256), file)
+            if earlier is not None or twin is not file:
+                same = f"the same content as {earlier or f'{twin.name}, in this pick-up'}"
+                self.endings[file] = _Ending(sha256, "duplicate", same, None)
             else:
-                started.append((file, sha256, start_import(file)))
-        for file, sha256, run in started:
-            outcome, detail = outcome_of(wait_for_run(run.id, self.settings.landing_start_timeout_s))
-            key = find_job_key(self.settings, str(run.id)) if outcome == "imported" else None
-            totals = job_totals(self.settings, key) if key else None
-            self.summary.add(file.name, outcome or "retry later", str(run.id), totals, detail)
-            if outcome is None:
-                get_run_logger().warning("%s will be tried again by the next pick-up: %s", file.location, detail)
-                self.outcomes["retry_later"].append(file.location)
-            else:
-                self._record(file, sha256, outcome, detail, str(run.id))
+                self.sha256[file] = sha256
+                new.append(file)
+        return new
 
-    def _record(self, file: LandedFile, sha256: str, outcome: Outcome, detail: str | None, run_id: str | None) -> None:
-        record_outcome(self.settings, file, sha256, outcome, detail, run_id)
-        get_run_logger().info("%s: %s%s", file.location, outcome, f" ({detail})" if detail else "")
-        self.outcomes[outcome].append(file.location)
+    def run(self, batch: list[LandedFile]) -> None:
+        """Import each file of the batch: a small one here, as a subflow run, in landing
+        order; a larger one as a run of the import deployment (started first, so that a
+        worker imports it meanwhile), waited for at the end."""
+        here = [file for file in batch if imported_here(self.settings, file)]
+        started = [(file, start_import(file)) for file in batch if file not in here]
+        for file in here:
+            run_id, state = _import_here(file)
+            self._end(file, run_id, *outcome_of_state(state, retryable=_retryable(state)))
+        for file, run in started:
+            self._end(file, str(run.id), *outcome_of(wait_for_run(run.id, self.settings.landing_start_timeout_s)))
+
+    def _end(self, file: LandedFile, run_id: str, outcome: Outcome | None, detail: str | None) -> None:
+        self.endings[file] = _Ending(self.sha256[file], outcome, detail, run_id)
+
+    def record(self) -> None:
+        """In landing order: the summary table, and what became of each file (recorded, so
+        that later pick-ups skip it, unless it is left for the next one)."""
+        summary = LandingSummary()
+        for file in self.listed:
+            ending = self.endings[file]
+            key = find_job_key(self.settings, ending.run_id) if ending.outcome == "imported" and ending.run_id else None
+            totals = job_totals(self.settings, key) if key else None
+            summary.add(file.name, ending.outcome or "retry later", ending.run_id, totals, ending.detail)
+            if ending.outcome is None:
+                get_run_logger().warning("%s will be tried again by the next pick-up: %s", file.location, ending.detail)
+                self.outcomes["retry_later"].append(file.location)
+                continue
+            record_outcome(self.settings, file, ending.sha256, ending.outcome, ending.detail, ending.run_id)
+            detail = f" ({ending.detail})" if ending.detail else ""
+            get_run_logger().info("%s: %s%s", file.location, ending.outcome, detail)
+            self.outcomes[ending.outcome].append(file.location)
+        summary.publish()

@@ -18,7 +18,7 @@ from typing import IO, Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging import get_logger
 
 from bulkflow.db import execute, query_one
@@ -123,25 +123,40 @@ def import_batches(files: list[LandedFile], per_resource: int) -> list[list[Land
     return batches
 
 
-def start_import(file: LandedFile) -> FlowRun:
-    """An import run of the file on the import deployment (with its folder's profile),
-    tagged `via:landing`, for any worker."""
+def import_parameters(file: LandedFile) -> dict[str, Any]:
+    """The import flow's parameters for a landed file (with its folder's profile)."""
     parameters: dict[str, Any] = {"resource": file.resource, "source": file.location}
     if file.profile is not None:
         parameters["options"] = {"profile": file.profile}
+    return parameters
+
+
+def imported_here(settings: Settings, file: LandedFile) -> bool:
+    """Whether the pick-up imports the file itself (a subflow run in its own process), rather
+    than starting a run of the import deployment: a file up to BULKFLOW_LANDING_INLINE_BYTES."""
+    return file.size <= settings.landing_inline_bytes
+
+
+def start_import(file: LandedFile) -> FlowRun:
+    """An import run of the file on the import deployment (with its folder's profile),
+    tagged `via:landing`, for any worker."""
     name = import_run_name(file.resource, file.location)
-    return start_run(IMPORT, parameters, run_tags(file.resource, "landing"), name)
+    return start_run(IMPORT, import_parameters(file), run_tags(file.resource, "landing"), name)
 
 
 def outcome_of(run: FlowRun) -> tuple[Outcome | None, str | None]:
     """How a finished import run ended: imported; failed (with the reason) for a file that
     cannot be imported; None (with the reason) when a later pick-up may succeed: a passing
     failure, a crashed or cancelled run (a re-run resumes from the committed chunks)."""
-    state = run.state
+    return outcome_of_state(run.state, retryable=RETRYABLE_FAILURE in run.tags)
+
+
+def outcome_of_state(state: State | None, *, retryable: bool) -> tuple[Outcome | None, str | None]:
+    """`outcome_of` a run's final state; `retryable`: the run failed for a passing reason."""
     if state is not None and state.is_completed():
         return "imported", None
     message = our_message(state.message) if state is not None else None
-    if state is not None and state.is_failed() and RETRYABLE_FAILURE not in run.tags:
+    if state is not None and state.is_failed() and not retryable:
         return "failed", message
     return None, message or (state.name if state is not None else "no state")
 

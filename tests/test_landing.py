@@ -86,6 +86,30 @@ def test_pickup_imports_each_file_once(tmp_path: Path) -> None:
     assert duplicate["why"].startswith("the same content as 2-users.csv (job import:users:")  # which file it repeats
 
 
+def test_small_files_are_imported_by_the_pickup_and_large_ones_by_the_deployment(
+    tmp_path: Path,
+    settings_env,  # noqa: ANN001
+) -> None:
+    """Each file its own import run either way: a small one a subflow run of the pick-up's own
+    process, a larger one a run of the import deployment that the served runner takes."""
+    land(tmp_path, "users", "1-small.csv", DATA / "users.csv")
+    large = land(tmp_path, "users", "2-large.csv", DATA / "users.csv")
+    large.write_bytes(large.read_bytes() + b"usr_zoe,zoe@example.com,Zoe,reader,true,2024-01-05T09:00:00Z,\r\n")
+    settings_env(BULKFLOW_LANDING_INLINE_BYTES=str((tmp_path / "users" / "1-small.csv").stat().st_size))
+    outcomes = landing_pickup(landing=str(tmp_path))
+    assert [Path(p).name for p in outcomes["imported"]] == ["1-small.csv", "2-large.csv"]
+    runs = {run.name: run for run in _import_runs_of(_latest_pickup_id())}
+    small, deployed = runs["import-users-1-small.csv"], runs["import-users-2-large.csv"]
+    assert small.deployment_id is None and deployed.deployment_id is not None
+    assert all(run.state is not None and run.state.is_completed() for run in (small, deployed))
+    assert all({"bulkflow", "via:landing", "resource:users"} <= set(run.tags) for run in (small, deployed))
+    assert [(row["file"], row["rows"], row["rejected"]) for row in _latest_summary()] == [
+        ("1-small.csv", 14, 8),
+        ("2-large.csv", 15, 8),
+    ]
+    assert small.end_time is not None and deployed.start_time is not None
+
+
 def test_a_bad_file_fails_once_and_does_not_stop_the_others(tmp_path: Path) -> None:
     land(tmp_path, "users", "a-unreadable.csv", DATA / "users.csv").write_bytes(b"id,email\n\xff\xfe,x\n")
     land(tmp_path, "users", "b-users.csv", DATA / "users.csv")

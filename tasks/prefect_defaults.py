@@ -1,0 +1,57 @@
+"""Prefect settings bulkflow sets otherwise than Prefect's defaults, for the processes it
+runs itself, unless the operator set them (in the environment or the Prefect profile).
+
+- PREFECT_FLOWS_HEARTBEAT_FREQUENCY, off for the flow runs bulkflow runs in a process of its
+  own (the CLI's, the landing pick-up's small files). Prefect sends the heartbeat from a
+  thread that sleeps in whole seconds, and a run's end waits for it to wake: every run took
+  up to a second longer than its work. bulkflow's runs say they are alive with an event of
+  their own (`bulkflow.flow-run.alive`, `tasks/events.py`), which the shipped silent-runs
+  automation watches.
+- PREFECT_RUNNER_POLL_FREQUENCY, 2 s instead of 10 for `bulkflow serve`'s runner: a pick-up
+  the landing watcher creates starts within 2 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_RUNNER_POLL_FREQUENCY,
+    get_current_settings,
+    temporary_settings,
+)
+from prefect.settings.legacy import Setting
+
+SERVE_POLL_S = 2
+
+
+def chosen(setting: Setting) -> bool:
+    """Whether the operator set `setting` rather than leaving Prefect's default."""
+    section, field = setting.accessor.rsplit(".", 1)
+    model: Any = get_current_settings()
+    for part in section.split("."):
+        model = getattr(model, part)
+    return field in model.model_fields_set
+
+
+@contextmanager
+def unless_chosen(setting: Setting, value: Any) -> Iterator[None]:
+    """`setting` is `value` in the block, unless the operator chose it."""
+    if chosen(setting):
+        yield
+        return
+    with temporary_settings(updates={setting: value}):
+        yield
+
+
+def own_heartbeat_only() -> AbstractContextManager[None]:
+    """Flow runs started in the block send no Prefect heartbeat (see the module docstring)."""
+    return unless_chosen(PREFECT_FLOWS_HEARTBEAT_FREQUENCY, None)
+
+
+def prompt_runner() -> AbstractContextManager[None]:
+    """A runner started in the block polls every SERVE_POLL_S (see the module docstring)."""
+    return unless_chosen(PREFECT_RUNNER_POLL_FREQUENCY, SERVE_POLL_S)
