@@ -16,9 +16,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Generic, TypeVar
-
-from prefect.futures import PrefectFuture
+from typing import Generic, Protocol, TypeVar
 
 from decisions.keys import SeenKeys
 from schemas.reports import ChunkResult
@@ -29,20 +27,37 @@ from tasks.report import ImportProgress
 Chunk = TypeVar("Chunk")
 Checked = TypeVar("Checked")
 Decided = TypeVar("Decided")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Pending(Protocol[T_co]):
+    """A step's outcome: a Prefect future (a task run), or a value computed in the flow."""
+
+    def result(self) -> T_co: ...
+
+
+class Done(Generic[T_co]):
+    """A step done already, in the flow itself (no task run)."""
+
+    def __init__(self, value: T_co) -> None:
+        self.value = value
+
+    def result(self) -> T_co:
+        return self.value
 
 
 class Steps(ABC, Generic[Chunk, Checked, Decided]):
     """The three steps for one kind of chunk."""
 
     @abstractmethod
-    def check(self, chunk: Chunk, committed: bool) -> PrefectFuture[Checked]: ...
+    def check(self, chunk: Chunk, committed: bool) -> Pending[Checked]: ...
 
     @abstractmethod
     def decide(self, chunk: Chunk, checked: Checked, seen: SeenKeys) -> Decided:
         """The in-file key decision; claims the winners' keys in `seen`."""
 
     @abstractmethod
-    def load(self, chunk: Chunk, decided: Decided) -> PrefectFuture[ChunkResult]: ...
+    def load(self, chunk: Chunk, decided: Decided) -> Pending[ChunkResult]: ...
 
     @abstractmethod
     def accepted(self, decided: Decided) -> int:
@@ -70,8 +85,8 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
         self.steps, self.job, self.progress, self.budget = steps, job, progress, budget
         self.workers, self.ahead = workers, ahead
         self.seen = SeenKeys()
-        self.checking: deque[tuple[Chunk, int, int, PrefectFuture[Checked], float]] = deque()
-        self.loading: deque[tuple[PrefectFuture[ChunkResult], float, float]] = deque()
+        self.checking: deque[tuple[Chunk, int, int, Pending[Checked], float]] = deque()
+        self.loading: deque[tuple[Pending[ChunkResult], float, float]] = deque()
 
     def add(self, chunk: Chunk, index: int, rows_read: int, fraction: float) -> None:
         checked = self.steps.check(chunk, index in self.job.done_chunks)

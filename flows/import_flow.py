@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -16,6 +17,7 @@ from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import AbandonedImport, InputError, InvariantError, ParameterError, is_retryable
 from bulkflow.settings import MAX_LOAD_WORKERS, Settings
 from decisions.budget import RejectBudget
+from decisions.checks import database_facts
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
 from decisions.keys import SeenKeys
 from decisions.rules import RecordCheck, check_records
@@ -24,7 +26,7 @@ from files.formats import display_name
 from files.read import SharedFile, read_chunks, shared_file
 from files.spans import plan_spans
 from files.staging import StagedSource
-from flows.chunk_pipeline import ChunkPipeline, Steps
+from flows.chunk_pipeline import ChunkPipeline, Done, Pending, Steps
 from schemas import get_resource
 from schemas.frames import ACCEPTED
 from schemas.parameters import Format, ImportOptions, OptionalFormat, ResourceName
@@ -38,11 +40,12 @@ from tasks.cluster import dask_task_runner
 from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure, set_aside
 from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, table_slot
-from tasks.load import load_chunk
+from tasks.load import apply_chunk, load_chunk
 from tasks.on_workers import check_span, load_span
 from tasks.profiles import with_profile
 from tasks.replay import replay_source
 from tasks.report import ImportProgress, publish_report
+from tasks.retrying import with_chunk_retries
 from tasks.run_labels import DRY_RUN, import_run_name, label_run, tag_retryable_failure, untagged_tasks
 from tasks.stage import stage
 
@@ -195,12 +198,15 @@ class ChunkWork:
 
 
 def _chunks_in_threads(work: ChunkWork) -> None:
-    """The flow reads and validates each chunk; threads check and load it."""
+    """The flow reads and validates each chunk; threads check and load it. A file of one
+    chunk is checked and loaded by the flow itself (`OneChunkSteps`)."""
     settings, job = work.settings, work.job
-    steps = InFlowSteps(settings, job, work.ledger)
+    batches = read_chunks(work.staged, job.resource, job.chunk_size, settings.max_record_bytes)
+    first = list(islice(batches, 2))  # a second chunk read, or none: the file has more than one, or one
+    steps = InFlowSteps(settings, job, work.ledger) if len(first) > 1 else OneChunkSteps(settings, job, work.ledger)
     chunks = ChunkPipeline(steps, job, work.progress, workers=settings.load_workers, ahead=1, budget=work.budget)
     context = RuleContext.of(settings, work.staged.values)
-    for index, batch in enumerate(read_chunks(work.staged, job.resource, job.chunk_size, settings.max_record_bytes)):
+    for index, batch in enumerate(chain(first, batches)):
         check = check_records(job.resource, context, index, batch.rows)
         chunks.add(check, index, check.rows_read, batch.progress)
     chunks.finish()
@@ -227,18 +233,37 @@ class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
     def __init__(self, settings: Settings, job: Job, ledger: ChunkLedger) -> None:
         self.settings, self.job, self.ledger = settings, job, ledger
 
-    def check(self, chunk: RecordCheck, committed: bool) -> PrefectFuture[DatabaseFacts]:
+    def check(self, chunk: RecordCheck, committed: bool) -> Pending[DatabaseFacts]:
         job = self.job
         return check_database.submit(self.settings, job.scope, job.resource, chunk, committed)
 
     def decide(self, chunk: RecordCheck, checked: DatabaseFacts, seen: SeenKeys) -> CheckedChunk:
         return decide(self.job.resource, chunk, checked, seen, self.job.mode)
 
-    def load(self, chunk: RecordCheck, decided: CheckedChunk) -> PrefectFuture[ChunkResult]:
+    def load(self, chunk: RecordCheck, decided: CheckedChunk) -> Pending[ChunkResult]:
         return load_chunk.submit(self.settings, self.ledger, self.job.resource, decided)
 
     def accepted(self, decided: CheckedChunk) -> int:
         return decided.rows.height
+
+
+class OneChunkSteps(InFlowSteps):
+    """A file of one chunk: its check and load are plain calls in the flow, retried as their
+    tasks would be (two task runs and two thread hand-offs cost more than such a chunk's work)."""
+
+    def check(self, chunk: RecordCheck, committed: bool) -> Pending[DatabaseFacts]:
+        job = self.job
+        facts = with_chunk_retries(
+            lambda: database_facts(self.settings, job.scope, job.resource, chunk, committed),
+            f"check of chunk {chunk.index}",
+        )
+        return Done(facts)
+
+    def load(self, chunk: RecordCheck, decided: CheckedChunk) -> Pending[ChunkResult]:
+        result = with_chunk_retries(
+            lambda: apply_chunk(self.settings, self.ledger, self.job.resource, decided), f"load of chunk {chunk.index}"
+        )
+        return Done(result)
 
 
 class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):

@@ -17,12 +17,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from prefect.settings import (
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-    PREFECT_RUNNER_POLL_FREQUENCY,
-    get_current_settings,
-    temporary_settings,
-)
+from prefect.context import SettingsContext, get_settings_context
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_RUNNER_POLL_FREQUENCY, get_current_settings
 from prefect.settings.legacy import Setting
 
 SERVE_POLL_S = 2
@@ -30,21 +26,30 @@ SERVE_POLL_S = 2
 
 def chosen(setting: Setting) -> bool:
     """Whether the operator set `setting` rather than leaving Prefect's default."""
-    section, field = setting.accessor.rsplit(".", 1)
-    model: Any = get_current_settings()
-    for part in section.split("."):
-        model = getattr(model, part)
-    return field in model.model_fields_set
+    section, field = _where(setting)
+    return field in getattr(get_current_settings(), section).model_fields_set
 
 
 @contextmanager
 def unless_chosen(setting: Setting, value: Any) -> Iterator[None]:
-    """`setting` is `value` in the block, unless the operator chose it."""
+    """`setting` is `value` in the block, unless the operator chose it. The current settings
+    are copied with the one value changed: `temporary_settings` would build them again from
+    every source, which took 60 ms."""
     if chosen(setting):
         yield
         return
-    with temporary_settings(updates={setting: value}):
+    section, field = _where(setting)
+    context = get_settings_context()
+    current = context.settings
+    changed = getattr(current, section).model_copy(update={field: value})
+    with SettingsContext(profile=context.profile, settings=current.model_copy(update={section: changed})):
         yield
+
+
+def _where(setting: Setting) -> tuple[str, str]:
+    """(section, field) of a setting such as `flows.heartbeat_frequency`."""
+    section, field = setting.accessor.split(".")
+    return section, field
 
 
 def own_heartbeat_only() -> AbstractContextManager[None]:

@@ -39,22 +39,19 @@ def artifact_key(*parts: str) -> str:
 
 
 class ImportProgress:
-    """A Prefect progress artifact plus per-chunk log lines (rows/s, error rate)."""
+    """A Prefect progress artifact plus per-chunk log lines (rows/s, error rate). The artifact
+    is made when the first chunk is committed (a file of one chunk writes it once, at 100)."""
 
     def __init__(self, resource: Resource, source_name: str, dry_run: bool = False) -> None:
         self.dry_run = dry_run
+        self.key = artifact_key("import", resource.name, source_name, "progress")
+        self.description = f"Import of {source_name} into {resource.name}"
+        self.artifact_id: UUID | None = None
         self.rows_done = 0
         self.fraction = 0.0
         """Of the file, in the chunks committed (or found committed)."""
         self.read_to = self.checked_to = 0.0
         """Of the file, in the chunks read and validated, and in those checked too."""
-        created = create_progress_artifact(
-            progress=0.0,
-            key=artifact_key("import", resource.name, source_name, "progress"),
-            description=f"Import of {source_name} into {resource.name}",
-        )
-        assert isinstance(created, UUID)  # the sync call returns the id, not a coroutine
-        self.artifact_id = created
         self._notify()
 
     def read(self, fraction: float) -> None:
@@ -98,8 +95,16 @@ class ImportProgress:
             result.rejected_share(),
             rate,
         )
-        update_progress_artifact(self.artifact_id, round(100.0 * self.fraction, 1))
+        self._show(round(100.0 * self.fraction, 1))
         self._notify()
+
+    def _show(self, percent: float) -> None:
+        if self.artifact_id is not None:
+            update_progress_artifact(self.artifact_id, percent)
+            return
+        created = create_progress_artifact(progress=percent, key=self.key, description=self.description)
+        assert isinstance(created, UUID)  # the sync call returns the id, not a coroutine
+        self.artifact_id = created
 
     def _notify(self) -> None:
         for listener in list(_listeners):

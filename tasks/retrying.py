@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 
-from bulkflow.errors import retry_condition
+from bulkflow.errors import first_line, is_retryable, retry_condition
 
 CHUNK_RETRY_DELAYS_S = [1, 5, 15]
+T = TypeVar("T")
 
 
 def chunk_task_options(name: str, run_name: str) -> dict[str, Any]:
@@ -36,3 +40,24 @@ def bookkeeping_task_options(name: str, run_name: str, retry_delay_s: int = 2) -
         "retry_condition_fn": retry_condition,
         "cache_policy": NO_CACHE,
     }
+
+
+def with_chunk_retries(call: Callable[[], T], what: str) -> T:
+    """`call()` in the flow itself, tried again as a chunk task would be: after each of
+    CHUNK_RETRY_DELAYS_S when it fails retryably (the database away), at once otherwise."""
+    for attempt, delay in enumerate(CHUNK_RETRY_DELAYS_S, start=1):
+        try:
+            return call()
+        except Exception as failure:
+            if not is_retryable(failure):
+                raise
+            get_run_logger().warning(
+                "%s failed (%s): retry %d/%d in %d s",
+                what,
+                first_line(failure),
+                attempt,
+                len(CHUNK_RETRY_DELAYS_S),
+                delay,
+            )
+            time.sleep(delay)
+    return call()

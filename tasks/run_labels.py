@@ -62,8 +62,10 @@ def label_run(resource: str | None, extra: set[str] | None = None) -> str:
     given = sorted(tag for tag in current if tag.startswith(VIA_PREFIX))
     if not run_id:
         return given[0] if given else VIA_PREFIX + "python"
+    wanted = run_tags(resource) | (extra or set())
+    if given and wanted | {given[0]} <= current:
+        return given[0]  # the caller tagged the run already (the CLI, the API, the landing)
     with get_client(sync_client=True) as client:
-        wanted = run_tags(resource) | (extra or set())
         if not given:
             run = client.read_flow_run(run_id)
             how = "python" if run.deployment_id is None else "schedule" if run.auto_scheduled else "deployment"
