@@ -6,7 +6,6 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import threading
 
 import typer
 
@@ -47,26 +46,7 @@ def main() -> None:
         code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
         if isinstance(exit_.code, str):
             stderr.print(exit_.code, highlight=False)
-    _send_pending_events()
     atexit._run_exitfuncs()  # what the interpreter would run before its teardown
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _send_pending_events(within_s: float = 5.0) -> None:
-    """Let the Prefect events the command emitted reach the API before its exit handlers
-    stop the events worker, which warns "Still processing items" on the console for any
-    still queued (a run that ends within a second ends before they are sent). Waits at most
-    `within_s` per worker: the API may be away, and the exit handlers then try once more.
-    Only when Prefect was imported: an export imports none of it."""
-    if "prefect.events.worker" not in sys.modules:
-        return
-    from prefect.events.worker import EventsWorker
-
-    with EventsWorker._instance_lock:  # Prefect's task runner flushes a subprocess's workers so
-        workers = list(EventsWorker._instances.values())  # type: ignore[misc]  # a class-level registry
-    for worker in workers:
-        waiting = threading.Thread(target=worker.wait_until_empty, name="send-events", daemon=True)
-        waiting.start()
-        waiting.join(within_s)

@@ -13,7 +13,7 @@ import typer
 
 from bulkflow.console import quiet_tracebacks
 from bulkflow.settings import Settings
-from cli.output import errors_as_exit, print_report, progress_bar, row_counter, stderr
+from cli.output import errors_as_exit, print_report, progress_bar, row_counter, send_pending_events, stderr
 from schemas.parameters import ImportOptions, OnBudget, OnDrift, WriteMode
 from schemas.reports import ImportReport
 from schemas.resource import RuleContext
@@ -251,14 +251,17 @@ def run_import(
             check_source(source, format)
     quiet_tracebacks()
     with errors_as_exit(json_report) as failure, progress_bar(enabled=not json_report and stderr.is_terminal):
-        with tags(*run_tags(resource, via="cli")), own_heartbeat_only():
-            state = import_flow(
-                resource=resource,
-                source=source,
-                format=format,
-                options=options,
-                return_state=True,
-            )
+        try:
+            with tags(*run_tags(resource, via="cli")), own_heartbeat_only():
+                state = import_flow(
+                    resource=resource,
+                    source=source,
+                    format=format,
+                    options=options,
+                    return_state=True,
+                )
+        finally:
+            send_pending_events()
         failure.flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):

@@ -5,6 +5,8 @@ progress on stderr, the import report.
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -213,3 +215,21 @@ def print_report(report: ImportReport) -> None:
         console.print(
             f"all rejects: bulkflow rejects {report.rejects_handle} -o rejects.ndjson", highlight=False, soft_wrap=True
         )
+
+
+def send_pending_events(within_s: float = 5.0) -> None:
+    """Let the Prefect events the command emitted reach the API before its exit handlers
+    stop the events worker, which warns "Still processing items" on the console for any
+    still queued (a run that ends within a second ends before they are sent). Waits at most
+    `within_s` per worker: the API may be away, and the exit handlers then try once more.
+    Nothing to do when Prefect is not imported (an export imports none of it)."""
+    if "prefect.events.worker" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+
+    with EventsWorker._instance_lock:  # Prefect's task runner flushes a subprocess's workers so
+        workers = list(EventsWorker._instances.values())  # type: ignore[misc]  # a class-level registry
+    for worker in workers:
+        waiting = threading.Thread(target=worker.wait_until_empty, name="send-events", daemon=True)
+        waiting.start()
+        waiting.join(within_s)
