@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.resources import files
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -13,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from api import exports, imports
 from api.auth import require_token
 from api.errors import install_error_handlers
+from api.jobs import RunCreator
 from api.metrics import BulkflowCollector
 from api.models import ErrorBody
 from bulkflow.errors import ParameterError
@@ -31,7 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served below from local files: no CDN, works air-gapped
         redoc_url=None,
         openapi_url="/openapi.json",
+        lifespan=_closing_runs,
     )
+    app.state.runs = RunCreator()
     app.state.settings = settings = settings or Settings()
     if settings.api_token is not None and not settings.api_token.get_secret_value().strip():
         raise ParameterError(
@@ -56,6 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+@asynccontextmanager
+async def _closing_runs(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    app.state.runs.close()
 
 
 def _serve_swagger_ui(app: FastAPI) -> None:

@@ -1,4 +1,5 @@
-"""The settings of the running app: built once by `create_app`, handed to each route."""
+"""What the running app holds, built once by `create_app` and handed to each route: its
+settings and the creator of its jobs' runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.jobs import RunCreator
 from bulkflow.settings import Settings
 
 
@@ -16,3 +18,12 @@ def app_settings(request: Request) -> Settings:
 
 
 AppSettings = Annotated[Settings, Depends(app_settings)]
+
+
+def app_runs(request: Request) -> RunCreator:
+    runs = request.app.state.runs
+    assert isinstance(runs, RunCreator)
+    return runs
+
+
+AppRuns = Annotated[RunCreator, Depends(app_runs)]

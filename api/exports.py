@@ -9,9 +9,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
-from api.deps import AppSettings
+from api.deps import AppRuns, AppSettings
 from api.errors import ApiError
-from api.jobs import public_location, public_text, read_job, trigger
+from api.jobs import public_location, public_text, read_job
 from api.models import Accepted, ExportJob, ExportJobRequest, aliased
 from api.streaming import stream_writer
 from bulkflow.settings import Settings
@@ -68,6 +68,7 @@ def create_export(
     body: ExportJobRequest,
     request: Request,
     settings: AppSettings,
+    runs: AppRuns,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Accepted:
     """Start an export job writing to storage; poll its status URL for the download link."""
@@ -81,7 +82,7 @@ def create_export(
         "fields": body.fields,
         "limit": body.limit,
     }
-    job = trigger(EXPORT, parameters, "export", idempotency_key, export_run_name(body.resource, body.format))
+    job = runs.trigger(EXPORT, parameters, "export", idempotency_key, export_run_name(body.resource, body.format))
     return Accepted(
         job_id=job.job_id, status=job.status, status_url=str(request.url_for("export_status", job_id=job.job_id))
     )

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from api.deps import AppSettings
+from api.deps import AppRuns, AppSettings
 from api.errors import RESOURCE_NAMES, ApiError
-from api.jobs import public_location, public_text, read_job, trigger
+from api.jobs import public_location, public_text, read_job
 from api.models import ALIASES, Accepted, ImportFromUrl, ImportJob
 from bulkflow.settings import Settings
 from files.formats import detect_format, display_name
@@ -85,6 +85,7 @@ _UPLOAD_BODY = {
 async def create_import(
     request: Request,
     settings: AppSettings,
+    runs: AppRuns,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Accepted:
     """Start an import of an uploaded file (multipart) or of a URL (JSON, or a form's `url`
@@ -113,7 +114,7 @@ async def create_import(
     )
     parameters = {"resource": resource, "source": source, "format": fmt, "options": options.model_dump()}
     run_name = import_run_name(resource, source, options.given_name)
-    job = await run_in_threadpool(trigger, IMPORT, parameters, "import", idempotency_key, run_name)
+    job = await run_in_threadpool(runs.trigger, IMPORT, parameters, "import", idempotency_key, run_name)
     return Accepted(
         job_id=job.job_id, status=job.status, status_url=str(request.url_for("import_status", job_id=job.job_id))
     )

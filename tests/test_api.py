@@ -8,6 +8,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from uuid import UUID
 
@@ -72,6 +73,23 @@ def test_upload_with_an_idempotency_key_completes_with_exact_counts_once(client:
     entries = [json.loads(line) for line in rejects.text.splitlines()]
     assert len(entries) == sum(job["rejects_by_rule"].values())
     assert {entry["rule"] for entry in entries} == set(job["rejects_by_rule"])
+
+
+@pytest.mark.usefixtures("served")
+def test_uploads_sent_at_once_are_each_answered_with_the_job_of_their_key(client: TestClient) -> None:
+    """The app creates runs one at a time on one client: uploads sent together are all
+    accepted, those with one key share one job, and each key has a job of its own."""
+    keys = [f"together-{index % 3}" for index in range(12)]
+    with ThreadPoolExecutor(len(keys)) as pool:
+        answers = list(pool.map(lambda key: upload(client, DATA / "users.csv", "users", key=key), keys))
+    assert [answer.status_code for answer in answers] == [202] * len(keys), [a.text for a in answers]
+    jobs_of_key: dict[str, set[str]] = {}
+    for key, answer in zip(keys, answers, strict=True):
+        jobs_of_key.setdefault(key, set()).add(answer.json()["status_url"])
+    assert all(len(jobs) == 1 for jobs in jobs_of_key.values())
+    assert len(set.union(*jobs_of_key.values())) == 3
+    for (status_url,) in jobs_of_key.values():
+        assert finished(client, status_url)["status"] == "completed"
 
 
 @pytest.mark.usefixtures("served")
