@@ -70,3 +70,17 @@ def partner_variant(file: BenchFile, profiles: Path) -> Path:
             for line in plain:
                 out.write(line.replace(",", ";").replace("User ", "Jörg Größe "))
     return variant
+
+
+def upsert_variant(folder: Path, rows: int) -> BenchFile:
+    """The everyday upsert: `rows` users into a table holding the first `rows` users of the
+    plain file; the second half of those comes back with a changed name, and as many new
+    users follow. COPY reads the same file (into a temporary table, then upserts)."""
+    path = folder / f"users-{rows}-upsert.csv"
+    if not path.exists():
+        spec = GeneratorSpec("users", rows + rows // 2, 0.0, id_less_rows=False)
+        frame = generate(spec).drop(BROKEN_RULE).slice(rows - rows // 2, rows)
+        changed = pl.int_range(pl.len()) < rows // 2
+        renamed = pl.when(changed).then(pl.format("{} (renamed)", pl.col("name"))).otherwise(pl.col("name"))
+        frame.with_columns(renamed.alias("name")).write_csv(path, line_terminator="\r\n")
+    return BenchFile("users", rows, path, path)

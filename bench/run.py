@@ -21,7 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.data import PARTNER_PROFILE, BenchFile, header, partner_variant, prepare
+from bench.api_load import api_server, compare_api_export, concurrent_uploads
+from bench.data import PARTNER_PROFILE, BenchFile, header, partner_variant, prepare, upsert_variant
+from bench.landing import compare_landing, small_files
 from bench.measure import Measurement, measure
 from bulkflow.embedded import embedded_url
 from schemas import RESOURCES
@@ -37,6 +39,8 @@ class BenchConfig:
     invalid_share: float = 0.05
     repeats: int = 3
     memory_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000, 10_000_000)
+    landing_files: int = 40
+    """Files of 1,000 users dropped into the landing folder at once."""
     workdir: Path = Path(".bulkflow-bench")
     results: Path = Path("bench/results")
     prefect_api_url: str | None = None
@@ -50,6 +54,8 @@ class Comparison:
     workload: str
     rows: int
     target: float | None
+    reference: str = "COPY"
+    """What our side is measured against (`copy_s` holds its times)."""
     copy_s: list[float] = field(default_factory=list)
     ours_s: list[float] = field(default_factory=list)
     ours_peak_rss_mb: list[float] = field(default_factory=list)
@@ -57,7 +63,7 @@ class Comparison:
 
     @property
     def ratio(self) -> float:
-        """Our throughput over COPY's (medians): 1.0 = as fast as COPY."""
+        """Our throughput over the reference's (medians): 1.0 = as fast as COPY."""
         return statistics.median(self.copy_s) / statistics.median(self.ours_s)
 
 
@@ -127,20 +133,52 @@ class Bench:
 
         self._alternate(comparison, file, ours, lambda report: report.unchanged)
 
+    def compare_upsert(self, comparison: Comparison, base: BenchFile, file: BenchFile) -> None:
+        """The everyday upsert: `file` (half of its rows changed, half new) into a table
+        holding `base`, against the hand-written SQL: `\\copy` into a temporary table, then
+        one `INSERT ... ON CONFLICT (id) DO UPDATE`. Each side starts from `base` loaded."""
+        columns = header(file.copy)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "id")
+        listed = ",".join(columns)
+
+        def reference() -> float:
+            self.copy_import(base)
+            return measure(
+                [
+                    *self.psql,
+                    "-c",
+                    "CREATE TEMPORARY TABLE incoming (LIKE bench_copy.users)",
+                    "-c",
+                    f"\\copy incoming ({listed}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)",
+                    "-c",
+                    f"INSERT INTO bench_copy.users ({listed}) SELECT {listed} FROM incoming "
+                    f"ON CONFLICT (id) DO UPDATE SET {updates}",
+                ],
+                self.env,
+            ).seconds
+
+        def ours(repeat: int) -> Measurement:
+            self.our_import(base)
+            return self.bulkflow("import", file.resource, str(file.ours), "--json")
+
+        self._alternate(comparison, file, ours, lambda report: report.inserted + report.updated, reference)
+
     def _alternate(
         self,
         comparison: Comparison,
         file: BenchFile,
         ours: Callable[[int], Measurement],
         accepted: Callable[[ImportReport], int],
+        reference: Callable[[], float] | None = None,
     ) -> None:
         """`repeats` runs of each side, alternating which goes first; every row of our side
-        must be accounted for: `accepted` (inserted, say) or rejected."""
+        must be accounted for: `accepted` (inserted, say) or rejected. The reference is
+        `\\copy` of the file into the empty table unless given."""
         for repeat in range(self.config.repeats):
             sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
             for side in sides:
                 if side == "copy":
-                    comparison.copy_s.append(self.copy_import(file))
+                    comparison.copy_s.append(reference() if reference else self.copy_import(file))
                     continue
                 run = ours(repeat)
                 report = ImportReport.model_validate_json(run.stdout)
@@ -162,14 +200,15 @@ class Bench:
         return {"import_prefect_s": statistics.median(prefect_s), "ten_rows_s": statistics.median(ours_s)}
 
     # -- exports -------------------------------------------------------------------------------
-    def compare_export(self, comparison: Comparison, resource: str, fmt: str) -> None:
+    def compare_export(
+        self, comparison: Comparison, resource: str, fmt: str, through: Callable[[Path], Measurement] | None = None
+    ) -> None:
+        """PostgreSQL's COPY of the table against ours, both to a file; `through` writes ours
+        (default: the CLI export, whose peak RSS is recorded too)."""
         held = int(self.sql(f"SELECT count(*) FROM {resource}").stdout)
         if held != comparison.rows:
             raise RuntimeError(f"export {resource}: the table holds {held:,} rows, not {comparison.rows:,}")
-        copy_sql = {
-            "ndjson": f"COPY (SELECT row_to_json(t) FROM {resource} t) TO STDOUT",
-            "csv": f"COPY {resource} TO STDOUT (FORMAT csv, HEADER)",
-        }[fmt]
+        copy_sql = export_copy_sql(resource, fmt)
         sink = self.files / f"export.{fmt}"
         for repeat in range(self.config.repeats):
             sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
@@ -177,14 +216,24 @@ class Bench:
                 if side == "copy":
                     comparison.copy_s.append(self.sql(copy_sql, stdout_to=sink).seconds)
                 else:
-                    run = self.bulkflow("export", resource, "--format", fmt, stdout_to=sink)
+                    run = (
+                        through(sink) if through else self.bulkflow("export", resource, "--format", fmt, stdout_to=sink)
+                    )
                     comparison.ours_s.append(run.seconds)
-                    comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
+                    if through is None:
+                        comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
             _progress(comparison)
         sink.unlink(missing_ok=True)
 
 
 PARTNER_WORKLOAD = "users, ;-separated cp1252 (Excel) with a profile"
+UPSERT_WORKLOAD = "users into the full table: half changed, half new"
+
+
+def landing_workload(files: int) -> str:
+    return f"{files} files of 1,000 users dropped under bulkflow serve"
+
+
 """Its target is against the plain users row: at most 1.25x its time (`bench.report`)."""
 
 
@@ -195,7 +244,7 @@ def run(config: BenchConfig) -> dict[str, object]:
         n = config.rows
         imports = [
             (Comparison("import", "users, 5% invalid", n, None), bench.prepare("users", n, config.invalid_share)),
-            (Comparison("import", "users", n, 0.8), bench.prepare("users", n)),
+            (Comparison("import", "users", n, 0.85), bench.prepare("users", n)),
             (Comparison("import", "articles", n, 1.0), bench.prepare("articles", n)),
             (Comparison("import", "comments", n, 1.0), bench.prepare("comments", n)),
         ]
@@ -203,9 +252,14 @@ def run(config: BenchConfig) -> dict[str, object]:
             bench.compare_import(comparison, file)
         exports = []
         for resource in RESOURCES:
-            for fmt, target in (("ndjson", 1.5), ("csv", 1.0)):
+            for fmt, target in (("ndjson", 1.5), ("csv", 0.6)):
                 comparison = Comparison("export", f"{resource} {fmt}", n, target)
                 bench.compare_export(comparison, resource, fmt)
+                exports.append(comparison)
+        with api_server(bench) as base:
+            for fmt, target in (("ndjson", 1.5), ("csv", 1.0)):
+                comparison = Comparison("export", f"users {fmt} through the API (curl)", n, target)
+                compare_api_export(bench, comparison, base, "users", fmt)
                 exports.append(comparison)
         # After the exports: a users import truncates its table, and with it (CASCADE) the
         # articles and comments the exports read.
@@ -220,6 +274,17 @@ def run(config: BenchConfig) -> dict[str, object]:
         partner = Comparison("import", PARTNER_WORKLOAD, n, None)
         bench.compare_import(partner, bench.partner_file(imports[1][1]), "--profile", PARTNER_PROFILE)
         controlled.append(partner)
+        upsert = Comparison("import", UPSERT_WORKLOAD, n, 0.9, "COPY to a temp table + INSERT ON CONFLICT")
+        bench.compare_upsert(upsert, imports[1][1], upsert_variant(bench.files, n))
+        small = Comparison("import", "users, a tenth of the file", max(n // 10, 100), 0.25)
+        bench.compare_import(small, bench.prepare("users", small.rows))
+        files = config.landing_files
+        landing = Comparison("landing", landing_workload(files), files * 1000, 4.0, "sequential bulkflow import")
+        compare_landing(bench, landing, small_files(bench.files / "landing", files, 1000))
+        controlled += [upsert, small, landing]
+        landed = small_files(bench.files / "landing", files, 1000)
+        with api_server(bench) as base:  # the import deployment is registered by now (serve)
+            uploads = [concurrent_uploads(bench, base, landed, at_once) for at_once in UPLOADS_AT_ONCE]
         memory = _memory_runs(bench, imports[1][0])
         fixed = bench.fixed_cost()
         version = bench.postgres_version()
@@ -228,8 +293,21 @@ def run(config: BenchConfig) -> dict[str, object]:
         "comparisons": [c for c, _ in imports] + [reimport, *controlled] + exports,
         "memory": memory,
         "fixed_cost": fixed,
+        "api_uploads": uploads,
         "postgres": version,
     }
+
+
+UPLOADS_AT_ONCE = (20, 200)
+"""Uploads of 1,000-row files sent to the API at once: answered within 2 s (20), all accepted (200)."""
+
+
+def export_copy_sql(resource: str, fmt: str) -> str:
+    """PostgreSQL's own export of the table in `fmt`: what an export is measured against."""
+    return {
+        "ndjson": f"COPY (SELECT row_to_json(t) FROM {resource} t) TO STDOUT",
+        "csv": f"COPY {resource} TO STDOUT (FORMAT csv, HEADER)",
+    }[fmt]
 
 
 def _inserted(report: ImportReport) -> int:

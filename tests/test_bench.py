@@ -18,6 +18,7 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
         rows=300,
         repeats=1,
         memory_rows=(200, 300),
+        landing_files=2,
         workdir=tmp_path,
         results=tmp_path / "results",
         prefect_api_url=prefect_api,
@@ -25,7 +26,7 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
     summary = write(config, run(config))
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
     workloads = [f"{c['kind']} {c['workload']}" for c in saved["comparisons"]]
-    assert workloads[:9] == [
+    assert workloads[:12] == [
         "import users, 5% invalid",
         "import users",
         "import articles",
@@ -35,16 +36,28 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
         "import users, dry run",
         "import users, --atomic",
         "import users, ;-separated cp1252 (Excel) with a profile",
+        "import users into the full table: half changed, half new",
+        "import users, a tenth of the file",
+        "landing 2 files of 1,000 users dropped under bulkflow serve",
     ]
-    assert len(workloads) == 15  # and 6 exports: 3 resources x NDJSON, CSV
+    assert len(workloads) == 20  # and 8 exports: 3 resources x NDJSON, CSV from the CLI, users through the API
+    assert "export users ndjson through the API (curl)" in workloads
     for comparison in saved["comparisons"]:
         assert len(comparison["copy_s"]) == len(comparison["ours_s"]) == 1 and comparison["ratio"] > 0
-        assert comparison["ours_peak_rss_mb"][0] > 50  # a real process was measured
+        if comparison["kind"] != "landing" and "(curl)" not in comparison["workload"]:  # bulkflow's own process
+            assert comparison["ours_peak_rss_mb"][0] > 50  # a real process was measured
     assert [point["rows"] for point in saved["memory"]] == [200, 300]
     assert saved["machine"]["postgres"].startswith("PostgreSQL ")
     table = (tmp_path / "results" / "results.md").read_text()
-    assert "| import users | 300 |" in table and "Peak memory" in table and "Fixed cost: a 10-row import" in table
+    assert (
+        "| import users | 300 |" in table
+        and "(against sequential bulkflow import) | 2,000 |" in table
+        and "Peak memory" in table
+        and "Fixed cost: a 10-row import" in table
+    )
     assert "over the plain users file" in table and summary["partner_over_plain"] > 0
+    assert [(sent["uploads"], sent["accepted"]) for sent in saved["api_uploads"]] == [(20, 20), (200, 200)]
+    assert "API under load: 20 uploads" in table
     fixed = saved["fixed_cost"]
     assert fixed["ten_rows_s"] > 0 and fixed["import_prefect_s"] > 0
     assert fixed["ratio"] == round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3)
