@@ -83,7 +83,7 @@ def concurrent_uploads(bench: Bench, base: str, files: list[Path], at_once: int)
 
     async def send_all() -> list[int]:
         limits = httpx.Limits(max_connections=at_once)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=600, limits=limits) as client:
             return await asyncio.gather(*(upload(client, index) for index in range(at_once)))
 
     started = time.perf_counter()

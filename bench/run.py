@@ -41,6 +41,8 @@ class BenchConfig:
     memory_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000, 10_000_000)
     landing_files: int = 40
     """Files of 1,000 users dropped into the landing folder at once."""
+    uploads_at_once: tuple[int, ...] = (20, 200)
+    """Uploads of 1,000-row files sent to the API at once: answered within 2 s (20), all accepted (200)."""
     workdir: Path = Path(".bulkflow-bench")
     results: Path = Path("bench/results")
     prefect_api_url: str | None = None
@@ -284,7 +286,7 @@ def run(config: BenchConfig) -> dict[str, object]:
         controlled += [upsert, small, landing]
         landed = small_files(bench.files / "landing", files, 1000)
         with api_server(bench) as base:  # the import deployment is registered by now (serve)
-            uploads = [concurrent_uploads(bench, base, landed, at_once) for at_once in UPLOADS_AT_ONCE]
+            uploads = [concurrent_uploads(bench, base, landed, at_once) for at_once in config.uploads_at_once]
         memory = _memory_runs(bench, imports[1][0])
         fixed = bench.fixed_cost()
         version = bench.postgres_version()
@@ -296,10 +298,6 @@ def run(config: BenchConfig) -> dict[str, object]:
         "api_uploads": uploads,
         "postgres": version,
     }
-
-
-UPLOADS_AT_ONCE = (20, 200)
-"""Uploads of 1,000-row files sent to the API at once: answered within 2 s (20), all accepted (200)."""
 
 
 def export_copy_sql(resource: str, fmt: str) -> str:

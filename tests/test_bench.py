@@ -19,6 +19,7 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
         repeats=1,
         memory_rows=(200, 300),
         landing_files=2,
+        uploads_at_once=(3, 6),
         workdir=tmp_path,
         results=tmp_path / "results",
         prefect_api_url=prefect_api,
@@ -56,8 +57,8 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
         and "Fixed cost: a 10-row import" in table
     )
     assert "over the plain users file" in table and summary["partner_over_plain"] > 0
-    assert [(sent["uploads"], sent["accepted"]) for sent in saved["api_uploads"]] == [(20, 20), (200, 200)]
-    assert "API under load: 20 uploads" in table
+    assert [(sent["uploads"], sent["accepted"]) for sent in saved["api_uploads"]] == [(3, 3), (6, 6)]
+    assert "API under load: 3 uploads" in table
     fixed = saved["fixed_cost"]
     assert fixed["ten_rows_s"] > 0 and fixed["import_prefect_s"] > 0
     assert fixed["ratio"] == round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3)
