@@ -28,7 +28,7 @@ from decisions.sql import (
     missing_reference_query,
     recorded_rejects_query,
 )
-from schemas.frames import KEY, LINE
+from schemas.columns import KEY, LINE
 from schemas.parameters import PRESENCE_MODES, WriteMode
 from schemas.resource import ForeignKey, Resource
 

@@ -12,7 +12,7 @@ import polars as pl
 
 from decisions.keys import SeenKeys
 from decisions.rules import RecordCheck, check_records, empty_rejects, line_rejects, reject_entries
-from schemas.frames import (
+from schemas.columns import (
     ACCEPTED,
     GIVEN_ID,
     HOLDER,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from decisions.parsers import PARSERS
-from schemas.frames import KEY, LINE, OK, RAW_RECORD, READ_MESSAGE, READ_RULE, REJECT_COLUMNS
+from schemas.columns import KEY, LINE, OK, RAW_RECORD, READ_MESSAGE, READ_RULE, REJECT_COLUMNS
 from schemas.resource import (
     INVALID_TYPE,
     POLARS_TYPES,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from schemas.frames import HOLDER, KEY, LINE, RESOLVED_ID, STAGED_CHUNK
+from schemas.columns import HOLDER, KEY, LINE, RESOLVED_ID, STAGED_CHUNK
 from schemas.resource import PG_TYPES, FilterOp, ForeignKey, Resource
 
 CHECK_STAGE = "_bulkflow_check"

@@ -14,7 +14,7 @@ from decisions.parsers import format_text_list
 from files.batches import Batch, ChunkSpan
 from files.header import ColumnMatch
 from files.staging import StagedSource
-from schemas.frames import LINE
+from schemas.columns import LINE
 from schemas.resource import Resource
 
 

@@ -41,7 +41,7 @@ from files.records import (
 )
 from files.remote import is_http, is_remote
 from files.staging import StagedSource
-from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
+from schemas.columns import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
 from schemas.parameters import Format
 from schemas.resource import INVALID_TYPE, Resource, ValueFormats
 

@@ -21,7 +21,7 @@ from files.dialect import CsvDialect
 from files.read import IS_NDJSON_ROW, ndjson_lines
 from files.records import Block, Oversized, csv_record_starts, record_blocks
 from files.staging import StagedSource
-from schemas.frames import LINE, RAW_RECORD
+from schemas.columns import LINE, RAW_RECORD
 
 
 def plan_spans(staged: StagedSource, chunk_size: int, max_record: int) -> Iterator[ChunkSpan]:

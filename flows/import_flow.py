@@ -28,7 +28,7 @@ from files.spans import plan_spans
 from files.staging import StagedSource
 from flows.chunk_pipeline import ChunkPipeline, Done, Pending, Steps
 from schemas import get_resource
-from schemas.frames import ACCEPTED
+from schemas.columns import ACCEPTED
 from schemas.parameters import Format, ImportOptions, OptionalFormat, ResourceName
 from schemas.reports import ChunkResult, FileReading, ImportReport
 from schemas.resource import Resource, RuleContext

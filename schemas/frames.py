@@ -2,7 +2,7 @@
 
 A chunk goes read -> record rules -> key candidates -> key decision -> load. Each frame
 between two steps is one `DataFrameModel` below. The internal column names are the
-constants above the models, which the models take as aliases, so a class attribute is its
+constants of `schemas/columns.py`, which the models take as aliases, so a class attribute is its
 column's name (`Candidates.given_id == GIVEN_ID == "_given_id"`); every step names columns
 through them, never as bare text. `contract(model, resource)` adds the resource's own
 fields to a model, so one model serves users, articles and comments.
@@ -20,27 +20,24 @@ import pandera.polars as pa
 import polars as pl
 from pandera.typing.polars import Series
 
-from schemas.resource import INVALID_TYPE, POLARS_TYPES, RAW_SUFFIX, Resource
-
-LINE = "_line"
-RAW_RECORD = "_raw"
-READ_RULE = "_read_rule"
-READ_MESSAGE = "_read_message"
-OK = "_ok"
-KEY = "_key"
-RESOLVED_ID = "_resolved_id"
-HOLDER = "_holder"
-GIVEN_ID = "_given_id"
-RECORDED = "_recorded"
-TAKEN = "_taken"
-ACCEPTED = "_accepted"
-IN_TABLE = "_in_table"
-STAGED_CHUNK = "_chunk"
-"""The chunk a row of an all-or-nothing job's staging table came from."""
-REFUSED = "_refused"
-"""Internal column names; the models below say which frame holds which."""
-RULE_ID = r"^[a-z][a-z_]*$"
-"""The shape of a stable rule id."""
+from schemas.columns import (
+    ACCEPTED,
+    GIVEN_ID,
+    HOLDER,
+    IN_TABLE,
+    KEY,
+    LINE,
+    OK,
+    RAW_RECORD,
+    READ_MESSAGE,
+    READ_RULE,
+    RECORDED,
+    REFUSED,
+    RESOLVED_ID,
+    RULE_ID,
+    TAKEN,
+)
+from schemas.resource import INVALID_TYPE, POLARS_TYPES, Resource
 
 
 class _Frame(pa.DataFrameModel):
@@ -132,7 +129,8 @@ class MissingReferences(_Frame):
 
 
 class Rejects(_Frame):
-    """Reject entries: one per broken rule per row, as the report and `import_rejects` hold them."""
+    """Reject entries: one per broken rule per row, as the report and `import_rejects` hold
+    them (their columns and types: `REJECT_COLUMNS`)."""
 
     line: Series[pl.Int64] = pa.Field(ge=1)
     field: Series[pl.String]
@@ -140,26 +138,6 @@ class Rejects(_Frame):
     message: Series[pl.String]
     value: Series[pl.String] = pa.Field(nullable=True)
     raw: Series[pl.String] = pa.Field(nullable=True)
-
-
-REJECT_COLUMNS: dict[str, pl.DataType] = {
-    Rejects.line: pl.Int64(),
-    Rejects.field: pl.String(),
-    Rejects.rule: pl.String(),
-    Rejects.message: pl.String(),
-    Rejects.value: pl.String(),
-    Rejects.raw: pl.String(),
-}
-
-
-def duplicate_flag(key_field: str) -> str:
-    """The `Decision` column flagging a later occurrence of an in-file key."""
-    return f"_dup_{key_field}"
-
-
-def raw_column(field_name: str) -> str:
-    """The `Flagged` column holding a field's text as read."""
-    return field_name + RAW_SUFFIX
 
 
 @cache

@@ -33,7 +33,7 @@ from decisions.sql import (
     taken_query,
     upsert_sql,
 )
-from schemas.frames import HOLDER, LINE, STAGED_CHUNK
+from schemas.columns import HOLDER, LINE, STAGED_CHUNK
 from schemas.parameters import PRESENCE_MODES, WriteMode
 from schemas.reports import COUNTS, ChunkResult, Written
 from schemas.resource import Resource

@@ -16,7 +16,7 @@ import pytest
 
 from files.generate import GeneratorSpec, write_file
 from flows.import_flow import import_flow
-from schemas.frames import LINE
+from schemas.columns import LINE
 from schemas.parameters import ImportOptions
 from schemas.reports import ImportReport
 from schemas.resource import RuleContext

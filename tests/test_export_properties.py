@@ -21,7 +21,7 @@ from files.read import read_chunks
 from files.staging import stage_source
 from files.writers import write_batches
 from schemas import RESOURCES
-from schemas.frames import LINE
+from schemas.columns import LINE
 from schemas.resource import RuleContext
 
 ARTICLES = RESOURCES["articles"]

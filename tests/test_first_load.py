@@ -16,7 +16,7 @@ from decisions.keys import SeenKeys
 from decisions.rules import check_records
 from files.staging import stage_source
 from schemas import get_resource
-from schemas.frames import LINE, RESOLVED_ID
+from schemas.columns import LINE, RESOLVED_ID
 from schemas.parameters import ImportOptions
 from schemas.resource import RuleContext
 from tasks.jobs import ChunkLedger, Job, open_job

@@ -19,9 +19,8 @@ from decisions.rules import check_records
 from files.read import read_chunks
 from files.staging import stage_source
 from schemas import get_resource
+from schemas.columns import LINE, REJECT_COLUMNS
 from schemas.frames import (
-    LINE,
-    REJECT_COLUMNS,
     Candidates,
     Decision,
     Flagged,

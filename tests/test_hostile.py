@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from bulkflow.settings import Settings
 from cli.app import app
-from schemas.frames import READ_RULE
+from schemas.columns import READ_RULE
 from tests.helpers import reset_imports, sql, table
 from tests.hostile import CASES, Case, MiB, _bomb, row, user, users_csv
 

@@ -14,7 +14,7 @@ from decisions.decide import check_chunk, no_facts
 from decisions.keys import SeenKeys
 from files.replay import write_records
 from schemas import RESOURCES, dependents_of
-from schemas.frames import LINE
+from schemas.columns import LINE
 from schemas.parameters import ImportOptions
 from schemas.resource import RuleContext
 

@@ -93,7 +93,7 @@ def test_a_replace_finds_the_rows_to_delete_by_the_statistics_of_the_whole_job()
     table (the chunk plans) never ended in the benchmark; here it is one hash anti-join."""
     from bulkflow.db import CHUNK_PLANS
     from decisions.sql import analyze_sql, collect_gone_sql, create_staging_sql, gone_table_sql, staging_table
-    from schemas.frames import STAGED_CHUNK
+    from schemas.columns import STAGED_CHUNK
 
     users = RESOURCES["users"]
     staging, gone = staging_table("plan-test"), "_bulkflow_gone_users"

@@ -17,7 +17,7 @@ from files.formats import detect_format
 from files.read import read_chunks
 from files.staging import stage_source
 from schemas import RESOURCES
-from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
+from schemas.columns import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
 
 USERS = RESOURCES["users"]
 

@@ -11,7 +11,7 @@ from decisions.decide import check_chunk
 from decisions.keys import SeenKeys
 from decisions.parsers import parse_boolean, parse_text_list, parse_timestamp
 from schemas import RESOURCES
-from schemas.frames import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
+from schemas.columns import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
 from schemas.resource import RuleContext
 
 CONTEXT = RuleContext(allowed_roles=("admin", "author", "editor", "reader"))

@@ -19,7 +19,7 @@ from files.read import read_chunks, read_span, shared_file
 from files.spans import plan_spans
 from files.staging import StagedSource, stage_source
 from schemas import RESOURCES
-from schemas.frames import LINE
+from schemas.columns import LINE
 from schemas.parameters import ImportOptions
 
 USERS = RESOURCES["users"]

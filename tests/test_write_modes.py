@@ -21,7 +21,7 @@ from decisions.keys import SeenKeys
 from decisions.rules import check_records
 from files.staging import stage_source
 from schemas import get_resource
-from schemas.frames import LINE
+from schemas.columns import LINE
 from schemas.parameters import ImportOptions, WriteMode
 from schemas.resource import RuleContext
 from tasks.jobs import open_job
