@@ -231,3 +231,16 @@ def test_demo_imports_the_samples_and_ends_with_the_next_step(prefect_api: str) 
     assert result.exit_code == 0, result.output
     assert result.stdout.count("import ") >= 3  # one report table per sample file
     assert result.stderr.strip().splitlines()[-1].startswith("next: these runs, their logs and report artifacts are in")
+
+
+def test_an_export_loads_neither_prefect_nor_pandera(tmp_path: Path) -> None:
+    """A CLI export starts only what it uses: its time is the wire's, not an orchestrator's."""
+    output = tmp_path / "users.csv"
+    code = (
+        "import sys\nfrom cli.app import app\n"
+        "try:\n    app(['export', 'users', '--format', 'csv', '-o', sys.argv[1]])\n"
+        "finally:\n    print(sorted(m for m in ('prefect', 'pandera') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(output)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]" and output.read_text().startswith("id,")
