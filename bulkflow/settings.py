@@ -3,6 +3,7 @@ once with `Settings()` and hand it down; nothing below them reads the environmen
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -103,6 +104,12 @@ class Settings(BaseSettings):
     """A landed file up to this size is imported by the pick-up itself, as a subflow run of
     its own (a new process per small file costs more than its import); a larger one becomes
     a run of the import deployment, for any runner or worker. 0: every file a deployment run."""
+    export_connections: int | None = Field(default=None, ge=1, le=16, validation_alias="BULKFLOW_EXPORT_CONNECTIONS")
+    """Connections an NDJSON or CSV export of a large table reads over, each an id range of
+    one shared snapshot (the export stays one consistent view of the table); the rows are
+    written in id order whatever the number. Unset: 2 on a machine of 4 cores or more, else
+    1 (on 2 cores one connection already keeps both busy: a second was slower)."""
+
     max_source_bytes: int = Field(
         default=5 << 30, ge=1, validation_alias="BULKFLOW_MAX_SOURCE_BYTES", json_schema_extra=BYTES
     )
@@ -137,6 +144,10 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no external database is configured and the embedded one is used."""
         return self.database_url is None and self.db_host is None
+
+    def export_connections_here(self) -> int:
+        """The connections an export reads over on this machine (`export_connections`)."""
+        return self.export_connections or (2 if (os.cpu_count() or 1) >= 4 else 1)
 
     def export_root(self) -> str:
         return (self.export_url or str(Path(self.home).resolve() / "exports")).rstrip("/")

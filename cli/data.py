@@ -134,7 +134,7 @@ def export_command(
                     stats = stream_export(request, sink, settings=settings, on_rows=on_rows)
     stderr.print(
         f"exported {stats.rows:,} {resource} rows ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "
-        f"({stats.rows_per_s:,.0f} rows/s)",
+        f"({stats.rows_per_s:,.0f} rows/s{f', over {stats.connections} connections' if stats.connections > 1 else ''})",
         highlight=False,
     )
 

@@ -327,6 +327,25 @@ def export_select(
     return sql
 
 
+ONE_READ_ONLY_VIEW = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+"""The first statement of a transaction whose queries all see one snapshot, and write nothing."""
+
+
+def joined_snapshot_sql(snapshot: str) -> str:
+    """Join the snapshot another transaction exported (`pg_export_snapshot()`)."""
+    return f"SET TRANSACTION SNAPSHOT {_text_literal(snapshot)}"
+
+
+def row_estimate_sql(table: str) -> str:
+    """The planner's estimate of `table`'s rows (0 when never analysed: -1 is clamped)."""
+    return f"SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = {_text_literal(ident(table))}::regclass"
+
+
+def id_sample_sql(table: str, percent: float) -> str:
+    """The ids of about `percent` % of `table`'s pages, in the order an export writes them."""
+    return f"SELECT {ident('id')} FROM {ident(table)} TABLESAMPLE SYSTEM ({percent:.6f}) ORDER BY {ident('id')}"
+
+
 def _text_literal(text: str) -> str:
     """A SQL string literal (a `'` inside is doubled)."""
     return "'" + text.replace("'", "''") + "'"

@@ -216,4 +216,5 @@ class ExportManifest(BaseModel):
     sha256: str
     duration_s: float
     rows_per_s: float = 0.0
+    connections: int = Field(default=1, description="connections the rows were read over, id ranges of one snapshot")
     location: str

@@ -54,6 +54,7 @@ def write_export(request: ExportRequest, run_id: str, settings: Settings) -> Exp
         sha256=stats.sha256 or "",
         duration_s=stats.duration_s,
         rows_per_s=stats.rows_per_s,
+        connections=stats.connections,
         location=location,
     )
     with open_file(settings, location + MANIFEST_SUFFIX, "w") as fh:

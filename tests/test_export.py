@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -12,6 +14,7 @@ import pytest
 from prefect.client.schemas.schedules import CronSchedule
 from typer.testing import CliRunner
 
+from bulkflow.db import connect
 from bulkflow.errors import ParameterError
 from bulkflow.settings import Settings
 from cli.app import app
@@ -201,3 +204,63 @@ def test_a_reader_closing_stdout_ends_the_export_quietly() -> None:
     assert export.wait(timeout=120) == 0, stderr
     assert head[0].startswith(b"id,") and head[1].startswith(b"u")
     assert stderr == "", stderr
+
+
+def _many_users(count: int) -> None:
+    """`count` users written straight into the table (the export's side is under test)."""
+    reset_imports()
+    sql(
+        "INSERT INTO users (id, email, name, role, active, created_at) "
+        f"SELECT 'u' || g, 'u' || g || '@example.com', 'User ' || g, CASE WHEN g % 3 = 0 THEN 'admin' ELSE 'reader' END, "
+        f"g % 2 = 0, timestamptz '2024-01-01' + g * interval '1 minute' FROM generate_series(1, {count}) g"
+    )
+    sql("ANALYZE users")
+
+
+@pytest.mark.parametrize("format", ["csv", "ndjson"])
+def test_an_export_over_several_connections_is_the_file_of_one(format: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _many_users(5000)
+    monkeypatch.setattr("tasks.export._PARALLEL_FROM_ROWS", 0)  # a table this small is read over one otherwise
+    files, stats = {}, {}
+    for connections in (1, 2, 3):
+        buffer = io.BytesIO()
+        request = plan("users", format, {"role": "reader"} if format == "csv" else {})
+        stats[connections] = stream_export(request, buffer, settings=Settings(BULKFLOW_EXPORT_CONNECTIONS=connections))
+        files[connections] = buffer.getvalue()
+    assert [stats[n].connections for n in (1, 2, 3)] == [1, 2, 3]
+    assert files[1] == files[2] == files[3] and stats[1].rows == stats[2].rows == stats[3].rows
+    assert stats[1].rows == (3334 if format == "csv" else 5000)
+
+
+def test_an_export_over_several_connections_is_one_view_of_the_table_while_an_import_commits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every connection reads the snapshot the first exported: rows an import commits after
+    the export began (here: changed, added and deleted, as an upsert and a replace do, at the
+    moment the second connection opens) are not in the file, whichever range they fall in."""
+    _many_users(4000)
+    monkeypatch.setattr("tasks.export._PARALLEL_FROM_ROWS", 0)
+    expected = io.BytesIO()
+    stream_export(plan("users", "csv"), expected, settings=Settings(BULKFLOW_EXPORT_CONNECTIONS=1))
+    import tasks.export
+
+    joined = tasks.export._joined
+
+    @contextmanager
+    def joined_after_an_import_committed(settings: Settings, snapshot: str) -> Iterator[object]:
+        with connect(Settings()) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE users SET name = 'changed' WHERE id IN ('u1', 'u2000', 'u3999')")
+            cur.execute(
+                "INSERT INTO users (id, email, name, role) VALUES ('u0', 'new@example.com', 'new', 'reader'), "
+                "('u99999', 'new2@example.com', 'new', 'reader')"
+            )
+            cur.execute("DELETE FROM users WHERE id IN ('u10', 'u3000')")
+            conn.commit()
+        with joined(settings, snapshot) as cur:
+            yield cur
+
+    monkeypatch.setattr(tasks.export, "_joined", joined_after_an_import_committed)
+    during = io.BytesIO()
+    stats = stream_export(plan("users", "csv"), during, settings=Settings(BULKFLOW_EXPORT_CONNECTIONS=2))
+    assert stats.connections == 2 and during.getvalue() == expected.getvalue()
+    assert sql("SELECT count(*) FROM users WHERE name = 'changed'")[0][0] == 3  # the import did commit

@@ -82,6 +82,17 @@ def test_export_select_binds_values_as_settings_and_quotes_every_name() -> None:
     assert limited == 'SELECT "id" FROM "users" ORDER BY "id" LIMIT current_setting(\'bulkflow.limit\')::bigint'
 
 
+def test_the_parallel_export_statements_quote_names_and_the_snapshot() -> None:
+    assert sql.row_estimate_sql(ODD.name) == (
+        'SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = \'"we""ird users"\'::regclass'
+    )
+    assert sql.id_sample_sql(ODD.name, 1.5) == (
+        'SELECT "id" FROM "we""ird users" TABLESAMPLE SYSTEM (1.500000) ORDER BY "id"'
+    )
+    assert sql.joined_snapshot_sql("00000003-0000001B-1") == "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'"
+    assert sql.joined_snapshot_sql("x' OR '1") == "SET TRANSACTION SNAPSHOT 'x'' OR ''1'"
+
+
 def test_no_builder_puts_a_value_in_the_text() -> None:
     texts = [
         sql.upsert_sql(ARTICLES),
