@@ -13,7 +13,7 @@ import typer
 
 from bulkflow.console import quiet_tracebacks
 from bulkflow.settings import Settings
-from cli.output import errors_as_exit, print_report, progress_bar, row_counter, send_pending_events, stderr
+from cli.output import errors_as_exit, print_report, progress_bar, row_counter, send_pending_events_at_exit, stderr
 from schemas.parameters import ImportOptions, OnBudget, OnDrift, WriteMode
 from schemas.reports import ImportReport
 from schemas.resource import RuleContext
@@ -261,7 +261,7 @@ def run_import(
                     return_state=True,
                 )
         finally:
-            send_pending_events()
+            send_pending_events_at_exit()
         failure.flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):

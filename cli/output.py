@@ -4,6 +4,7 @@ progress on stderr, the import report.
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 import threading
@@ -215,6 +216,20 @@ def print_report(report: ImportReport) -> None:
         console.print(
             f"all rejects: bulkflow rejects {report.rejects_handle} -o rejects.ndjson", highlight=False, soft_wrap=True
         )
+
+
+_sending_at_exit = False
+
+
+def send_pending_events_at_exit() -> None:
+    """Have `send_pending_events` run at the process's exit, before Prefect's own exit
+    handlers (exit handlers run last registered first, and Prefect registered its own when
+    the run started its events worker). At exit, not now: a process that imports many times
+    (the test suite) would wait for events that never stop coming."""
+    global _sending_at_exit
+    if not _sending_at_exit:
+        _sending_at_exit = True
+        atexit.register(send_pending_events)
 
 
 def send_pending_events(within_s: float = 5.0) -> None:
