@@ -218,18 +218,14 @@ def print_report(report: ImportReport) -> None:
         )
 
 
-_sending_at_exit = False
-
-
 def send_pending_events_at_exit() -> None:
     """Have `send_pending_events` run at the process's exit, before Prefect's own exit
     handlers (exit handlers run last registered first, and Prefect registered its own when
-    the run started its events worker). At exit, not now: a process that imports many times
-    (the test suite) would wait for events that never stop coming."""
-    global _sending_at_exit
-    if not _sending_at_exit:
-        _sending_at_exit = True
-        atexit.register(send_pending_events)
+    the run started its events worker; registered again, it moves to the front). At exit,
+    not now: a process that imports many times (the test suite) would wait for events that
+    never stop coming."""
+    atexit.unregister(send_pending_events)
+    atexit.register(send_pending_events)
 
 
 def send_pending_events(within_s: float = 5.0) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Protocol, cast
 
 import polars as pl
@@ -52,17 +52,16 @@ def write_batches(
     on_rows: Callable[[int], None] | None = None,
 ) -> tuple[int, int, str | None]:
     """Write typed batches in the request's format: (rows, bytes, sha256 or None)."""
-    metered = _MeteredSink(sink, digest)
-    writer = _WRITERS[request.format](metered, request)
-    rows = 0
-    for frame in batches:
-        if frame.height:
-            writer.write(frame)
-            rows += frame.height
-            if on_rows is not None:
-                on_rows(rows)
-    writer.close()
-    return rows, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None
+
+    def written(metered: _MeteredSink) -> Iterator[int]:
+        writer = _WRITERS[request.format](metered, request)
+        for frame in batches:
+            if frame.height:
+                writer.write(frame)
+                yield frame.height
+        writer.close()
+
+    return _counted(written, sink, digest, on_rows)
 
 
 def write_encoded(
@@ -75,12 +74,28 @@ def write_encoded(
 ) -> tuple[int, int, str | None]:
     """Write batches `encode_rows` encoded, given as (rows, bytes), in order, after the CSV
     header: (rows, bytes, sha256 or None), as `write_batches`."""
+
+    def written(metered: _MeteredSink) -> Iterator[int]:
+        if request.format == "csv":
+            metered.write(csv_header(request.fields))
+        for height, data in chunks:
+            metered.write(data)
+            yield height
+
+    return _counted(written, sink, digest, on_rows)
+
+
+def _counted(
+    written: Callable[[_MeteredSink], Iterator[int]],
+    sink: IO[bytes],
+    digest: bool,
+    on_rows: Callable[[int], None] | None,
+) -> tuple[int, int, str | None]:
+    """Run `written` on a metered `sink` (it yields the rows of each batch as it writes
+    them): (rows, bytes, sha256 or None), the running row count handed to `on_rows`."""
     metered = _MeteredSink(sink, digest)
-    if request.format == "csv":
-        metered.write(csv_header(request.fields))
     rows = 0
-    for height, data in chunks:
-        metered.write(data)
+    for height in written(metered):
         rows += height
         if on_rows is not None:
             on_rows(rows)

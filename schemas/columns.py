@@ -24,7 +24,7 @@ IN_TABLE = "_in_table"
 STAGED_CHUNK = "_chunk"
 """The chunk a row of an all-or-nothing job's staging table came from."""
 REFUSED = "_refused"
-"""Internal column names; the models below say which frame holds which."""
+"""Internal column names; the models of `schemas/frames.py` say which frame holds which."""
 RULE_ID = r"^[a-z][a-z_]*$"
 """The shape of a stable rule id."""
 

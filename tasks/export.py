@@ -60,14 +60,15 @@ def stream_export(
     started = time.perf_counter()
     with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
         cur.execute(ONE_READ_ONLY_VIEW)
-        pieces = _id_pieces(cur, request, settings.export_connections_here())
+        wanted = settings.export_connections_here()
+        pieces = _id_pieces(cur, request, wanted)
         if len(pieces) == 1:
             connections = 1
             with read_ahead(_fetched(cur, request)) as batches:
                 frames = (pl.from_arrow(batch) for batch in batches)
                 rows, size, sha256 = write_batches(request, frames, sink, digest=digest, on_rows=on_rows)  # type: ignore[arg-type]  # ADBC record batches are untyped
         else:
-            connections = min(settings.export_connections_here(), len(pieces))
+            connections = min(wanted, len(pieces))
             with _read_in_pieces(cur, request, pieces, connections, settings) as encoded:
                 rows, size, sha256 = write_encoded(request, encoded, sink, digest=digest, on_rows=on_rows)
     return ExportStats(rows, size, round(time.perf_counter() - started, 3), sha256, connections)
