@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 
 import typer
 
@@ -46,7 +47,10 @@ def main() -> None:
         code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
         if isinstance(exit_.code, str):
             stderr.print(exit_.code, highlight=False)
-    atexit._run_exitfuncs()  # what the interpreter would run before its teardown
+    # What the interpreter runs before its teardown: threading's exit calls (Prefect's
+    # workers send what they hold and stop), the wait for non-daemon threads, atexit.
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -4,11 +4,11 @@ progress on stderr, the import report.
 
 from __future__ import annotations
 
-import atexit
 import json
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -218,29 +218,35 @@ def print_report(report: ImportReport) -> None:
         )
 
 
-def send_pending_events_at_exit() -> None:
-    """Have `send_pending_events` run at the process's exit, before Prefect's own exit
-    handlers (exit handlers run last registered first, and Prefect registered its own when
-    the run started its events worker; registered again, it moves to the front). At exit,
-    not now: a process that imports many times (the test suite) would wait for events that
-    never stop coming."""
-    atexit.unregister(send_pending_events)
-    atexit.register(send_pending_events)
-
-
-def send_pending_events(within_s: float = 5.0) -> None:
-    """Let the Prefect events the command emitted reach the API before its exit handlers
-    stop the events worker, which warns "Still processing items" on the console for any
-    still queued (a run that ends within a second ends before they are sent). Waits at most
-    `within_s` per worker: the API may be away, and the exit handlers then try once more.
-    Nothing to do when Prefect is not imported (an export imports none of it)."""
+def send_pending_events_at_exit(within_s: float = 5.0) -> None:
+    """Have each Prefect events worker's queue sent at the process's exit, before the
+    worker's own exit call stops it: stopped with items still queued, it warns "Still
+    processing items" on the console (a run that ends within a second ends before its
+    events are sent). Waits at most `within_s` a worker: the API may be away, and the
+    worker's exit call then tries once more. At exit, not now: a process that imports many
+    times (the test suite) would wait for events that never stop coming. Nothing to do
+    when Prefect is not imported (an export imports none of it)."""
     if "prefect.events.worker" not in sys.modules:
         return
     from prefect.events.worker import EventsWorker
 
     with EventsWorker._instance_lock:  # Prefect's task runner flushes a subprocess's workers so
-        workers = list(EventsWorker._instances.values())  # type: ignore[misc]  # a class-level registry
-    for worker in workers:
-        waiting = threading.Thread(target=worker.wait_until_empty, name="send-events", daemon=True)
-        waiting.start()
-        waiting.join(within_s)
+        services = list(EventsWorker._instances.values())  # type: ignore[misc]  # a class-level registry
+    # The registry holds every queue service, the log worker too, which holds its last
+    # items until it is stopped (its queue never looks empty before): events only.
+    for worker in services:
+        if isinstance(worker, EventsWorker) and worker not in _workers_waited_for:
+            _workers_waited_for.add(worker)
+            # Prefect stops its workers from threading's exit calls, which run before the
+            # atexit handlers and last registered first: registered after the worker
+            # started, this wait runs before it is stopped.
+            threading._register_atexit(_wait_until_sent, worker, within_s)  # type: ignore[attr-defined]
+
+
+_workers_waited_for: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _wait_until_sent(worker: Any, within_s: float) -> None:
+    waiting = threading.Thread(target=worker.wait_until_empty, name="send-events", daemon=True)
+    waiting.start()
+    waiting.join(within_s)
