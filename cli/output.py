@@ -11,7 +11,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 from bulkflow.console import prefect_console_handlers
 from bulkflow.errors import InputError, TerminalError, first_line, is_retryable
 from schemas.reports import ImportReport
+
+if TYPE_CHECKING:  # Prefect is imported by the import command only
+    from prefect.events.worker import EventsWorker
 
 stderr = Console(stderr=True)
 
@@ -223,9 +226,9 @@ def send_pending_events_at_exit(within_s: float = 5.0) -> None:
     worker's own exit call stops it: stopped with items still queued, it warns "Still
     processing items" on the console (a run that ends within a second ends before its
     events are sent). Waits at most `within_s` a worker: the API may be away, and the
-    worker's exit call then tries once more. At exit, not now: a process that imports many
-    times (the test suite) would wait for events that never stop coming. Nothing to do
-    when Prefect is not imported (an export imports none of it)."""
+    worker's exit call then tries once more. At exit, not after each run: a process that
+    imports many times (the test suite, through CliRunner) waits once. Nothing to do when
+    Prefect is not imported (an export imports none of it)."""
     if "prefect.events.worker" not in sys.modules:
         return
     from prefect.events.worker import EventsWorker
@@ -243,10 +246,10 @@ def send_pending_events_at_exit(within_s: float = 5.0) -> None:
             threading._register_atexit(_wait_until_sent, worker, within_s)  # type: ignore[attr-defined]
 
 
-_workers_waited_for: weakref.WeakSet[Any] = weakref.WeakSet()
+_workers_waited_for: weakref.WeakSet[EventsWorker] = weakref.WeakSet()
 
 
-def _wait_until_sent(worker: Any, within_s: float) -> None:
+def _wait_until_sent(worker: EventsWorker, within_s: float) -> None:
     waiting = threading.Thread(target=worker.wait_until_empty, name="send-events", daemon=True)
     waiting.start()
     waiting.join(within_s)
