@@ -68,7 +68,7 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
     """Feed chunks in file order with `add`, then `finish`. The chunks an earlier run
     committed are checked and decided all the same, so in-file duplicates are judged as in
     that run, but not loaded again. At most `ahead` chunks are checked ahead of the
-    decision, and `workers` loaded at once. With a `budget`, the rows decided so far are
+    decision, and `workers` loaded at once; `seen` holds the keys accepted so far. With a `budget`, the rows decided so far are
     judged after each decision; once it is spent, every decided chunk is loaded first (its
     rejects recorded), then the budget acts (abort, pause, or go on)."""
 
@@ -80,11 +80,12 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
         *,
         workers: int,
         ahead: int,
+        seen: SeenKeys,
         budget: BudgetWatch | None = None,
     ) -> None:
         self.steps, self.job, self.progress, self.budget = steps, job, progress, budget
         self.workers, self.ahead = workers, ahead
-        self.seen = SeenKeys()
+        self.seen = seen
         self.checking: deque[tuple[Chunk, int, int, Pending[Checked], float]] = deque()
         self.loading: deque[tuple[Pending[ChunkResult], float, float]] = deque()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
@@ -50,6 +52,7 @@ from tasks.run_labels import DRY_RUN, import_run_name, label_run, tag_retryable_
 from tasks.stage import stage
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
+T = TypeVar("T")
 
 
 def _run_name() -> str:
@@ -196,20 +199,33 @@ class ChunkWork:
     progress: ImportProgress
     budget: BudgetWatch | None
 
+    def seen_keys(self) -> SeenKeys:
+        """The file's key state, spilling to disk under BULKFLOW_HOME past its memory budget."""
+        return SeenKeys(spill_dir=self.settings.home / "spill")
+
 
 def _chunks_in_threads(work: ChunkWork) -> None:
     """The flow reads and validates each chunk; threads check and load it. A file of one
     chunk is checked and loaded by the flow itself (`OneChunkSteps`)."""
     settings, job = work.settings, work.job
     batches = read_chunks(work.staged, job.resource, job.chunk_size, settings.max_record_bytes)
-    first = list(islice(batches, 2))  # a second chunk read, or none: the file has more than one, or one
+    first = deque(islice(batches, 2))  # a second chunk read, or none: the file has more than one, or one
     steps = InFlowSteps(settings, job, work.ledger) if len(first) > 1 else OneChunkSteps(settings, job, work.ledger)
-    chunks = ChunkPipeline(steps, job, work.progress, workers=settings.load_workers, ahead=1, budget=work.budget)
+    chunks = ChunkPipeline(
+        steps, job, work.progress, workers=settings.load_workers, ahead=1, seen=work.seen_keys(), budget=work.budget
+    )
     context = RuleContext.of(settings, work.staged.values)
-    for index, batch in enumerate(chain(first, batches)):
+    for index, batch in enumerate(chain(_drained(first), batches)):
         check = check_records(job.resource, context, index, batch.rows)
         chunks.add(check, index, check.rows_read, batch.progress)
     chunks.finish()
+
+
+def _drained(items: deque[T]) -> Iterator[T]:
+    """The items, each let go of as it is handed over (a chunk read ahead is not held for
+    the whole import)."""
+    while items:
+        yield items.popleft()
 
 
 def _chunks_on_dask(work: ChunkWork) -> None:
@@ -221,7 +237,9 @@ def _chunks_on_dask(work: ChunkWork) -> None:
     with dask_task_runner(settings) as runner:
         steps = OnWorkerSteps(settings, job, work.ledger, file, runner)
         workers = settings.dask_workers
-        chunks = ChunkPipeline(steps, job, work.progress, workers=workers, ahead=workers, budget=work.budget)
+        chunks = ChunkPipeline(
+            steps, job, work.progress, workers=workers, ahead=workers, seen=work.seen_keys(), budget=work.budget
+        )
         for span in plan_spans(work.staged, job.chunk_size, settings.max_record_bytes):
             chunks.add(span, span.index, span.rows, span.progress)
         chunks.finish()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -224,3 +227,38 @@ def test_parse_timestamp(text: str, iso: str | None) -> None:
 def test_parse_text_list(text: str, expected: list | None) -> None:
     parsed = pl.select(parse_text_list(pl.lit(text))).item()
     assert (parsed.to_list() if parsed is not None else None) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.lists(st.one_of(st.none(), st.sampled_from([f"k{i}" for i in range(60)])), max_size=12), max_size=30),
+    st.integers(min_value=1, max_value=8),
+)
+def test_seen_keys_spilled_to_disk_answer_as_the_keys_kept_in_memory(
+    chunks: list[list[str | None]], budget: int
+) -> None:
+    """Past its memory budget a key's hashes go to runs on disk: lookups stay exact (the
+    Bloom filters have no false negatives, their false positives are checked on disk), and
+    the runs' directory goes with the SeenKeys."""
+    with tempfile.TemporaryDirectory() as spill_dir:
+        seen, added, total = SeenKeys(spill_dir=Path(spill_dir), memory_budget=budget), set[str](), 0
+        for chunk in chunks:
+            values = pl.Series("id", chunk, dtype=pl.String)
+            assert seen.seen_before("id", values).to_list() == [v is not None and v in added for v in chunk]
+            seen.add("id", values)
+            added.update(v for v in chunk if v is not None)
+            total += sum(v is not None for v in chunk)
+        assert bool(seen.spilled.get("id")) == (total > budget)
+        del seen
+        assert list(Path(spill_dir).iterdir()) == []
+
+
+def test_seen_keys_spill_holds_a_large_key_set_exactly_and_cleans_up_after_killed_runs(tmp_path: Path) -> None:
+    orphan = tmp_path / "keys-999999999-dead"  # a run directory of a process that is gone
+    orphan.mkdir()
+    seen = SeenKeys(spill_dir=tmp_path, memory_budget=10_000)
+    for start in range(0, 50_000, 5_000):
+        seen.add("email", pl.Series("email", [f"user{i}@example.com" for i in range(start, start + 5_000)]))
+    assert not orphan.exists() and len(seen.spilled["email"]) == 3  # spilled at 15k, 30k, 45k keys
+    probe = pl.Series("email", [f"user{i}@example.com" for i in range(45_000, 55_000)])
+    assert seen.seen_before("email", probe).to_list() == [i < 50_000 for i in range(45_000, 55_000)]
