@@ -86,6 +86,9 @@ class ImportJob(ImportCounts):
     deleted_dependents: dict[str, int] = Field(
         default_factory=dict, description="Rows of other tables referencing deleted rows (--cascade), per table."
     )
+    budget_exceeded: Optional[str] = Field(
+        default=None, description="Why the error budget was spent, and why the run went on (continued, approved)."
+    )
     already_committed: int = Field(
         default=0, description="Rows of chunks earlier runs had committed: not written again."
     )

@@ -176,4 +176,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE columns IS NOT NULL",
         ),
     ),
+    Migration(
+        "0012",
+        "import_jobs.budget_exceeded: why an import's error budget was spent, and why it went on",
+        ("ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS budget_exceeded text",),
+    ),
 )

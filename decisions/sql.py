@@ -271,6 +271,11 @@ def collect_dependents_sql(dependent: Resource, fk: ForeignKey, gone: str, depen
     )
 
 
+def count_gone_sql(gone: str) -> str:
+    """How many ids a set of gone ids holds (a replace's dry run: what it would delete)."""
+    return f"SELECT count(*) FROM {ident(gone)}"
+
+
 def delete_gone_sql(resource: Resource, gone: str) -> str:
     return f"DELETE FROM {ident(resource.name)} WHERE {ident('id')} IN (SELECT {ident('id')} FROM {ident(gone)})"
 

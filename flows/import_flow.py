@@ -179,10 +179,10 @@ def _load(
         set_aside(settings, job, run_id, abandoned)
         raise
     except BaseException as error:
-        record_failure(settings, job.key, error)
+        record_failure(settings, job, error)
         raise
     duration = time.perf_counter() - started
-    report = close_job(settings, job, staged, run_id, duration, watch.note if watch else None, reading)
+    report = close_job(settings, job, staged, run_id, duration, reading)
     sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
     publish_report(report, sample)
     return report

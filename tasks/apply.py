@@ -26,6 +26,7 @@ from decisions.sql import (
     analyze_sql,
     collect_dependents_sql,
     collect_gone_sql,
+    count_gone_sql,
     count_staged_rejects_sql,
     delete_gone_sql,
     drop_staging_sql,
@@ -58,7 +59,44 @@ def apply_staged(settings: Settings, job: Job, slot: SlotClaim | None) -> None:
     staging = job.staging
     assert staging is not None, "only an all-or-nothing job has staged rows"
     with connect(settings) as conn:
-        redo_on_conflict(conn, lambda recheck: _apply(conn, job, staging, slot, recheck=recheck), "the apply")
+        if job.dry_run:
+            _predict_deletes(conn, job, staging)
+        else:
+            redo_on_conflict(conn, lambda recheck: _apply(conn, job, staging, slot, recheck=recheck), "the apply")
+
+
+def _predict_deletes(conn: Connection, job: Job, staging: str) -> None:
+    """A replace's dry run: count the rows the replace would delete (refusing as it would),
+    record the counts on the dry run's job, and drop what it staged. Reads the tables only,
+    takes no lock."""
+    try:
+        with conn.cursor() as cur:
+            gone = _gone(cur, job, staging)
+            deleted = {
+                table.name: _count(cur, table_gone)
+                for table, table_gone in _gone_with_dependents(cur, job.resource, gone)
+            }
+        conn.rollback()  # the sets of gone ids were temporary
+        _record_deleted(conn, job, deleted)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(drop_staging_sql(staging))
+        conn.commit()
+
+
+def _count(cur: Cursor, gone: str) -> int:
+    cur.execute(count_gone_sql(gone))
+    return int(fetch_one(cur)[0])
+
+
+def _record_deleted(conn: Connection, job: Job, deleted: dict[str, int]) -> None:
+    """Write what a replace deleted (or would delete) on its job: its own rows, and the rows of other tables."""
+    own = deleted.pop(job.resource.name)
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE import_jobs SET deleted = $2, deleted_dependents = $3::jsonb WHERE job_key = $1",
+            parameters=(job.key, own, json.dumps({t: n for t, n in deleted.items() if n})),
+        )
 
 
 def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, recheck: bool) -> None:
@@ -89,11 +127,7 @@ def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, 
         if written != expected:
             raise ChangedSinceChecked(f"the apply wrote {written}, where the staged rows said {expected}")
         if gone is not None:
-            deleted = _delete_with_dependents(cur, resource, gone)
-            cur.execute(
-                "UPDATE import_jobs SET deleted = $2, deleted_dependents = $3::jsonb WHERE job_key = $1",
-                parameters=(job.key, deleted.pop(resource.name), json.dumps({t: n for t, n in deleted.items() if n})),
-            )
+            _record_deleted(conn, job, _delete_with_dependents(cur, resource, gone))
         for chunk, inserted, updated, unchanged in by_chunk:
             cur.execute(
                 "UPDATE import_chunks SET inserted = $3, updated = $4, unchanged = $5 "
@@ -131,18 +165,26 @@ def gone_set(resource: Resource) -> str:
     return f"_bulkflow_gone_{resource.name}"
 
 
-def _delete_with_dependents(cur: Cursor, resource: Resource, gone: str) -> dict[str, int]:
-    """Delete the rows listed in `gone`, the rows referencing them first (and theirs, down
-    the references); the rows deleted per table."""
-    deleted: dict[str, int] = {}
+def _gone_with_dependents(cur: Cursor, resource: Resource, gone: str) -> list[tuple[Resource, str]]:
+    """Each table and its set of gone ids, down the references from the rows listed in
+    `gone`, in an order to delete them (a table's dependents before it; a table reached by
+    two paths comes twice, with one set)."""
+    order: list[tuple[Resource, str]] = []
     for dependent, fk in dependents_of(resource):
         dependent_gone = gone_set(dependent)
         cur.execute(gone_table_sql(dependent_gone))
         cur.execute(collect_dependents_sql(dependent, fk, gone, dependent_gone))
-        for table, count in _delete_with_dependents(cur, dependent, dependent_gone).items():
-            deleted[table] = deleted.get(table, 0) + count
-    cur.execute(delete_gone_sql(resource, gone))
-    deleted[resource.name] = deleted.get(resource.name, 0) + cur.rowcount
+        order += _gone_with_dependents(cur, dependent, dependent_gone)
+    return order + [(resource, gone)]
+
+
+def _delete_with_dependents(cur: Cursor, resource: Resource, gone: str) -> dict[str, int]:
+    """Delete the rows listed in `gone`, the rows referencing them first (and theirs, down
+    the references); the rows deleted per table."""
+    deleted: dict[str, int] = {}
+    for table, table_gone in _gone_with_dependents(cur, resource, gone):
+        cur.execute(delete_gone_sql(table, table_gone))
+        deleted[table.name] = deleted.get(table.name, 0) + cur.rowcount
     return deleted
 
 

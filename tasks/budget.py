@@ -12,6 +12,7 @@ from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import Field
 
+from bulkflow.db import execute
 from bulkflow.errors import BudgetExceeded
 from bulkflow.settings import Settings
 from decisions.budget import RejectBudget
@@ -60,13 +61,18 @@ class BudgetWatch:
         logger = get_run_logger()
         if self.on_budget == "continue":
             logger.warning("%s: continuing, as --on-budget continue says", why)
-            self.note = f"{why}: continued"
+            self._note(f"{why}: continued")
             return
         if self.on_budget == "pause" and self._approved(why):
             logger.warning("%s: an operator approved going on", why)
-            self.note = f"{why}: approved by an operator"
+            self._note(f"{why}: approved by an operator")
             return
         raise BudgetExceeded(f"{why}: nothing was applied")
+
+    def _note(self, note: str) -> None:
+        """Keep why the run went on, on the job too: its report and API status read it there."""
+        self.note = note
+        execute(self.settings, "UPDATE import_jobs SET budget_exceeded = $2 WHERE job_key = $1", (self.job.key, note))
 
     def _approved(self, why: str) -> bool:
         totals = job_totals(self.settings, self.job.key)

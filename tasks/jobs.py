@@ -44,7 +44,8 @@ class ChunkLedger:
     chunk's ledger row and rejects are recorded (under the dry run's own job)."""
     staging: str | None = None
     """An all-or-nothing job's staging table: the chunk's accepted rows go there, with its
-    ledger row and rejects, and reach the table only when the job is applied."""
+    ledger row and rejects, and reach the table only when the job is applied (or, in a
+    dry run of a replace, are counted against the table, `tasks/apply.py`)."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ class Job:
 
     @property
     def staging(self) -> str | None:
-        """The staging table of an all-or-nothing job (none for a dry run: it writes nothing)."""
-        return staging_table(self.key) if self.atomic and not self.dry_run else None
+        """The staging table of an all-or-nothing job. A dry run has none, but for a
+        replace: the rows it accepts are staged (under its own job) so that the rows the
+        replace would delete can be counted; they never reach the table."""
+        wanted = self.atomic and (not self.dry_run or self.mode == "replace")
+        return staging_table(self.key) if wanted else None
 
     @property
     def scope(self) -> CheckScope:
@@ -234,14 +238,17 @@ def run_counts(settings: Settings, job_key: str, run_id: str | None) -> RunCount
         "FROM import_chunks WHERE job_key = $1 AND flow_run_id IS DISTINCT FROM $2",
         (job_key, run_id),
     )
-    replaced = query_one(settings, "SELECT deleted, deleted_dependents FROM import_jobs WHERE job_key = $1", (job_key,))
-    deleted, dependents = (int(replaced[0]), json.loads(replaced[1])) if replaced else (0, {})
+    noted = query_one(
+        settings, "SELECT deleted, deleted_dependents, budget_exceeded FROM import_jobs WHERE job_key = $1", (job_key,)
+    )
+    deleted, dependents, budget = (int(noted[0]), json.loads(noted[1]), noted[2]) if noted else (0, {}, None)
     return RunCounts(
         own=own,
         job=job,
         committed_by=sorted(str(r) for r in (others[0] if others else [])),
         deleted=deleted,
         deleted_dependents=dependents,
+        budget_exceeded=budget,
     )
 
 
@@ -254,6 +261,7 @@ class RunCounts:
     """The other runs that committed chunks of the job."""
     deleted: int = 0
     deleted_dependents: dict[str, int] = field(default_factory=dict)
+    budget_exceeded: str | None = None
 
     @property
     def already_committed(self) -> JobTotals:
@@ -278,6 +286,7 @@ class RunCounts:
             "already_committed_by": self.committed_by,
             "deleted": self.deleted,
             "deleted_dependents": self.deleted_dependents,
+            "budget_exceeded": self.budget_exceeded,
             "job": self.job,
         }
 
@@ -289,7 +298,6 @@ def close_job(
     staged: StagedSource,
     flow_run_id: str | None,
     duration_s: float,
-    budget_note: str | None = None,
     reading: FileReading | None = None,
 ) -> ImportReport:
     """The run's own counts and the job's totals, read back from the ledger and the rejects."""
@@ -313,7 +321,6 @@ def close_job(
         mode=job.mode,
         dry_run=job.dry_run,
         atomic=job.atomic,
-        budget_exceeded=budget_note,
         continues_runs=list(job.earlier_runs),
         duration_s=round(duration_s, 3),
         rows_per_s=round(counts.rows_read / duration_s, 1) if duration_s > 0 else 0.0,
@@ -347,19 +354,22 @@ def set_aside(settings: Settings, job: Job, flow_run_id: str | None, error: Base
     return aside
 
 
-def record_failure(settings: Settings, job_key: str, error: BaseException) -> None:
+def record_failure(settings: Settings, job: Job, error: BaseException) -> None:
     """Write on the job how its run failed: the error's class, whether a retry may cure it,
-    its first line (for whoever reads the job later: the API, an operator). Best effort: the
-    database may be what failed."""
+    its first line (for whoever reads the job later: the API, an operator), and drop what a
+    dry run staged (nothing continues a dry run's job). Best effort: the database may be
+    what failed."""
     try:
         execute(
             settings,
             "UPDATE import_jobs SET failed_at = now(), failure_class = $2, failure_retryable = $3, "
             "failure_message = $4 WHERE job_key = $1",
-            (job_key, type(error).__name__, is_retryable(error), first_line(error)),
+            (job.key, type(error).__name__, is_retryable(error), first_line(error)),
         )
+        if job.dry_run and job.staging:
+            execute(settings, drop_staging_sql(job.staging))
     except Exception as unrecorded:  # noqa: BLE001 - the run fails with its own error all the same
-        get_logger(__name__).warning("could not record the failure of job %s: %s", job_key, first_line(unrecorded))
+        get_logger(__name__).warning("could not record the failure of job %s: %s", job.key, first_line(unrecorded))
 
 
 def find_job_key(settings: Settings, run_or_job: str) -> str | None:

@@ -120,6 +120,8 @@ def _apply(
         return _recorded_result(conn, job_key, chunk.index)
     if ledger.dry_run:
         written, refused = _predict_rows(conn, resource, chunk), chunk.rejects.clear()
+        if ledger.staging:  # a replace's dry run: the kept rows, to count what it would delete
+            _stage_rows(conn, resource, chunk, ledger.staging)
     elif ledger.staging:
         written, refused = _stage_rows(conn, resource, chunk, ledger.staging), chunk.rejects.clear()
     else:

@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from typer.testing import CliRunner
 
+from api.app import create_app
 from bulkflow.errors import BudgetExceeded
+from bulkflow.settings import Settings
 from cli.app import app
 from files.generate import GeneratorSpec, write_file
 from tests.helpers import DATA, import_file, rejects_of, snapshot, sql, wait_for_event
@@ -78,6 +81,10 @@ def test_continue_goes_on_and_flags_the_run(bad_file: Path) -> None:
     report = import_file("users", bad_file, chunk_size=CHUNK, max_reject_rate=0.02, on_budget="continue")
     assert report.budget_exceeded is not None and report.budget_exceeded.endswith(": continued")
     assert not report.atomic and report.rows_read == ROWS and report.inserted > 0
+    with TestClient(create_app(Settings())) as client:
+        status = client.get(f"/v1/imports/{report.flow_run_id}")
+    assert status.status_code == 200, status.text
+    assert status.json()["budget_exceeded"] == report.budget_exceeded  # the API says it as the report does
 
 
 def _paused_run_id(timeout: float = 120) -> str:

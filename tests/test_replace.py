@@ -71,3 +71,28 @@ def test_replace_with_cascade_deletes_and_counts_the_dependents(keep_file: Path)
         f"SELECT deleted, deleted_dependents->>'comments' FROM import_jobs WHERE job_key = '{report.job_key}'"
     )
     assert recorded == [(len(gone), str(comments))]
+
+
+def test_a_dry_run_of_a_replace_predicts_the_deletes_and_writes_nothing(keep_file: Path) -> None:
+    load_samples()
+    before = snapshot()
+    dry = import_file("users", keep_file, mode="replace", cascade=True, dry_run=True)
+    after = snapshot()
+    for name, frame in before.items():
+        assert after[name].equals(frame), name
+    assert sql("SELECT count(*) FROM pg_tables WHERE tablename LIKE '_bulkflow_job_%'") == [(0,)]
+    real = import_file("users", keep_file, mode="replace", cascade=True)
+    predicted = ("inserted", "updated", "rejected", "deleted", "deleted_dependents")
+    assert dry.dry_run and dry.deleted > 0 and dry.deleted_dependents
+    assert dry.model_dump(include=set(predicted)) == real.model_dump(include=set(predicted))
+
+
+def test_a_dry_run_of_a_refused_replace_is_refused_as_the_import_would_be(keep_file: Path) -> None:
+    load_samples()
+    before = snapshot()
+    with pytest.raises(ReplaceRefused, match="rows of articles reference"):
+        import_file("users", keep_file, mode="replace", dry_run=True)
+    after = snapshot()
+    for name, frame in before.items():
+        assert after[name].equals(frame), name
+    assert sql("SELECT count(*) FROM pg_tables WHERE tablename LIKE '_bulkflow_job_%'") == [(0,)]
