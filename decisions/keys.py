@@ -45,7 +45,7 @@ class SeenKeys:
 
     With a `spill_dir`, once a key holds more than `memory_budget` hashes in memory they
     are written out as one sorted run on disk (`decisions/spill.py`), which keeps about
-    2.1 bytes a key in memory (its Bloom filter and sparse index): a 10M-row file's key
+    2 bytes a key in memory (its Bloom filter and sparse index): a 10M-row file's key
     state is tens of MB, not 160. The runs live in a directory of their own under
     `spill_dir`, removed with the SeenKeys (or by the next one, after a kill).
     """
@@ -54,7 +54,6 @@ class SeenKeys:
     memory_budget: int = MEMORY_BUDGET
     runs: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
     spilled: dict[str, list[SpilledRun]] = field(default_factory=dict)
-    _in_memory: dict[str, int] = field(default_factory=dict)
     _own_dir: Path | None = None
 
     def seen_before(self, key: str, values: pl.Series) -> pl.Series:
@@ -86,8 +85,8 @@ class SeenKeys:
         for runs, start, stop in zip(parts, bounds, bounds[1:]):
             if stop > start:
                 _push(runs, new[start:stop].copy())
-        self._in_memory[key] = self._in_memory.get(key, 0) + len(new)
-        if self.spill_dir is not None and self._in_memory[key] > self.memory_budget:
+        in_memory = sum(len(run) for runs in parts for run in runs)
+        if self.spill_dir is not None and in_memory > self.memory_budget:
             self._spill(key, parts)
 
     def _spill(self, key: str, parts: list[list[np.ndarray]]) -> None:
@@ -98,7 +97,6 @@ class SeenKeys:
         on_disk.append(SpilledRun.write(merged, self._directory() / f"{key}-{len(on_disk)}.u64"))
         for runs in parts:
             runs.clear()
-        self._in_memory[key] = 0
 
     def _directory(self) -> Path:
         if self._own_dir is None:

@@ -68,9 +68,10 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
     """Feed chunks in file order with `add`, then `finish`. The chunks an earlier run
     committed are checked and decided all the same, so in-file duplicates are judged as in
     that run, but not loaded again. At most `ahead` chunks are checked ahead of the
-    decision, and `workers` loaded at once; `seen` holds the keys accepted so far. With a `budget`, the rows decided so far are
-    judged after each decision; once it is spent, every decided chunk is loaded first (its
-    rejects recorded), then the budget acts (abort, pause, or go on)."""
+    decision, and `workers` loaded at once; `seen` holds the keys accepted so far. With a
+    `budget`, the rows decided so far are judged after each decision; once it is spent,
+    every decided chunk is loaded first (its rejects recorded), then the budget acts
+    (abort, pause, or go on)."""
 
     def __init__(
         self,

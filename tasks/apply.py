@@ -68,20 +68,17 @@ def apply_staged(settings: Settings, job: Job, slot: SlotClaim | None) -> None:
 def _predict_deletes(conn: Connection, job: Job, staging: str) -> None:
     """A replace's dry run: count the rows the replace would delete (refusing as it would),
     record the counts on the dry run's job, and drop what it staged. Reads the tables only,
-    takes no lock."""
-    try:
-        with conn.cursor() as cur:
-            gone = _gone(cur, job, staging)
-            deleted = {
-                table.name: _count(cur, table_gone)
-                for table, table_gone in _gone_with_dependents(cur, job.resource, gone)
-            }
-        conn.rollback()  # the sets of gone ids were temporary
-        _record_deleted(conn, job, deleted)
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(drop_staging_sql(staging))
-        conn.commit()
+    takes no lock. Should it fail, the flow drops the stage (`set_aside`, `record_failure`)."""
+    with conn.cursor() as cur:
+        gone = _gone(cur, job, staging)
+        deleted = {
+            table.name: _count(cur, table_gone) for table, table_gone in _gone_with_dependents(cur, job.resource, gone)
+        }
+    conn.rollback()  # the sets of gone ids were temporary
+    _record_deleted(conn, job, deleted)
+    with conn.cursor() as cur:
+        cur.execute(drop_staging_sql(staging))
+    conn.commit()
 
 
 def _count(cur: Cursor, gone: str) -> int:
