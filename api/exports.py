@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, Optional, cast
+from contextlib import ExitStack
+from typing import IO, Annotated, Any, Optional, cast
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -15,11 +16,11 @@ from api.jobs import public_location, public_text, read_job
 from api.models import Accepted, ExportJob, ExportJobRequest, aliased
 from api.streaming import stream_writer
 from bulkflow.settings import Settings
-from decisions.exports import CONTENT_TYPES, ExportFormat, plan_export
+from decisions.exports import CONTENT_TYPES, ExportFormat, plan_export, refuse_deletes_without_file
 from files.storage import open_file
 from schemas.parameters import ExportFilters, ResourceName, filter_values
 from schemas.resource import RuleContext
-from tasks.export import stream_export
+from tasks.export import open_export
 from tasks.export_jobs import find_export
 from tasks.run_labels import export_run_name
 from tasks.runs import EXPORT
@@ -32,12 +33,24 @@ _QUERY_FIELDS: dict[str, Any] = {
     "format": (ExportFormat, Field(default="ndjson")),
     "fields": (Optional[str], Field(default=None, description="comma-separated fields, default all")),
     "limit": (Optional[int], Field(default=None, description="the most rows to return (the first ones by id)")),
+    "since": (
+        Optional[str],
+        Field(default=None, description="a cursor (an earlier export's X-Bulkflow-Cursor): only what changed since"),
+    ),
 }
 # Declared at run time on top of the resources' filters: to the type checker, a BaseModel.
 ExportQuery: type[BaseModel] = create_model("ExportQuery", __base__=ExportFilters, **_QUERY_FIELDS)
 _NOT_FILTERS = set(_QUERY_FIELDS)
+CURSOR_HEADER = "X-Bulkflow-Cursor"
 _STREAMED: dict[int | str, dict[str, Any]] = {
-    200: {"content": {media: {} for media in CONTENT_TYPES.values()}, "description": "the rows, ordered by id"}
+    200: {
+        "content": {media: {} for media in CONTENT_TYPES.values()},
+        "description": "the rows, ordered by id (with `since`: the rows changed since, then the deletes as "
+        '`{"id": ..., "_deleted": true, "_deleted_at": ...}`)',
+        "headers": {
+            CURSOR_HEADER: {"description": "the cursor to pass as `since` next time", "schema": {"type": "string"}}
+        },
+    }
 }
 
 
@@ -55,12 +68,20 @@ def export_stream(query: Annotated[ExportQuery, Query()], settings: AppSettings)
         fields,
         context=RuleContext.of(settings),
         limit=values.get("limit"),
+        since=values.get("since"),
     )
-    return StreamingResponse(
-        stream_writer(lambda sink: stream_export(export, sink, settings=settings)),
-        media_type=CONTENT_TYPES[export.format],
-        headers={"Content-Disposition": f'attachment; filename="{export.resource.name}.{export.format}"'},
-    )
+    refuse_deletes_without_file(export)
+    opened = ExitStack()
+    view = opened.enter_context(open_export(export, settings))  # the cursor is a header: known before the rows
+
+    def write(sink: IO[bytes]) -> object:
+        with opened:
+            return view.write(sink)
+
+    headers = {"Content-Disposition": f'attachment; filename="{export.resource.name}.{export.format}"'}
+    if view.cursor is not None:
+        headers[CURSOR_HEADER] = view.cursor
+    return StreamingResponse(stream_writer(write), media_type=CONTENT_TYPES[export.format], headers=headers)
 
 
 @router.post("", status_code=202, response_model=Accepted)
@@ -74,13 +95,22 @@ def create_export(
     """Start an export job writing to storage; poll its status URL for the download link."""
     filters = filter_values(body.filters)
     # Refuse bad parameters now, not in the run.
-    plan_export(body.resource, body.format, filters, body.fields, context=RuleContext.of(settings), limit=body.limit)
+    plan_export(
+        body.resource,
+        body.format,
+        filters,
+        body.fields,
+        context=RuleContext.of(settings),
+        limit=body.limit,
+        since=body.since,
+    )
     parameters = {
         "resource": body.resource,
         "format": body.format,
         "filters": filters,
         "fields": body.fields,
         "limit": body.limit,
+        "since": body.since,
     }
     job = runs.trigger(EXPORT, parameters, "export", idempotency_key, export_run_name(body.resource, body.format))
     return Accepted(

@@ -115,6 +115,9 @@ class ExportJobRequest(BaseModel):
     filters: Optional[ExportFilters] = Field(default=None, examples=[{"role": "admin"}])  # type: ignore[valid-type]  # a model declared at run time
     fields: Optional[list[str]] = Field(default=None, examples=[["id", "email"]])
     limit: Optional[int] = Field(default=None, description="the most rows to write (the first ones by id)")
+    since: Optional[str] = Field(
+        default=None, description="a cursor (an earlier export's manifest `cursor`): only what changed since"
+    )
 
 
 class ExportJob(BaseModel):

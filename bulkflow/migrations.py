@@ -181,4 +181,73 @@ MIGRATIONS: tuple[Migration, ...] = (
         "import_jobs.budget_exceeded: why an import's error budget was spent, and why it went on",
         ("ALTER TABLE import_jobs ADD COLUMN IF NOT EXISTS budget_exceeded text",),
     ),
+    Migration(
+        "0013",
+        "change tracking for incremental exports: each resource row's bulkflow_xid (the transaction that last wrote "
+        "it, indexed), export_tombstones (rows deleted, by anyone) and export_truncations",
+        (
+            "CREATE TABLE IF NOT EXISTS export_tombstones (resource text NOT NULL, id text NOT NULL, "
+            "deleted_xid xid8 NOT NULL DEFAULT pg_current_xact_id(), deleted_at timestamptz NOT NULL DEFAULT now())",
+            "CREATE INDEX IF NOT EXISTS export_tombstones_xid_idx ON export_tombstones (resource, deleted_xid)",
+            "CREATE INDEX IF NOT EXISTS export_tombstones_at_idx ON export_tombstones (deleted_at)",
+            "CREATE TABLE IF NOT EXISTS export_truncations (resource text NOT NULL, "
+            "truncated_xid xid8 NOT NULL DEFAULT pg_current_xact_id(), truncated_at timestamptz NOT NULL DEFAULT now())",
+            "CREATE OR REPLACE FUNCTION bulkflow_stamp_xid() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN NEW.bulkflow_xid := pg_current_xact_id(); RETURN NEW; END$$",
+            "CREATE OR REPLACE FUNCTION bulkflow_tombstones() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN INSERT INTO export_tombstones (resource, id) SELECT TG_TABLE_NAME, gone.id FROM gone; "
+            "RETURN NULL; END$$",
+            "CREATE OR REPLACE FUNCTION bulkflow_truncated() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN INSERT INTO export_truncations (resource) VALUES (TG_TABLE_NAME); RETURN NULL; END$$",
+            "ALTER TABLE users ADD COLUMN IF NOT EXISTS bulkflow_xid xid8 NOT NULL DEFAULT pg_current_xact_id()",
+            "CREATE INDEX IF NOT EXISTS users_bulkflow_xid_idx ON users (bulkflow_xid)",
+            "DROP TRIGGER IF EXISTS users_bulkflow_xid ON users",
+            "CREATE TRIGGER users_bulkflow_xid BEFORE UPDATE ON users FOR EACH ROW "
+            "WHEN (NEW.bulkflow_xid IS DISTINCT FROM pg_current_xact_id()) EXECUTE FUNCTION bulkflow_stamp_xid()",
+            "DROP TRIGGER IF EXISTS users_bulkflow_tombstones ON users",
+            "CREATE TRIGGER users_bulkflow_tombstones AFTER DELETE ON users REFERENCING OLD TABLE AS gone "
+            "FOR EACH STATEMENT EXECUTE FUNCTION bulkflow_tombstones()",
+            "DROP TRIGGER IF EXISTS users_bulkflow_truncated ON users",
+            "CREATE TRIGGER users_bulkflow_truncated AFTER TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION bulkflow_truncated()",
+            "ALTER TABLE articles ADD COLUMN IF NOT EXISTS bulkflow_xid xid8 NOT NULL DEFAULT pg_current_xact_id()",
+            "CREATE INDEX IF NOT EXISTS articles_bulkflow_xid_idx ON articles (bulkflow_xid)",
+            "DROP TRIGGER IF EXISTS articles_bulkflow_xid ON articles",
+            "CREATE TRIGGER articles_bulkflow_xid BEFORE UPDATE ON articles FOR EACH ROW "
+            "WHEN (NEW.bulkflow_xid IS DISTINCT FROM pg_current_xact_id()) EXECUTE FUNCTION bulkflow_stamp_xid()",
+            "DROP TRIGGER IF EXISTS articles_bulkflow_tombstones ON articles",
+            "CREATE TRIGGER articles_bulkflow_tombstones AFTER DELETE ON articles REFERENCING OLD TABLE AS gone "
+            "FOR EACH STATEMENT EXECUTE FUNCTION bulkflow_tombstones()",
+            "DROP TRIGGER IF EXISTS articles_bulkflow_truncated ON articles",
+            "CREATE TRIGGER articles_bulkflow_truncated AFTER TRUNCATE ON articles FOR EACH STATEMENT EXECUTE FUNCTION bulkflow_truncated()",
+            "ALTER TABLE comments ADD COLUMN IF NOT EXISTS bulkflow_xid xid8 NOT NULL DEFAULT pg_current_xact_id()",
+            "CREATE INDEX IF NOT EXISTS comments_bulkflow_xid_idx ON comments (bulkflow_xid)",
+            "DROP TRIGGER IF EXISTS comments_bulkflow_xid ON comments",
+            "CREATE TRIGGER comments_bulkflow_xid BEFORE UPDATE ON comments FOR EACH ROW "
+            "WHEN (NEW.bulkflow_xid IS DISTINCT FROM pg_current_xact_id()) EXECUTE FUNCTION bulkflow_stamp_xid()",
+            "DROP TRIGGER IF EXISTS comments_bulkflow_tombstones ON comments",
+            "CREATE TRIGGER comments_bulkflow_tombstones AFTER DELETE ON comments REFERENCING OLD TABLE AS gone "
+            "FOR EACH STATEMENT EXECUTE FUNCTION bulkflow_tombstones()",
+            "DROP TRIGGER IF EXISTS comments_bulkflow_truncated ON comments",
+            "CREATE TRIGGER comments_bulkflow_truncated AFTER TRUNCATE ON comments FOR EACH STATEMENT EXECUTE FUNCTION bulkflow_truncated()",
+        ),
+    ),
+    Migration(
+        "0014",
+        "the load history: export_jobs keep their whole manifest, whether and how they failed and how they were "
+        "started; import_runs how they were started",
+        (
+            "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS manifest jsonb",
+            "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS since text",
+            "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS started_via text",
+            "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS failed_at timestamptz",
+            "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS failure_message text",
+            "UPDATE export_jobs SET manifest = jsonb_build_object('job_id', flow_run_id, 'resource', resource, "
+            "'format', format, 'filters', filters::jsonb, 'fields', fields::jsonb, 'limit', row_limit, 'rows', rows, "
+            "'bytes', bytes, 'sha256', sha256, 'duration_s', duration_s, 'location', location) "
+            "WHERE finished_at IS NOT NULL AND manifest IS NULL",
+            "ALTER TABLE import_runs ADD COLUMN IF NOT EXISTS started_via text",
+            "CREATE INDEX IF NOT EXISTS import_jobs_created_idx ON import_jobs (created_at)",
+            "CREATE INDEX IF NOT EXISTS export_jobs_created_idx ON export_jobs (created_at)",
+        ),
+    ),
 )

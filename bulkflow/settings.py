@@ -77,6 +77,20 @@ class Settings(BaseSettings):
     """Where async exports are written (a local folder or an fsspec URL such as s3://bucket/prefix);
     default `BULKFLOW_HOME/exports`."""
     nightly_cron: str = Field(default="0 2 * * *", validation_alias="BULKFLOW_NIGHTLY_CRON")
+    tombstone_days: int = Field(default=30, ge=1, validation_alias="BULKFLOW_TOMBSTONE_DAYS")
+    """How long the deletes incremental exports report are kept (pruned by the nightly
+    deployment); an export from a cursor older than that is refused (do a full export)."""
+    full_every_days: int = Field(default=7, ge=1, validation_alias="BULKFLOW_FULL_EVERY_DAYS")
+    """The nightly deployment writes a full snapshot when its last one is this old, else the
+    changes since its last successful run."""
+    history_days: int = Field(default=365, ge=1, validation_alias="BULKFLOW_HISTORY_DAYS")
+    """How long the load history (`bulkflow history`, GET /v1/imports) keeps imports and
+    exports; pruned by the nightly deployment."""
+    download_url_ttl_s: int = Field(
+        default=300, ge=1, le=7 * 86400, validation_alias="BULKFLOW_DOWNLOAD_URL_TTL", json_schema_extra=SECONDS
+    )
+    """How long a presigned download link of an export on object storage is valid; each
+    GET /v1/exports/{id}/download mints a new one."""
     max_imports_per_resource: int = Field(default=1, ge=1, validation_alias="BULKFLOW_MAX_IMPORTS_PER_RESOURCE")
     """Imports that may write one table at once, however many workers run (the others wait)."""
     error_rate_alert: float = Field(default=0.1, ge=0.0, le=1.0, validation_alias="BULKFLOW_ERROR_RATE_ALERT")

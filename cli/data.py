@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -108,35 +108,88 @@ def export_command(
     limit: Annotated[
         Optional[int], typer.Option("--limit", min=0, help="the most rows to export (the first by id)")
     ] = None,
+    since: Annotated[
+        Optional[str], typer.Option("--since", help="a cursor an earlier export printed: only what changed since")
+    ] = None,
+    cursor_file: Annotated[
+        Optional[Path],
+        typer.Option("--cursor-file", help="read --since from this file (none: a full export), write the next there"),
+    ] = None,
 ) -> None:
-    """Stream rows out of the database (ordered by id) to a file, a URL or stdout."""
-    from decisions.exports import parse_where, plan_export
+    """Stream rows out of the database (ordered by id) to a file, a URL or stdout. Prints
+    the cursor to pass as --since next time (`cursor: TOKEN` on stderr)."""
+    from decisions.exports import deletes_location, parse_where, plan_export, refuse_deletes_without_file
     from files.storage import open_file
-    from tasks.export import stream_export
+    from tasks.export import open_export
 
     with errors_as_exit():
         settings = Settings()
         chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
         request = plan_export(
-            resource, format, parse_where(where or []), chosen, context=RuleContext.of(settings), limit=limit
+            resource,
+            format,
+            parse_where(where or []),
+            chosen,
+            context=RuleContext.of(settings),
+            limit=limit,
+            since=_starting_cursor(since, cursor_file, limit),
         )
-        with row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
-            if output == "-":
-                try:
-                    stats = stream_export(request, sys.stdout.buffer, settings=settings, on_rows=on_rows)
-                    sys.stdout.buffer.flush()
-                except OSError as closed:
-                    if not _is_broken_pipe(closed):
-                        raise
-                    _reader_went_away()
-            else:
-                with open_file(settings, output, "wb", auto_mkdir=True) as sink:
-                    stats = stream_export(request, sink, settings=settings, on_rows=on_rows)
+        if output == "-":
+            refuse_deletes_without_file(request)
+        with ExitStack() as files, open_export(request, settings) as export:
+            deletes = None
+            if request.deletes_apart:
+                deletes = files.enter_context(open_file(settings, deletes_location(output), "wb", auto_mkdir=True))
+            with row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
+                if output == "-":
+                    try:
+                        stats = export.write(sys.stdout.buffer, on_rows=on_rows)
+                        sys.stdout.buffer.flush()
+                    except OSError as closed:
+                        if not _is_broken_pipe(closed):
+                            raise
+                        _reader_went_away()
+                else:
+                    with open_file(settings, output, "wb", auto_mkdir=True) as sink:
+                        stats = export.write(sink, deletes=deletes, on_rows=on_rows)
+        if cursor_file is not None and stats.cursor is not None:
+            _replace_text(cursor_file, stats.cursor + "\n")
+    deleted = f", {stats.deleted:,} deleted" if request.since is not None else ""
     stderr.print(
-        f"exported {stats.rows:,} {resource} rows ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "
+        f"exported {stats.rows:,} {resource} rows{deleted} ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "
         f"({stats.rows_per_s:,.0f} rows/s{f', over {stats.connections} connections' if stats.connections > 1 else ''})",
         highlight=False,
     )
+    if stats.cursor is not None:
+        stderr.print(f"cursor: {stats.cursor}", highlight=False, soft_wrap=True)
+
+
+def _starting_cursor(since: str | None, cursor_file: Path | None, limit: int | None) -> str | None:
+    """The cursor to start from: --since, or what --cursor-file holds (no file yet: none, a
+    full export). A cursor file needs every row (no --limit) to be carried forward."""
+    from bulkflow.errors import ParameterError
+
+    if cursor_file is None:
+        return since
+    if since is not None:
+        raise ParameterError("give --since or --cursor-file, not both")
+    if limit is not None:
+        raise ParameterError("--cursor-file carries the cursor forward, which needs every row: leave out --limit")
+    try:
+        return cursor_file.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as unreadable:
+        raise ParameterError(f"cannot read --cursor-file {cursor_file}: {unreadable.strerror}") from None
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write `path` whole or not at all (a temporary file beside it, renamed over it): a
+    killed export never leaves half a cursor."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def _is_broken_pipe(error: OSError) -> bool:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import cast
 
 from bulkflow.errors import ParameterError
+from decisions.cursors import Cursor
 from decisions.rules import read_value
 from decisions.sql import export_select
 from schemas import get_resource
@@ -52,6 +53,20 @@ class ExportRequest:
     """The filters as the user gave them (for manifests and logs)."""
     limit: int | None = None
     """The most rows to write (the first ones by id); None: every matching row."""
+    since: Cursor | None = None
+    """Only the rows changed (and the rows deleted) since this cursor; None: a full export."""
+
+    @property
+    def gives_cursor(self) -> bool:
+        """Whether the export reads every row it could (no limit), so its snapshot is a cursor
+        the next export can start from."""
+        return self.limit is None
+
+    @property
+    def deletes_apart(self) -> bool:
+        """Whether the deletes of this incremental export go to a file of their own (CSV and
+        Parquet: a table of other columns), not among the rows as tombstones (NDJSON, JSON)."""
+        return self.since is not None and self.format in ("csv", "parquet")
 
 
 def parse_where(expressions: Sequence[str]) -> dict[str, str]:
@@ -74,10 +89,11 @@ def plan_export(
     *,
     context: RuleContext,
     limit: int | None = None,
+    since: str | None = None,
 ) -> ExportRequest:
     """Check an export's parameters against the resource's declared filters and fields
     (filter values by the import's own rules, configured by `context`); `limit` caps the
-    rows (the first ones by id)."""
+    rows (the first ones by id); `since`, a cursor token, makes it incremental."""
     definition = get_resource(resource)
     checked_format = check_format(format)
     chosen = tuple(fields) if fields else tuple(definition.field_names)
@@ -89,7 +105,8 @@ def plan_export(
     if limit is not None and limit < 0:
         raise ParameterError(f"limit must be 0 or more rows, not {limit}")
     conditions = tuple(_condition(definition, key, value, context) for key, value in (filters or {}).items())
-    return ExportRequest(definition, checked_format, conditions, chosen, dict(filters or {}), limit)
+    cursor = Cursor.read(since, resource) if since else None
+    return ExportRequest(definition, checked_format, conditions, chosen, dict(filters or {}), limit, cursor)
 
 
 def _condition(resource: Resource, key: str, text: str, context: RuleContext) -> Condition:
@@ -125,7 +142,17 @@ def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:
     if request.limit is not None:
         limit_setting = "bulkflow.limit"
         values[limit_setting] = str(request.limit)
-    return export_select(request.resource.name, request.fields, conditions, limit_setting), values
+    snapshot = request.since.snapshot if request.since is not None else None
+    return export_select(request.resource.name, request.fields, conditions, limit_setting, snapshot), values
+
+
+def deletes_location(location: str) -> str:
+    """Where the deletes of an incremental CSV or Parquet export written to `location` go:
+    beside it, `.deletes` before its suffix (`users.csv` -> `users.deletes.csv`)."""
+    head, dot, suffix = location.rpartition(".")
+    if not dot or "/" in suffix:
+        return location + ".deletes"
+    return f"{head}.deletes.{suffix}"
 
 
 def _as_text(value: object) -> str:
@@ -134,3 +161,13 @@ def _as_text(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def refuse_deletes_without_file(request: ExportRequest) -> None:
+    """Refuse an incremental CSV or Parquet export streamed to one place (stdout, an HTTP
+    response): its deletes need a file of their own."""
+    if request.deletes_apart:
+        raise ParameterError(
+            f"an incremental {request.format} export writes its deletes to a second file: export to a file "
+            "(-o FILE) or as an export job, or choose ndjson or json (deletes as tombstones among the rows)"
+        )

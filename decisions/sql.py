@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from schemas.columns import HOLDER, KEY, LINE, RESOLVED_ID, STAGED_CHUNK
+from schemas.columns import CHANGE_COLUMN, HOLDER, KEY, LINE, RESOLVED_ID, STAGED_CHUNK
 from schemas.resource import PG_TYPES, FilterOp, ForeignKey, Resource
 
 CHECK_STAGE = "_bulkflow_check"
@@ -156,7 +156,8 @@ def upsert_sql(resource: Resource, stage: str = STAGE) -> str:
     it is unchanged."""
     columns = _columns(resource.field_names)
     values = [c for c in resource.field_names if c != "id"]
-    updates = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in values)
+    # Stamping the writer here spares each updated row the trigger's call (its WHEN is false).
+    updates = ", ".join([*(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in values), _STAMPED])
     stored, incoming = _columns(values, "t."), _columns(values, "EXCLUDED.")
     return (
         f"WITH up AS (INSERT INTO {ident(resource.name)} AS t ({columns}) SELECT {columns} FROM {ident(stage)} "
@@ -165,6 +166,9 @@ def upsert_sql(resource: Resource, stage: str = STAGE) -> str:
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), "
         f"(SELECT count(*) FROM {ident(stage)}) - count(*) FROM up"
     )
+
+
+_STAMPED = f"{ident(CHANGE_COLUMN)} = pg_current_xact_id()"
 
 
 def predict_sql(resource: Resource, stage: str = STAGE, *, by_chunk: bool = False) -> str:
@@ -315,14 +319,18 @@ def export_select(
     fields: Sequence[str],
     conditions: Sequence[tuple[str, FilterOp, str, str]],
     limit_setting: str | None = None,
+    changed_since: str | None = None,
 ) -> str:
     """`SELECT fields FROM table [WHERE ...] ORDER BY id [LIMIT ...]`; each condition is
     (field, operator, setting, PostgreSQL type): the value is read from the
-    transaction-local setting, cast to the field's type; so is the limit, from its own."""
+    transaction-local setting, cast to the field's type; so is the limit, from its own.
+    With `changed_since` (a cursor's snapshot), only the rows written since it."""
     where = [
         f"{ident(field)} {op} current_setting({_text_literal(setting)})::{pg_type}"
         for field, op, setting, pg_type in conditions
     ]
+    if changed_since is not None:
+        where.append(_written_since(CHANGE_COLUMN, changed_since))
     sql = f"SELECT {_columns(fields)} FROM {ident(table)}"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -349,6 +357,50 @@ def row_estimate_sql(table: str) -> str:
 def id_sample_sql(table: str, percent: float) -> str:
     """The ids of about `percent` % of `table`'s pages, in the order an export writes them."""
     return f"SELECT {ident('id')} FROM {ident(table)} TABLESAMPLE SYSTEM ({percent:.6f}) ORDER BY {ident('id')}"
+
+
+# --- incremental exports ---------------------------------------------------------------
+
+CURSOR_SQL = "SELECT pg_current_snapshot()::text, now()"
+"""The snapshot this transaction reads (the first statement of a repeatable-read
+transaction fixes it) and the database's clock: the next export's cursor."""
+
+
+def _written_since(column: str, snapshot: str) -> str:
+    """Rows whose transaction `column` is not visible in `snapshot`: committed after it was
+    taken, or still running then. The xmin bound lets the index on `column` find them.
+
+    `snapshot` is written as a literal (so the planner knows the bound): a `Cursor` only
+    holds digits, colons and commas."""
+    snap = f"{_text_literal(snapshot)}::pg_snapshot"
+    return f"{ident(column)} >= pg_snapshot_xmin({snap}) AND NOT pg_visible_in_snapshot({ident(column)}, {snap})"
+
+
+def tombstones_sql(table: str, snapshot: str) -> str:
+    """(id, _deleted_at) of each row of `table` deleted since `snapshot` and not there now
+    (a row deleted, then inserted again, is a change, not a delete), by id."""
+    return (
+        f"SELECT t.id, max(t.deleted_at) AS _deleted_at FROM export_tombstones t "
+        f"WHERE t.resource = {_text_literal(table)} AND {_written_since('deleted_xid', snapshot)} "
+        f"AND NOT EXISTS (SELECT 1 FROM {ident(table)} r WHERE r.{ident('id')} = t.id) "
+        "GROUP BY t.id ORDER BY t.id"
+    )
+
+
+def truncated_since_sql(table: str, snapshot: str) -> str:
+    """When `table` was last truncated since `snapshot` (NULL: it was not). TRUNCATE fires
+    no delete trigger, so its rows have no tombstones."""
+    return (
+        f"SELECT max(truncated_at) FROM export_truncations WHERE resource = {_text_literal(table)} "
+        f"AND {_written_since('truncated_xid', snapshot)}"
+    )
+
+
+PRUNE_TOMBSTONES_SQL = (
+    "DELETE FROM export_tombstones WHERE deleted_at < now() - make_interval(days => $1::int)",
+    "DELETE FROM export_truncations WHERE truncated_at < now() - make_interval(days => $1::int)",
+)
+"""Forget deletes and truncations older than $1 days (cursors older than that are refused)."""
 
 
 def _text_literal(text: str) -> str:

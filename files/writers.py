@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Protocol, cast
+from typing import IO, NamedTuple, Protocol, cast
 
 import polars as pl
 import pyarrow as pa
@@ -20,6 +20,14 @@ from decisions.exports import ExportRequest
 from decisions.parsers import format_text_list
 
 _UTC_TIMESTAMP_TEXT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
+
+
+class Written(NamedTuple):
+    """What a writer wrote: rows, bytes and their sha256 (when asked for)."""
+
+    rows: int
+    bytes: int
+    sha256: str | None
 
 
 class _MeteredSink(io.RawIOBase):
@@ -50,8 +58,8 @@ def write_batches(
     *,
     digest: bool = False,
     on_rows: Callable[[int], None] | None = None,
-) -> tuple[int, int, str | None]:
-    """Write typed batches in the request's format: (rows, bytes, sha256 or None)."""
+) -> Written:
+    """Write typed batches in the request's format: rows, bytes, sha256 (with `digest`)."""
 
     def written(metered: _MeteredSink) -> Iterator[int]:
         writer = _WRITERS[request.format](metered, request)
@@ -71,9 +79,9 @@ def write_encoded(
     *,
     digest: bool = False,
     on_rows: Callable[[int], None] | None = None,
-) -> tuple[int, int, str | None]:
+) -> Written:
     """Write batches `encode_rows` encoded, given as (rows, bytes), in order, after the CSV
-    header: (rows, bytes, sha256 or None), as `write_batches`."""
+    header: rows, bytes, sha256, as `write_batches`."""
 
     def written(metered: _MeteredSink) -> Iterator[int]:
         if request.format == "csv":
@@ -90,7 +98,7 @@ def _counted(
     sink: IO[bytes],
     digest: bool,
     on_rows: Callable[[int], None] | None,
-) -> tuple[int, int, str | None]:
+) -> Written:
     """Run `written` on a metered `sink` (it yields the rows of each batch as it writes
     them): (rows, bytes, sha256 or None), the running row count handed to `on_rows`."""
     metered = _MeteredSink(sink, digest)
@@ -99,7 +107,18 @@ def _counted(
         rows += height
         if on_rows is not None:
             on_rows(rows)
-    return rows, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None
+    return Written(rows, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None)
+
+
+def write_deletes(format: str, gone: pl.DataFrame, sink: IO[bytes], *, digest: bool = False) -> Written:
+    """The deletes file of an incremental CSV or Parquet export: `gone`'s rows (id,
+    _deleted_at), timestamps as the rows' own."""
+    metered = _MeteredSink(sink, digest)
+    if format == "csv":
+        _csv_text(gone).write_csv(binary(metered), datetime_format=_UTC_TIMESTAMP_TEXT)
+    else:
+        gone.write_parquet(binary(metered))
+    return Written(gone.height, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None)
 
 
 class _NdjsonWriter:

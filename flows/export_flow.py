@@ -16,8 +16,8 @@ from schemas.parameters import ExportFilters, ResourceName, filter_values
 from schemas.reports import ExportManifest
 from schemas.resource import RuleContext
 from tasks import events
-from tasks.export_jobs import publish_export, write_export
-from tasks.run_labels import export_run_name, label_run
+from tasks.export_jobs import publish_export, record_export_failure, write_export
+from tasks.run_labels import VIA_PREFIX, export_run_name, label_run
 
 
 def _export_name() -> str:
@@ -33,6 +33,7 @@ def export_flow(
     filters: ExportFilters | None = None,  # type: ignore[valid-type]  # a model declared at run time
     fields: list[str] | None = None,
     limit: int | None = None,
+    since: str | None = None,
 ) -> ExportManifest:
     """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest. Emits
     `bulkflow.export.completed` (or `.failed`) for automations.
@@ -43,17 +44,20 @@ def export_flow(
         filters: Only the rows matching every filter set (role, status, ranges of time...).
         fields: The columns to write, in order. Leave empty for all of them.
         limit: The most rows to write (the first ones by id). Leave empty for all of them.
+        since: A cursor (an earlier export's manifest `cursor`): only the rows changed and
+            deleted since. Leave empty for a full export.
     """
     quiet_tracebacks()  # the run's console shows its error in one line; the API keeps the traceback
     settings = Settings()
-    label_run(resource)
+    via = label_run(resource)
     try:
         request = plan_export(
-            resource, format, filter_values(filters), fields, context=RuleContext.of(settings), limit=limit
+            resource, format, filter_values(filters), fields, context=RuleContext.of(settings), limit=limit, since=since
         )
         with events.alive():
-            manifest = write_export(request, str(flow_run.id), settings)
+            manifest = write_export(request, str(flow_run.id), settings, via.removeprefix(VIA_PREFIX))
     except BaseException as error:
+        record_export_failure(settings, str(flow_run.id), error)
         events.export_failed(resource, format, error)
         raise
     publish_export(manifest)

@@ -4,6 +4,7 @@ the chunk's frames (`frames.py`), the reports and manifests, the flow parameters
 from __future__ import annotations
 
 from schemas.articles import ARTICLES
+from schemas.columns import CHANGE_COLUMN
 from schemas.comments import COMMENTS
 from schemas.resource import PG_TYPES, ForeignKey, Resource
 from schemas.users import USERS
@@ -25,7 +26,7 @@ def get_resource(name: str) -> Resource:
 def declared_tables() -> dict[str, dict[str, str]]:
     """Each resource's table as declared: `{table: {column: PostgreSQL type}}` (what
     `bulkflow.db.refuse_drift` holds the database to)."""
-    return {r.name: {f.name: PG_TYPES[f.kind] for f in r.fields} for r in RESOURCES.values()}
+    return {r.name: {f.name: PG_TYPES[f.kind] for f in r.fields} | {CHANGE_COLUMN: "xid8"} for r in RESOURCES.values()}
 
 
 def dependents_of(resource: Resource) -> list[tuple[Resource, ForeignKey]]:

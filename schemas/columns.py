@@ -24,6 +24,10 @@ IN_TABLE = "_in_table"
 STAGED_CHUNK = "_chunk"
 """The chunk a row of an all-or-nothing job's staging table came from."""
 REFUSED = "_refused"
+CHANGE_COLUMN = "bulkflow_xid"
+"""Each resource row's last writer, besides the declared fields: the top-level transaction id
+(xid8) of the insert or update that made the row version (a column default and a BEFORE
+UPDATE trigger keep it, migration 0013); incremental exports read it."""
 """Internal column names; the models of `schemas/frames.py` say which frame holds which."""
 RULE_ID = r"^[a-z][a-z_]*$"
 """The shape of a stable rule id."""

@@ -200,6 +200,17 @@ class ImportReport(ImportCounts):
         return own and self.job.invariant_holds
 
 
+class ExportFile(BaseModel):
+    """One file an export wrote, as its manifest lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    location: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
 class ExportManifest(BaseModel):
     """Written beside every async export as `<file>.manifest.json`, and returned by the API."""
 
@@ -218,3 +229,12 @@ class ExportManifest(BaseModel):
     rows_per_s: float = 0.0
     connections: int = Field(default=1, description="connections the rows were read over, id ranges of one snapshot")
     location: str
+    since: Optional[str] = Field(default=None, description="the cursor an incremental export started from; none: full")
+    cursor: Optional[str] = Field(
+        default=None,
+        description="the cursor to start the next incremental export from (none when a limit cut the rows)",
+    )
+    deleted: int = Field(default=0, description="rows deleted since `since` (tombstones, or the rows of `deletes`)")
+    deletes: Optional[ExportFile] = Field(
+        default=None, description="the deletes file of an incremental CSV or Parquet export (id, _deleted_at)"
+    )

@@ -13,16 +13,28 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from datetime import datetime
+from itertools import chain
 from queue import Full, Queue
 from typing import IO, Any, TypeVar, cast
 
 import polars as pl
 
-from bulkflow.db import connect
+from bulkflow.db import connect, fetch_one
+from bulkflow.errors import ParameterError
 from bulkflow.settings import Settings
-from decisions.exports import Condition, ExportRequest, export_sql
-from decisions.sql import ONE_READ_ONLY_VIEW, id_sample_sql, joined_snapshot_sql, row_estimate_sql
-from files.writers import ROW_FORMATS, encode_rows, write_batches, write_encoded
+from decisions.cursors import Cursor
+from decisions.exports import Condition, ExportRequest, export_sql, refuse_deletes_without_file
+from decisions.sql import (
+    CURSOR_SQL,
+    ONE_READ_ONLY_VIEW,
+    id_sample_sql,
+    joined_snapshot_sql,
+    row_estimate_sql,
+    tombstones_sql,
+    truncated_since_sql,
+)
+from files.writers import ROW_FORMATS, Written, encode_rows, write_batches, write_deletes, write_encoded
 from schemas import declared_tables
 
 T = TypeVar("T")
@@ -36,10 +48,95 @@ class ExportStats:
     sha256: str | None
     connections: int = 1
     """The connections the rows were read over (id ranges of one snapshot)."""
+    deleted: int = 0
+    """Rows deleted since the cursor (an incremental export): tombstones after the rows, or
+    the rows of the deletes file."""
+    deletes: Written | None = None
+    """The deletes file of an incremental CSV or Parquet export."""
+    cursor: str | None = None
+    """The token the next incremental export starts from (None when a limit cut the rows)."""
 
     @property
     def rows_per_s(self) -> float:
         return round(self.rows / self.duration_s, 1) if self.duration_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class OpenExport:
+    """An export's one read-only view of the database, open: its cursor is known before a
+    byte is written (an HTTP response sends it as a header), `write` writes it once."""
+
+    request: ExportRequest
+    cursor: str | None
+    cur: Any
+    settings: Settings
+    started: float
+
+    def write(
+        self,
+        sink: IO[bytes],
+        *,
+        deletes: IO[bytes] | None = None,
+        digest: bool = False,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> ExportStats:
+        """Write the rows (and the deletes since the cursor: among them for NDJSON and JSON,
+        to `deletes` for CSV and Parquet) to `sink` batch by batch; `on_rows` gets the
+        running row count (progress bars).
+
+        An NDJSON or CSV export of a large table is read over `settings.export_connections_here()`
+        connections, each a share of the id ranges, all in one snapshot of the table (exported
+        by the first, `pg_export_snapshot`): the file is the one view of the table a single
+        query would give, written in id order, while imports write to the table."""
+        request, cur = self.request, self.cur
+        if request.deletes_apart and deletes is None:
+            refuse_deletes_without_file(request)
+        wanted = self.settings.export_connections_here()
+        pieces = _id_pieces(cur, request, wanted)
+        gone: list[pl.DataFrame] = []
+        if len(pieces) == 1:
+            connections = 1
+            with read_ahead(_fetched(cur, request)) as batches:
+                frames: Iterable[pl.DataFrame] = (
+                    cast(pl.DataFrame, pl.from_arrow(b)) for b in batches
+                )  # a batch is a frame
+                if request.since is not None and not request.deletes_apart:
+                    frames = chain(frames, _tombstones(cur, request, gone))
+                written = write_batches(request, frames, sink, digest=digest, on_rows=on_rows)
+        else:
+            connections = min(wanted, len(pieces))
+            with _read_in_pieces(cur, request, pieces, connections, self.settings) as encoded:
+                written = write_encoded(request, encoded, sink, digest=digest, on_rows=on_rows)
+        deletes_file = None
+        if request.deletes_apart and deletes is not None:
+            deletes_file = write_deletes(request.format, _gone(cur, request), deletes, digest=digest)
+        deleted = deletes_file.rows if deletes_file else sum(frame.height for frame in gone)
+        return ExportStats(
+            written.rows - (0 if deletes_file else deleted),
+            written.bytes,
+            round(time.perf_counter() - self.started, 3),
+            written.sha256,
+            connections,
+            deleted,
+            deletes_file,
+            self.cursor,
+        )
+
+
+@contextmanager
+def open_export(request: ExportRequest, settings: Settings) -> Iterator[OpenExport]:
+    """Open the export's read-only, repeatable-read view and take its cursor (the view's
+    snapshot). A cursor it starts from is refused when the tombstones since it may be
+    pruned (older than BULKFLOW_TOMBSTONE_DAYS) or the table was truncated since."""
+    started = time.perf_counter()
+    with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
+        cur.execute(ONE_READ_ONLY_VIEW)
+        cur.execute(CURSOR_SQL)
+        snapshot, now = fetch_one(cur)
+        if request.since is not None:
+            _refuse_stale(cur, request.since, now, settings)
+        cursor = Cursor(request.resource.name, str(snapshot), now).token if request.gives_cursor else None
+        yield OpenExport(request, cursor, cur, settings, started)
 
 
 def stream_export(
@@ -47,31 +144,40 @@ def stream_export(
     sink: IO[bytes],
     *,
     settings: Settings,
+    deletes: IO[bytes] | None = None,
     digest: bool = False,
     on_rows: Callable[[int], None] | None = None,
 ) -> ExportStats:
-    """Query the database and write the export to `sink` batch by batch; returns rows,
-    bytes, duration (and sha256). `on_rows` gets the running row count (progress bars).
+    """Open the export's view and write it (`OpenExport.write`): rows, bytes, duration,
+    sha256, the deletes since the cursor and the next cursor."""
+    with open_export(request, settings) as export:
+        return export.write(sink, deletes=deletes, digest=digest, on_rows=on_rows)
 
-    An NDJSON or CSV export of a large table is read over `settings.export_connections_here()`
-    connections, each a share of the id ranges, all in one snapshot of the table (exported
-    by the first, `pg_export_snapshot`): the file is the one view of the table a single
-    query would give, written in id order, while imports write to the table."""
-    started = time.perf_counter()
-    with connect(settings, declared=declared_tables()) as conn, conn.cursor() as cur:
-        cur.execute(ONE_READ_ONLY_VIEW)
-        wanted = settings.export_connections_here()
-        pieces = _id_pieces(cur, request, wanted)
-        if len(pieces) == 1:
-            connections = 1
-            with read_ahead(_fetched(cur, request)) as batches:
-                frames = (pl.from_arrow(batch) for batch in batches)
-                rows, size, sha256 = write_batches(request, frames, sink, digest=digest, on_rows=on_rows)  # type: ignore[arg-type]  # ADBC record batches are untyped
-        else:
-            connections = min(wanted, len(pieces))
-            with _read_in_pieces(cur, request, pieces, connections, settings) as encoded:
-                rows, size, sha256 = write_encoded(request, encoded, sink, digest=digest, on_rows=on_rows)
-    return ExportStats(rows, size, round(time.perf_counter() - started, 3), sha256, connections)
+
+def _refuse_stale(cur: Any, since: Cursor, now: datetime, settings: Settings) -> None:
+    since.refuse_if_older_than(now, settings.tombstone_days)
+    cur.execute(truncated_since_sql(since.resource, since.snapshot))
+    truncated = fetch_one(cur)[0]
+    if truncated is not None:
+        raise ParameterError(
+            f"{since.resource} was truncated at {truncated:%Y-%m-%d %H:%M:%S} UTC, after the cursor was taken: "
+            "a truncate leaves no tombstones. Do a full export (no --since)"
+        )
+
+
+def _gone(cur: Any, request: ExportRequest) -> pl.DataFrame:
+    """(id, _deleted_at) of the rows deleted since the request's cursor, by id."""
+    assert request.since is not None
+    cur.execute(tombstones_sql(request.resource.name, request.since.snapshot))
+    return cast(pl.DataFrame, pl.from_arrow(cur.fetch_arrow_table()))  # an Arrow table is a frame
+
+
+def _tombstones(cur: Any, request: ExportRequest, gone: list[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """The deletes as NDJSON/JSON tombstones, `{"id", "_deleted": true, "_deleted_at"}`,
+    read once the rows are written (kept in `gone` to be counted)."""
+    frame = _gone(cur, request)
+    gone.append(frame)
+    yield frame.select("id", pl.lit(True).alias("_deleted"), "_deleted_at")
 
 
 def _fetched(cur: Any, request: ExportRequest) -> Iterator[Any]:
@@ -97,7 +203,7 @@ def _id_pieces(cur: Any, request: ExportRequest, connections: int) -> list[Piece
     """The id ranges to read: one (the whole table) unless the export is of a row format,
     without a limit, of a table large enough; then cut at ids sampled from the table
     (TABLESAMPLE), about even in rows."""
-    if connections == 1 or request.format not in ROW_FORMATS or request.limit is not None:
+    if connections == 1 or request.format not in ROW_FORMATS or request.limit is not None or request.since:
         return [(None, None)]
     table = request.resource.name
     cur.execute(row_estimate_sql(table))

@@ -4,19 +4,21 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.logging import get_run_logger
+from prefect.logging import get_logger, get_run_logger
 
 from bulkflow.db import execute, query_one
-from bulkflow.errors import retry_condition
+from bulkflow.errors import first_line, retry_condition
 from bulkflow.settings import Settings
-from decisions.exports import ExportRequest
+from decisions.exports import ExportRequest, deletes_location
 from files.storage import open_file
-from schemas.reports import ExportManifest
+from files.writers import Written
+from schemas.reports import ExportFile, ExportManifest
 from tasks.export import stream_export
 from tasks.report import artifact_key
 
@@ -36,12 +38,16 @@ def export_location(request: ExportRequest, run_id: str, root: str) -> str:
     retry_condition_fn=retry_condition,
     cache_policy=NO_CACHE,
 )
-def write_export(request: ExportRequest, run_id: str, settings: Settings) -> ExportManifest:
-    """Stream the export to storage, then record and return its manifest."""
+def write_export(request: ExportRequest, run_id: str, settings: Settings, via: str | None = None) -> ExportManifest:
+    """Stream the export to storage (an incremental CSV or Parquet export's deletes to a file
+    beside it), then record and return its manifest."""
     location = export_location(request, run_id, settings.export_root())
-    _record_start(settings, request, run_id, location)
-    with open_file(settings, location, "wb", auto_mkdir=True) as sink:
-        stats = stream_export(request, sink, settings=settings, digest=True)
+    _record_start(settings, request, run_id, location, via)
+    deletes_at = deletes_location(location) if request.deletes_apart else None
+    with ExitStack() as files:
+        sink = files.enter_context(open_file(settings, location, "wb", auto_mkdir=True))
+        deletes = files.enter_context(open_file(settings, deletes_at, "wb")) if deletes_at else None
+        stats = stream_export(request, sink, settings=settings, deletes=deletes, digest=True)
     manifest = ExportManifest(
         job_id=run_id,
         resource=request.resource.name,
@@ -56,14 +62,19 @@ def write_export(request: ExportRequest, run_id: str, settings: Settings) -> Exp
         rows_per_s=stats.rows_per_s,
         connections=stats.connections,
         location=location,
+        since=request.since.token if request.since else None,
+        cursor=stats.cursor,
+        deleted=stats.deleted,
+        deletes=_listed(deletes_at, stats.deletes),
     )
     with open_file(settings, location + MANIFEST_SUFFIX, "w") as fh:
         fh.write(manifest.model_dump_json(indent=2))
     _record_finish(settings, manifest)
     get_run_logger().info(
-        "exported %d %s rows as %s: %d bytes in %.2fs (%.0f rows/s) to %s",
+        "exported %d %s rows%s as %s: %d bytes in %.2fs (%.0f rows/s) to %s",
         stats.rows,
         request.resource.name,
+        f" and {stats.deleted} deletes" if request.since else "",
         request.format,
         stats.bytes,
         stats.duration_s,
@@ -71,6 +82,12 @@ def write_export(request: ExportRequest, run_id: str, settings: Settings) -> Exp
         location,
     )
     return manifest
+
+
+def _listed(location: str | None, written: Written | None) -> ExportFile | None:
+    if location is None or written is None:
+        return None
+    return ExportFile(location=location, rows=written.rows, bytes=written.bytes, sha256=written.sha256 or "")
 
 
 def publish_export(manifest: ExportManifest) -> None:
@@ -87,11 +104,12 @@ def publish_export(manifest: ExportManifest) -> None:
     )
 
 
-def _record_start(settings: Settings, request: ExportRequest, run_id: str, location: str) -> None:
+def _record_start(settings: Settings, request: ExportRequest, run_id: str, location: str, via: str | None) -> None:
     execute(
         settings,
-        "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, row_limit, location) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (flow_run_id) DO NOTHING",
+        "INSERT INTO export_jobs (flow_run_id, resource, format, filters, fields, row_limit, location, since, "
+        "started_via) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (flow_run_id) DO UPDATE SET "
+        "failed_at = NULL, failure_message = NULL",
         (
             run_id,
             request.resource.name,
@@ -100,6 +118,8 @@ def _record_start(settings: Settings, request: ExportRequest, run_id: str, locat
             json.dumps(list(request.fields)),
             request.limit,
             location,
+            request.since.token if request.since else None,
+            via,
         ),
     )
 
@@ -107,10 +127,31 @@ def _record_start(settings: Settings, request: ExportRequest, run_id: str, locat
 def _record_finish(settings: Settings, manifest: ExportManifest) -> None:
     execute(
         settings,
-        "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, finished_at = now() "
-        "WHERE flow_run_id = $1",
-        (manifest.job_id, manifest.rows, manifest.bytes, manifest.sha256, manifest.duration_s),
+        "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, manifest = $6::jsonb, "
+        "finished_at = now() WHERE flow_run_id = $1",
+        (
+            manifest.job_id,
+            manifest.rows,
+            manifest.bytes,
+            manifest.sha256,
+            manifest.duration_s,
+            manifest.model_dump_json(),
+        ),
     )
+
+
+def record_export_failure(settings: Settings, run_id: str, error: BaseException) -> None:
+    """Keep how an export job failed, for the history (nothing when it never started). Best
+    effort: the run fails with its own error, even when the database is the reason."""
+    try:
+        execute(
+            settings,
+            "UPDATE export_jobs SET failed_at = now(), failure_message = $2 "
+            "WHERE flow_run_id = $1 AND finished_at IS NULL",
+            (run_id, first_line(error)),
+        )
+    except Exception as unrecorded:  # noqa: BLE001 - the run's own error is the one to raise
+        get_logger(__name__).warning("could not record the failure of export %s: %s", run_id, first_line(unrecorded))
 
 
 @dataclass(frozen=True)
@@ -127,28 +168,9 @@ def find_export(settings: Settings, job_id: str) -> RecordedExport | None:
     """The export job with this flow run id (manifest None while it runs); None when no
     export run has started under that id."""
     row = query_one(
-        settings,
-        "SELECT resource, format, filters, fields, row_limit, location, rows, bytes, sha256, duration_s, finished_at "
-        "FROM export_jobs WHERE flow_run_id = $1",
-        (job_id,),
+        settings, "SELECT resource, format, location, manifest FROM export_jobs WHERE flow_run_id = $1", (job_id,)
     )
     if row is None:
         return None
-    resource, fmt, filters, fields, limit, location, rows, size, sha256, duration, finished = row
-    manifest = None
-    if finished is not None:
-        manifest = ExportManifest(
-            job_id=job_id,
-            resource=resource,
-            format=fmt,
-            filters=json.loads(filters),
-            fields=json.loads(fields),
-            limit=limit,
-            rows=rows,
-            bytes=size,
-            sha256=sha256,
-            duration_s=duration,
-            rows_per_s=round(rows / duration, 1) if duration else 0.0,
-            location=location,
-        )
-    return RecordedExport(resource, fmt, location, manifest)
+    resource, fmt, location, manifest = row
+    return RecordedExport(resource, fmt, location, ExportManifest.model_validate_json(manifest) if manifest else None)

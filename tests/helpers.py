@@ -18,7 +18,14 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 """The sample files."""
 RESOURCE_TABLES = ("comments", "articles", "users")
 IMPORT_BOOKKEEPING = ("import_rejects", "import_chunks", "import_runs", "import_jobs")
-EVERY_TABLE = (*RESOURCE_TABLES, *IMPORT_BOOKKEEPING, "export_jobs", "landing_files")
+EVERY_TABLE = (
+    *RESOURCE_TABLES,
+    *IMPORT_BOOKKEEPING,
+    "export_jobs",
+    "landing_files",
+    "export_tombstones",
+    "export_truncations",
+)
 
 
 def truncate(*tables: str) -> None:
@@ -32,12 +39,15 @@ def reset_imports(*, rows: bool = True) -> None:
 
 
 def table(name: str) -> pl.DataFrame:
-    """A whole table, sorted by id, for comparing database states."""
+    """A whole table, sorted by id, for comparing database states: a resource's declared
+    columns (not the transaction that last wrote each row, which differs run to run)."""
     from bulkflow.db import connect
     from bulkflow.settings import Settings
+    from schemas import RESOURCES
 
+    columns = ", ".join(RESOURCES[name].field_names) if name in RESOURCES else "*"
     with connect(Settings()) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT * FROM {name} ORDER BY id")
+        cur.execute(f"SELECT {columns} FROM {name} ORDER BY id")
         return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
 
 

@@ -27,7 +27,11 @@ def test_the_upsert_goes_in_file_order_onto_the_id_and_counts_every_outcome() ->
         'WITH up AS (INSERT INTO "we""ird users" AS t ("id", "e""mail", "role") '
         'SELECT "id", "e""mail", "role" FROM "_bulkflow_stage" ORDER BY "_line" '
     )
-    assert 'ON CONFLICT ("id") DO UPDATE SET "e""mail" = EXCLUDED."e""mail", "role" = EXCLUDED."role" ' in text
+    # an updated row is stamped with its writer (what incremental exports read)
+    assert (
+        'ON CONFLICT ("id") DO UPDATE SET "e""mail" = EXCLUDED."e""mail", "role" = EXCLUDED."role", '
+        '"bulkflow_xid" = pg_current_xact_id() '
+    ) in text
     # a row equal to the stored one is not written: it counts as unchanged
     assert 'WHERE (t."e""mail", t."role") IS DISTINCT FROM (EXCLUDED."e""mail", EXCLUDED."role") ' in text
     assert text.endswith(
