@@ -70,6 +70,11 @@ class ParameterError(TerminalError):
     """A parameter is invalid: unknown resource, bad chunk size, unknown format."""
 
 
+class CursorExpired(ParameterError):
+    """An incremental export's cursor cannot be honoured: older than the tombstones kept,
+    or its table was truncated since. Only a full export can catch up."""
+
+
 class RetryableError(BulkflowError):
     """A passing failure (database down, connection lost, serialization failure)."""
 

@@ -234,7 +234,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0014",
         "the load history: export_jobs keep their whole manifest, whether and how they failed and how they were "
-        "started; import_runs how they were started",
+        "started; import_runs how they were started; export_cursors, the cursors exports keep by name",
         (
             "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS manifest jsonb",
             "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS since text",
@@ -248,6 +248,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE import_runs ADD COLUMN IF NOT EXISTS started_via text",
             "CREATE INDEX IF NOT EXISTS import_jobs_created_idx ON import_jobs (created_at)",
             "CREATE INDEX IF NOT EXISTS export_jobs_created_idx ON export_jobs (created_at)",
+            "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS cursor_name text",
+            """CREATE TABLE IF NOT EXISTS export_cursors (
+        name text NOT NULL,
+        resource text NOT NULL,
+        cursor text NOT NULL,
+        full_at timestamptz NOT NULL,
+        flow_run_id text NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (name, resource)
+    )""",
         ),
     ),
 )

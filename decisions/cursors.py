@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bulkflow.errors import ParameterError
+from bulkflow.errors import CursorExpired, ParameterError
 
 _PREFIX = "c1."
 _SNAPSHOT = re.compile(r"^\d{1,20}:\d{1,20}:(\d{1,20}(,\d{1,20})*)?$")
@@ -71,7 +71,7 @@ class Cursor:
         """Refuse a cursor older than the tombstones kept (`days`): the deletes made since
         it was taken may be pruned, so an export from it could not say them all."""
         if now - self.taken_at > timedelta(days=days):
-            raise ParameterError(
+            raise CursorExpired(
                 f"the cursor was taken {self.taken_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, more than {days} days ago "
                 "(BULKFLOW_TOMBSTONE_DAYS): deletes older than that are pruned. Do a full export (no --since)"
             )
@@ -79,3 +79,23 @@ class Cursor:
 
 def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+@dataclass(frozen=True)
+class KeptCursor:
+    """A cursor an export keeps in the database under a name (the nightly deployment's),
+    and when that name's last full export was taken."""
+
+    token: str
+    full_at: datetime
+
+
+def starting_point(kept: KeptCursor | None, now: datetime, full_every_days: int) -> tuple[str | None, str]:
+    """Where an export that keeps its cursor starts: (the cursor, or None for a full export;
+    why, for its log). A full export when there is none yet, or when the last full one is
+    `full_every_days` old: a consumer that lost track catches up within that many days."""
+    if kept is None:
+        return None, "a full export: no cursor is kept under this name yet"
+    if now - kept.full_at >= timedelta(days=full_every_days):
+        return None, f"a full export: the last one is {(now - kept.full_at).days} days old (BULKFLOW_FULL_EVERY_DAYS)"
+    return kept.token, f"the changes since the cursor kept at the last run (full export of {kept.full_at:%Y-%m-%d})"

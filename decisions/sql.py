@@ -402,6 +402,17 @@ PRUNE_TOMBSTONES_SQL = (
 )
 """Forget deletes and truncations older than $1 days (cursors older than that are refused)."""
 
+_OLD_JOBS = "SELECT job_key FROM import_jobs WHERE created_at < now() - make_interval(days => $1::int)"
+PRUNE_HISTORY_SQL = (
+    f"DELETE FROM import_rejects WHERE job_key IN ({_OLD_JOBS})",
+    f"DELETE FROM import_chunks WHERE job_key IN ({_OLD_JOBS})",
+    f"DELETE FROM import_runs WHERE job_key IN ({_OLD_JOBS})",
+    "DELETE FROM import_jobs WHERE created_at < now() - make_interval(days => $1::int)",
+    "DELETE FROM export_jobs WHERE created_at < now() - make_interval(days => $1::int)",
+)
+"""Forget the imports (jobs, runs, chunks, rejects) and exports older than $1 days: the
+load history's horizon. A job forgotten so is imported again if its file comes back."""
+
 
 def _text_literal(text: str) -> str:
     """A SQL string literal (a `'` inside is doubled)."""

@@ -59,7 +59,8 @@ CATALOG: tuple[Declared, ...] = (
         NIGHTLY,
         nightly_export,
         "flows/export_flow.py:nightly_export",
-        "Parquet snapshot of users, articles and comments into BULKFLOW_EXPORT_URL.",
+        "Parquet of what changed in users, articles and comments since the last run, deletes included (a full "
+        "snapshot every BULKFLOW_FULL_EVERY_DAYS), into BULKFLOW_EXPORT_URL; prunes tombstones and old history.",
         parameters={"format": "parquet"},
         cron=lambda settings: settings.nightly_cron,
     ),

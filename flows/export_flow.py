@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import cast
 
 from prefect import flow, tags
-from prefect.runtime import flow_run
+from prefect.logging import get_run_logger
+from prefect.runtime import deployment, flow_run
 
 from bulkflow.console import quiet_tracebacks
+from bulkflow.errors import CursorExpired
 from bulkflow.settings import Settings
 from decisions.exports import ExportFormat, plan_export
 from schemas import RESOURCES
@@ -16,7 +19,7 @@ from schemas.parameters import ExportFilters, ResourceName, filter_values
 from schemas.reports import ExportManifest
 from schemas.resource import RuleContext
 from tasks import events
-from tasks.export_jobs import publish_export, record_export_failure, write_export
+from tasks.export_jobs import prune_kept_history, publish_export, record_export_failure, resume_from, write_export
 from tasks.run_labels import VIA_PREFIX, export_run_name, label_run
 
 
@@ -34,6 +37,7 @@ def export_flow(
     fields: list[str] | None = None,
     limit: int | None = None,
     since: str | None = None,
+    cursor_name: str | None = None,
 ) -> ExportManifest:
     """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest. Emits
     `bulkflow.export.completed` (or `.failed`) for automations.
@@ -46,16 +50,28 @@ def export_flow(
         limit: The most rows to write (the first ones by id). Leave empty for all of them.
         since: A cursor (an earlier export's manifest `cursor`): only the rows changed and
             deleted since. Leave empty for a full export.
+        cursor_name: Keep the cursor in the database under this name and start from the one
+            kept there: the changes since the last successful run (a full export the first
+            time, and every BULKFLOW_FULL_EVERY_DAYS). Leave empty to keep none.
     """
     quiet_tracebacks()  # the run's console shows its error in one line; the API keeps the traceback
     settings = Settings()
     via = label_run(resource)
     try:
+        if cursor_name is not None:
+            since = resume_from(settings, cursor_name, resource, since, limit)
         request = plan_export(
             resource, format, filter_values(filters), fields, context=RuleContext.of(settings), limit=limit, since=since
         )
         with events.alive():
-            manifest = write_export(request, str(flow_run.id), settings, via.removeprefix(VIA_PREFIX))
+            try:
+                manifest = write_export(request, str(flow_run.id), settings, via.removeprefix(VIA_PREFIX), cursor_name)
+            except CursorExpired as expired:
+                if cursor_name is None:
+                    raise
+                get_run_logger().warning("a full export of %s instead: %s", resource, expired)
+                full = replace(request, since=None)
+                manifest = write_export(full, str(flow_run.id), settings, via.removeprefix(VIA_PREFIX), cursor_name)
     except BaseException as error:
         record_export_failure(settings, str(flow_run.id), error)
         events.export_failed(resource, format, error)
@@ -77,11 +93,20 @@ def _nightly_name() -> str:
     result_serializer="json",
 )
 def nightly_export(format: ExportFormat = "parquet") -> list[ExportManifest]:
-    """A snapshot of every resource (the nightly deployment runs this).
+    """The changes of every resource since the last successful run, deletes included (a
+    full snapshot the first time and every BULKFLOW_FULL_EVERY_DAYS), each resource's cursor
+    kept under the deployment's name; then the tombstones and the load history past their
+    days are pruned. A failed export leaves its cursor where it was.
 
     Args:
         format: parquet, csv, ndjson or json.
     """
     quiet_tracebacks()
+    name = deployment.name or "nightly-export"
     with tags(label_run(None)), events.alive():
-        return [export_flow(resource=cast(ResourceName, name), format=format) for name in RESOURCES]
+        manifests = [
+            export_flow(resource=cast(ResourceName, resource), format=format, cursor_name=name)
+            for resource in RESOURCES
+        ]
+        prune_kept_history(Settings())
+    return manifests

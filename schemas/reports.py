@@ -238,3 +238,6 @@ class ExportManifest(BaseModel):
     deletes: Optional[ExportFile] = Field(
         default=None, description="the deletes file of an incremental CSV or Parquet export (id, _deleted_at)"
     )
+    cursor_name: Optional[str] = Field(
+        default=None, description="the name its cursor is kept under in the database (the nightly deployment's)"
+    )

@@ -21,7 +21,7 @@ from typing import IO, Any, TypeVar, cast
 import polars as pl
 
 from bulkflow.db import connect, fetch_one
-from bulkflow.errors import ParameterError
+from bulkflow.errors import CursorExpired
 from bulkflow.settings import Settings
 from decisions.cursors import Cursor
 from decisions.exports import Condition, ExportRequest, export_sql, refuse_deletes_without_file
@@ -159,7 +159,7 @@ def _refuse_stale(cur: Any, since: Cursor, now: datetime, settings: Settings) ->
     cur.execute(truncated_since_sql(since.resource, since.snapshot))
     truncated = fetch_one(cur)[0]
     if truncated is not None:
-        raise ParameterError(
+        raise CursorExpired(
             f"{since.resource} was truncated at {truncated:%Y-%m-%d %H:%M:%S} UTC, after the cursor was taken: "
             "a truncate leaves no tombstones. Do a full export (no --since)"
         )

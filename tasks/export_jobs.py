@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_logger, get_run_logger
 
-from bulkflow.db import execute, query_one
-from bulkflow.errors import first_line, retry_condition
+from bulkflow.db import connect, execute, query_one
+from bulkflow.errors import ParameterError, first_line, retry_condition
 from bulkflow.settings import Settings
+from decisions.cursors import KeptCursor, starting_point
 from decisions.exports import ExportRequest, deletes_location
+from decisions.sql import PRUNE_HISTORY_SQL, PRUNE_TOMBSTONES_SQL
 from files.storage import open_file
 from files.writers import Written
 from schemas.reports import ExportFile, ExportManifest
@@ -25,10 +29,18 @@ from tasks.report import artifact_key
 MANIFEST_SUFFIX = ".manifest.json"
 
 
-def export_location(request: ExportRequest, run_id: str, root: str) -> str:
+def export_location(request: ExportRequest, run_id: str, root: str, cursor_name: str | None = None) -> str:
     """Storage path of an export under `root`: named after the flow run, so a retry
-    overwrites, never duplicates."""
-    return f"{root}/{request.resource.name}-{run_id}.{request.format}"
+    overwrites, never duplicates. An export that keeps its cursor under `cursor_name` is
+    named after where it starts instead (`<root>/<name>/users-since-<digest>.parquet`, or
+    `users-full-<date>`): a re-run after a failure (the cursor unmoved) writes the same file."""
+    if cursor_name is None:
+        return f"{root}/{request.resource.name}-{run_id}.{request.format}"
+    if request.since is None:
+        start = f"full-{datetime.now(UTC):%Y-%m-%d}"
+    else:
+        start = "since-" + hashlib.sha256(request.since.token.encode()).hexdigest()[:16]
+    return f"{root}/{cursor_name}/{request.resource.name}-{start}.{request.format}"
 
 
 @task(
@@ -38,10 +50,13 @@ def export_location(request: ExportRequest, run_id: str, root: str) -> str:
     retry_condition_fn=retry_condition,
     cache_policy=NO_CACHE,
 )
-def write_export(request: ExportRequest, run_id: str, settings: Settings, via: str | None = None) -> ExportManifest:
+def write_export(
+    request: ExportRequest, run_id: str, settings: Settings, via: str | None = None, cursor_name: str | None = None
+) -> ExportManifest:
     """Stream the export to storage (an incremental CSV or Parquet export's deletes to a file
-    beside it), then record and return its manifest."""
-    location = export_location(request, run_id, settings.export_root())
+    beside it), then record and return its manifest; with `cursor_name`, its cursor is kept
+    under that name in the same transaction as the manifest (a failed export moves nothing)."""
+    location = export_location(request, run_id, settings.export_root(), cursor_name)
     _record_start(settings, request, run_id, location, via)
     deletes_at = deletes_location(location) if request.deletes_apart else None
     with ExitStack() as files:
@@ -66,6 +81,7 @@ def write_export(request: ExportRequest, run_id: str, settings: Settings, via: s
         cursor=stats.cursor,
         deleted=stats.deleted,
         deletes=_listed(deletes_at, stats.deletes),
+        cursor_name=cursor_name,
     )
     with open_file(settings, location + MANIFEST_SUFFIX, "w") as fh:
         fh.write(manifest.model_dump_json(indent=2))
@@ -125,19 +141,43 @@ def _record_start(settings: Settings, request: ExportRequest, run_id: str, locat
 
 
 def _record_finish(settings: Settings, manifest: ExportManifest) -> None:
-    execute(
-        settings,
-        "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, manifest = $6::jsonb, "
-        "finished_at = now() WHERE flow_run_id = $1",
-        (
-            manifest.job_id,
-            manifest.rows,
-            manifest.bytes,
-            manifest.sha256,
-            manifest.duration_s,
-            manifest.model_dump_json(),
-        ),
+    with connect(settings) as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE export_jobs SET rows = $2, bytes = $3, sha256 = $4, duration_s = $5, manifest = $6::jsonb, "
+            "cursor_name = $7, finished_at = now() WHERE flow_run_id = $1",
+            parameters=(
+                manifest.job_id,
+                manifest.rows,
+                manifest.bytes,
+                manifest.sha256,
+                manifest.duration_s,
+                manifest.model_dump_json(),
+                manifest.cursor_name,
+            ),
+        )
+        if manifest.cursor_name is not None and manifest.cursor is not None:
+            cur.execute(
+                "INSERT INTO export_cursors (name, resource, cursor, full_at, flow_run_id) "
+                "VALUES ($1, $2, $3, now(), $4) ON CONFLICT (name, resource) DO UPDATE SET cursor = EXCLUDED.cursor, "
+                "flow_run_id = EXCLUDED.flow_run_id, updated_at = now(), "
+                "full_at = CASE WHEN $5 THEN now() ELSE export_cursors.full_at END",
+                parameters=(
+                    manifest.cursor_name,
+                    manifest.resource,
+                    manifest.cursor,
+                    manifest.job_id,
+                    manifest.since is None,
+                ),
+            )
+        conn.commit()
+
+
+def kept_cursor(settings: Settings, name: str, resource: str) -> KeptCursor | None:
+    """The cursor kept under `name` for `resource` by its last successful export, if any."""
+    row = query_one(
+        settings, "SELECT cursor, full_at FROM export_cursors WHERE name = $1 AND resource = $2", (name, resource)
     )
+    return KeptCursor(row[0], row[1]) if row else None
 
 
 def record_export_failure(settings: Settings, run_id: str, error: BaseException) -> None:
@@ -174,3 +214,33 @@ def find_export(settings: Settings, job_id: str) -> RecordedExport | None:
         return None
     resource, fmt, location, manifest = row
     return RecordedExport(resource, fmt, location, ExportManifest.model_validate_json(manifest) if manifest else None)
+
+
+def resume_from(settings: Settings, name: str, resource: str, since: str | None, limit: int | None) -> str | None:
+    """The cursor an export keeping its cursor under `name` starts from (None: a full
+    export), logged with why. It carries its cursor forward, so it takes every row and no
+    cursor of its own."""
+    if since is not None or limit is not None:
+        raise ParameterError("an export that keeps its cursor (cursor_name) takes neither since nor limit")
+    now = datetime.now(UTC)
+    start, why = starting_point(kept_cursor(settings, name, resource), now, settings.full_every_days)
+    get_run_logger().info("export of %s under cursor name %s: %s", resource, name, why)
+    return start
+
+
+@task(
+    name="prune-history",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_condition,
+)
+def prune_kept_history(settings: Settings) -> None:
+    """Forget tombstones and truncations older than BULKFLOW_TOMBSTONE_DAYS, and imports and
+    exports older than BULKFLOW_HISTORY_DAYS (with their chunks, rejects and runs)."""
+    with connect(settings) as conn, conn.cursor() as cur:
+        for statement in PRUNE_TOMBSTONES_SQL:
+            cur.execute(statement, parameters=(settings.tombstone_days,))
+        for statement in PRUNE_HISTORY_SQL:
+            cur.execute(statement, parameters=(settings.history_days,))
+        conn.commit()

@@ -25,6 +25,7 @@ EVERY_TABLE = (
     "landing_files",
     "export_tombstones",
     "export_truncations",
+    "export_cursors",
 )
 
 
