@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import IO, Annotated, Any, Optional, cast
+from typing import IO, Annotated, Any, Optional, cast, get_args
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -19,9 +19,11 @@ from bulkflow.settings import Settings
 from decisions.exports import CONTENT_TYPES, ExportFormat, plan_export, refuse_deletes_without_file
 from files.storage import open_file
 from schemas.parameters import ExportFilters, ResourceName, filter_values
+from schemas.reports import ExportHistoryEntry, HistoryStatus
 from schemas.resource import RuleContext
 from tasks.export import open_export
 from tasks.export_jobs import find_export
+from tasks.history import HistoryQuery, list_exports
 from tasks.run_labels import export_run_name
 from tasks.runs import EXPORT
 
@@ -116,6 +118,19 @@ def create_export(
     return Accepted(
         job_id=job.job_id, status=job.status, status_url=str(request.url_for("export_status", job_id=job.job_id))
     )
+
+
+@router.get("/history", response_model=list[ExportHistoryEntry])
+def export_history(
+    settings: AppSettings,
+    resource: str | None = None,
+    since: Annotated[str | None, Query(description="started at or after (ISO 8601)")] = None,
+    status: Annotated[str | None, Query(description=", ".join(get_args(HistoryStatus)))] = None,
+    limit: int = 50,
+) -> list[ExportHistoryEntry]:
+    """Every export job, newest first, as `bulkflow history --exports --json` lists it (GET
+    /v1/exports itself streams an export)."""
+    return list_exports(settings, HistoryQuery.checked(resource, since, status, limit))
 
 
 @router.get("/{job_id}", response_model=ExportJob, name="export_status")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
@@ -23,7 +23,8 @@ from files.formats import detect_format, display_name
 from files.remote import check_remote_url, check_size
 from schemas import RESOURCES, get_resource
 from schemas.parameters import FORMATS, FileOptions, ImportOptions
-from schemas.reports import JobTotals
+from schemas.reports import HistoryStatus, ImportHistoryEntry, JobTotals
+from tasks.history import HistoryQuery, list_imports
 from tasks.jobs import RunCounts, find_job_key, iter_rejects, read_rejects, run_counts
 from tasks.landing import store_upload
 from tasks.run_labels import import_run_name
@@ -215,6 +216,18 @@ def _user_error(message: str | None, parameters: dict[str, Any]) -> str | None:
     if message and source and name:
         return message.replace(str(source), name)
     return public_text(message, source)
+
+
+@router.get("", response_model=list[ImportHistoryEntry])
+def import_history(
+    settings: AppSettings,
+    resource: str | None = None,
+    since: Annotated[str | None, Query(description="started at or after (ISO 8601)")] = None,
+    status: Annotated[str | None, Query(description=", ".join(get_args(HistoryStatus)))] = None,
+    limit: int = 50,
+) -> list[ImportHistoryEntry]:
+    """The load history: every import run, newest first, as `bulkflow history --json` lists it."""
+    return list_imports(settings, HistoryQuery.checked(resource, since, status, limit))
 
 
 @router.get("/{job_id}", response_model=ImportJob, name="import_status")

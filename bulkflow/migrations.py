@@ -234,7 +234,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0014",
         "the load history: export_jobs keep their whole manifest, whether and how they failed and how they were "
-        "started; import_runs how they were started; export_cursors, the cursors exports keep by name",
+        "started; export_cursors, the cursors exports keep by name; import_history, one entry a finished import run",
         (
             "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS manifest jsonb",
             "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS since text",
@@ -245,7 +245,6 @@ MIGRATIONS: tuple[Migration, ...] = (
             "'format', format, 'filters', filters::jsonb, 'fields', fields::jsonb, 'limit', row_limit, 'rows', rows, "
             "'bytes', bytes, 'sha256', sha256, 'duration_s', duration_s, 'location', location) "
             "WHERE finished_at IS NOT NULL AND manifest IS NULL",
-            "ALTER TABLE import_runs ADD COLUMN IF NOT EXISTS started_via text",
             "CREATE INDEX IF NOT EXISTS import_jobs_created_idx ON import_jobs (created_at)",
             "CREATE INDEX IF NOT EXISTS export_jobs_created_idx ON export_jobs (created_at)",
             "ALTER TABLE export_jobs ADD COLUMN IF NOT EXISTS cursor_name text",
@@ -258,6 +257,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         updated_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (name, resource)
     )""",
+            """CREATE TABLE IF NOT EXISTS import_history (
+        flow_run_id text PRIMARY KEY,
+        resource text NOT NULL,
+        status text NOT NULL,
+        started_at timestamptz NOT NULL,
+        finished_at timestamptz NOT NULL DEFAULT now(),
+        entry jsonb NOT NULL
+    )""",
+            "CREATE INDEX IF NOT EXISTS import_history_started_idx ON import_history (started_at)",
         ),
     ),
 )

@@ -10,7 +10,7 @@ import threading
 
 import typer
 
-from cli import data, profiles, services
+from cli import data, history, profiles, services
 from cli.output import stderr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -22,6 +22,7 @@ app.add_typer(profiles.app, name="profiles")
 app.command("import")(data.import_command)
 app.command("export")(data.export_command)
 app.command("rejects")(data.rejects_command)
+app.command("history")(history.history_command)
 app.command("serve")(services.serve_command)
 app.command("deploy")(services.deploy_command)
 app.command("watch")(services.watch_command)

@@ -200,10 +200,12 @@ def staging_table(job_key: str) -> str:
 
 
 def create_staging_sql(resource: Resource, table: str) -> str:
-    """The staging table: the chunk and line of each row, then the resource's columns."""
+    """The staging table: the chunk and line of each row, then the resource's declared
+    columns (not the table's own bookkeeping, such as its last writer)."""
+    columns = ", ".join(f"{ident(f.name)} {PG_TYPES[f.kind]}" for f in resource.fields)
     return (
         f"CREATE TABLE IF NOT EXISTS {ident(table)} "
-        f"({ident(STAGED_CHUNK)} integer NOT NULL, {ident(LINE)} bigint NOT NULL, LIKE {ident(resource.name)})"
+        f"({ident(STAGED_CHUNK)} integer NOT NULL, {ident(LINE)} bigint NOT NULL, {columns})"
     )
 
 

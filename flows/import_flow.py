@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import chain, islice
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ from tasks.apply import apply_staged
 from tasks.budget import BudgetWatch
 from tasks.check import check_database
 from tasks.cluster import dask_task_runner
+from tasks.history import RunStart, record_import
 from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure, set_aside
 from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, table_slot
@@ -48,7 +50,7 @@ from tasks.profiles import with_profile
 from tasks.replay import replay_source
 from tasks.report import ImportProgress, publish_report
 from tasks.retrying import with_chunk_retries
-from tasks.run_labels import DRY_RUN, import_run_name, label_run, tag_retryable_failure, untagged_tasks
+from tasks.run_labels import DRY_RUN, VIA_PREFIX, import_run_name, label_run, tag_retryable_failure, untagged_tasks
 from tasks.stage import stage
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
@@ -93,7 +95,14 @@ def import_flow(
     started = time.perf_counter()
     settings = Settings()  # read once per flow run, then handed down
     definition = get_resource(resource)
-    label_run(definition.name, {DRY_RUN} if options.dry_run else set())
+    via = label_run(definition.name, {DRY_RUN} if options.dry_run else set())
+    start = RunStart(
+        str(flow_run.id),
+        definition.name,
+        display_name(source, options.given_name),
+        via.removeprefix(VIA_PREFIX),
+        datetime.now(UTC),
+    )
     try:
         options = with_profile(settings, options)
         with untagged_tasks(), events.alive():
@@ -102,12 +111,14 @@ def import_flow(
                 options = options.model_copy(update=options.of_replay())
             report = _import(definition, source, format, options, settings, started)
     except BaseException as error:
+        record_import(settings, start, None, error)
         events.import_failed(definition.name, display_name(source, options.given_name), error)
         if isinstance(error, InputError) and not options.rejects_of:
             discard_upload(settings, source)
         if is_retryable(error):
             tag_retryable_failure()  # what the landing pick-up reads to leave the file for a later try
         raise
+    record_import(settings, start, report, None)
     events.import_completed(report, settings.error_rate_alert)
     return report
 

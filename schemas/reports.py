@@ -8,6 +8,7 @@ counter is declared once.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -241,3 +242,57 @@ class ExportManifest(BaseModel):
     cursor_name: Optional[str] = Field(
         default=None, description="the name its cursor is kept under in the database (the nightly deployment's)"
     )
+
+
+HistoryStatus = Literal["completed", "completed_with_rejects", "failed", "aborted", "dry_run", "running"]
+"""How a load ended: `aborted` when its budget or a refused replace gave it up with nothing
+applied; `running` only for an export still being written."""
+
+
+class ImportHistoryEntry(BaseModel):
+    """One import run in the load history (`bulkflow history`, GET /v1/imports): the field
+    names of its `--json` report, kept in bulkflow's own tables (Prefect's run history may
+    be pruned)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    flow_run_id: str
+    resource: str
+    source_name: str = Field(description="the file's name as its sender knows it")
+    sha256: Optional[str] = Field(default=None, description="the file's checksum, when it was read")
+    profile: Optional[str] = None
+    status: HistoryStatus
+    job_key: Optional[str] = None
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    deleted: int = 0
+    first_error: Optional[str] = Field(default=None, description="why it failed, or its first reject")
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    via: str = Field(description="how it was started: cli, api, landing, schedule, deployment or python")
+
+
+class ExportHistoryEntry(BaseModel):
+    """One export job in the load history (`bulkflow history --exports`, GET /v1/exports/history)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    resource: str
+    format: str
+    status: HistoryStatus
+    rows: Optional[int] = None
+    deleted: int = 0
+    bytes: Optional[int] = None
+    incremental: bool = Field(description="whether it held only the changes since a cursor")
+    cursor_name: Optional[str] = None
+    location: str
+    first_error: Optional[str] = None
+    started_at: datetime
+    finished_at: Optional[datetime] = None
+    duration_s: Optional[float] = None
+    via: Optional[str] = None

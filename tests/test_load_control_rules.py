@@ -68,7 +68,9 @@ def test_the_sql_of_load_control_names_its_tables_quoted() -> None:
     staging = sql.staging_table("import:users:abc")
     assert staging.startswith("_bulkflow_job_") and staging == sql.staging_table("import:users:abc")
     assert sql.create_staging_sql(USERS, staging) == (
-        f'CREATE TABLE IF NOT EXISTS "{staging}" ("_chunk" integer NOT NULL, "_line" bigint NOT NULL, LIKE "users")'
+        f'CREATE TABLE IF NOT EXISTS "{staging}" ("_chunk" integer NOT NULL, "_line" bigint NOT NULL, '
+        '"id" text, "email" text, "name" text, "role" text, "active" boolean, "created_at" timestamptz, '
+        '"updated_at" timestamptz)'
     )
     assert sql.lock_for_apply_sql(USERS) == 'LOCK TABLE "users" IN SHARE ROW EXCLUSIVE MODE'
     predicted = sql.predict_sql(USERS, staging, by_chunk=True)
