@@ -116,8 +116,9 @@ def export_command(
         typer.Option("--cursor-file", help="read --since from this file (none: a full export), write the next there"),
     ] = None,
 ) -> None:
-    """Stream rows out of the database (ordered by id) to a file, a URL or stdout. Prints
-    the cursor to pass as --since next time (`cursor: TOKEN` on stderr)."""
+    """Stream rows out of the database (ordered by id) to a file, a URL or stdout, and the next cursor to stderr.
+
+    The cursor (`cursor: TOKEN`) is what to pass as --since next time."""
     from decisions.exports import deletes_location, parse_where, plan_export, refuse_deletes_without_file
     from files.storage import open_file
     from tasks.export import open_export

@@ -26,6 +26,7 @@ EVERY_TABLE = (
     "export_tombstones",
     "export_truncations",
     "export_cursors",
+    "import_history",
 )
 
 

@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 
 from bulkflow.errors import ParameterError
+from decisions.exports import ExportFormat
 from flows.export_flow import export_flow, nightly_export
 from schemas.parameters import ResourceName
 from schemas.reports import ExportManifest
@@ -30,6 +31,11 @@ def lines(manifest: ExportManifest) -> list[dict]:
 
 def by_resource(manifests: list[ExportManifest]) -> dict[str, ExportManifest]:
     return {m.resource: m for m in manifests}
+
+
+def kept_export(resource: str = "users", format: ExportFormat = "ndjson") -> ExportManifest:
+    """One export of `resource` keeping its cursor as the nightly does (cheaper than the nightly's three)."""
+    return export_flow(resource=cast(ResourceName, resource), format=format, cursor_name="nightly-export")
 
 
 def test_the_nightly_writes_the_changes_since_its_last_run_and_keeps_its_cursors(
@@ -58,32 +64,28 @@ def test_the_nightly_writes_the_changes_since_its_last_run_and_keeps_its_cursors
     assert recorded == [(kept()["users"],)]  # the cursor and the manifest were committed together
 
 
-def test_a_failed_run_leaves_the_cursors_and_its_re_run_writes_the_same_files(
+def test_a_failed_run_leaves_the_cursor_and_its_re_run_writes_the_same_files(
     tmp_path: Path, settings_env: Callable[..., None]
 ) -> None:
     root = tmp_path / "exports"
     settings_env(BULKFLOW_EXPORT_URL=str(root))
     load_samples()
-    nightly_export(format="csv")
+    kept_export(format="csv")
     before = kept()
     sql("UPDATE users SET role = 'editor' WHERE id = 'usr_alice'")
     settings_env(BULKFLOW_EXPORT_URL=str(tmp_path / "not-a-folder"))
     (tmp_path / "not-a-folder").write_text("a file where the exports should go")
     with pytest.raises(Exception):  # noqa: B017 - the storage's own error; what matters is what it left
-        nightly_export(format="csv")
+        kept_export(format="csv")
     assert kept() == before
 
     settings_env(BULKFLOW_EXPORT_URL=str(root))
-    rerun = by_resource(nightly_export(format="csv"))
-    assert rerun["users"].since == before["users"] and rerun["users"].rows == 1
-    again = by_resource(nightly_export(format="csv"))  # nothing changed since: empty files, new names
-    assert again["users"].rows == 0 and again["users"].location != rerun["users"].location
-    assert rerun["users"].deletes is not None and Path(rerun["users"].deletes.location).exists()
-
-
-def kept_export(resource: str = "users") -> ExportManifest:
-    """One export of `resource` keeping its cursor as the nightly does (cheaper than the nightly's three)."""
-    return export_flow(resource=cast(ResourceName, resource), format="ndjson", cursor_name="nightly-export")
+    rerun = kept_export(format="csv")
+    assert rerun.since == before["users"] and rerun.rows == 1
+    again = kept_export(format="csv")  # nothing changed since: an empty file, of its own name
+    assert again.rows == 0 and again.location != rerun.location
+    assert rerun.deletes is not None and Path(rerun.deletes.location).exists()
+    assert rerun.location == str(root / "nightly-export" / rerun.location.rsplit("/", 1)[1])
 
 
 def test_a_full_snapshot_comes_back_every_full_every_days(tmp_path: Path, settings_env: Callable[..., None]) -> None:
