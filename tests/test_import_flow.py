@@ -238,6 +238,9 @@ def test_import_from_an_http_url(file_server: tuple[str, Path]) -> None:
     base_url, folder = file_server
     (folder / "users.csv.gz").write_bytes(gzip.compress((DATA / "users.csv").read_bytes()))
     url = f"{base_url}/users.csv.gz"
+    staging = Path(os.environ["BULKFLOW_HOME"]) / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    before = set(staging.iterdir())  # what other tests of this process left, if any
     report = import_file("users", url)
     from bulkflow.errors import InputError
 
@@ -245,8 +248,7 @@ def test_import_from_an_http_url(file_server: tuple[str, Path]) -> None:
         import_file("users", url.replace("users.csv.gz", "missing.csv"))
     assert (report.rows_read, report.inserted, report.rejected) == (14, 6, 8)
     assert report.source == url
-    staging = Path(os.environ["BULKFLOW_HOME"]) / "staging"
-    assert not any(staging.iterdir())  # the staged copy is removed after the run
+    assert set(staging.iterdir()) == before  # the staged copies are removed after the runs
 
 
 def test_header_only_file_completes_with_zero_rows(tmp_path: Path) -> None:
