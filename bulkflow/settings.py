@@ -86,11 +86,6 @@ class Settings(BaseSettings):
     history_days: int = Field(default=365, ge=1, validation_alias="BULKFLOW_HISTORY_DAYS")
     """How long the load history (`bulkflow history`, GET /v1/imports) keeps imports and
     exports; pruned by the nightly deployment."""
-    download_url_ttl_s: int = Field(
-        default=300, ge=1, le=7 * 86400, validation_alias="BULKFLOW_DOWNLOAD_URL_TTL", json_schema_extra=SECONDS
-    )
-    """How long a presigned download link of an export on object storage is valid; each
-    GET /v1/exports/{id}/download mints a new one."""
     max_imports_per_resource: int = Field(default=1, ge=1, validation_alias="BULKFLOW_MAX_IMPORTS_PER_RESOURCE")
     """Imports that may write one table at once, however many workers run (the others wait)."""
     error_rate_alert: float = Field(default=0.1, ge=0.0, le=1.0, validation_alias="BULKFLOW_ERROR_RATE_ALERT")
