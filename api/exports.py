@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import IO, Annotated, Any, Optional, cast, get_args
+from typing import IO, Annotated, Any, Optional, cast
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
-from api.deps import AppRuns, AppSettings
+from api.deps import AppHistoryQuery, AppRuns, AppSettings
 from api.errors import ApiError
 from api.jobs import public_location, public_text, read_job
 from api.models import Accepted, ExportJob, ExportJobRequest, aliased
@@ -19,11 +19,11 @@ from bulkflow.settings import Settings
 from decisions.exports import CONTENT_TYPES, ExportFormat, plan_export, refuse_deletes_without_file
 from files.storage import open_file
 from schemas.parameters import ExportFilters, ResourceName, filter_values
-from schemas.reports import ExportHistoryEntry, HistoryStatus
+from schemas.reports import ExportHistoryEntry
 from schemas.resource import RuleContext
 from tasks.export import open_export
 from tasks.export_jobs import find_export
-from tasks.history import HistoryQuery, list_exports
+from tasks.history import list_exports
 from tasks.run_labels import export_run_name
 from tasks.runs import EXPORT
 
@@ -121,16 +121,10 @@ def create_export(
 
 
 @router.get("/history", response_model=list[ExportHistoryEntry])
-def export_history(
-    settings: AppSettings,
-    resource: str | None = None,
-    since: Annotated[str | None, Query(description="started at or after (ISO 8601)")] = None,
-    status: Annotated[str | None, Query(description=", ".join(get_args(HistoryStatus)))] = None,
-    limit: int = 50,
-) -> list[ExportHistoryEntry]:
+def export_history(settings: AppSettings, query: AppHistoryQuery) -> list[ExportHistoryEntry]:
     """Every export job, newest first, as `bulkflow history --exports --json` lists it (GET
     /v1/exports itself streams an export)."""
-    return list_exports(settings, HistoryQuery.checked(resource, since, status, limit))
+    return list_exports(settings, query)
 
 
 @router.get("/{job_id}", response_model=ExportJob, name="export_status")

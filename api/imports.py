@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from api.deps import AppRuns, AppSettings
+from api.deps import AppHistoryQuery, AppRuns, AppSettings
 from api.errors import RESOURCE_NAMES, ApiError
 from api.jobs import public_location, public_text, read_job
 from api.models import ALIASES, Accepted, ImportFromUrl, ImportJob
@@ -23,8 +23,8 @@ from files.formats import detect_format, display_name
 from files.remote import check_remote_url, check_size
 from schemas import RESOURCES, get_resource
 from schemas.parameters import FORMATS, FileOptions, ImportOptions
-from schemas.reports import HistoryStatus, ImportHistoryEntry, JobTotals
-from tasks.history import HistoryQuery, list_imports
+from schemas.reports import ImportHistoryEntry, JobTotals
+from tasks.history import list_imports
 from tasks.jobs import RunCounts, find_job_key, iter_rejects, read_rejects, run_counts
 from tasks.landing import store_upload
 from tasks.run_labels import import_run_name
@@ -219,15 +219,9 @@ def _user_error(message: str | None, parameters: dict[str, Any]) -> str | None:
 
 
 @router.get("", response_model=list[ImportHistoryEntry])
-def import_history(
-    settings: AppSettings,
-    resource: str | None = None,
-    since: Annotated[str | None, Query(description="started at or after (ISO 8601)")] = None,
-    status: Annotated[str | None, Query(description=", ".join(get_args(HistoryStatus)))] = None,
-    limit: int = 50,
-) -> list[ImportHistoryEntry]:
+def import_history(settings: AppSettings, query: AppHistoryQuery) -> list[ImportHistoryEntry]:
     """The load history: every import run, newest first, as `bulkflow history --json` lists it."""
-    return list_imports(settings, HistoryQuery.checked(resource, since, status, limit))
+    return list_imports(settings, query)
 
 
 @router.get("/{job_id}", response_model=ImportJob, name="import_status")
