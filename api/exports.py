@@ -16,7 +16,7 @@ from api.jobs import public_location, public_text, read_job
 from api.models import Accepted, ExportJob, ExportJobRequest, aliased
 from api.streaming import stream_writer
 from bulkflow.settings import Settings
-from decisions.exports import CONTENT_TYPES, ExportFormat, plan_export, refuse_deletes_without_file
+from decisions.exports import CONTENT_TYPES, ExportFormat, plan_export, refuse_one_stream
 from files.storage import open_file
 from schemas.parameters import ExportFilters, ResourceName, filter_values
 from schemas.reports import ExportHistoryEntry
@@ -38,6 +38,10 @@ _QUERY_FIELDS: dict[str, Any] = {
     "since": (
         Optional[str],
         Field(default=None, description="a cursor (an earlier export's X-Bulkflow-Cursor): only what changed since"),
+    ),
+    "partition_by": (
+        Optional[str],
+        Field(default=None, description="refused here: a partitioned dataset is many files, an export job's (POST)"),
     ),
 }
 # Declared at run time on top of the resources' filters: to the type checker, a BaseModel.
@@ -71,8 +75,9 @@ def export_stream(query: Annotated[ExportQuery, Query()], settings: AppSettings)
         context=RuleContext.of(settings),
         limit=values.get("limit"),
         since=values.get("since"),
+        partition_by=values.get("partition_by"),
     )
-    refuse_deletes_without_file(export)
+    refuse_one_stream(export)
     opened = ExitStack()
     view = opened.enter_context(open_export(export, settings))  # the cursor is a header: known before the rows
 
@@ -105,6 +110,7 @@ def create_export(
         context=RuleContext.of(settings),
         limit=body.limit,
         since=body.since,
+        partition_by=body.partition_by,
     )
     parameters = {
         "resource": body.resource,
@@ -113,6 +119,7 @@ def create_export(
         "fields": body.fields,
         "limit": body.limit,
         "since": body.since,
+        "partition_by": body.partition_by,
     }
     job = runs.trigger(EXPORT, parameters, "export", idempotency_key, export_run_name(body.resource, body.format))
     return Accepted(

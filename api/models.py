@@ -8,6 +8,7 @@ from typing import Any, Literal, Optional
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 from decisions.exports import ExportFormat
+from decisions.partitions import PARTITION_BY_HELP
 from schemas.parameters import ExportFilters, FileOptions, OptionalFormat, ResourceName
 from schemas.reports import ExportManifest, ImportCounts, JobTotals
 
@@ -118,6 +119,7 @@ class ExportJobRequest(BaseModel):
     since: Optional[str] = Field(
         default=None, description="a cursor (an earlier export's manifest `cursor`): only what changed since"
     )
+    partition_by: Optional[str] = Field(default=None, description=PARTITION_BY_HELP, examples=["created_at:day"])
 
 
 class ExportJob(BaseModel):

@@ -7,16 +7,22 @@ import os
 import sys
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from bulkflow.console import quiet_tracebacks
 from bulkflow.settings import Settings
 from cli.output import errors_as_exit, print_report, progress_bar, row_counter, send_pending_events_at_exit, stderr
+from decisions.partitions import PARTITION_BY_HELP
 from schemas.parameters import ImportOptions, OnBudget, OnDrift, WriteMode
 from schemas.reports import ImportReport
 from schemas.resource import RuleContext
+
+if TYPE_CHECKING:
+    from decisions.exports import ExportRequest
+    from schemas.reports import ExportManifest
+    from tasks.export import ExportStats
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 """Where the flows and the sample data are (the package is installed from the repository)."""
@@ -115,13 +121,15 @@ def export_command(
         Optional[Path],
         typer.Option("--cursor-file", help="read --since from this file (none: a full export), write the next there"),
     ] = None,
+    partition_by: Annotated[
+        Optional[str],
+        typer.Option("--partition-by", help=PARTITION_BY_HELP + ", in the directory -o"),
+    ] = None,
 ) -> None:
     """Stream rows out of the database (ordered by id) to a file, a URL or stdout, and the next cursor to stderr.
 
     The cursor (`cursor: TOKEN`) is what to pass as --since next time."""
-    from decisions.exports import deletes_location, parse_where, plan_export, refuse_deletes_without_file
-    from files.storage import open_file
-    from tasks.export import open_export
+    from decisions.exports import parse_where, plan_export, refuse_one_stream
 
     with errors_as_exit():
         settings = Settings()
@@ -134,35 +142,67 @@ def export_command(
             context=RuleContext.of(settings),
             limit=limit,
             since=_starting_cursor(since, cursor_file, limit),
+            partition_by=partition_by,
         )
         if output == "-":
-            refuse_deletes_without_file(request)
-        with ExitStack() as files, open_export(request, settings) as export:
-            deletes = None
-            if request.deletes_apart:
-                deletes = files.enter_context(open_file(settings, deletes_location(output), "wb", auto_mkdir=True))
-            with row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
-                if output == "-":
-                    try:
-                        stats = export.write(sys.stdout.buffer, on_rows=on_rows)
-                        sys.stdout.buffer.flush()
-                    except OSError as closed:
-                        if not _is_broken_pipe(closed):
-                            raise
-                        _reader_went_away()
-                else:
-                    with open_file(settings, output, "wb", auto_mkdir=True) as sink:
-                        stats = export.write(sink, deletes=deletes, on_rows=on_rows)
+            refuse_one_stream(request)
+        stats: ExportStats | ExportManifest
+        if request.partitioning is not None:
+            stats = _export_dataset(request, output, settings)
+        else:
+            stats = _export_file(request, output, settings)
         if cursor_file is not None and stats.cursor is not None:
             _replace_text(cursor_file, stats.cursor + "\n")
     deleted = f", {stats.deleted:,} deleted" if request.since is not None else ""
+    into = f" into {len(stats.files):,} files" if request.partitioning is not None else ""
     stderr.print(
-        f"exported {stats.rows:,} {resource} rows{deleted} ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "
+        f"exported {stats.rows:,} {resource} rows{deleted}{into} ({stats.bytes:,} bytes) in {stats.duration_s:.2f}s "
         f"({stats.rows_per_s:,.0f} rows/s{f', over {stats.connections} connections' if stats.connections > 1 else ''})",
         highlight=False,
     )
     if stats.cursor is not None:
         stderr.print(f"cursor: {stats.cursor}", highlight=False, soft_wrap=True)
+
+
+def _export_file(request: ExportRequest, output: str, settings: Settings) -> ExportStats:
+    """Write the export to `output` (a file, a URL, - for stdout), its deletes beside it."""
+    from decisions.exports import deletes_location
+    from files.storage import open_file
+    from tasks.export import open_export
+
+    with ExitStack() as files, open_export(request, settings) as export:
+        deletes = None
+        if request.deletes_apart:
+            deletes = files.enter_context(
+                open_file(settings, deletes_location(output, request.format), "wb", auto_mkdir=True)
+            )
+        with row_counter(enabled=output != "-" and stderr.is_terminal) as on_rows:
+            if output != "-":
+                with open_file(settings, output, "wb", auto_mkdir=True) as sink:
+                    return export.write(sink, deletes=deletes, on_rows=on_rows)
+            try:
+                stats = export.write(sys.stdout.buffer, on_rows=on_rows)
+                sys.stdout.buffer.flush()
+            except OSError as closed:
+                if not _is_broken_pipe(closed):
+                    raise
+                _reader_went_away()
+            return stats
+
+
+def _export_dataset(request: ExportRequest, output: str, settings: Settings) -> ExportManifest:
+    """Write a partitioned export as a dataset in the directory `output` (new or empty, so
+    that it holds this export's files only), its manifest and deletes beside it."""
+    from bulkflow.errors import ParameterError
+    from files.storage import holds_files
+    from tasks.export_jobs import MANIFEST_SUFFIX, export_to_storage
+
+    if holds_files(settings, output):
+        raise ParameterError(f"{output} already holds files: a dataset goes to a new or empty directory")
+    with row_counter(enabled=stderr.is_terminal) as on_rows:
+        manifest = export_to_storage(request, output, settings, on_rows=on_rows)
+    stderr.print(f"manifest: {output}{MANIFEST_SUFFIX}", highlight=False, soft_wrap=True)
+    return manifest
 
 
 def _starting_cursor(since: str | None, cursor_file: Path | None, limit: int | None) -> str | None:

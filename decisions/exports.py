@@ -12,8 +12,9 @@ from typing import cast
 
 from bulkflow.errors import ParameterError
 from decisions.cursors import Cursor
+from decisions.partitions import Partitioning, read_partitioning
 from decisions.rules import read_value
-from decisions.sql import export_select
+from decisions.sql import export_select, partition_census_sql, partition_value_sql
 from schemas import get_resource
 from schemas.parameters import FORMATS, Format, check_format
 from schemas.resource import FILTER_KEY_SUFFIX, PG_TYPES, FilterOp, Resource, RuleContext
@@ -55,6 +56,8 @@ class ExportRequest:
     """The most rows to write (the first ones by id); None: every matching row."""
     since: Cursor | None = None
     """Only the rows changed (and the rows deleted) since this cursor; None: a full export."""
+    partitioning: Partitioning | None = None
+    """A Parquet dataset of a directory per partition value; None: one file."""
 
     @property
     def gives_cursor(self) -> bool:
@@ -90,10 +93,12 @@ def plan_export(
     context: RuleContext,
     limit: int | None = None,
     since: str | None = None,
+    partition_by: str | None = None,
 ) -> ExportRequest:
     """Check an export's parameters against the resource's declared filters and fields
     (filter values by the import's own rules, configured by `context`); `limit` caps the
-    rows (the first ones by id); `since`, a cursor token, makes it incremental."""
+    rows (the first ones by id); `since`, a cursor token, makes it incremental;
+    `partition_by` (`created_at:day`, `role`) makes it a partitioned Parquet dataset."""
     definition = get_resource(resource)
     checked_format = check_format(format)
     chosen = tuple(fields) if fields else tuple(definition.field_names)
@@ -106,7 +111,10 @@ def plan_export(
         raise ParameterError(f"limit must be 0 or more rows, not {limit}")
     conditions = tuple(_condition(definition, key, value, context) for key, value in (filters or {}).items())
     cursor = Cursor.read(since, resource) if since else None
-    return ExportRequest(definition, checked_format, conditions, chosen, dict(filters or {}), limit, cursor)
+    partitioning = read_partitioning(partition_by, definition, checked_format) if partition_by else None
+    return ExportRequest(
+        definition, checked_format, conditions, chosen, dict(filters or {}), limit, cursor, partitioning
+    )
 
 
 def _condition(resource: Resource, key: str, text: str, context: RuleContext) -> Condition:
@@ -132,26 +140,53 @@ def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:
     read back with a cast: a query without parameters is one ADBC can stream with binary
     COPY, whereas a parameterised one is materialised whole in memory first.
     """
+    conditions, values = _bound_conditions(request)
+    limit_setting = None
+    if request.limit is not None:
+        limit_setting = "bulkflow.limit"
+        values[limit_setting] = str(request.limit)
+    sql = export_select(
+        request.resource.name, request.fields, conditions, limit_setting, _snapshot(request), _partition_value(request)
+    )
+    return sql, values
+
+
+def partition_census(request: ExportRequest) -> tuple[str, dict[str, str]]:
+    """The query counting a partitioned export's partitions and measuring its longest value
+    (`partition_census_sql`), over the rows the export writes, and its filter values."""
+    value = _partition_value(request)
+    assert value is not None, "only a partitioned export has partitions"
+    conditions, values = _bound_conditions(request)
+    return partition_census_sql(request.resource.name, conditions, _snapshot(request), value), values
+
+
+def _bound_conditions(request: ExportRequest) -> tuple[list[tuple[str, FilterOp, str, str]], dict[str, str]]:
+    """The request's conditions as (field, operator, setting, type), and the settings' values."""
     conditions, values = [], {}
     for i, condition in enumerate(request.conditions, start=1):
         name = f"bulkflow.filter_{i}"
         pg_type = PG_TYPES[request.resource.kind_of(condition.field)]
         conditions.append((condition.field, condition.op, name, pg_type))
         values[name] = _as_text(condition.value)
-    limit_setting = None
-    if request.limit is not None:
-        limit_setting = "bulkflow.limit"
-        values[limit_setting] = str(request.limit)
-    snapshot = request.since.snapshot if request.since is not None else None
-    return export_select(request.resource.name, request.fields, conditions, limit_setting, snapshot), values
+    return conditions, values
 
 
-def deletes_location(location: str) -> str:
+def _snapshot(request: ExportRequest) -> str | None:
+    return request.since.snapshot if request.since is not None else None
+
+
+def _partition_value(request: ExportRequest) -> str | None:
+    partitioning = request.partitioning
+    return partition_value_sql(partitioning.field, partitioning.grain) if partitioning else None
+
+
+def deletes_location(location: str, format: str) -> str:
     """Where the deletes of an incremental CSV or Parquet export written to `location` go:
-    beside it, `.deletes` before its suffix (`users.csv` -> `users.deletes.csv`)."""
+    beside it, `.deletes` before its suffix (`users.csv` -> `users.deletes.csv`; a dataset's
+    directory `users` -> `users.deletes.parquet`)."""
     head, dot, suffix = location.rpartition(".")
     if not dot or "/" in suffix:
-        return location + ".deletes"
+        return f"{location}.deletes.{format}"
     return f"{head}.deletes.{suffix}"
 
 
@@ -163,9 +198,14 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def refuse_deletes_without_file(request: ExportRequest) -> None:
-    """Refuse an incremental CSV or Parquet export streamed to one place (stdout, an HTTP
-    response): its deletes need a file of their own."""
+def refuse_one_stream(request: ExportRequest) -> None:
+    """Refuse an export streamed to one place (stdout, an HTTP response) that writes more
+    than one file: a partitioned dataset, or an incremental CSV or Parquet export (its
+    deletes need a file of their own)."""
+    if request.partitioning is not None:
+        raise ParameterError(
+            "a partitioned export writes a directory of files: export to a directory (-o DIR) or as an export job"
+        )
     if request.deletes_apart:
         raise ParameterError(
             f"an incremental {request.format} export writes its deletes to a second file: export to a file "

@@ -316,30 +316,68 @@ def delete_stage_line_sql(stage: str = STAGE) -> str:
 # --- export ------------------------------------------------------------------------------
 
 
+PARTITION_COLUMN = "_bulkflow_partition"
+"""The column a partitioned export's SELECT adds: each row's partition value, as text."""
+
+_GRAIN_FORMATS = {"day": "YYYY-MM-DD", "month": "YYYY-MM", "year": "YYYY"}
+
+
+def partition_value_sql(field: str, grain: str | None) -> str:
+    """A row's partition value as text: the field's own (`true`, `admin`), or its UTC day,
+    month or year (`2024-05-01`, `2024-05`, `2024`), whose text order is time order."""
+    if grain is None:
+        return f"{ident(field)}::text"
+    return f"to_char({ident(field)} AT TIME ZONE 'UTC', {_text_literal(_GRAIN_FORMATS[grain])})"
+
+
 def export_select(
     table: str,
     fields: Sequence[str],
     conditions: Sequence[tuple[str, FilterOp, str, str]],
     limit_setting: str | None = None,
     changed_since: str | None = None,
+    partition_value: str | None = None,
 ) -> str:
     """`SELECT fields FROM table [WHERE ...] ORDER BY id [LIMIT ...]`; each condition is
     (field, operator, setting, PostgreSQL type): the value is read from the
     transaction-local setting, cast to the field's type; so is the limit, from its own.
-    With `changed_since` (a cursor's snapshot), only the rows written since it."""
+    With `changed_since` (a cursor's snapshot), only the rows written since it. With
+    `partition_value` (`partition_value_sql`), each row's value as `PARTITION_COLUMN`, the
+    rows ordered by it first: a partition's rows come together."""
+    columns = _columns(fields)
+    order = ident("id")
+    if partition_value is not None:
+        columns += f", {partition_value} AS {ident(PARTITION_COLUMN)}"
+        order = f"{ident(PARTITION_COLUMN)}, {order}"
+    sql = f"SELECT {columns} FROM {ident(table)}{_export_where(conditions, changed_since)} ORDER BY {order}"
+    if limit_setting is not None:
+        sql += f" LIMIT current_setting({_text_literal(limit_setting)})::bigint"
+    return sql
+
+
+def partition_census_sql(
+    table: str,
+    conditions: Sequence[tuple[str, FilterOp, str, str]],
+    changed_since: str | None,
+    partition_value: str,
+) -> str:
+    """How many partitions the export's rows fall in (no value counts as one) and the
+    longest value's bytes: checked before a partitioned export writes a file."""
+    census = (
+        f"count(DISTINCT {partition_value}) + bool_or({partition_value} IS NULL)::int, "
+        f"coalesce(max(octet_length({partition_value})), 0)"
+    )
+    return f"SELECT {census} FROM {ident(table)}{_export_where(conditions, changed_since)}"
+
+
+def _export_where(conditions: Sequence[tuple[str, FilterOp, str, str]], changed_since: str | None) -> str:
     where = [
         f"{ident(field)} {op} current_setting({_text_literal(setting)})::{pg_type}"
         for field, op, setting, pg_type in conditions
     ]
     if changed_since is not None:
         where.append(_written_since(CHANGE_COLUMN, changed_since))
-    sql = f"SELECT {_columns(fields)} FROM {ident(table)}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {ident('id')}"
-    if limit_setting is not None:
-        sql += f" LIMIT current_setting({_text_literal(limit_setting)})::bigint"
-    return sql
+    return " WHERE " + " AND ".join(where) if where else ""
 
 
 ONE_READ_ONLY_VIEW = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"

@@ -49,3 +49,16 @@ def _missing_package(url: str, missing: ImportError) -> ParameterError:
     extra = _EXTRAS.get(protocol)
     hint = f"pip install 'bulkflow[{extra}]'" if extra else first_line(missing)
     return ParameterError(f"{protocol}:// storage needs its fsspec package: {hint}")
+
+
+def holds_files(settings: Settings, url: str) -> bool:
+    """Whether a directory `url` exists with anything in it."""
+    fs, path = filesystem(settings, url)
+    return bool(fs.isdir(path) and fs.ls(path))
+
+
+def remove_tree(settings: Settings, url: str) -> None:
+    """Remove the directory `url` and everything under it, if it exists."""
+    fs, path = filesystem(settings, url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

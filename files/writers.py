@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from typing import IO, NamedTuple, Protocol, cast
 
 import polars as pl
@@ -18,6 +19,8 @@ import pyarrow.parquet as pq
 
 from decisions.exports import ExportRequest
 from decisions.parsers import format_text_list
+from decisions.partitions import ROWS_PER_FILE, Partitioning
+from decisions.sql import PARTITION_COLUMN
 
 _UTC_TIMESTAMP_TEXT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
 
@@ -119,6 +122,106 @@ def write_deletes(format: str, gone: pl.DataFrame, sink: IO[bytes], *, digest: b
     else:
         gone.write_parquet(binary(metered))
     return Written(gone.height, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None)
+
+
+PartOpener = Callable[[str], AbstractContextManager[IO[bytes]]]
+"""Opens a dataset's file for writing, given its path relative to the dataset."""
+
+
+def write_partitioned(
+    request: ExportRequest,
+    batches: Iterable[pl.DataFrame],
+    open_part: PartOpener,
+    *,
+    digest: bool = False,
+    on_rows: Callable[[int], None] | None = None,
+) -> list[tuple[str, Written]]:
+    """Write batches ordered by their partition value (`PARTITION_COLUMN`, dropped from the
+    files) as a Hive-style Parquet dataset, one file open at a time, a new one per partition
+    and every `ROWS_PER_FILE` rows: each file's relative path and what was written to it."""
+    assert request.partitioning is not None, "only a partitioned export writes a dataset"
+    dataset = _Dataset(request, request.partitioning, open_part, digest)
+    rows = 0
+    with dataset:
+        for frame in batches:
+            for value, rows_of_value in _runs_of_values(frame):
+                dataset.write(value, rows_of_value)
+            rows += frame.height
+            if on_rows is not None and frame.height:
+                on_rows(rows)
+    return dataset.files
+
+
+def dataset_digest(files: Iterable[tuple[str, Written]]) -> str:
+    """A dataset's sha256: of its listing as `sha256sum` prints it (`<sha256>  <path>` per
+    file, by path), so that one value checks every file and which file holds what."""
+    listing = "".join(f"{written.sha256}  {path}\n" for path, written in sorted(files))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _runs_of_values(frame: pl.DataFrame) -> Iterator[tuple[str | None, pl.DataFrame]]:
+    """A batch ordered by partition value, cut where the value changes: (value, its rows)."""
+    if not frame.height:
+        return
+    for (value,), rows in frame.partition_by(PARTITION_COLUMN, maintain_order=True, as_dict=True).items():
+        yield cast(str | None, value), rows.drop(PARTITION_COLUMN)
+
+
+class _OpenPart(NamedTuple):
+    value: str | None
+    path: str
+    file: ExitStack
+    sink: _MeteredSink
+    writer: _ParquetWriter
+
+
+class _Dataset:
+    """The file being written (at most one open), and those closed, with what they hold."""
+
+    def __init__(self, request: ExportRequest, partitioning: Partitioning, open_part: PartOpener, digest: bool) -> None:
+        self.request, self.partitioning, self.open_part, self.digest = request, partitioning, open_part, digest
+        self.files: list[tuple[str, Written]] = []
+        self.parts_of: dict[str | None, int] = {}
+        self.part: _OpenPart | None = None
+        self.rows_in_part = 0
+
+    def write(self, value: str | None, frame: pl.DataFrame) -> None:
+        """Add rows of the partition `value` (after those of any other value written)."""
+        while frame.height:
+            if self.part is None or self.part.value != value or self.rows_in_part >= ROWS_PER_FILE:
+                self._close()
+                self.part = self._start(value)
+            room = ROWS_PER_FILE - self.rows_in_part
+            self.part.writer.write(frame.head(room))
+            self.rows_in_part += min(room, frame.height)
+            frame = frame.slice(room)
+
+    def _start(self, value: str | None) -> _OpenPart:
+        index = self.parts_of.get(value, 0)
+        self.parts_of[value] = index + 1
+        path = self.partitioning.part(value, index)
+        file = ExitStack()
+        sink = _MeteredSink(file.enter_context(self.open_part(path)), self.digest)
+        self.rows_in_part = 0
+        return _OpenPart(value, path, file, sink, _ParquetWriter(sink, self.request))
+
+    def _close(self) -> None:
+        part, self.part = self.part, None
+        if part is None:
+            return
+        part.writer.close()
+        part.file.close()
+        digest = part.sink.hash.hexdigest() if part.sink.hash else None
+        self.files.append((part.path, Written(self.rows_in_part, part.sink.bytes, digest)))
+
+    def __enter__(self) -> _Dataset:
+        return self
+
+    def __exit__(self, *failed: object) -> None:
+        if failed[0] is None:
+            self._close()
+        elif self.part is not None:
+            self.part.file.close()
 
 
 class _NdjsonWriter:

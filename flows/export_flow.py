@@ -38,6 +38,7 @@ def export_flow(
     limit: int | None = None,
     since: str | None = None,
     cursor_name: str | None = None,
+    partition_by: str | None = None,
 ) -> ExportManifest:
     """Export `resource` to storage (BULKFLOW_EXPORT_URL) and return the manifest. Emits
     `bulkflow.export.completed` (or `.failed`) for automations.
@@ -53,6 +54,8 @@ def export_flow(
         cursor_name: Keep the cursor in the database under this name and start from the one
             kept there: the changes since the last successful run (a full export the first
             time, and every BULKFLOW_FULL_EVERY_DAYS). Leave empty to keep none.
+        partition_by: Write a Parquet dataset, a folder per value: created_at:day (or
+            :month, :year) or a column such as role. Leave empty for one file.
     """
     quiet_tracebacks()  # the run's console shows its error in one line; the API keeps the traceback
     settings = Settings()
@@ -61,7 +64,14 @@ def export_flow(
         if cursor_name is not None:
             since = resume_from(settings, cursor_name, resource, since, limit)
         request = plan_export(
-            resource, format, filter_values(filters), fields, context=RuleContext.of(settings), limit=limit, since=since
+            resource,
+            format,
+            filter_values(filters),
+            fields,
+            context=RuleContext.of(settings),
+            limit=limit,
+            since=since,
+            partition_by=partition_by,
         )
         with events.alive():
             try:
@@ -92,7 +102,9 @@ def _nightly_name() -> str:
     persist_result=True,
     result_serializer="json",
 )
-def nightly_export(format: ExportFormat = "parquet") -> list[ExportManifest]:
+def nightly_export(
+    format: ExportFormat = "parquet", partition_by: dict[ResourceName, str] | None = None
+) -> list[ExportManifest]:
     """The changes of every resource since the last successful run, deletes included (a
     full snapshot the first time and every BULKFLOW_FULL_EVERY_DAYS), each resource's cursor
     kept under the deployment's name; then the tombstones and the load history past their
@@ -100,12 +112,19 @@ def nightly_export(format: ExportFormat = "parquet") -> list[ExportManifest]:
 
     Args:
         format: parquet, csv, ndjson or json.
+        partition_by: A Parquet dataset for these resources, a folder per value, e.g.
+            {"users": "created_at:month"}. Leave empty for one file per resource.
     """
     quiet_tracebacks()
     name = deployment.name or "nightly-export"
     with tags(label_run(None)), events.alive():
         manifests = [
-            export_flow(resource=cast(ResourceName, resource), format=format, cursor_name=name)
+            export_flow(
+                resource=cast(ResourceName, resource),
+                format=format,
+                cursor_name=name,
+                partition_by=(partition_by or {}).get(cast(ResourceName, resource)),
+            )
             for resource in RESOURCES
         ]
         prune_kept_history(Settings())

@@ -213,11 +213,14 @@ class ExportFile(BaseModel):
 
 
 class ExportManifest(BaseModel):
-    """Written beside every async export as `<file>.manifest.json`, and returned by the API."""
+    """Written beside every async export (and every partitioned one) as
+    `<location>.manifest.json`, and returned by the API."""
 
     model_config = ConfigDict(frozen=True)
 
-    job_id: str
+    job_id: Optional[str] = Field(
+        default=None, description="the export job's flow run id; none for an export the CLI wrote"
+    )
     resource: str
     format: str
     filters: dict[str, str] = Field(default_factory=dict)
@@ -225,11 +228,21 @@ class ExportManifest(BaseModel):
     limit: Optional[int] = Field(default=None, description="the most rows asked for (the first ones by id); none: all")
     rows: int
     bytes: int
-    sha256: str
+    sha256: str = Field(
+        description="of the file; of a partitioned dataset, of its listing as sha256sum prints it "
+        "(`<sha256>  <path in the dataset>` per file, by path)"
+    )
     duration_s: float
     rows_per_s: float = 0.0
     connections: int = Field(default=1, description="connections the rows were read over, id ranges of one snapshot")
-    location: str
+    location: str = Field(description="the file, or a partitioned dataset's directory")
+    partition_by: Optional[str] = Field(
+        default=None, description="what a partitioned dataset is partitioned by (`created_at:day`, `role`)"
+    )
+    files: list[ExportFile] = Field(
+        default_factory=list,
+        description="a partitioned dataset's files (`<location>/<key>=<value>/part-NNNN.parquet`), by path",
+    )
     since: Optional[str] = Field(default=None, description="the cursor an incremental export started from; none: full")
     cursor: Optional[str] = Field(
         default=None,

@@ -24,7 +24,8 @@ from bulkflow.db import connect, fetch_one
 from bulkflow.errors import CursorExpired
 from bulkflow.settings import Settings
 from decisions.cursors import Cursor
-from decisions.exports import Condition, ExportRequest, export_sql, refuse_deletes_without_file
+from decisions.exports import Condition, ExportRequest, export_sql, partition_census, refuse_one_stream
+from decisions.partitions import refuse_unwieldy
 from decisions.sql import (
     CURSOR_SQL,
     ONE_READ_ONLY_VIEW,
@@ -34,7 +35,17 @@ from decisions.sql import (
     tombstones_sql,
     truncated_since_sql,
 )
-from files.writers import ROW_FORMATS, Written, encode_rows, write_batches, write_deletes, write_encoded
+from files.writers import (
+    ROW_FORMATS,
+    PartOpener,
+    Written,
+    dataset_digest,
+    encode_rows,
+    write_batches,
+    write_deletes,
+    write_encoded,
+    write_partitioned,
+)
 from schemas import declared_tables
 
 T = TypeVar("T")
@@ -55,6 +66,8 @@ class ExportStats:
     """The deletes file of an incremental CSV or Parquet export."""
     cursor: str | None = None
     """The token the next incremental export starts from (None when a limit cut the rows)."""
+    files: tuple[tuple[str, Written], ...] = ()
+    """A partitioned export's files: each one's path in the dataset and what it holds."""
 
     @property
     def rows_per_s(self) -> float:
@@ -89,8 +102,8 @@ class OpenExport:
         by the first, `pg_export_snapshot`): the file is the one view of the table a single
         query would give, written in id order, while imports write to the table."""
         request, cur = self.request, self.cur
-        if request.deletes_apart and deletes is None:
-            refuse_deletes_without_file(request)
+        if request.partitioning is not None or (request.deletes_apart and deletes is None):
+            refuse_one_stream(request)
         wanted = self.settings.export_connections_here()
         pieces = _id_pieces(cur, request, wanted)
         gone: list[pl.DataFrame] = []
@@ -107,12 +120,48 @@ class OpenExport:
             connections = min(wanted, len(pieces))
             with _read_in_pieces(cur, request, pieces, connections, self.settings) as encoded:
                 written = write_encoded(request, encoded, sink, digest=digest, on_rows=on_rows)
-        deletes_file = None
-        if request.deletes_apart and deletes is not None:
-            deletes_file = write_deletes(request.format, _gone(cur, request), deletes, digest=digest)
-        deleted = deletes_file.rows if deletes_file else sum(frame.height for frame in gone)
+        tombstones = sum(frame.height for frame in gone)
+        return self._stats(written.rows - tombstones, written, connections, self._write_deletes(deletes, digest))
+
+    def write_dataset(
+        self,
+        open_part: PartOpener,
+        *,
+        deletes: IO[bytes] | None = None,
+        digest: bool = False,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> ExportStats:
+        """Write a partitioned export as a Parquet dataset, each file opened by `open_part`
+        with its path in the dataset (`write_partitioned`), and the deletes since the cursor
+        to `deletes`. A dataset of too many partitions, or of values too long to name a
+        directory, is refused before a file is opened."""
+        request, cur = self.request, self.cur
+        partitioning = request.partitioning
+        assert partitioning is not None, "only a partitioned export writes a dataset"
+        if request.deletes_apart and deletes is None:
+            refuse_one_stream(request)
+        census, values = partition_census(request)
+        _bind(cur, values)
+        cur.execute(census)
+        partitions, longest = fetch_one(cur)
+        refuse_unwieldy(partitioning, int(partitions), int(longest))
+        with read_ahead(_fetched(cur, request)) as batches:
+            frames = (cast(pl.DataFrame, pl.from_arrow(b)) for b in batches)  # a batch is a frame
+            files = write_partitioned(request, frames, open_part, digest=digest, on_rows=on_rows)
+        rows, size = sum(w.rows for _, w in files), sum(w.bytes for _, w in files)
+        written = Written(rows, size, dataset_digest(files) if digest else None)
+        return replace(self._stats(rows, written, 1, self._write_deletes(deletes, digest)), files=tuple(files))
+
+    def _write_deletes(self, deletes: IO[bytes] | None, digest: bool) -> Written | None:
+        """The deletes file of an incremental CSV or Parquet export, written to `deletes`."""
+        if not self.request.deletes_apart or deletes is None:
+            return None
+        return write_deletes(self.request.format, _gone(self.cur, self.request), deletes, digest=digest)
+
+    def _stats(self, rows: int, written: Written, connections: int, deletes_file: Written | None) -> ExportStats:
+        deleted = deletes_file.rows if deletes_file else written.rows - rows
         return ExportStats(
-            written.rows - (0 if deletes_file else deleted),
+            rows,
             written.bytes,
             round(time.perf_counter() - self.started, 3),
             written.sha256,
@@ -183,10 +232,15 @@ def _tombstones(cur: Any, request: ExportRequest, gone: list[pl.DataFrame]) -> I
 def _fetched(cur: Any, request: ExportRequest) -> Iterator[Any]:
     """The record batches of `request`'s query on `cur` (its filter values bound first)."""
     sql, values = export_sql(request)
-    for name, value in values.items():
-        cur.execute("SELECT set_config($1, $2, true)", parameters=(name, value))
+    _bind(cur, values)
     cur.execute(sql)
     return iter(cur.fetch_record_batch())
+
+
+def _bind(cur: Any, values: dict[str, str]) -> None:
+    """Set the transaction-local settings a query reads its filter values from."""
+    for name, value in values.items():
+        cur.execute("SELECT set_config($1, $2, true)", parameters=(name, value))
 
 
 _PARALLEL_FROM_ROWS = 200_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +21,10 @@ from bulkflow.settings import Settings
 from decisions.cursors import KeptCursor, starting_point
 from decisions.exports import ExportRequest, deletes_location
 from decisions.sql import PRUNE_HISTORY_SQL, PRUNE_TOMBSTONES_SQL
-from files.storage import open_file
+from files.storage import open_file, remove_tree
 from files.writers import Written
 from schemas.reports import ExportFile, ExportManifest
-from tasks.export import stream_export
+from tasks.export import open_export
 from tasks.report import artifact_key
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -33,14 +34,16 @@ def export_location(request: ExportRequest, run_id: str, root: str, cursor_name:
     """Storage path of an export under `root`: named after the flow run, so a retry
     overwrites, never duplicates. An export that keeps its cursor under `cursor_name` is
     named after where it starts instead (`<root>/<name>/users-since-<digest>.parquet`, or
-    `users-full-<date>`): a re-run after a failure (the cursor unmoved) writes the same file."""
+    `users-full-<date>`): a re-run after a failure (the cursor unmoved) writes the same file.
+    A partitioned dataset is a directory of that name, without the suffix."""
+    suffix = "" if request.partitioning else f".{request.format}"  # a dataset is a directory
     if cursor_name is None:
-        return f"{root}/{request.resource.name}-{run_id}.{request.format}"
+        return f"{root}/{request.resource.name}-{run_id}{suffix}"
     if request.since is None:
         start = f"full-{datetime.now(UTC):%Y-%m-%d}"
     else:
         start = "since-" + hashlib.sha256(request.since.token.encode()).hexdigest()[:16]
-    return f"{root}/{cursor_name}/{request.resource.name}-{start}.{request.format}"
+    return f"{root}/{cursor_name}/{request.resource.name}-{start}{suffix}"
 
 
 @task(
@@ -58,13 +61,51 @@ def write_export(
     under that name in the same transaction as the manifest (a failed export moves nothing)."""
     location = export_location(request, run_id, settings.export_root(), cursor_name)
     _record_start(settings, request, run_id, location, via)
-    deletes_at = deletes_location(location) if request.deletes_apart else None
-    with ExitStack() as files:
-        sink = files.enter_context(open_file(settings, location, "wb", auto_mkdir=True))
-        deletes = files.enter_context(open_file(settings, deletes_at, "wb")) if deletes_at else None
-        stats = stream_export(request, sink, settings=settings, deletes=deletes, digest=True)
+    if request.partitioning is not None:
+        remove_tree(settings, location)  # what an earlier attempt wrote: its partitions may not be this one's
+    manifest = export_to_storage(request, location, settings, run_id, cursor_name)
+    _record_finish(settings, manifest)
+    get_run_logger().info(
+        "exported %d %s rows%s as %s: %d bytes in %.2fs (%.0f rows/s) to %s%s",
+        manifest.rows,
+        request.resource.name,
+        f" and {manifest.deleted} deletes" if request.since else "",
+        request.format,
+        manifest.bytes,
+        manifest.duration_s,
+        manifest.rows_per_s,
+        location,
+        f" ({len(manifest.files)} files)" if request.partitioning else "",
+    )
+    return manifest
+
+
+def export_to_storage(
+    request: ExportRequest,
+    location: str,
+    settings: Settings,
+    job_id: str | None = None,
+    cursor_name: str | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> ExportManifest:
+    """Write the export to `location` (a file, or a partitioned dataset's directory), an
+    incremental CSV or Parquet export's deletes beside it, then its manifest beside it
+    (`<location>.manifest.json`), and return the manifest."""
+    deletes_at = deletes_location(location, request.format) if request.deletes_apart else None
+    with ExitStack() as files, open_export(request, settings) as export:
+        deletes = files.enter_context(open_file(settings, deletes_at, "wb", auto_mkdir=True)) if deletes_at else None
+        if request.partitioning is not None:
+            stats = export.write_dataset(
+                lambda path: open_file(settings, f"{location}/{path}", "wb", auto_mkdir=True),
+                deletes=deletes,
+                digest=True,
+                on_rows=on_rows,
+            )
+        else:
+            sink = files.enter_context(open_file(settings, location, "wb", auto_mkdir=True))
+            stats = export.write(sink, deletes=deletes, digest=True, on_rows=on_rows)
     manifest = ExportManifest(
-        job_id=run_id,
+        job_id=job_id,
         resource=request.resource.name,
         format=request.format,
         filters=request.filters,
@@ -77,32 +118,20 @@ def write_export(
         rows_per_s=stats.rows_per_s,
         connections=stats.connections,
         location=location,
+        partition_by=request.partitioning.spec if request.partitioning else None,
+        files=[_listed(f"{location}/{path}", written) for path, written in stats.files],
         since=request.since.token if request.since else None,
         cursor=stats.cursor,
         deleted=stats.deleted,
-        deletes=_listed(deletes_at, stats.deletes),
+        deletes=_listed(deletes_at, stats.deletes) if deletes_at and stats.deletes else None,
         cursor_name=cursor_name,
     )
     with open_file(settings, location + MANIFEST_SUFFIX, "w") as fh:
         fh.write(manifest.model_dump_json(indent=2))
-    _record_finish(settings, manifest)
-    get_run_logger().info(
-        "exported %d %s rows%s as %s: %d bytes in %.2fs (%.0f rows/s) to %s",
-        stats.rows,
-        request.resource.name,
-        f" and {stats.deleted} deletes" if request.since else "",
-        request.format,
-        stats.bytes,
-        stats.duration_s,
-        stats.rows_per_s,
-        location,
-    )
     return manifest
 
 
-def _listed(location: str | None, written: Written | None) -> ExportFile | None:
-    if location is None or written is None:
-        return None
+def _listed(location: str, written: Written) -> ExportFile:
     return ExportFile(location=location, rows=written.rows, bytes=written.bytes, sha256=written.sha256 or "")
 
 

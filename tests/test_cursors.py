@@ -77,13 +77,14 @@ def test_changes_since_a_snapshot_are_found_through_the_index_bound_and_the_visi
 
 
 @pytest.mark.parametrize(
-    ("location", "deletes"),
+    ("location", "format", "deletes"),
     [
-        ("users.csv", "users.deletes.csv"),
-        ("s3://bucket/x.y/users-run.parquet", "s3://bucket/x.y/users-run.deletes.parquet"),
-        ("s3://bucket/x.y/users", "s3://bucket/x.y/users.deletes"),
-        ("out", "out.deletes"),
+        ("users.csv", "csv", "users.deletes.csv"),
+        ("s3://bucket/x.y/users-run.parquet", "parquet", "s3://bucket/x.y/users-run.deletes.parquet"),
+        ("s3://bucket/x.y/users", "parquet", "s3://bucket/x.y/users.deletes.parquet"),
+        ("out", "csv", "out.deletes.csv"),
     ],
 )
-def test_the_deletes_file_sits_beside_the_export(location: str, deletes: str) -> None:
-    assert deletes_location(location) == deletes
+def test_the_deletes_file_sits_beside_the_export(location: str, format: str, deletes: str) -> None:
+    """A dataset's directory (no suffix) gets its deletes beside it, with the format's suffix."""
+    assert deletes_location(location, format) == deletes

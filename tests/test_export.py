@@ -155,13 +155,13 @@ def test_export_flow_writes_a_manifest_matching_the_file(tmp_path: Path, monkeyp
     load_samples()
     manifest = export_flow(resource="users", format="csv", filters={"active": "true"}, fields=["id", "email"])
     path = Path(manifest.location)
-    assert path.parent == tmp_path / "exports" and manifest.job_id in path.name
+    assert path.parent == tmp_path / "exports" and str(manifest.job_id) in path.name
     content = path.read_bytes()
     assert manifest.sha256 == hashlib.sha256(content).hexdigest()
     assert manifest.bytes == len(content)
     assert manifest.rows == len(content.decode().splitlines()) - 1 == 4
     assert json.loads(Path(str(path) + MANIFEST_SUFFIX).read_text())["sha256"] == manifest.sha256
-    job = find_export(Settings(), manifest.job_id)
+    job = find_export(Settings(), str(manifest.job_id))
     assert job is not None and job.manifest is not None
     assert job.manifest.model_dump(exclude={"rows_per_s"}) == manifest.model_dump(exclude={"rows_per_s"})
     assert find_export(Settings(), "00000000-0000-0000-0000-000000000000") is None

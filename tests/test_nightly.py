@@ -60,7 +60,9 @@ def test_the_nightly_writes_the_changes_since_its_last_run_and_keeps_its_cursors
     ]
     assert second["comments"].deleted == 1 and second["articles"].rows == 0
     assert kept() == {resource: m.cursor for resource, m in second.items()}
-    recorded = sql("SELECT manifest->>'cursor' FROM export_jobs WHERE flow_run_id = '" + second["users"].job_id + "'")
+    recorded = sql(
+        "SELECT manifest->>'cursor' FROM export_jobs WHERE flow_run_id = '" + str(second["users"].job_id) + "'"
+    )
     assert recorded == [(kept()["users"],)]  # the cursor and the manifest were committed together
 
 
