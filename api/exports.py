@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import IO, Annotated, Any, Optional, cast
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, create_model
 
 from api.deps import AppHistoryQuery, AppRuns, AppSettings
@@ -17,9 +18,10 @@ from api.models import Accepted, ExportJob, ExportJobRequest, aliased
 from api.streaming import stream_writer
 from bulkflow.settings import Settings
 from decisions.exports import CONTENT_TYPES, ExportFormat, plan_export, refuse_one_stream
-from files.storage import open_file
+from files.remote import is_remote
+from files.storage import open_file, signed_url
 from schemas.parameters import ExportFilters, ResourceName, filter_values
-from schemas.reports import ExportHistoryEntry
+from schemas.reports import ExportHistoryEntry, ExportManifest
 from schemas.resource import RuleContext
 from tasks.export import open_export
 from tasks.export_jobs import find_export
@@ -136,36 +138,100 @@ def export_history(settings: AppSettings, query: AppHistoryQuery) -> list[Export
 
 @router.get("/{job_id}", response_model=ExportJob, name="export_status")
 def export_status(job_id: str, request: Request, settings: AppSettings) -> ExportJob:
-    """The job's status; once completed, its manifest and the download URL."""
+    """The job's status; once completed, its manifest and the download URLs of its files."""
     run = read_job(job_id, "export")
     recorded = find_export(settings, job_id)
     manifest = recorded.manifest if recorded else None
     location = recorded.location if recorded else None
-    if manifest is not None:
-        manifest = manifest.model_copy(update={"location": public_location(manifest.location)})
-    download = str(request.url_for("export_download", job_id=job_id)) if manifest else None
     error = public_text(run.message, location)
-    return ExportJob(job_id=job_id, status=run.status, manifest=manifest, download_url=download, error=error)
+    if manifest is None:
+        return ExportJob(job_id=job_id, status=run.status, error=error)
+    download = str(request.url_for("export_download", job_id=job_id))
+    return ExportJob(
+        job_id=job_id,
+        status=run.status,
+        manifest=_public(manifest),
+        download_url=None if manifest.partition_by else download,
+        file_urls=[f"{download}?file={quote(_in_dataset(manifest, f.location))}" for f in manifest.files],
+        deletes_url=f"{download}?file={DELETES_FILE}" if manifest.deletes else None,
+        error=error,
+    )
 
 
-@router.get(
-    "/{job_id}/download",
-    name="export_download",
-    response_class=StreamingResponse,
-    responses=_STREAMED,
-)
-def export_download(job_id: str, settings: AppSettings) -> StreamingResponse:
-    """The export's file, streamed. Its location comes from the job record, never the client."""
+DELETES_FILE = "deletes"
+"""The `file` of an incremental CSV or Parquet export's deletes."""
+
+_DOWNLOADS: dict[int | str, dict[str, Any]] = {
+    **_STREAMED,
+    307: {"description": "on object storage: to a URL signed for this request, valid BULKFLOW_DOWNLOAD_URL_TTL s"},
+}
+
+
+@router.get("/{job_id}/download", name="export_download", response_class=StreamingResponse, responses=_DOWNLOADS)
+def export_download(
+    job_id: str,
+    settings: AppSettings,
+    file: Annotated[
+        Optional[str],
+        Query(description="`deletes`, or a partitioned dataset's file by its path in the dataset (`file_urls`)"),
+    ] = None,
+) -> Response:
+    """The export's file: on object storage, a redirect to a URL signed now, for
+    BULKFLOW_DOWNLOAD_URL_TTL seconds (never one kept from when it was written); else the
+    file, streamed. Which file is looked up in the job's manifest, never taken from the client."""
     read_job(job_id, "export")
     recorded = find_export(settings, job_id)
     if recorded is None or recorded.manifest is None:
         raise ApiError(409, "not_ready", f"export {job_id} has no file yet: poll its status until completed")
-    name = f"{recorded.resource}-{job_id}.{recorded.format}"
+    location = _chosen(recorded.manifest, file)
+    signed = signed_url(settings, location, settings.download_url_ttl)
+    if signed is not None:
+        return RedirectResponse(signed, status_code=307, headers={"Cache-Control": "no-store"})
+    name = location.rsplit("/", 1)[-1] if file else f"{recorded.resource}-{job_id}.{recorded.format}"
     return StreamingResponse(
-        _read_blocks(settings, recorded.location),
+        _read_blocks(settings, location),
         media_type=CONTENT_TYPES[recorded.format],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+def _chosen(manifest: ExportManifest, file: str | None) -> str:
+    """The location of the file asked for: the export's own, its deletes, or a dataset's."""
+    if file is None:
+        if manifest.partition_by:
+            raise ApiError(
+                409,
+                "many_files",
+                f"export {manifest.job_id} is a dataset of {len(manifest.files)} files: download each with "
+                "?file=<its path in the dataset>, as its status's file_urls give them",
+            )
+        return manifest.location
+    if file == DELETES_FILE and manifest.deletes is not None:
+        return manifest.deletes.location
+    for listed in manifest.files:
+        if _in_dataset(manifest, listed.location) == file:
+            return listed.location
+    raise ApiError(404, "not_found", f"export {manifest.job_id} has no file {file!r}")
+
+
+def _in_dataset(manifest: ExportManifest, location: str) -> str:
+    """A dataset file's path in the dataset (`created_at_day=2024-05-01/part-0000.parquet`)."""
+    return location.removeprefix(manifest.location + "/")
+
+
+def _public(manifest: ExportManifest) -> ExportManifest:
+    """The manifest as clients may see it: server paths as names (a dataset's files as the
+    dataset's name and their path in it)."""
+    dataset = public_location(manifest.location) or ""
+    files = [f.model_copy(update={"location": _public_part(manifest, dataset, f.location)}) for f in manifest.files]
+    deletes = manifest.deletes
+    if deletes is not None:
+        deletes = deletes.model_copy(update={"location": public_location(deletes.location)})
+    return manifest.model_copy(update={"location": dataset, "files": files, "deletes": deletes})
+
+
+def _public_part(manifest: ExportManifest, dataset: str, location: str) -> str:
+    return location if is_remote(location) else f"{dataset}/{_in_dataset(manifest, location)}"
 
 
 def _read_blocks(settings: Settings, location: str) -> Iterator[bytes]:

@@ -126,5 +126,11 @@ class ExportJob(BaseModel):
     job_id: str
     status: JobStatus
     manifest: Optional[ExportManifest] = None
-    download_url: Optional[str] = None
+    download_url: Optional[str] = Field(
+        default=None, description="the file, once completed (none for a partitioned dataset: `file_urls`)"
+    )
+    file_urls: list[str] = Field(
+        default_factory=list, description="a partitioned dataset's files, in the manifest's order"
+    )
+    deletes_url: Optional[str] = Field(default=None, description="an incremental CSV or Parquet export's deletes file")
     error: Optional[str] = None

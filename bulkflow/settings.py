@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     full_every_days: int = Field(default=7, ge=1, validation_alias="BULKFLOW_FULL_EVERY_DAYS")
     """The nightly deployment writes a full snapshot when its last one is this old, else the
     changes since its last successful run."""
+    download_url_ttl: int = Field(default=300, ge=1, le=604_800, validation_alias="BULKFLOW_DOWNLOAD_URL_TTL")
+    """Seconds a download link of an export on object storage is valid (GET
+    /v1/exports/{id}/download redirects to one, signed for that request; S3 allows a week)."""
     history_days: int = Field(default=365, ge=1, validation_alias="BULKFLOW_HISTORY_DAYS")
     """How long the load history (`bulkflow history`, GET /v1/imports) keeps imports and
     exports; pruned by the nightly deployment."""

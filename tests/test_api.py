@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from uuid import UUID
 
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from bulkflow.settings import Settings
-from tests.helpers import DATA, load_samples, sql
+from tests.helpers import DATA, load_samples, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ROOT = DATA.parent
@@ -280,6 +281,45 @@ def test_async_csv_export_of_admins_downloads_with_a_header_and_one_line_per_adm
     assert (limited["manifest"]["rows"], limited["manifest"]["limit"]) == (2, 2)
     ids = [row[0] for row in csv.reader(io.StringIO(client.get(limited["download_url"]).text))]
     assert ids == ["id", *[row[0] for row in sql("SELECT id FROM users ORDER BY id LIMIT 2")]]
+
+
+@pytest.mark.usefixtures("served")
+def test_a_partitioned_export_job_lists_its_files_and_serves_each(client: TestClient, tmp_path: Path) -> None:
+    load_samples()
+    accepted = client.post("/v1/exports", json={"resource": "users", "format": "parquet", "partition_by": "role"})
+    assert accepted.status_code == 202, accepted.text
+    job = finished(client, accepted.json()["status_url"])
+    assert job["status"] == "completed", job
+    manifest = job["manifest"]
+    assert manifest["partition_by"] == "role" and job["download_url"] is None
+    roles = sorted(r for (r,) in sql("SELECT DISTINCT role FROM users"))
+    assert [f["location"].split("/")[1] for f in manifest["files"]] == [f"role={r}" for r in roles]
+    assert all(f["location"].startswith(manifest["location"] + "/") for f in manifest["files"])  # no server path
+    for url, listed in zip(job["file_urls"], manifest["files"], strict=True):
+        part = client.get(url)
+        assert part.status_code == 200 and len(part.content) == listed["bytes"]
+        target = tmp_path / listed["location"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(part.content)
+    back = pl.scan_parquet(tmp_path / manifest["location"], hive_partitioning=True).collect()
+    assert back.select(table("users").columns).sort("id").equals(table("users"))
+    assert client.get(f"/v1/exports/{job['job_id']}/download").json()["error"]["code"] == "many_files"
+
+    sql("DELETE FROM users WHERE id = 'usr_oscar'")
+    incremental = client.post(
+        "/v1/exports", json={"resource": "users", "format": "csv", "since": manifest["cursor"]}
+    ).json()
+    changes = finished(client, incremental["status_url"])
+    assert changes["manifest"]["deleted"] == 1, changes
+    deletes = client.get(changes["deletes_url"])
+    assert deletes.status_code == 200 and deletes.text.splitlines()[1].startswith("usr_oscar,")
+
+
+def test_a_partitioned_export_is_refused_as_a_stream_and_checked_before_a_job(client: TestClient) -> None:
+    streamed = client.get("/v1/exports?resource=users&format=parquet&partition_by=role")
+    assert streamed.status_code == 400 and "writes a directory of files" in streamed.json()["error"]["message"]
+    job = client.post("/v1/exports", json={"resource": "users", "format": "csv", "partition_by": "role"})
+    assert job.status_code == 400 and "use --format parquet" in job.json()["error"]["message"]
 
 
 def test_one_status_per_kind_of_mistake_naming_what_is_allowed(client: TestClient) -> None:

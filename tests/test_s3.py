@@ -8,9 +8,14 @@ import hashlib
 import json
 import socket
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from bulkflow.settings import Settings
 from tests.helpers import DATA, reset_imports, s3, sql
 
@@ -107,3 +112,66 @@ def test_a_store_without_its_package_is_a_parameter_error() -> None:
 
     with pytest.raises(ParameterError, match=r"^gcs:// storage needs its fsspec package"):
         open_file(Settings(), "gcs://bucket/users.csv")
+
+
+def _download(client: TestClient, url: str) -> httpx.Response:
+    """GET an API download URL, not following its redirect."""
+    return client.get(url, follow_redirects=False)
+
+
+def test_a_download_from_a_bucket_redirects_to_a_link_signed_for_each_request(
+    bucket: str, settings_env: Callable[..., None]
+) -> None:
+    from flows.export_flow import export_flow
+    from flows.import_flow import import_flow
+
+    import_flow(resource="users", source=str(DATA / "users.csv"))
+    settings_env(BULKFLOW_EXPORT_URL=f"{bucket}/exports", BULKFLOW_DOWNLOAD_URL_TTL="60")
+    manifest = export_flow(resource="users", format="csv")
+    with TestClient(create_app(Settings())) as client:
+        status = client.get(f"/v1/exports/{manifest.job_id}").json()
+        first = _download(client, status["download_url"])
+        assert first.status_code == 307 and first.headers["cache-control"] == "no-store"
+        link = first.headers["location"]
+        assert parse_qs(urlsplit(link).query)["X-Amz-Expires"] == ["60"]
+        fetched = httpx.get(link)  # no credentials: the signature is the permission (the test server checks none)
+        assert fetched.status_code == 200 and fetched.content == s3().cat(manifest.location)
+
+        settings_env(BULKFLOW_DOWNLOAD_URL_TTL="120")
+    with TestClient(create_app(Settings())) as client:
+        second = _download(client, status["download_url"]).headers["location"]
+    assert parse_qs(urlsplit(second).query)["X-Amz-Expires"] == ["120"]  # minted now, not kept from the write
+    kept = sql(f"SELECT manifest::text, location FROM export_jobs WHERE flow_run_id = '{manifest.job_id}'")
+    assert "X-Amz" not in str(kept) and "Signature" not in str(kept)
+
+
+def test_a_partitioned_dataset_in_a_bucket_lists_and_signs_each_file(
+    bucket: str, settings_env: Callable[..., None], tmp_path: Path
+) -> None:
+    import polars as pl
+
+    from flows.export_flow import export_flow
+    from flows.import_flow import import_flow
+    from tests.helpers import table
+
+    import_flow(resource="users", source=str(DATA / "users.csv"))
+    settings_env(BULKFLOW_EXPORT_URL=f"{bucket}/exports")
+    manifest = export_flow(resource="users", format="parquet", partition_by="role")
+    assert manifest.location.startswith(f"{bucket}/exports/users-") and manifest.files
+    s3().get(manifest.location, str(tmp_path / "users"), recursive=True)
+    back = pl.scan_parquet(tmp_path / "users", hive_partitioning=True).collect()
+    assert back.select(table("users").columns).sort("id").equals(table("users"))
+    for listed in manifest.files:
+        assert hashlib.sha256(s3().cat(listed.location)).hexdigest() == listed.sha256
+
+    with TestClient(create_app(Settings())) as client:
+        status = client.get(f"/v1/exports/{manifest.job_id}").json()
+        assert status["download_url"] is None and len(status["file_urls"]) == len(manifest.files)
+        assert [f["location"] for f in status["manifest"]["files"]] == [f.location for f in manifest.files]
+        for url, listed in zip(status["file_urls"], manifest.files, strict=True):
+            link = _download(client, url).headers["location"]
+            assert httpx.get(link).content == s3().cat(listed.location)
+        whole = _download(client, f"/v1/exports/{manifest.job_id}/download")
+        assert (whole.status_code, whole.json()["error"]["code"]) == (409, "many_files")
+        missing = _download(client, f"/v1/exports/{manifest.job_id}/download?file=../../etc/passwd")
+        assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
