@@ -23,6 +23,7 @@ import httpx
 
 from bench.api_load import api_server, compare_api_export, concurrent_uploads
 from bench.data import PARTNER_PROFILE, BenchFile, header, partner_variant, prepare, upsert_variant
+from bench.exports import compare_change_column_cost, compare_incremental_export, compare_partitioned_export
 from bench.landing import compare_landing, small_files
 from bench.measure import Measurement, measure
 from bulkflow.embedded import embedded_url
@@ -230,6 +231,8 @@ class Bench:
 
 PARTNER_WORKLOAD = "users, ;-separated cp1252 (Excel) with a profile"
 UPSERT_WORKLOAD = "users into the full table: half changed, half new"
+INCREMENTAL_WORKLOAD = "users ndjson since a cursor through the API (curl), 1% of the rows changed"
+CHANGE_COLUMN_WORKLOAD = "users, COPY (not bulkflow) into a table with the change column (default + index)"
 
 
 def landing_workload(files: int) -> str:
@@ -263,13 +266,22 @@ def run(config: BenchConfig) -> dict[str, object]:
                 comparison = Comparison("export", f"users {fmt} through the API (curl)", n, target)
                 compare_api_export(bench, comparison, base, "users", fmt)
                 exports.append(comparison)
+            # Last of the exports: it changes 1% of the users.
+            incremental = Comparison("export", INCREMENTAL_WORKLOAD, n, 10.0, "the full export through the API")
+            compare_incremental_export(bench, incremental, base, "users")
+            exports.append(incremental)
+        dataset = Comparison("export", "users as a Parquet dataset by created_at:day", n, None, "one Parquet file")
+        compare_partitioned_export(bench, dataset, "users", "created_at:day")
+        exports.append(dataset)
         # After the exports: a users import truncates its table, and with it (CASCADE) the
         # articles and comments the exports read.
         reimport = Comparison("import", "users, identical re-import", n, None)
         bench.compare_reimport(reimport, imports[1][1])
         replace = Comparison("import", "users, --mode replace of the same file", n, None)
         bench.compare_reimport(replace, imports[1][1], "--mode", "replace")
-        controlled = [replace]
+        dry_replace = Comparison("import", "users, dry run of --mode replace of the same file", n, None)
+        bench.compare_reimport(dry_replace, imports[1][1], "--dry-run", "--mode", "replace")
+        controlled = [replace, dry_replace]
         for workload, option in (("users, dry run", "--dry-run"), ("users, --atomic", "--atomic")):
             controlled.append(Comparison("import", workload, n, 0.6 if option == "--atomic" else None))
             bench.compare_import(controlled[-1], imports[1][1], option)
@@ -283,7 +295,9 @@ def run(config: BenchConfig) -> dict[str, object]:
         files = config.landing_files
         landing = Comparison("landing", landing_workload(files), files * 1000, 4.0, "sequential bulkflow import")
         compare_landing(bench, landing, small_files(bench.files / "landing", files, 1000))
-        controlled += [upsert, small, landing]
+        change_column = Comparison("import", CHANGE_COLUMN_WORKLOAD, n, None, "COPY into the table without it")
+        compare_change_column_cost(bench, change_column, imports[1][1])
+        controlled += [upsert, small, landing, change_column]
         landed = small_files(bench.files / "landing", files, 1000)
         with api_server(bench) as base:  # the import deployment is registered by now (serve)
             uploads = [concurrent_uploads(bench, base, landed, at_once) for at_once in config.uploads_at_once]

@@ -1,0 +1,100 @@
+"""The exports' own paths against the export they replace: an incremental export of 1% of
+a table changed against the full export, through the warm API (what a syncing consumer
+polls); a partitioned Parquet dataset against one Parquet file, through the CLI; and what
+the change column (its default and index) costs a first load, COPY against COPY.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httpx
+
+from bench.data import BenchFile, header
+from bench.measure import measure
+
+if TYPE_CHECKING:
+    from bench.run import Bench, Comparison
+
+CHANGED_SHARE = 100
+"""One row in this many is changed before the incremental export."""
+
+
+def compare_incremental_export(bench: Bench, comparison: Comparison, base: str, resource: str) -> None:
+    """`curl` of GET /v1/exports?since=CURSOR (NDJSON) after 1% of the rows changed, against
+    `curl` of the full export: the time a consumer that syncs waits, against re-reading all."""
+    full = f"{base}/v1/exports?resource={resource}&format=ndjson"
+    with httpx.stream("GET", full, timeout=600) as answer:  # its cursor is a header: the rows are not read
+        cursor = answer.headers["X-Bulkflow-Cursor"]
+    changed = comparison.rows // CHANGED_SHARE
+    bench.sql(
+        f"UPDATE {resource} SET name = name || '.' WHERE id IN (SELECT id FROM {resource} ORDER BY md5(id) LIMIT {changed})"
+    )
+    sink = bench.files / "incremental.ndjson"
+
+    def ours() -> float:
+        seconds = measure(["curl", "-sSf", "-o", str(sink), f"{full}&since={cursor}"], bench.env).seconds
+        if (lines := sink.read_bytes().count(b"\n")) != changed:
+            raise RuntimeError(f"incremental export of {resource}: {lines:,} rows, not the {changed:,} changed")
+        return seconds
+
+    def reference() -> float:
+        return measure(["curl", "-sSf", "-o", str(sink), full], bench.env).seconds
+
+    alternate(bench, comparison, reference, ours)
+    sink.unlink(missing_ok=True)
+
+
+def compare_partitioned_export(bench: Bench, comparison: Comparison, resource: str, partition_by: str) -> None:
+    """`bulkflow export --partition-by` to a new directory against `bulkflow export` of the
+    same rows to one Parquet file."""
+    dataset, single = bench.files / "dataset", bench.files / "export.parquet"
+
+    def ours() -> float:
+        shutil.rmtree(dataset, ignore_errors=True)
+        run = bench.bulkflow("export", resource, "-f", "parquet", "--partition-by", partition_by, "-o", str(dataset))
+        comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
+        return run.seconds
+
+    def reference() -> float:
+        return bench.bulkflow("export", resource, "-f", "parquet", "-o", str(single)).seconds
+
+    alternate(bench, comparison, reference, ours)
+    shutil.rmtree(dataset, ignore_errors=True)
+    single.unlink(missing_ok=True)
+
+
+def compare_change_column_cost(bench: Bench, comparison: Comparison, file: BenchFile) -> None:
+    """`\\copy` of the users file into a table like bulkflow's (its change column: a default
+    of the writing transaction, and its index) against `\\copy` into the table without it."""
+    bench.sql(
+        "CREATE TABLE IF NOT EXISTS bench_copy.users_changes (LIKE bench_copy.users INCLUDING ALL, "
+        "bulkflow_xid xid8 NOT NULL DEFAULT pg_current_xact_id()); "
+        "CREATE INDEX IF NOT EXISTS users_changes_xid_idx ON bench_copy.users_changes (bulkflow_xid)"
+    )
+    columns = ",".join(header(file.copy))
+
+    def ours() -> float:
+        bench.sql("TRUNCATE bench_copy.users_changes; CHECKPOINT")
+        copy = f"\\copy bench_copy.users_changes ({columns}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)"
+        return bench.sql(copy).seconds
+
+    alternate(bench, comparison, lambda: bench.copy_import(file), ours)
+    bench.sql("DROP TABLE bench_copy.users_changes")
+
+
+def alternate(bench: Bench, comparison: Comparison, reference: Callable[[], float], ours: Callable[[], float]) -> None:
+    """`repeats` runs of each side (seconds), alternating which goes first."""
+    for repeat in range(bench.config.repeats):
+        for side in ("reference", "ours") if repeat % 2 == 0 else ("ours", "reference"):
+            if side == "reference":
+                comparison.copy_s.append(reference())
+            else:
+                comparison.ours_s.append(ours())
+        print(
+            f"  {comparison.kind} {comparison.workload}: {comparison.reference} {comparison.copy_s[-1]:.2f}s, "
+            f"bulkflow {comparison.ours_s[-1]:.2f}s",
+            flush=True,
+        )
