@@ -63,7 +63,8 @@ def compare_partitioned_export(bench: Bench, comparison: Comparison, resource: s
 
     alternate(bench, comparison, reference, ours)
     shutil.rmtree(dataset, ignore_errors=True)
-    single.unlink(missing_ok=True)
+    for written in (single, dataset.with_name(f"{dataset.name}.manifest.json")):
+        written.unlink(missing_ok=True)
 
 
 def compare_change_column_cost(bench: Bench, comparison: Comparison, file: BenchFile) -> None:

@@ -192,15 +192,20 @@ def _export_file(request: ExportRequest, output: str, settings: Settings) -> Exp
 
 def _export_dataset(request: ExportRequest, output: str, settings: Settings) -> ExportManifest:
     """Write a partitioned export as a dataset in the directory `output` (new or empty, so
-    that it holds this export's files only), its manifest and deletes beside it."""
+    that it holds this export's files only), its manifest and deletes beside it. An export
+    that fails takes its files away again: no half dataset is left to be read as whole."""
     from bulkflow.errors import ParameterError
-    from files.storage import holds_files
+    from files.storage import holds_files, remove_tree
     from tasks.export_jobs import MANIFEST_SUFFIX, export_to_storage
 
     if holds_files(settings, output):
         raise ParameterError(f"{output} already holds files: a dataset goes to a new or empty directory")
-    with row_counter(enabled=stderr.is_terminal) as on_rows:
-        manifest = export_to_storage(request, output, settings, on_rows=on_rows)
+    try:
+        with row_counter(enabled=stderr.is_terminal) as on_rows:
+            manifest = export_to_storage(request, output, settings, on_rows=on_rows)
+    except BaseException:
+        remove_tree(settings, output)
+        raise
     stderr.print(f"manifest: {output}{MANIFEST_SUFFIX}", highlight=False, soft_wrap=True)
     return manifest
 

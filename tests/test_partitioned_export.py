@@ -5,6 +5,7 @@ file of an earlier attempt; a dataset of too many partitions is refused with not
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from decisions import partitions
+from files import writers
 from flows.export_flow import export_flow, nightly_export
 from schemas.reports import ExportManifest
 from tests.helpers import load_samples, sql, table
@@ -33,6 +35,13 @@ MANY_USERS = (
 def export(*options: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, ["export", *options])
     return result.exit_code, result.output
+
+
+def export_dataset(location: Path, partition_by: str, *options: str) -> str:
+    """`bulkflow export users -f parquet --partition-by ... -o location`: its output, once it succeeded."""
+    code, output = export("users", "-f", "parquet", "--partition-by", partition_by, *options, "-o", str(location))
+    assert code == 0, output
+    return output
 
 
 def manifest_of(location: Path) -> ExportManifest:
@@ -58,8 +67,7 @@ def test_a_dataset_by_day_read_back_is_the_table_row_for_row(tmp_path: Path) -> 
     load_samples()
     sql(MANY_USERS)
     location = tmp_path / "users"
-    code, output = export("users", "-f", "parquet", "--partition-by", "created_at:day", "-o", str(location))
-    assert code == 0, output
+    output = export_dataset(location, "created_at:day")
 
     back = read_back(location)
     expected = table("users")
@@ -85,10 +93,7 @@ def test_a_column_partition_keeps_the_column_and_escapes_its_values(tmp_path: Pa
     load_samples()
     sql("UPDATE users SET role = 'a/b=c %' WHERE id = 'usr_bob'")
     location = tmp_path / "by-role"
-    code, output = export(
-        "users", "-f", "parquet", "--partition-by", "role", "--where", "active=true", "-o", str(location)
-    )
-    assert code == 0, output
+    export_dataset(location, "role", "--where", "active=true")
     expected = table("users").filter(pl.col("active"))
     assert read_back(location).select(expected.columns).sort("id").equals(expected)
     assert sorted(p.name for p in location.iterdir()) == sorted(
@@ -102,18 +107,14 @@ def test_an_incremental_dataset_holds_the_changes_and_its_deletes_lie_beside_it(
     load_samples()
     sql(MANY_USERS)
     first = tmp_path / "full"
-    code, output = export("users", "-f", "parquet", "--partition-by", "created_at:month", "-o", str(first))
-    assert code == 0, output
+    export_dataset(first, "created_at:month")
     cursor = manifest_of(first).cursor
     assert cursor is not None
 
     sql("UPDATE users SET name = 'changed' WHERE id IN ('gen_10', 'gen_1500', 'usr_alice')")
     sql("DELETE FROM users WHERE id IN ('gen_11', 'gen_12')")
     changes = tmp_path / "changes"
-    code, output = export(
-        "users", "-f", "parquet", "--partition-by", "created_at:month", "--since", cursor, "-o", str(changes)
-    )
-    assert code == 0, output
+    export_dataset(changes, "created_at:month", "--since", cursor)
     changed = table("users").filter(pl.col("name") == "changed")
     assert read_back(changes).select(changed.columns).sort("id").equals(changed)
     assert len(list(changes.iterdir())) == 2  # only the months with changes (alice and gen_10 share one)
@@ -133,6 +134,23 @@ def test_a_dataset_of_too_many_partitions_is_refused_with_nothing_written(
     code, output = export("users", "-f", "parquet", "--partition-by", "email", "-o", str(location))
     assert code == 2 and "makes 6 directories, more than 3" in output
     assert not location.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_dataset_that_fails_half_way_is_taken_away(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_samples()
+    sql(MANY_USERS)
+    started = writers._Dataset._start
+
+    def disk_full_after_two_files(self: writers._Dataset, value: str | None) -> object:
+        if len(self.files) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return started(self, value)
+
+    monkeypatch.setattr(writers._Dataset, "_start", disk_full_after_two_files)
+    location = tmp_path / "users"
+    code, output = export("users", "-f", "parquet", "--partition-by", "created_at:day", "-o", str(location))
+    assert code != 0 and "No space left on device" in output and "Traceback" not in output
+    assert not location.exists() and not Path(f"{location}.manifest.json").exists()
 
 
 def test_a_job_s_re_run_leaves_no_file_of_an_earlier_attempt(tmp_path: Path) -> None:
