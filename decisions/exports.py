@@ -141,10 +141,7 @@ def export_sql(request: ExportRequest) -> tuple[str, dict[str, str]]:
     COPY, whereas a parameterised one is materialised whole in memory first.
     """
     conditions, values = _bound_conditions(request)
-    limit_setting = None
-    if request.limit is not None:
-        limit_setting = "bulkflow.limit"
-        values[limit_setting] = str(request.limit)
+    limit_setting = _bind_limit(request, values)
     sql = export_select(
         request.resource.name, request.fields, conditions, limit_setting, _snapshot(request), _partition_value(request)
     )
@@ -157,7 +154,8 @@ def partition_census(request: ExportRequest) -> tuple[str, dict[str, str]]:
     value = _partition_value(request)
     assert value is not None, "only a partitioned export has partitions"
     conditions, values = _bound_conditions(request)
-    return partition_census_sql(request.resource.name, conditions, _snapshot(request), value), values
+    limit_setting = _bind_limit(request, values)
+    return partition_census_sql(request.resource.name, conditions, _snapshot(request), value, limit_setting), values
 
 
 def _bound_conditions(request: ExportRequest) -> tuple[list[tuple[str, FilterOp, str, str]], dict[str, str]]:
@@ -169,6 +167,14 @@ def _bound_conditions(request: ExportRequest) -> tuple[list[tuple[str, FilterOp,
         conditions.append((condition.field, condition.op, name, pg_type))
         values[name] = _as_text(condition.value)
     return conditions, values
+
+
+def _bind_limit(request: ExportRequest, values: dict[str, str]) -> str | None:
+    """The setting the request's limit is read from (its value added to `values`), if any."""
+    if request.limit is None:
+        return None
+    values["bulkflow.limit"] = str(request.limit)
+    return "bulkflow.limit"
 
 
 def _snapshot(request: ExportRequest) -> str | None:

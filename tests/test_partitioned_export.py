@@ -103,6 +103,16 @@ def test_a_column_partition_keeps_the_column_and_escapes_its_values(tmp_path: Pa
         assert pl.read_parquet(part).columns == expected.columns
 
 
+def test_a_limited_dataset_holds_the_first_rows_by_id(tmp_path: Path) -> None:
+    load_samples()
+    sql(MANY_USERS)
+    location = tmp_path / "first"
+    output = export_dataset(location, "created_at:month", "--limit", "5")
+    first = [id for (id,) in sql("SELECT id FROM users ORDER BY id LIMIT 5")]
+    assert sorted(read_back(location)["id"]) == sorted(first)
+    assert manifest_of(location).cursor is None and "cursor:" not in output  # a limit gives no cursor
+
+
 def test_an_incremental_dataset_holds_the_changes_and_its_deletes_lie_beside_it(tmp_path: Path) -> None:
     load_samples()
     sql(MANY_USERS)

@@ -116,6 +116,11 @@ def test_the_rows_come_ordered_by_partition_value_then_id() -> None:
         "WHERE \"role\" = current_setting('bulkflow.filter_1')::text "
         'ORDER BY "_bulkflow_partition", "id"'
     )
+    limited = sql.export_select("users", ["id"], [], "bulkflow.limit", None, value)
+    assert limited == (  # the first rows by id, then ordered by partition
+        f'SELECT "id", {value} AS "_bulkflow_partition" FROM (SELECT * FROM "users" ORDER BY "id" '
+        'LIMIT current_setting(\'bulkflow.limit\')::bigint) AS "users" ORDER BY "_bulkflow_partition", "id"'
+    )
     census = sql.partition_census_sql("users", [], "10:12:11", value)
     assert census.startswith("SELECT count(*), coalesce(max(longest), 0) FROM (SELECT max(octet_length(")
     assert f"GROUP BY {value}) AS partitions" in census and "pg_visible_in_snapshot" in census
