@@ -53,6 +53,10 @@ class _MeteredSink(io.RawIOBase):
             self.hash.update(data)
         return len(data)
 
+    def written(self, rows: int) -> Written:
+        """What went through: `rows`, the bytes counted and their sha256 (when hashed)."""
+        return Written(rows, self.bytes, self.hash.hexdigest() if self.hash is not None else None)
+
 
 def write_batches(
     request: ExportRequest,
@@ -110,7 +114,7 @@ def _counted(
         rows += height
         if on_rows is not None:
             on_rows(rows)
-    return Written(rows, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None)
+    return metered.written(rows)
 
 
 def write_deletes(format: str, gone: pl.DataFrame, sink: IO[bytes], *, digest: bool = False) -> Written:
@@ -121,7 +125,7 @@ def write_deletes(format: str, gone: pl.DataFrame, sink: IO[bytes], *, digest: b
         _csv_text(gone).write_csv(binary(metered), datetime_format=_UTC_TIMESTAMP_TEXT)
     else:
         gone.write_parquet(binary(metered))
-    return Written(gone.height, metered.bytes, metered.hash.hexdigest() if metered.hash is not None else None)
+    return metered.written(gone.height)
 
 
 PartOpener = Callable[[str], AbstractContextManager[IO[bytes]]]
@@ -169,6 +173,8 @@ def _runs_of_values(frame: pl.DataFrame) -> Iterator[tuple[str | None, pl.DataFr
 
 class _OpenPart(NamedTuple):
     value: str | None
+    number: int
+    """The part's place among its partition's files (`part-0000`, `part-0001`...)."""
     path: str
     file: ExitStack
     sink: _MeteredSink
@@ -181,7 +187,6 @@ class _Dataset:
     def __init__(self, request: ExportRequest, partitioning: Partitioning, open_part: PartOpener, digest: bool) -> None:
         self.request, self.partitioning, self.open_part, self.digest = request, partitioning, open_part, digest
         self.files: list[tuple[str, Written]] = []
-        self.parts_of: dict[str | None, int] = {}
         self.part: _OpenPart | None = None
         self.rows_in_part = 0
 
@@ -189,30 +194,30 @@ class _Dataset:
         """Add rows of the partition `value` (after those of any other value written)."""
         while frame.height:
             if self.part is None or self.part.value != value or self.rows_in_part >= ROWS_PER_FILE:
-                self._close()
-                self.part = self._start(value)
+                self.part = self._start(value, after=self._close())
             room = ROWS_PER_FILE - self.rows_in_part
             self.part.writer.write(frame.head(room))
             self.rows_in_part += min(room, frame.height)
             frame = frame.slice(room)
 
-    def _start(self, value: str | None) -> _OpenPart:
-        index = self.parts_of.get(value, 0)
-        self.parts_of[value] = index + 1
-        path = self.partitioning.part(value, index)
+    def _start(self, value: str | None, after: _OpenPart | None) -> _OpenPart:
+        """Open the next file of `value`'s rows, `after` the file just closed."""
+        # The rows come ordered by value: a value's next part follows its last, or it is new.
+        number = after.number + 1 if after is not None and after.value == value else 0
+        path = self.partitioning.part(value, number)
         file = ExitStack()
         sink = _MeteredSink(file.enter_context(self.open_part(path)), self.digest)
         self.rows_in_part = 0
-        return _OpenPart(value, path, file, sink, _ParquetWriter(sink, self.request))
+        return _OpenPart(value, number, path, file, sink, _ParquetWriter(sink, self.request))
 
-    def _close(self) -> None:
+    def _close(self) -> _OpenPart | None:
+        """Finish the open file, if any, and list it; the file closed."""
         part, self.part = self.part, None
-        if part is None:
-            return
-        part.writer.close()
-        part.file.close()
-        digest = part.sink.hash.hexdigest() if part.sink.hash else None
-        self.files.append((part.path, Written(self.rows_in_part, part.sink.bytes, digest)))
+        if part is not None:
+            part.writer.close()
+            part.file.close()
+            self.files.append((part.path, part.sink.written(self.rows_in_part)))
+        return part
 
     def __enter__(self) -> _Dataset:
         return self

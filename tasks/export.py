@@ -121,7 +121,8 @@ class OpenExport:
             with _read_in_pieces(cur, request, pieces, connections, self.settings) as encoded:
                 written = write_encoded(request, encoded, sink, digest=digest, on_rows=on_rows)
         tombstones = sum(frame.height for frame in gone)
-        return self._stats(written.rows - tombstones, written, connections, self._write_deletes(deletes, digest))
+        deletes_file = self._write_deletes(deletes, digest)
+        return self._stats(written.rows - tombstones, written, connections, deletes_file, tombstones)
 
     def write_dataset(
         self,
@@ -158,15 +159,17 @@ class OpenExport:
             return None
         return write_deletes(self.request.format, _gone(self.cur, self.request), deletes, digest=digest)
 
-    def _stats(self, rows: int, written: Written, connections: int, deletes_file: Written | None) -> ExportStats:
-        deleted = deletes_file.rows if deletes_file else written.rows - rows
+    def _stats(
+        self, rows: int, written: Written, connections: int, deletes_file: Written | None, tombstones: int = 0
+    ) -> ExportStats:
+        """The export's stats: `rows` of `written`, the deletes in their file or as `tombstones`."""
         return ExportStats(
             rows,
             written.bytes,
             round(time.perf_counter() - self.started, 3),
             written.sha256,
             connections,
-            deleted,
+            deletes_file.rows if deletes_file else tombstones,
             deletes_file,
             self.cursor,
         )

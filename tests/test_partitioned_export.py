@@ -151,10 +151,10 @@ def test_a_dataset_that_fails_half_way_is_taken_away(tmp_path: Path, monkeypatch
     sql(MANY_USERS)
     started = writers._Dataset._start
 
-    def disk_full_after_two_files(self: writers._Dataset, value: str | None) -> object:
+    def disk_full_after_two_files(self: writers._Dataset, value: str | None, after: writers._OpenPart | None) -> object:
         if len(self.files) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return started(self, value)
+        return started(self, value, after)
 
     monkeypatch.setattr(writers._Dataset, "_start", disk_full_after_two_files)
     location = tmp_path / "users"
