@@ -58,7 +58,11 @@ def summarise(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
         "memory": memory,
         "memory_growth": _memory_growth(by_rows),
         "time_per_row_growth": round(per_row[largest] / per_row[1_000_000], 3) if 1_000_000 in per_row else None,
-        "fixed_cost": fixed | {"ratio": round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3)},
+        "fixed_cost": fixed
+        | {
+            "ratio": round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3),
+            "floor_ratio": round(fixed["floor_s"] / fixed["import_prefect_s"], 3),
+        },
         "partner_over_plain": _partner_over_plain(comparisons),
         "api_uploads": outcome.get("api_uploads", []),
     }
@@ -132,7 +136,9 @@ def markdown(summary: dict[str, Any]) -> str:
     fixed = summary["fixed_cost"]
     lines.append(
         f'Fixed cost: a 10-row import {fixed["ten_rows_s"]:.2f} s, `python -c "import prefect"` '
-        f"{fixed['import_prefect_s']:.2f} s: {fixed['ratio']:.2f}x (target ≤ 1.5x)."
+        f"{fixed['import_prefect_s']:.2f} s: {fixed['ratio']:.2f}x (target ≤ 1.5x). The floor under it "
+        f"(`python -m bench.floor`: the same libraries, one empty flow run, one connection) "
+        f"{fixed['floor_s']:.2f} s: {fixed['floor_ratio']:.2f}x."
     )
     return "\n".join(lines) + "\n"
 

@@ -8,12 +8,14 @@ keys, unique indexes, foreign keys), so both sides pay for the same index mainte
 
 from __future__ import annotations
 
+import compileall
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -194,13 +196,20 @@ class Bench:
 
     def fixed_cost(self) -> dict[str, float]:
         """What an import costs whatever its size: a 10-row users file, against the time of
-        `python -c "import prefect"` measured alternately in the same run (medians)."""
+        `python -c "import prefect"` and the floor under both (`bench.floor`: the stack's
+        libraries and one empty flow run), measured alternately in the same run (medians)."""
         file = self.prepare("users", 10)
-        prefect_s, ours_s = [], []
+        floor = [sys.executable, "-m", "bench.floor", embedded_url(self.env["BULKFLOW_HOME"])]
+        prefect_s, floor_s, ours_s = [], [], []
         for _ in range(self.config.repeats):
             prefect_s.append(measure([sys.executable, "-c", "import prefect"], self.env).seconds)
+            floor_s.append(measure(floor, self.env).seconds)
             ours_s.append(self.our_import(file).seconds)
-        return {"import_prefect_s": statistics.median(prefect_s), "ten_rows_s": statistics.median(ours_s)}
+        return {
+            "import_prefect_s": statistics.median(prefect_s),
+            "floor_s": statistics.median(floor_s),
+            "ten_rows_s": statistics.median(ours_s),
+        }
 
     # -- exports -------------------------------------------------------------------------------
     def compare_export(
@@ -244,6 +253,7 @@ def landing_workload(files: int) -> str:
 
 def run(config: BenchConfig) -> dict[str, object]:
     """The whole benchmark; returns the results (also written by `bench.report`)."""
+    compile_bytecode()
     with prefect_server(config) as api_url:
         bench = Bench(config, api_url)
         n = config.rows
@@ -312,6 +322,19 @@ def run(config: BenchConfig) -> dict[str, object]:
         "api_uploads": uploads,
         "postgres": version,
     }
+
+
+def compile_bytecode() -> None:
+    """Compile bulkflow's modules as `pip install` compiles a wheel's, so that every measured
+    command loads them compiled, as an installed bulkflow does, even where the environment
+    says PYTHONDONTWRITEBYTECODE (then every command would compile them again: 0.1 s each)."""
+    root = Path(__file__).resolve().parent.parent
+    project = root / "pyproject.toml"
+    if not project.exists():  # an installed bulkflow: pip compiled it
+        return
+    packages = tomllib.loads(project.read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    for package in packages:
+        compileall.compile_dir(root / package, quiet=1)
 
 
 def export_copy_sql(resource: str, fmt: str) -> str:

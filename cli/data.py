@@ -14,6 +14,7 @@ import typer
 from bulkflow.console import quiet_tracebacks
 from bulkflow.settings import Settings
 from cli.output import errors_as_exit, print_report, progress_bar, row_counter, send_pending_events_at_exit, stderr
+from cli.startup import modules_loaded
 from decisions.partitions import PARTITION_BY_HELP
 from schemas.parameters import ImportOptions, OnBudget, OnDrift, WriteMode
 from schemas.reports import ImportReport
@@ -170,6 +171,7 @@ def _export_file(request: ExportRequest, output: str, settings: Settings) -> Exp
     from files.storage import open_file
     from tasks.export import open_export
 
+    modules_loaded()
     with ExitStack() as files, open_export(request, settings) as export:
         deletes = None
         if request.deletes_apart:
@@ -198,6 +200,7 @@ def _export_dataset(request: ExportRequest, output: str, settings: Settings) -> 
     from files.storage import holds_files, remove_tree
     from tasks.export_jobs import MANIFEST_SUFFIX, export_to_storage
 
+    modules_loaded()
     if holds_files(settings, output):
         raise ParameterError(f"{output} already holds files: a dataset goes to a new or empty directory")
     try:
@@ -343,6 +346,7 @@ def run_import(
     from tasks.prefect_defaults import own_heartbeat_only
     from tasks.run_labels import run_tags
 
+    modules_loaded()
     with errors_as_exit(json_report):  # fail fast, before a flow run exists, on what is cheap to check
         Settings()  # the flow reads them again; a bad variable is named here, before a run exists
         get_resource(resource)

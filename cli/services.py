@@ -16,6 +16,7 @@ from bulkflow.errors import TerminalError
 from bulkflow.settings import Settings
 from cli.data import REPOSITORY
 from cli.output import errors_as_exit, stderr
+from cli.startup import modules_loaded
 
 
 def serve_command() -> None:
@@ -29,6 +30,7 @@ def serve_command() -> None:
     from deployments.landing_watch import watch
     from tasks.prefect_defaults import prompt_runner
 
+    modules_loaded()
     with errors_as_exit():
         settings = Settings()
         deployments = all_deployments(settings)
@@ -107,6 +109,7 @@ def watch_command() -> None:
     BULKFLOW_LANDING_INTERVAL seconds. `bulkflow serve` does this itself."""
     from deployments.landing_watch import watch
 
+    modules_loaded()
     with errors_as_exit():
         settings = Settings()
         _announce_landing(settings)
@@ -123,6 +126,7 @@ def api_command(
 
     from api.app import create_app
 
+    modules_loaded()
     with errors_as_exit():
         settings = Settings()
         app = create_app(settings)
@@ -154,6 +158,7 @@ def bench_command(
     from bench.report import write
     from bench.run import BenchConfig, run
 
+    modules_loaded()
     config = BenchConfig(
         rows=rows,
         repeats=repeats,

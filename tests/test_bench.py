@@ -68,6 +68,8 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
     assert [(sent["uploads"], sent["accepted"]) for sent in saved["api_uploads"]] == [(3, 3), (6, 6)]
     assert "API under load: 3 uploads" in table
     fixed = saved["fixed_cost"]
-    assert fixed["ten_rows_s"] > 0 and fixed["import_prefect_s"] > 0
+    assert fixed["ten_rows_s"] > 0 and fixed["import_prefect_s"] > 0 and fixed["floor_s"] > 0
     assert fixed["ratio"] == round(fixed["ten_rows_s"] / fixed["import_prefect_s"], 3)
+    assert fixed["floor_ratio"] == round(fixed["floor_s"] / fixed["import_prefect_s"], 3)
+    assert "The floor under it" in table
     assert summary["chart"] == (tmp_path / "results" / "chart.png").exists()
