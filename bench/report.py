@@ -44,7 +44,12 @@ def summarise(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
     fixed = outcome["fixed_cost"]
     return {
         "machine": machine(outcome["postgres"]),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(config).items()
+            if k != "prefect_database_url"  # it may hold a password
+        },
+        "prefect_database": _prefect_database(config),
         "comparisons": [
             asdict(c)
             | {
@@ -66,6 +71,15 @@ def summarise(config: BenchConfig, outcome: dict[str, Any]) -> dict[str, Any]:
         "partner_over_plain": _partner_over_plain(comparisons),
         "api_uploads": outcome.get("api_uploads", []),
     }
+
+
+def _prefect_database(config: BenchConfig) -> str:
+    """What the Prefect server the commands talk to stores its runs in."""
+    if config.prefect_api_url:
+        return f"the server at {config.prefect_api_url}"
+    if config.prefect_database_url:
+        return config.prefect_database_url.split(":", 1)[0].split("+", 1)[0]
+    return "sqlite"
 
 
 def _memory_growth(by_rows: dict[int, float]) -> list[dict[str, float]]:
@@ -91,7 +105,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['postgres']} on the same machine; "
         f"Python {m['python']}; {m['date']}. Medians of {summary['config']['repeats']} alternating runs. "
-        "bulkflow = the whole `bulkflow` command (Python start-up included) against a running Prefect server; "
+        "bulkflow = the whole `bulkflow` command (Python start-up included) against a running Prefect server "
+        f"(its database: {summary.get('prefect_database', 'sqlite')}); "
         "ratio = bulkflow throughput / the reference's (COPY unless said).",
         "",
         "| workload | rows | reference (s) | bulkflow (s) | ratio | target | bulkflow peak RSS (MB) |",

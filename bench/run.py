@@ -49,6 +49,10 @@ class BenchConfig:
     workdir: Path = Path(".bulkflow-bench")
     results: Path = Path("bench/results")
     prefect_api_url: str | None = None
+    prefect_database_url: str | None = None
+    """The database of the benchmark's own Prefect server (SQLAlchemy URL); None: SQLite,
+    Prefect's default. On SQLite, writes that meet answer 503 "database is locked" and the
+    client waits 2 s before it tries again; Prefect runs on PostgreSQL in production."""
 
 
 @dataclass
@@ -385,6 +389,8 @@ def prefect_server(config: BenchConfig) -> Iterator[str]:
         "PREFECT_HOME": str((config.workdir / "prefect").resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+    if config.prefect_database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = config.prefect_database_url
     log = open(config.workdir / "prefect-server.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

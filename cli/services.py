@@ -153,6 +153,14 @@ def bench_command(
             help="a running Prefect API (default: start one)",
         ),
     ] = None,
+    prefect_database_url: Annotated[
+        Optional[str],
+        typer.Option(
+            "--prefect-database-url",
+            envvar="BULKFLOW_BENCH_PREFECT_DATABASE_URL",
+            help="the database of the Prefect server it starts, e.g. postgresql+asyncpg://... (default: SQLite)",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark imports and exports against PostgreSQL's own COPY (own database, own Prefect server)."""
     from bench.report import write
@@ -166,6 +174,7 @@ def bench_command(
         workdir=workdir,
         results=results,
         prefect_api_url=prefect_api_url,
+        prefect_database_url=prefect_database_url,
     )
     workdir.mkdir(parents=True, exist_ok=True)
     summary = write(config, run(config))
