@@ -7,13 +7,12 @@ the change column (its default and index) costs a first load, COPY against COPY.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
 
 from bench.data import BenchFile, header
-from bench.measure import measure
+from bench.measure import alternate, measure
 
 if TYPE_CHECKING:
     from bench.run import Bench, Comparison
@@ -34,7 +33,7 @@ def compare_incremental_export(bench: Bench, comparison: Comparison, base: str, 
     )
     sink = bench.files / "incremental.ndjson"
 
-    def ours() -> float:
+    def ours(repeat: int) -> float:
         seconds = measure(["curl", "-sSf", "-o", str(sink), f"{full}&since={cursor}"], bench.env).seconds
         if (lines := sink.read_bytes().count(b"\n")) != changed:
             raise RuntimeError(f"incremental export of {resource}: {lines:,} rows, not the {changed:,} changed")
@@ -43,7 +42,7 @@ def compare_incremental_export(bench: Bench, comparison: Comparison, base: str, 
     def reference() -> float:
         return measure(["curl", "-sSf", "-o", str(sink), full], bench.env).seconds
 
-    alternate(bench, comparison, reference, ours)
+    alternate(bench.config.repeats, comparison, reference, ours)
     sink.unlink(missing_ok=True)
 
 
@@ -52,7 +51,7 @@ def compare_partitioned_export(bench: Bench, comparison: Comparison, resource: s
     same rows to one Parquet file."""
     dataset, single = bench.files / "dataset", bench.files / "export.parquet"
 
-    def ours() -> float:
+    def ours(repeat: int) -> float:
         shutil.rmtree(dataset, ignore_errors=True)
         run = bench.bulkflow("export", resource, "-f", "parquet", "--partition-by", partition_by, "-o", str(dataset))
         comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
@@ -61,7 +60,7 @@ def compare_partitioned_export(bench: Bench, comparison: Comparison, resource: s
     def reference() -> float:
         return bench.bulkflow("export", resource, "-f", "parquet", "-o", str(single)).seconds
 
-    alternate(bench, comparison, reference, ours)
+    alternate(bench.config.repeats, comparison, reference, ours)
     shutil.rmtree(dataset, ignore_errors=True)
     for written in (single, dataset.with_name(f"{dataset.name}.manifest.json")):
         written.unlink(missing_ok=True)
@@ -77,25 +76,10 @@ def compare_change_column_cost(bench: Bench, comparison: Comparison, file: Bench
     )
     columns = ",".join(header(file.copy))
 
-    def ours() -> float:
+    def ours(repeat: int) -> float:
         bench.sql("TRUNCATE bench_copy.users_changes; CHECKPOINT")
         copy = f"\\copy bench_copy.users_changes ({columns}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)"
         return bench.sql(copy).seconds
 
-    alternate(bench, comparison, lambda: bench.copy_import(file), ours)
+    alternate(bench.config.repeats, comparison, lambda: bench.copy_import(file), ours)
     bench.sql("DROP TABLE bench_copy.users_changes")
-
-
-def alternate(bench: Bench, comparison: Comparison, reference: Callable[[], float], ours: Callable[[], float]) -> None:
-    """`repeats` runs of each side (seconds), alternating which goes first."""
-    for repeat in range(bench.config.repeats):
-        for side in ("reference", "ours") if repeat % 2 == 0 else ("ours", "reference"):
-            if side == "reference":
-                comparison.copy_s.append(reference())
-            else:
-                comparison.ours_s.append(ours())
-        print(
-            f"  {comparison.kind} {comparison.workload}: {comparison.reference} {comparison.copy_s[-1]:.2f}s, "
-            f"bulkflow {comparison.ours_s[-1]:.2f}s",
-            flush=True,
-        )

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from bench.measure import alternate
 from files.generate import BROKEN_RULE, GeneratorSpec, generate
 
 if TYPE_CHECKING:
@@ -48,18 +49,12 @@ def compare_landing(bench: Bench, comparison: Comparison, files: list[Path]) -> 
     folder of a running `bulkflow serve`."""
     landing = bench.config.workdir / "landing"
     with serving(bench, landing):
-        for repeat in range(bench.config.repeats):
-            sides = ("reference", "ours") if repeat % 2 == 0 else ("ours", "reference")
-            for side in sides:
-                if side == "reference":
-                    comparison.copy_s.append(_sequential_imports(bench, files))
-                else:
-                    comparison.ours_s.append(_landed(bench, landing, files))
-            print(
-                f"  landing {len(files)} files: {comparison.copy_s[-1]:.2f}s sequential commands, "
-                f"{comparison.ours_s[-1]:.2f}s landed",
-                flush=True,
-            )
+        alternate(
+            bench.config.repeats,
+            comparison,
+            lambda: _sequential_imports(bench, files),
+            lambda repeat: _landed(bench, landing, files),
+        )
 
 
 def _sequential_imports(bench: Bench, files: list[Path]) -> float:

@@ -1,4 +1,5 @@
-"""Running one measured command: wall time and peak resident memory from the OS.
+"""Running one measured command: wall time and peak resident memory from the OS; and
+running both sides of a comparison, alternately.
 
 The command is started by a small helper process (`python -m bench.measure`), not by the
 benchmark itself: on Linux a child's peak RSS starts from the high-water mark of the
@@ -15,8 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.run import Comparison
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,24 @@ def measure(command: list[str], env: dict[str, str], stdout_to: Path | None = No
             out.seek(0)
             text = out.read().decode()
     return Measurement(result["seconds"], result["maxrss_kb"] / 1024, text)
+
+
+def alternate(
+    repeats: int, comparison: Comparison, reference: Callable[[], float], ours: Callable[[int], float]
+) -> None:
+    """`repeats` runs of each side, their seconds added to `comparison`, alternating which
+    goes first; `ours(repeat)` may make each repeat its own (an idempotency key, say)."""
+    for repeat in range(repeats):
+        for side in ("reference", "ours") if repeat % 2 == 0 else ("ours", "reference"):
+            if side == "reference":
+                comparison.copy_s.append(reference())
+            else:
+                comparison.ours_s.append(ours(repeat))
+        print(
+            f"  {comparison.kind} {comparison.workload}: {comparison.reference} {comparison.copy_s[-1]:.2f}s, "
+            f"bulkflow {comparison.ours_s[-1]:.2f}s",
+            flush=True,
+        )
 
 
 def _run_and_report(figures: str, command: list[str]) -> int:

@@ -27,7 +27,7 @@ from bench.api_load import api_server, compare_api_export, concurrent_uploads
 from bench.data import PARTNER_PROFILE, BenchFile, header, partner_variant, prepare, upsert_variant
 from bench.exports import compare_change_column_cost, compare_incremental_export, compare_partitioned_export
 from bench.landing import compare_landing, small_files
-from bench.measure import Measurement, measure
+from bench.measure import Measurement, alternate, measure
 from bulkflow.embedded import embedded_url
 from schemas import RESOURCES
 from schemas.reports import ImportReport
@@ -183,20 +183,17 @@ class Bench:
         """`repeats` runs of each side, alternating which goes first; every row of our side
         must be accounted for: `accepted` (inserted, say) or rejected. The reference is
         `\\copy` of the file into the empty table unless given."""
-        for repeat in range(self.config.repeats):
-            sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
-            for side in sides:
-                if side == "copy":
-                    comparison.copy_s.append(reference() if reference else self.copy_import(file))
-                    continue
-                run = ours(repeat)
-                report = ImportReport.model_validate_json(run.stdout)
-                if accepted(report) + report.rejected != file.rows:
-                    raise RuntimeError(f"{comparison.workload}: not every row was accounted for: {report}")
-                comparison.ours_s.append(run.seconds)
-                comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
-                comparison.ours_in_flow_s.append(report.duration_s)
-            _progress(comparison)
+
+        def our_side(repeat: int) -> float:
+            run = ours(repeat)
+            report = ImportReport.model_validate_json(run.stdout)
+            if accepted(report) + report.rejected != file.rows:
+                raise RuntimeError(f"{comparison.workload}: not every row was accounted for: {report}")
+            comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
+            comparison.ours_in_flow_s.append(report.duration_s)
+            return run.seconds
+
+        alternate(self.config.repeats, comparison, reference or (lambda: self.copy_import(file)), our_side)
 
     def fixed_cost(self) -> dict[str, float]:
         """What an import costs whatever its size: a 10-row users file, against the time of
@@ -226,19 +223,15 @@ class Bench:
             raise RuntimeError(f"export {resource}: the table holds {held:,} rows, not {comparison.rows:,}")
         copy_sql = export_copy_sql(resource, fmt)
         sink = self.files / f"export.{fmt}"
-        for repeat in range(self.config.repeats):
-            sides = ("copy", "ours") if repeat % 2 == 0 else ("ours", "copy")
-            for side in sides:
-                if side == "copy":
-                    comparison.copy_s.append(self.sql(copy_sql, stdout_to=sink).seconds)
-                else:
-                    run = (
-                        through(sink) if through else self.bulkflow("export", resource, "--format", fmt, stdout_to=sink)
-                    )
-                    comparison.ours_s.append(run.seconds)
-                    if through is None:
-                        comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
-            _progress(comparison)
+
+        def our_side(repeat: int) -> float:
+            if through is not None:
+                return through(sink).seconds
+            run = self.bulkflow("export", resource, "--format", fmt, stdout_to=sink)
+            comparison.ours_peak_rss_mb.append(run.peak_rss_mb)
+            return run.seconds
+
+        alternate(self.config.repeats, comparison, lambda: self.sql(copy_sql, stdout_to=sink).seconds, our_side)
         sink.unlink(missing_ok=True)
 
 
@@ -368,14 +361,6 @@ def _memory_runs(bench: Bench, main_users: Comparison) -> list[dict[str, float]]
         points.append({"rows": rows, "copy_s": copy_s, "ours_s": ours_s, "peak_rss_mb": peak})
         print(f"  memory {rows:>9,} rows: peak RSS {peak:.0f} MB, {rows / ours_s:,.0f} rows/s", flush=True)
     return points
-
-
-def _progress(comparison: Comparison) -> None:
-    print(
-        f"  {comparison.kind} {comparison.workload}: COPY {comparison.copy_s[-1]:.2f}s, "
-        f"bulkflow {comparison.ours_s[-1]:.2f}s",
-        flush=True,
-    )
 
 
 @contextmanager
