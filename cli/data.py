@@ -270,6 +270,7 @@ def rejects_command(
     from tasks.jobs import iter_rejects
     from tasks.replay import rejected_job, write_rejected
 
+    modules_loaded()
     with errors_as_exit():
         settings = Settings()
         job_key = rejected_job(settings, run)
@@ -324,6 +325,7 @@ def generate_command(
     """Write a synthetic file (valid rows plus a share of invalid ones) for tests and benchmarks."""
     from files.generate import GeneratorSpec, write_file
 
+    modules_loaded()
     with errors_as_exit():
         spec = GeneratorSpec(resource, rows, invalid_share, seed, users, articles)
         write_file(spec, output)

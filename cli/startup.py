@@ -5,8 +5,9 @@ next to no garbage, and each full pass of the collector walks all of them: about
 1.3 s start (a 10-row import measured with and without). The `bulkflow` command pauses the
 collector while it loads, then turns it back on with those objects frozen out of its passes
 (`gc.freeze`), so a long import or a server pays nothing for them afterwards either.
-Every command that runs long or over many rows (import, export, serve, watch, api, bench)
-calls `modules_loaded`; the short ones (db, history, rejects, profiles...) end paused.
+Every command that runs long or over many rows (import, export, rejects, generate, serve,
+watch, api, bench) calls `modules_loaded`; the short ones (db, history, profiles...) end
+paused.
 """
 
 from __future__ import annotations
