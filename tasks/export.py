@@ -139,8 +139,7 @@ class OpenExport:
         request, cur = self.request, self.cur
         partitioning = request.partitioning
         assert partitioning is not None, "only a partitioned export writes a dataset"
-        if request.deletes_apart and deletes is None:
-            refuse_one_stream(request)
+        assert deletes is not None or not request.deletes_apart, "an incremental dataset's deletes need a file"
         census, values = partition_census(request)
         _bind(cur, values)
         cur.execute(census)
