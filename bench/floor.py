@@ -3,8 +3,8 @@ it does any work of its own.
 
 `python -m bench.floor DATABASE_URL` loads the libraries an import runs on (Prefect, polars,
 pyarrow, the PostgreSQL driver, pandera) with the collector paused as the `bulkflow` command
-does, runs one flow with one parameter (Prefect serialises parameters with FastAPI's encoder,
-which loads FastAPI) and the same heartbeat setting, opens one connection and runs
+does, runs one flow with one parameter (declared as bulkflow declares its flows, so that its
+parameters are serialised the same way) and the same heartbeat setting, opens one connection and runs
 `SELECT 1`, and ends the way the command ends. The benchmark times it beside a 10-row import
 and `python -c "import prefect"`: the import's cost above this line is bulkflow's own.
 """
@@ -21,9 +21,8 @@ import adbc_driver_postgresql.dbapi as adbc  # noqa: E402
 import pandera.polars  # noqa: E402, F401
 import polars  # noqa: E402, F401
 import pyarrow  # noqa: E402, F401
-from prefect import flow  # noqa: E402
 
-from tasks.prefect_defaults import own_heartbeat_only  # noqa: E402
+from tasks.prefect_defaults import flow, own_heartbeat_only  # noqa: E402
 
 gc.freeze()
 gc.enable()

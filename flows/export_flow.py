@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import cast
 
-from prefect import flow, tags
+from prefect import tags
 from prefect.logging import get_run_logger
 from prefect.runtime import deployment, flow_run
 
@@ -20,6 +20,7 @@ from schemas.reports import ExportManifest
 from schemas.resource import RuleContext
 from tasks import events
 from tasks.export_jobs import prune_kept_history, publish_export, record_export_failure, resume_from, write_export
+from tasks.prefect_defaults import flow
 from tasks.run_labels import VIA_PREFIX, export_run_name, label_run
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from itertools import chain, islice
 from typing import Any, TypeVar
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -46,6 +46,7 @@ from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, table_slot
 from tasks.load import apply_chunk, load_chunk
 from tasks.on_workers import check_span, load_span
+from tasks.prefect_defaults import flow
 from tasks.profiles import with_profile
 from tasks.replay import replay_source
 from tasks.report import ImportProgress, publish_report
@@ -67,7 +68,7 @@ def _run_name() -> str:
     name="import",
     flow_run_name=_run_name,
     # Threads start on demand; the chunk pipeline bounds how many run at once (load_workers).
-    task_runner=_THREADS,  # type: ignore[arg-type]  # Prefect's TaskRunner generic is invariant in its future type
+    task_runner=_THREADS,
     validate_parameters=True,
     persist_result=True,
     result_serializer="json",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect import flow, get_run_logger, tags
+from prefect import get_run_logger, tags
 from prefect.client.schemas.objects import State
 
 from bulkflow.console import quiet_tracebacks
@@ -28,7 +28,7 @@ from tasks.landing import (
     record_outcome,
     start_import,
 )
-from tasks.prefect_defaults import own_heartbeat_only
+from tasks.prefect_defaults import flow, own_heartbeat_only
 from tasks.report import LandingSummary
 from tasks.run_labels import label_run, landing_run_name, run_tags
 from tasks.runs import wait_for_run
