@@ -42,6 +42,7 @@ def stop_embedded(settings: Settings) -> bool:
     if not settings.embedded or not (data_dir / "postmaster.pid").exists():
         return False
     _pool.clear()
+    _sessions.clear()
     stop_server(data_dir)
     embedded_url.cache_clear()
     _migrated.clear()
@@ -76,6 +77,10 @@ class _Pool:
         except Exception:  # noqa: BLE001 - a broken connection is simply not reused
             close_quietly(conn)
             return
+        self.keep(url, conn)
+
+    def keep(self, url: str, conn: Connection) -> None:
+        """Keep a connection that holds nothing, unless enough are kept (then close it)."""
         with self.lock:
             stack = self.idle.setdefault(url, [])
             if len(stack) < self.size:
@@ -100,13 +105,47 @@ def close_quietly(conn: Connection) -> None:
 
 
 _pool = _Pool()
+_sessions = _Pool(size=2)
+"""Sessions ended with `end_session`: a landing pick-up's imports take a write slot each,
+one after the other, and a new session cost each of them 30 ms."""
 
 
-def open_session(settings: Settings) -> Connection:
-    """A connection of the caller's own, outside the pool, in autocommit: for a session that
-    lives as long as what it holds (an advisory lock). DatabaseUnavailable when unreachable."""
-    conn = _open(database_url(settings))
-    conn.adbc_connection.set_autocommit(True)
+def open_session(settings: Settings, name: str) -> Connection:
+    """A connection of the caller's own, outside the pool, in autocommit, called `name`
+    (`application_name`): for a session that lives as long as what it holds (an advisory
+    lock). One ended earlier (`end_session`) is reused. DatabaseUnavailable when unreachable."""
+    url = database_url(settings)
+    kept = _sessions.take(url)
+    if kept is not None:
+        try:
+            return _named(kept, name)
+        except Exception:  # noqa: BLE001 - the server went away since: every kept session is dead
+            close_quietly(kept)
+            _sessions.clear()
+    conn = _open(url)
+    try:
+        conn.adbc_connection.set_autocommit(True)
+        return _named(conn, name)
+    except BaseException:
+        close_quietly(conn)
+        raise
+
+
+def end_session(settings: Settings, conn: Connection) -> None:
+    """Keep a session of `open_session` for the next one, once it holds nothing (every
+    advisory lock released); close it when that fails."""
+    try:
+        with translated(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock_all()")
+    except Exception:  # noqa: BLE001 - a session that cannot be cleared is closed, which clears it
+        close_quietly(conn)
+        return
+    _sessions.keep(database_url(settings), conn)
+
+
+def _named(conn: Connection, name: str) -> Connection:
+    with translated(), conn.cursor() as cur:
+        cur.execute("SELECT set_config('application_name', $1, false)", parameters=(name,))
     return conn
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bulkflow.db import Connection, Cursor, close_quietly, fetch_one, open_session, translated
+from bulkflow.db import Connection, Cursor, close_quietly, end_session, fetch_one, open_session, translated
 from bulkflow.errors import RetryableError, is_retryable
 from bulkflow.settings import Settings
 
@@ -98,13 +98,14 @@ class WriteSlot:
             with translated(), conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock($1::int, $2::int)", parameters=(self.claim.key, self.slot))
         except Exception as lost:  # noqa: BLE001 - a session already gone has freed its slot with it
+            close_quietly(conn)
             if not is_retryable(lost):
                 raise
-        finally:
-            close_quietly(conn)
+            return
+        end_session(self.settings, conn)
 
     def _acquire(self, *, first: bool) -> None:
-        conn = _session(self.settings, self.claim.holder)
+        conn = open_session(self.settings, self.claim.holder)  # named for the chunks' check
         try:
             with translated():
                 self.slot = _wait_for_slot(
@@ -150,18 +151,6 @@ class WriteSlot:
                 if not is_retryable(away):
                     raise
                 self._stop.wait(POLL_S)
-
-
-def _session(settings: Settings, holder: str) -> Connection:
-    """The slot's own session, named `holder` for the chunks' check."""
-    conn = open_session(settings)
-    try:
-        with translated(), conn.cursor() as cur:
-            cur.execute("SELECT set_config('application_name', $1, false)", parameters=(holder,))
-    except BaseException:
-        close_quietly(conn)
-        raise
-    return conn
 
 
 def _wait_for_slot(

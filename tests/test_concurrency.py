@@ -227,6 +227,28 @@ def test_imports_into_one_table_take_turns(tmp_path: Path, prefect_api: str) -> 
     assert [r.rows_read for r in reports] == [3000, 3000]
 
 
+def test_a_released_write_slot_leaves_its_session_to_the_next_one_holding_nothing() -> None:
+    """A landing pick-up takes a write slot per file: the session of a released slot is
+    reused, with no advisory lock left on it; one that died meanwhile is replaced."""
+    from bulkflow.settings import Settings
+    from tasks.limits import SlotClaim, table_slot
+
+    settings = Settings()
+
+    def holder(claim: SlotClaim) -> list[tuple[Any, ...]]:
+        return sql(f"SELECT pid FROM pg_stat_activity WHERE application_name = '{claim.holder}'")
+
+    with table_slot(settings, "users") as first:
+        [(pid,)] = holder(first)
+    assert sql(f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = {pid}") == [(0,)]
+    with table_slot(settings, "users") as second:
+        assert holder(second) == [(pid,)]
+    assert sql(f"SELECT pg_terminate_backend({pid}, 5000)") == [(True,)]
+    with table_slot(settings, "users") as third:
+        [(replaced,)] = holder(third)
+    assert replaced != pid
+
+
 def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -> None:
     """The straight-into-the-table append of a chunk of new ids is only a hint: when another
     transaction adds one of those ids between the check and the load, the primary key refuses
