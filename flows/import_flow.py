@@ -43,7 +43,7 @@ from tasks.cluster import dask_task_runner
 from tasks.history import RunStart, record_import
 from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure, set_aside
 from tasks.landing import discard_upload
-from tasks.limits import SlotClaim, table_slot
+from tasks.limits import SlotClaim, table_slot, table_work
 from tasks.load import apply_chunk, load_chunk
 from tasks.on_workers import check_span, load_span
 from tasks.prefect_defaults import flow
@@ -134,16 +134,20 @@ def _replayed(settings: Settings, resource: Resource, source: str, rejects_of: s
 def _import(
     resource: Resource, source: str, format: Format | None, options: ImportOptions, settings: Settings, started: float
 ) -> ImportReport:
-    staged, reading = stage(resource, source, format, options, settings)
-    try:
-        # a dry run writes nothing to the table: it needs no write slot
-        slot: AbstractContextManager[SlotClaim | None] = (
-            nullcontext(None) if options.dry_run else table_slot(settings, resource.name, get_run_logger().info)
-        )
-        with slot as claim:
-            report = _load(resource, staged, reading, options, settings, started, claim)
-    finally:
-        staged.cleanup()  # a failed run leaves no staged copy behind either
+    with table_work():
+        staged, reading = stage(resource, source, format, options, settings)
+        try:
+            # a dry run writes nothing to the table: it needs no write slot
+            slot: AbstractContextManager[SlotClaim | None] = (
+                nullcontext(None) if options.dry_run else table_slot(settings, resource.name, get_run_logger().info)
+            )
+            with slot as claim:
+                report = _load(resource, staged, reading, options, settings, started, claim)
+        finally:
+            staged.cleanup()  # a failed run leaves no staged copy behind either
+    # after the table work: the next import of a pick-up begins its own meanwhile
+    sample = read_rejects(settings, report.job_key, limit=settings.reject_sample_size).drop("raw").to_dicts()
+    publish_report(report, sample)
     if not report.invariant_holds:
         job = report.job
         raise InvariantError(
@@ -194,10 +198,7 @@ def _load(
         record_failure(settings, job, error)
         raise
     duration = time.perf_counter() - started
-    report = close_job(settings, job, staged, run_id, duration, reading)
-    sample = read_rejects(settings, job.key, limit=settings.reject_sample_size).drop("raw").to_dicts()
-    publish_report(report, sample)
-    return report
+    return close_job(settings, job, staged, run_id, duration, reading)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@ order, each once. Only wiring."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass
+from itertools import groupby
 
 from prefect import get_run_logger, tags
 from prefect.client.schemas.objects import State
@@ -28,6 +31,7 @@ from tasks.landing import (
     record_outcome,
     start_import,
 )
+from tasks.limits import TableTurn, imports_take, turns_of
 from tasks.prefect_defaults import flow, own_heartbeat_only
 from tasks.report import LandingSummary
 from tasks.run_labels import label_run, landing_run_name, run_tags
@@ -43,7 +47,8 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     run of the pick-up): a file up to `BULKFLOW_LANDING_INLINE_BYTES` is imported by the
     pick-up itself, a larger one by a run of the import deployment, which any runner or worker
     takes. Users files first, then articles, then comments, each resource's in name order, at
-    most `BULKFLOW_MAX_IMPORTS_PER_RESOURCE` files of one resource at once. A
+    most `BULKFLOW_MAX_IMPORTS_PER_RESOURCE` files of one resource working on its table at once
+    (while they do, the next file's run gets under way). A
     file whose content was imported before (same checksum) is skipped as a duplicate. A file
     that cannot be imported is recorded as failed and not tried again until it changes; a
     passing failure (database down, a crashed run) leaves it for the next pick-up. Returns the
@@ -59,8 +64,9 @@ def landing_pickup(landing: str | None = None) -> dict[str, list[str]]:
     pickup = _Pickup(settings)
     with events.alive():
         new = pickup.screen(find_new_files(settings, landing or settings.landing_root()))
-        for batch in import_batches(new, settings.max_imports_per_resource):
-            pickup.run(batch)
+        batches = import_batches(new, settings.max_imports_per_resource)
+        for _, of_one_resource in groupby(batches, key=lambda batch: batch[0].resource):
+            pickup.run(list(of_one_resource))
         pickup.record()
     outcomes = pickup.outcomes
     if outcomes["failed"] or outcomes["retry_later"]:
@@ -130,17 +136,31 @@ class _Pickup:
                 new.append(file)
         return new
 
-    def run(self, batch: list[LandedFile]) -> None:
-        """Import each file of the batch: a small one here, as a subflow run, in landing
-        order; a larger one as a run of the import deployment (started first, so that a
-        worker imports it meanwhile), waited for at the end."""
-        here = [file for file in batch if imported_here(self.settings, file)]
-        started = [(file, start_import(file)) for file in batch if file not in here]
-        for file in here:
-            run_id, state = _import_here(file)
-            self._end(file, run_id, *outcome_of_state(state, retryable=_retryable(state)))
-        for file, run in started:
-            self._end(file, str(run.id), *outcome_of(wait_for_run(run.id, self.settings.landing_start_timeout_s)))
+    def run(self, batches: list[list[LandedFile]]) -> None:
+        """Import the batches of files of one resource, in landing order: the files of a
+        batch may work on the table at once, once every file of the batch before ended its
+        table work (`tasks/limits.py`, `TableTurn`). One file more than a batch holds is
+        under way meanwhile: its run's Prefect bookkeeping overlaps the table work before it."""
+        files = [file for batch in batches for file in batch]
+        turns = turns_of([len(batch) for batch in batches])
+        workers = max(len(batch) for batch in batches) + 1
+        with ThreadPoolExecutor(workers, thread_name_prefix="landing-import") as pool:
+            # each in a copy of this run's context: the imports are subflow runs of the pick-up
+            endings = [pool.submit(copy_context().run, self._import, file, turn) for file, turn in zip(files, turns)]
+            for file, ending in zip(files, endings):
+                self._end(file, *ending.result())
+
+    def _import(self, file: LandedFile, turn: TableTurn) -> tuple[str, Outcome | None, str | None]:
+        """A small file imported here, as a subflow run; a larger one by a run of the import
+        deployment, which any runner or worker takes, waited for. (run id, outcome, detail)"""
+        if imported_here(self.settings, file):
+            with imports_take(turn):
+                run_id, state = _import_here(file)
+            return run_id, *outcome_of_state(state, retryable=_retryable(state))
+        with turn.taken():
+            run = start_import(file)
+            ended = wait_for_run(run.id, self.settings.landing_start_timeout_s)
+        return str(run.id), *outcome_of(ended)
 
     def _end(self, file: LandedFile, run_id: str, outcome: Outcome | None, detail: str | None) -> None:
         self.endings[file] = _Ending(self.sha256[file], outcome, detail, run_id)

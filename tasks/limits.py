@@ -13,6 +13,11 @@ notices within `POLL_S`, reconnects and takes a slot again (waiting, as at the s
 another import took it meanwhile). Every chunk transaction checks, before it commits, that
 a session named after the import's slot holds a slot (`slot_held_sql`); when none does it
 fails as retryable, and the chunk task's retry commits it once the slot is back.
+
+Imports that one process runs at once (a landing pick-up's small files) also take turns
+(`TableTurn`): each does its table work (staging with its drift check, the write slot, the
+chunks) once the imports before it ended theirs, so they write the table in landing order,
+while Prefect's bookkeeping of the runs around that work overlaps.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from bulkflow.db import Connection, Cursor, close_quietly, end_session, fetch_one, open_session, translated
 from bulkflow.errors import RetryableError, is_retryable
@@ -179,3 +185,56 @@ def table_slot(settings: Settings, resource: str, on_wait: Log | None = None) ->
         yield slot.claim
     finally:
         slot.release()
+
+
+@dataclass(frozen=True)
+class TableTurn:
+    """One import's place among imports of one table that a process runs at once."""
+
+    after: tuple[threading.Event, ...] = ()
+    """The ends of the turns before this one."""
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        """The block runs once every turn before this one ended; this one ends with it."""
+        for earlier in self.after:
+            earlier.wait()
+        try:
+            yield
+        finally:
+            self.done.set()
+
+
+def turns_of(batch_sizes: list[int]) -> list[TableTurn]:
+    """The turns of batches of imports of one table, in order: the imports of a batch may
+    work on the table at once, once every import of the batch before ended its turn."""
+    turns: list[TableTurn] = []
+    before: tuple[threading.Event, ...] = ()
+    for size in batch_sizes:
+        batch = [TableTurn(before) for _ in range(size)]
+        turns += batch
+        before = tuple(turn.done for turn in batch)
+    return turns
+
+
+_TURN: ContextVar[TableTurn | None] = ContextVar("bulkflow_table_turn", default=None)
+
+
+@contextmanager
+def imports_take(turn: TableTurn) -> Iterator[None]:
+    """An import started in the block does its table work in `turn` (`table_work`); the turn
+    ends with the block at the latest (an import that failed before its table work)."""
+    token = _TURN.set(turn)
+    try:
+        yield
+    finally:
+        _TURN.reset(token)
+        turn.done.set()
+
+
+def table_work() -> AbstractContextManager[None]:
+    """The block is an import's table work: in its turn when it was given one
+    (`imports_take`), at once otherwise."""
+    turn = _TURN.get()
+    return nullcontext() if turn is None else turn.taken()
