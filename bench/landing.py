@@ -83,6 +83,9 @@ def _landed(bench: Bench, landing: Path, files: list[Path]) -> float:
         time.sleep(0.1)
     seconds = time.perf_counter() - started
     _check_loaded(bench, len(files))
+    # Files left there would land again once the next round empties the tables, and a
+    # pick-up of them would run beside that round's measurement.
+    shutil.rmtree(folder)
     return seconds
 
 
@@ -128,7 +131,9 @@ def _wait_for_deployment(api_url: str, name: str, serve: subprocess.Popen[bytes]
     while time.monotonic() < deadline:
         if serve.poll() is not None:
             raise RuntimeError("bulkflow serve exited; see serve.log in the bench workdir")
-        if httpx.get(f"{api_url}/deployments/name/{name}", timeout=5).status_code == 200:
+        found = httpx.get(f"{api_url}/deployments/name/{name}", timeout=5)
+        # a runner pauses its deployments when it stops: the earlier serve's stays paused until this one serves it
+        if found.status_code == 200 and not found.json()["paused"]:
             return
         time.sleep(0.5)
     raise RuntimeError(f"bulkflow serve registered no {name} deployment in 120 s")
