@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, islice
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import get_run_logger
+from prefect import Task, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -25,7 +25,7 @@ from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision
 from decisions.keys import SeenKeys
 from decisions.rules import RecordCheck, check_records
 from files.batches import ChunkSpan
-from files.formats import display_name
+from files.formats import display_name, records_at_most
 from files.read import SharedFile, read_chunks, shared_file
 from files.spans import plan_spans
 from files.staging import StagedSource
@@ -50,12 +50,13 @@ from tasks.prefect_defaults import flow
 from tasks.profiles import with_profile
 from tasks.replay import replay_source
 from tasks.report import ImportProgress, publish_report
-from tasks.retrying import with_chunk_retries
+from tasks.retrying import in_flow, with_chunk_retries
 from tasks.run_labels import DRY_RUN, VIA_PREFIX, import_run_name, label_run, tag_retryable_failure, untagged_tasks
 from tasks.stage import stage
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _run_name() -> str:
@@ -134,15 +135,18 @@ def _replayed(settings: Settings, resource: Resource, source: str, rejects_of: s
 def _import(
     resource: Resource, source: str, format: Format | None, options: ImportOptions, settings: Settings, started: float
 ) -> ImportReport:
+    # a file of one chunk at most (by its lines) stages and keeps its job in the flow itself
+    most = records_at_most(source, format)
+    small = most is not None and most <= options.rows_per_chunk(settings.chunk_size)
     with table_work():
-        staged, reading = stage(resource, source, format, options, settings)
+        staged, reading = _step(stage, small)(resource, source, format, options, settings)
         try:
             # a dry run writes nothing to the table: it needs no write slot
             slot: AbstractContextManager[SlotClaim | None] = (
                 nullcontext(None) if options.dry_run else table_slot(settings, resource.name, get_run_logger().info)
             )
             with slot as claim:
-                report = _load(resource, staged, reading, options, settings, started, claim)
+                report = _load(resource, staged, reading, options, settings, started, claim, small)
         finally:
             staged.cleanup()  # a failed run leaves no staged copy behind either
     # after the table work: the next import of a pick-up begins its own meanwhile
@@ -167,9 +171,10 @@ def _load(
     settings: Settings,
     started: float,
     slot: SlotClaim | None,
+    small: bool,
 ) -> ImportReport:
     run_id = str(flow_run.id) if flow_run.id else None
-    job = open_job(settings, resource, staged, options, run_id)
+    job = _step(open_job, small)(settings, resource, staged, options, run_id)
     ledger = job.ledger(run_id, slot)
     if job.earlier_runs:
         get_run_logger().info(
@@ -198,7 +203,15 @@ def _load(
         record_failure(settings, job, error)
         raise
     duration = time.perf_counter() - started
-    return close_job(settings, job, staged, run_id, duration, reading)
+    return _step(close_job, small)(settings, job, staged, run_id, duration, reading)
+
+
+def _step(task: Task[P, T], small_file: bool) -> Callable[P, T]:
+    """A bookkeeping task (staging, opening and closing the job), or for a small file its
+    function called in the flow, retried as the task would be: three task runs cost such a
+    file more than their work, and their events were most of what the Prefect server did
+    for a landing of many small files."""
+    return in_flow(task) if small_file else task
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,10 @@ class LoadControl(BaseModel):
         budget that may abort must leave nothing behind."""
         return self.atomic or self.mode == "replace" or (self.has_budget and self.on_budget != "continue")
 
+    def rows_per_chunk(self, default: int) -> int:
+        """The chunk size asked for: this option's, else `default` (BULKFLOW_CHUNK_SIZE)."""
+        return self.chunk_size or default
+
 
 class FileOptions(ReadOptions, LoadControl):
     """What a caller sets along with a file (the API's body and form, a partner profile):

@@ -139,7 +139,7 @@ def open_job(
                 staged.source,
                 staged.declared_format,
                 staged.sha256,
-                options.chunk_size or settings.chunk_size,
+                options.rows_per_chunk(settings.chunk_size),
                 source_name,
                 options.mode,
                 options.dry_run,

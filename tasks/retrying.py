@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
+from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -14,6 +15,7 @@ from bulkflow.errors import first_line, is_retryable, retry_condition
 
 CHUNK_RETRY_DELAYS_S = [1, 5, 15]
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def chunk_task_options(name: str, run_name: str) -> dict[str, Any]:
@@ -42,10 +44,28 @@ def bookkeeping_task_options(name: str, run_name: str, retry_delay_s: int = 2) -
     }
 
 
+def in_flow(task: Task[P, T]) -> Callable[P, T]:
+    """A bookkeeping task's function, called in the flow itself and tried again as the task
+    would be (`bookkeeping_task_options`)."""
+    given = task.retry_delay_seconds
+    delays = list(given) if isinstance(given, list) else [given or 0] * task.retries
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return with_retries(lambda: task.fn(*args, **kwargs), task.name, delays)
+
+    return call
+
+
 def with_chunk_retries(call: Callable[[], T], what: str) -> T:
-    """`call()` in the flow itself, tried again as a chunk task would be: after each of
-    CHUNK_RETRY_DELAYS_S when it fails retryably (the database away), at once otherwise."""
-    for attempt, delay in enumerate(CHUNK_RETRY_DELAYS_S, start=1):
+    """`call()` in the flow itself, tried again as a chunk task would be (`with_retries`
+    after each of CHUNK_RETRY_DELAYS_S)."""
+    return with_retries(call, what, CHUNK_RETRY_DELAYS_S)
+
+
+def with_retries(call: Callable[[], T], what: str, delays: Sequence[float]) -> T:
+    """`call()`, tried again after each of `delays` when it fails retryably (the database
+    away), at once otherwise."""
+    for attempt, delay in enumerate(delays, start=1):
         try:
             return call()
         except Exception as failure:
@@ -56,7 +76,7 @@ def with_chunk_retries(call: Callable[[], T], what: str) -> T:
                 what,
                 first_line(failure),
                 attempt,
-                len(CHUNK_RETRY_DELAYS_S),
+                len(delays),
                 delay,
             )
             time.sleep(delay)

@@ -353,3 +353,29 @@ def test_deploy_registers_the_catalog_on_the_work_pool_of_a_fresh_server(fresh_p
     nightly = next(d for d in found if d["name"] == "nightly-parquet")
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["30 3 * * 1-5"]
     assert nightly["parameters"] == {"format": "parquet"}
+
+
+def test_a_small_files_bookkeeping_in_the_flow_is_retried_as_its_task_would_be() -> None:
+    from prefect import flow, task
+
+    from bulkflow.errors import InputError, RetryableError
+    from tasks.retrying import bookkeeping_task_options, in_flow
+
+    calls: list[str] = []
+
+    @task(**bookkeeping_task_options("flaky", "flaky", retry_delay_s=0))
+    def flaky(failures: int, error: type[Exception]) -> str:
+        calls.append("call")
+        if len(calls) <= failures:
+            raise error("the database went away")
+        return "done"
+
+    @flow
+    def run(failures: int, retryable: bool) -> str:
+        return in_flow(flaky)(failures, RetryableError if retryable else InputError)
+
+    assert run(failures=2, retryable=True) == "done" and len(calls) == 3  # tried again, as the task is
+    calls.clear()
+    with pytest.raises(InputError):
+        run(failures=1, retryable=False)
+    assert len(calls) == 1  # never again: a bad file stays bad

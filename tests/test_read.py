@@ -188,3 +188,39 @@ def test_a_long_field_in_a_block_read_record_by_record_is_kept(tmp_path: Path) -
     [chunk] = chunks(path)
     assert chunk[READ_RULE].to_list() == [None, "malformed_record"]
     assert len(chunk["name"][0]) == 300_000
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("crlf.csv", b'id,email,role\r\nu1,a@x.io,admin\r\nu2,"b\r\n@x.io",reader\r\nu3,c@x.io,reader'),
+        ("cr.csv", b"id,email,role\ru1,a@x.io,admin\ru2,b@x.io,reader\r"),
+        ("lines.ndjson", b'{"id":"u1","email":"a@x.io","role":"admin"}\n\n{"id":"u2","email":"b@x.io","role":"x"}\n'),
+        ("array.json", b'[{"id":"u1","email":"a@x.io","role":"admin"},{"id":"u2","email":"b@x.io","role":"x"}]'),
+        ("one-line.json", b'[{"id":"u1","email":"a@x.io","role":"admin"}]'),
+    ],
+)
+def test_a_small_files_records_are_bounded_by_its_lines(tmp_path: Path, name: str, content: bytes) -> None:
+    """What tells a file of one chunk before it is staged (`records_at_most`): never fewer
+    than the records it holds."""
+    from files.formats import records_at_most
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    read = sum(chunk.height for chunk in chunks(path))
+    bound = records_at_most(str(path), None)
+    assert bound is not None and read <= bound <= len(content) + 1
+
+
+def test_only_local_uncompressed_text_files_are_counted(tmp_path: Path) -> None:
+    from files.formats import records_at_most
+
+    (tmp_path / "u.csv.gz").write_bytes(gzip.compress(b"id,email,role\nu1,a@x.io,admin\n"))
+    pl.DataFrame({"id": ["u1"]}).write_parquet(tmp_path / "u.parquet")
+    assert records_at_most(str(tmp_path / "u.csv.gz"), None) is None  # compressed: its bytes say nothing
+    assert records_at_most(str(tmp_path / "u.parquet"), None) is None
+    assert records_at_most("https://example.com/u.csv", None) is None
+    assert records_at_most(str(tmp_path / "missing.csv"), None) is None  # staging says what is wrong
+    assert records_at_most(str(tmp_path / "u.txt"), None) is None  # no format: staging refuses it
+    (tmp_path / "u.txt").write_bytes(b"id\nu1\n")
+    assert records_at_most(str(tmp_path / "u.txt"), "csv") == 3
