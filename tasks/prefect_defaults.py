@@ -7,8 +7,8 @@ runs itself, unless the operator set them (in the environment or the Prefect pro
   up to a second longer than its work. bulkflow's runs say they are alive with an event of
   their own (`bulkflow.flow-run.alive`, `tasks/events.py`), which the shipped silent-runs
   automation watches.
-- PREFECT_RUNNER_POLL_FREQUENCY, 2 s instead of 10 for `bulkflow serve`'s runner: a pick-up
-  the landing watcher creates starts within 2 s.
+- PREFECT_RUNNER_POLL_FREQUENCY, 1 s instead of 10 for `bulkflow serve`'s runner: a pick-up
+  the landing watcher creates starts within a second (a look costs the server one query).
 
 And one thing Prefect does otherwise: bulkflow's flows (declared with `flow` below) store
 their parameters in pydantic's JSON form. Prefect's own flows pass each parameter through
@@ -31,7 +31,7 @@ from prefect.settings.legacy import Setting
 from prefect.states import State
 from pydantic_core import to_jsonable_python
 
-SERVE_POLL_S = 2
+SERVE_POLL_S = 1
 P = ParamSpec("P")
 R = TypeVar("R")
 
