@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, islice
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
-from prefect import Task, get_run_logger
+from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -50,13 +50,12 @@ from tasks.prefect_defaults import flow
 from tasks.profiles import with_profile
 from tasks.replay import replay_source
 from tasks.report import ImportProgress, publish_report
-from tasks.retrying import in_flow, with_chunk_retries
+from tasks.retrying import bookkeeping_step, with_chunk_retries
 from tasks.run_labels import DRY_RUN, VIA_PREFIX, import_run_name, label_run, tag_retryable_failure, untagged_tasks
 from tasks.stage import stage
 
 _THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
 T = TypeVar("T")
-P = ParamSpec("P")
 
 
 def _run_name() -> str:
@@ -139,7 +138,7 @@ def _import(
     most = records_at_most(source, format)
     small = most is not None and most <= options.rows_per_chunk(settings.chunk_size)
     with table_work():
-        staged, reading = _step(stage, small)(resource, source, format, options, settings)
+        staged, reading = bookkeeping_step(stage, small)(resource, source, format, options, settings)
         try:
             # a dry run writes nothing to the table: it needs no write slot
             slot: AbstractContextManager[SlotClaim | None] = (
@@ -174,7 +173,7 @@ def _load(
     small: bool,
 ) -> ImportReport:
     run_id = str(flow_run.id) if flow_run.id else None
-    job = _step(open_job, small)(settings, resource, staged, options, run_id)
+    job = bookkeeping_step(open_job, small)(settings, resource, staged, options, run_id)
     ledger = job.ledger(run_id, slot)
     if job.earlier_runs:
         get_run_logger().info(
@@ -203,15 +202,7 @@ def _load(
         record_failure(settings, job, error)
         raise
     duration = time.perf_counter() - started
-    return _step(close_job, small)(settings, job, staged, run_id, duration, reading)
-
-
-def _step(task: Task[P, T], small_file: bool) -> Callable[P, T]:
-    """A bookkeeping task (staging, opening and closing the job), or for a small file its
-    function called in the flow, retried as the task would be: three task runs cost such a
-    file more than their work, and their events were most of what the Prefect server did
-    for a landing of many small files."""
-    return in_flow(task) if small_file else task
+    return bookkeeping_step(close_job, small)(settings, job, staged, run_id, duration, reading)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from tasks.landing import (
 from tasks.limits import TableTurn, imports_take, turns_of
 from tasks.prefect_defaults import flow, own_heartbeat_only
 from tasks.report import LandingSummary
+from tasks.retrying import bookkeeping_step
 from tasks.run_labels import label_run, landing_run_name, run_tags
 from tasks.runs import wait_for_run
 
@@ -125,7 +126,7 @@ class _Pickup:
         new: list[LandedFile] = []
         first_of: dict[tuple[str, str], LandedFile] = {}
         for file in files:
-            sha256 = content_sha256(self.settings, file)
+            sha256 = bookkeeping_step(content_sha256, imported_here(self.settings, file))(self.settings, file)
             earlier = earlier_import(self.settings, file.resource, sha256)
             twin = first_of.setdefault((file.resource, sha256), file)
             if earlier is not None or twin is not file:
@@ -178,7 +179,9 @@ class _Pickup:
                 get_run_logger().warning("%s will be tried again by the next pick-up: %s", file.location, ending.detail)
                 self.outcomes["retry_later"].append(file.location)
                 continue
-            record_outcome(self.settings, file, ending.sha256, ending.outcome, ending.detail, ending.run_id)
+            bookkeeping_step(record_outcome, imported_here(self.settings, file))(
+                self.settings, file, ending.sha256, ending.outcome, ending.detail, ending.run_id
+            )
             detail = f" ({ending.detail})" if ending.detail else ""
             get_run_logger().info("%s: %s%s", file.location, ending.outcome, detail)
             self.outcomes[ending.outcome].append(file.location)

@@ -56,6 +56,13 @@ def in_flow(task: Task[P, T]) -> Callable[P, T]:
     return call
 
 
+def bookkeeping_step(task: Task[P, T], small_file: bool) -> Callable[P, T]:
+    """A bookkeeping task, or for a small file its function called in the flow, retried as the
+    task would be (`in_flow`): a few task runs cost such a file more than their work, and
+    their events were most of what the Prefect server did for a landing of many small files."""
+    return in_flow(task) if small_file else task
+
+
 def with_chunk_retries(call: Callable[[], T], what: str) -> T:
     """`call()` in the flow itself, tried again as a chunk task would be (`with_retries`
     after each of CHUNK_RETRY_DELAYS_S)."""
