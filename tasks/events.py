@@ -41,7 +41,9 @@ ALIVE_EVERY_S = 30
 @contextmanager
 def alive() -> Iterator[None]:
     """Emit `bulkflow.flow-run.alive` for the current flow run every ALIVE_EVERY_S seconds
-    while the block runs, from a thread of its own (the run may be waiting on a lock)."""
+    while the block runs, from a thread of its own (the run may be waiting on a lock). The
+    first one a period after the start: the run's Running event opens the silent-runs
+    automation's window, so a run that ends sooner sends none."""
     run_id = flow_run.id
     if run_id is None:
         yield
@@ -50,10 +52,8 @@ def alive() -> Iterator[None]:
     resource = {"prefect.resource.id": f"prefect.flow-run.{run_id}"}
 
     def beat() -> None:
-        while True:
+        while not stop.wait(ALIVE_EVERY_S):
             emit_event(ALIVE, resource=resource)
-            if stop.wait(ALIVE_EVERY_S):
-                return
 
     # the thread emits through the run's own Prefect client and events worker
     thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name="alive", daemon=True)
