@@ -229,12 +229,17 @@ def fetch_one(cursor: Cursor) -> tuple[Any, ...]:
     return row
 
 
+def session_settings(*, whole_job: bool = False) -> list[str]:
+    """LOADING_SESSION's statements; for statements over a whole job's analysed rows
+    (`whole_job`), with every plan of CHUNK_PLANS allowed (again, in a transaction that
+    wrote chunks before)."""
+    return [s.replace("= off", "= on") if whole_job and s in CHUNK_PLANS else s for s in LOADING_SESSION]
+
+
 def tune_session(cursor: Cursor, *, whole_job: bool = False) -> None:
-    """Apply LOADING_SESSION to the cursor's current transaction; for statements over a
-    whole job's analysed rows (`whole_job`), without CHUNK_PLANS."""
-    for setting in LOADING_SESSION:
-        if not (whole_job and setting in CHUNK_PLANS):
-            cursor.execute(setting)
+    """Apply `session_settings` to the cursor's current transaction."""
+    for setting in session_settings(whole_job=whole_job):
+        cursor.execute(setting)
 
 
 def execute(settings: Settings, statement: str, parameters: tuple[object, ...] = ()) -> None:

@@ -209,6 +209,25 @@ def create_staging_sql(resource: Resource, table: str) -> str:
     )
 
 
+def staged_chunk_sql(resource: Resource, staging: str, chunk: int, stage: str = STAGE) -> tuple[str, str]:
+    """Statements that copy chunk `chunk` of a staging table into a temporary `stage` of
+    the chunk's shape (line, declared columns), gone with the transaction: what the chunk
+    load's writes (`upsert_sql`, `insert_sql`) read."""
+    columns = _columns([LINE, *resource.field_names])
+    return (
+        f"DROP TABLE IF EXISTS pg_temp.{ident(stage)}",
+        f"CREATE TEMPORARY TABLE {ident(stage)} ON COMMIT DROP AS SELECT {columns} FROM {ident(staging)} "
+        f"WHERE {ident(STAGED_CHUNK)} = {int(chunk)}",
+    )
+
+
+def staging_chunk_index_sql(table: str) -> str:
+    """A block-range index of the staging table's chunks: the apply begun as the chunks are
+    staged reads each chunk back by it (the rows of a chunk lie together, so its ranges are
+    few and the index costs the staging next to nothing)."""
+    return f"CREATE INDEX IF NOT EXISTS {ident(table + '_chunks')} ON {ident(table)} USING brin ({ident(STAGED_CHUNK)})"
+
+
 def analyze_sql(table: str) -> str:
     """Statistics of a freshly filled table, so the apply's joins over it are planned by its
     real size (a never-analyzed table looks tiny, and so does a table bulk-loaded since its
@@ -290,10 +309,11 @@ def unstage_sql(table: str, refused: str) -> str:
     return f"DELETE FROM {ident(table)} WHERE {ident(LINE)} IN (SELECT line FROM {ident(refused)})"
 
 
-def insert_sql(resource: Resource, stage: str = STAGE) -> str:
-    """Insert the stage into the table (ids known to be new)."""
+def insert_sql(resource: Resource, stage: str = STAGE, *, chunk: int | None = None) -> str:
+    """Insert the stage into the table (ids known to be new); of a staging table, `chunk` alone."""
     columns = _columns(resource.field_names)
-    return f"INSERT INTO {ident(resource.name)} ({columns}) SELECT {columns} FROM {ident(stage)}"
+    only = f" WHERE {ident(STAGED_CHUNK)} = {int(chunk)}" if chunk is not None else ""
+    return f"INSERT INTO {ident(resource.name)} ({columns}) SELECT {columns} FROM {ident(stage)}{only}"
 
 
 def any_existing_sql(resource: Resource, stage: str = STAGE) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from decisions.keys import SeenKeys
@@ -71,7 +72,8 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
     decision, and `workers` loaded at once; `seen` holds the keys accepted so far. With a
     `budget`, the rows decided so far are judged after each decision; once it is spent,
     every decided chunk is loaded first (its rejects recorded), then the budget acts
-    (abort, pause, or go on)."""
+    (abort, pause, or go on). `on_load` is handed each chunk's load as it starts, in file
+    order (an all-or-nothing job's apply writes the chunk once it is staged)."""
 
     def __init__(
         self,
@@ -83,8 +85,9 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
         ahead: int,
         seen: SeenKeys,
         budget: BudgetWatch | None = None,
+        on_load: Callable[[Pending[ChunkResult]], None] | None = None,
     ) -> None:
-        self.steps, self.job, self.progress, self.budget = steps, job, progress, budget
+        self.steps, self.job, self.progress, self.budget, self.on_load = steps, job, progress, budget, on_load
         self.workers, self.ahead = workers, ahead
         self.seen = seen
         self.checking: deque[tuple[Chunk, int, int, Pending[Checked], float]] = deque()
@@ -111,7 +114,10 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
         if index in self.job.done_chunks:
             self.progress.skipped(rows_read, fraction)
         else:
-            self.loading.append((self.steps.load(chunk, decided), time.perf_counter(), fraction))
+            load = self.steps.load(chunk, decided)
+            self.loading.append((load, time.perf_counter(), fraction))
+            if self.on_load is not None:
+                self.on_load(load)
         if self.budget is not None:
             self._judge(self.budget, rows_read, rows_read - self.steps.accepted(decided))
         while len(self.loading) > self.workers:

@@ -29,14 +29,14 @@ from files.formats import display_name, records_at_most
 from files.read import SharedFile, read_chunks, shared_file
 from files.spans import plan_spans
 from files.staging import StagedSource
-from flows.chunk_pipeline import ChunkPipeline, Done, Pending, Steps
+from flows.chunk_pipeline import Checked, Chunk, ChunkPipeline, Decided, Done, Pending, Steps
 from schemas import get_resource
 from schemas.columns import ACCEPTED
 from schemas.parameters import Format, ImportOptions, OptionalFormat, ResourceName
 from schemas.reports import ChunkResult, FileReading, ImportReport
 from schemas.resource import Resource, RuleContext
 from tasks import events
-from tasks.apply import apply_staged
+from tasks.apply import ApplyAsStaged, apply_as_staged, apply_staged
 from tasks.budget import BudgetWatch
 from tasks.check import check_database
 from tasks.cluster import dask_task_runner
@@ -187,14 +187,16 @@ def _load(
     watch = (
         BudgetWatch(settings, job, budget, options.on_budget, options.budget_pause_timeout) if budget.is_set else None
     )
+    may_pause = watch is not None and watch.on_budget == "pause"
     try:
-        work = ChunkWork(settings, job, ledger, staged, progress, watch)
-        if settings.task_runner == "dask":
-            _chunks_on_dask(work)
-        else:
-            _chunks_in_threads(work)
-        if job.staging and not job.applied:
-            apply_staged(settings, job, slot)
+        with apply_as_staged(settings, job, slot, small_file=small, may_pause=may_pause) as applying:
+            work = ChunkWork(settings, job, ledger, staged, progress, watch, applying)
+            if settings.task_runner == "dask":
+                _chunks_on_dask(work)
+            else:
+                _chunks_in_threads(work)
+            if job.staging and not job.applied:
+                apply_staged(settings, job, slot, applying)
     except AbandonedImport as abandoned:
         set_aside(settings, job, run_id, abandoned)
         raise
@@ -215,10 +217,25 @@ class ChunkWork:
     staged: StagedSource
     progress: ImportProgress
     budget: BudgetWatch | None
+    applying: ApplyAsStaged | None
+    """An all-or-nothing job's apply, begun as its chunks are staged, or None."""
 
-    def seen_keys(self) -> SeenKeys:
-        """The file's key state, spilling to disk under BULKFLOW_HOME past its memory budget."""
-        return SeenKeys(spill_dir=self.settings.home / "spill")
+    def pipeline(
+        self, steps: Steps[Chunk, Checked, Decided], *, workers: int, ahead: int
+    ) -> ChunkPipeline[Chunk, Checked, Decided]:
+        """The chunk pipeline of this work, whichever the runner: with the file's key state
+        (spilling to disk under BULKFLOW_HOME past its memory budget), the budget, and the
+        apply begun as the chunks are staged told of each loaded chunk."""
+        return ChunkPipeline(
+            steps,
+            self.job,
+            self.progress,
+            workers=workers,
+            ahead=ahead,
+            seen=SeenKeys(spill_dir=self.settings.home / "spill"),
+            budget=self.budget,
+            on_load=self.applying.follow if self.applying else None,
+        )
 
 
 def _chunks_in_threads(work: ChunkWork) -> None:
@@ -228,9 +245,7 @@ def _chunks_in_threads(work: ChunkWork) -> None:
     batches = read_chunks(work.staged, job.resource, job.chunk_size, settings.max_record_bytes)
     first = deque(islice(batches, 2))  # a second chunk read, or none: the file has more than one, or one
     steps = InFlowSteps(settings, job, work.ledger) if len(first) > 1 else OneChunkSteps(settings, job, work.ledger)
-    chunks = ChunkPipeline(
-        steps, job, work.progress, workers=settings.load_workers, ahead=1, seen=work.seen_keys(), budget=work.budget
-    )
+    chunks = work.pipeline(steps, workers=settings.load_workers, ahead=1)
     context = RuleContext.of(settings, work.staged.values)
     for index, batch in enumerate(chain(_drained(first), batches)):
         check = check_records(job.resource, context, index, batch.rows)
@@ -254,9 +269,7 @@ def _chunks_on_dask(work: ChunkWork) -> None:
     with dask_task_runner(settings) as runner:
         steps = OnWorkerSteps(settings, job, work.ledger, file, runner)
         workers = settings.dask_workers
-        chunks = ChunkPipeline(
-            steps, job, work.progress, workers=workers, ahead=workers, seen=work.seen_keys(), budget=work.budget
-        )
+        chunks = work.pipeline(steps, workers=workers, ahead=workers)
         for span in plan_spans(work.staged, job.chunk_size, settings.max_record_bytes):
             chunks.add(span, span.index, span.rows, span.progress)
         chunks.finish()

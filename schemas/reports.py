@@ -54,6 +54,13 @@ class Written(BaseModel):
     updated: int = 0
     unchanged: int = 0
 
+    def __add__(self, other: Written) -> Written:
+        return Written(
+            inserted=self.inserted + other.inserted,
+            updated=self.updated + other.updated,
+            unchanged=self.unchanged + other.unchanged,
+        )
+
 
 class ChunkResult(ImportCounts):
     """One chunk's counts, as its ledger row holds them."""

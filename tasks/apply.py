@@ -6,23 +6,38 @@ the ledger row of a chunk commit together, `load.py`); the apply writes every st
 sets the ledger's counts, marks the job applied and drops the staging table in a single
 transaction. A crash before its commit leaves the table as before the import and the
 staging table whole, so a re-run skips every staged chunk and applies once; after it, a
-re-run finds the job applied and writes nothing. The table is locked against other
-writers for the apply only (readers go on), so what it counts is what it writes.
+re-run finds the job applied and writes nothing.
+
+That transaction begins as the chunks are staged (`ApplyAsStaged`): on a session of its
+own it writes each chunk to the table once the chunk is staged, in file order, so the
+table's writes overlap the reading and checking of the chunks after it instead of all
+waiting for the end. Nothing of it is visible before its commit. Should it meet anything
+it cannot write as checked (another writer took a key meanwhile, a chunk another run
+staged, a lost session), it is rolled back and the apply runs from the staging table at
+the end (`apply_staged`): the table is then locked against other writers for the apply
+(readers go on), the staged rows checked again under the lock, so what it counts is what
+it writes.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from typing import Protocol
 
 import polars as pl
 from prefect import task
+from prefect.logging import get_run_logger
 
 from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
-from bulkflow.errors import ReplaceRefused
+from bulkflow.errors import ReplaceRefused, first_line
 from bulkflow.settings import Settings
 from decisions.checks import frame_of, missing_message
 from decisions.decide import NOT_FOUND, presence_rule, refusal_message, taken_refusal
 from decisions.sql import (
+    STAGE,
     analyze_sql,
     collect_dependents_sql,
     collect_gone_sql,
@@ -32,17 +47,19 @@ from decisions.sql import (
     drop_staging_sql,
     gone_table_sql,
     in_table_query,
+    insert_sql,
     lock_for_apply_sql,
     missing_reference_query,
     predict_sql,
     referenced_gone_sql,
+    staged_chunk_sql,
     staged_rejects_sql,
     taken_query,
     unstage_sql,
 )
 from schemas import dependents_of
 from schemas.parameters import PRESENCE_MODES
-from schemas.reports import Written
+from schemas.reports import ChunkResult, Written
 from schemas.resource import Resource
 from tasks.jobs import Job
 from tasks.limits import SlotClaim, check_slot_held
@@ -54,15 +71,146 @@ REFUSED = "_bulkflow_refused"
 
 
 @task(**bookkeeping_task_options("apply-job", "apply-{job.resource.name}"))
-def apply_staged(settings: Settings, job: Job, slot: SlotClaim | None) -> None:
-    """Write the job's staged rows to the table in one transaction (see the module docstring)."""
+def apply_staged(settings: Settings, job: Job, slot: SlotClaim | None, begun: ApplyAsStaged | None = None) -> None:
+    """Write the job's staged rows to the table in one transaction (see the module docstring):
+    commit the apply `begun` as the chunks were staged, or, when there is none or it was
+    given up, apply the staging table's rows now."""
     staging = job.staging
     assert staging is not None, "only an all-or-nothing job has staged rows"
+    if begun is not None and begun.commit():
+        return
     with connect(settings) as conn:
         if job.dry_run:
             _predict_deletes(conn, job, staging)
         else:
             redo_on_conflict(conn, lambda recheck: _apply(conn, job, staging, slot, recheck=recheck), "the apply")
+
+
+class Load(Protocol):
+    """A chunk's load under way (a task run's future, or its outcome in the flow)."""
+
+    def result(self) -> ChunkResult: ...
+
+
+class ApplyAsStaged:
+    """An all-or-nothing job's apply, begun as its chunks are staged (see the module
+    docstring): one transaction on a session of its own, worked on by a thread of its own.
+    It `follow`s each chunk's load in file order, writing the chunk once it is staged;
+    `commit` ends the apply; `close` rolls back whatever was not committed."""
+
+    def __init__(self, settings: Settings, job: Job, slot: SlotClaim | None) -> None:
+        assert job.staging is not None, "only an all-or-nothing job has staged rows"
+        self.settings, self.job, self.slot, self.staging = settings, job, slot, job.staging
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulkflow-apply")
+        self._session = ExitStack()
+        self._conn: Connection | None = None
+        self._written: dict[int, Written] = {}
+        self._closing = False
+        self.given_up: str | None = None
+        """Why the apply is left to the staging table at the end, once it is."""
+
+    def follow(self, load: Load) -> None:
+        """Write the chunk `load` stages to the table once it is staged, after every chunk
+        followed before (the loads are followed in file order)."""
+        self._worker.submit(self._write, load)
+
+    def commit(self) -> bool:
+        """End the apply in its transaction once every staged chunk is written: True once the
+        job is applied, False when the apply is to run from the staging table instead."""
+        applied = self._worker.submit(self._commit).result()
+        if self.given_up is None:
+            get_run_logger().info("applied in one transaction, each chunk written as it was staged")
+        else:
+            outcome = "nothing left to apply" if applied else "applying the staged rows at the end"
+            get_run_logger().info("%s: %s", outcome, self.given_up)
+        return applied
+
+    def close(self) -> None:
+        """Roll back what was not committed (a failed run, a given-up apply), end the thread."""
+        self._closing = True  # the chunks still waiting are not written
+        self._worker.submit(self._session.close).result()
+        self._worker.shutdown()
+
+    def _write(self, load: Load) -> None:
+        if self.given_up is not None or self._closing:
+            return
+        try:
+            result = load.result()
+        except Exception:  # noqa: BLE001 - the flow fails on it; nothing is left to write
+            self._give_up("a chunk failed")
+            return
+        if result.skipped:
+            self._give_up(f"chunk {result.index} was staged by another run")
+            return
+        try:
+            with self._connection().cursor() as cur:
+                self._written[result.index] = self._write_chunk(cur, result.index)
+        except Exception as failure:  # noqa: BLE001 - the apply at the end meets it again, or not
+            self._give_up(f"chunk {result.index}: {first_line(failure)}")
+
+    def _write_chunk(self, cur: Cursor, chunk: int) -> Written:
+        job = self.job
+        if job.first_load and job.mode != "update":
+            # straight from the staging table: the table held no rows and the file's accepted ids are unique
+            cur.execute(insert_sql(job.resource, self.staging, chunk=chunk))
+            return Written(inserted=cur.rowcount)
+        for statement in staged_chunk_sql(job.resource, self.staging, chunk):
+            cur.execute(statement)
+        return write_stage(cur, job.resource, job.mode, STAGE)
+
+    def _commit(self) -> bool:
+        if self.given_up is not None:
+            return False
+        job = self.job
+        try:
+            conn = self._connection()
+            with conn.cursor() as cur:
+                if _applied_already(cur, job):
+                    self._give_up("another run applied the job")
+                    return True
+                gone = None
+                if job.mode == "replace":
+                    tune_session(cur, whole_job=True)  # its anti-join reads the whole table
+                    cur.execute(analyze_sql(self.staging))
+                    cur.execute(analyze_sql(job.resource.name))
+                    gone = _gone(cur, job, self.staging)
+                _complete(cur, job, self.staging, self.slot, self._written, gone)
+            conn.commit()
+        except Exception as failure:  # noqa: BLE001 - the apply at the end meets it again, or not
+            self._give_up(first_line(failure))
+            return False
+        return True
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._session.enter_context(connect(self.settings))
+            with self._conn.cursor() as cur:
+                tune_session(cur)
+        return self._conn
+
+    def _give_up(self, why: str) -> None:
+        self.given_up = why
+        self._conn = None
+        self._session.close()  # rolls back; the session goes back to the pool
+
+
+@contextmanager
+def apply_as_staged(
+    settings: Settings, job: Job, slot: SlotClaim | None, *, small_file: bool, may_pause: bool
+) -> Iterator[ApplyAsStaged | None]:
+    """An `ApplyAsStaged` for an all-or-nothing job that writes, has more than one chunk
+    (not a `small_file`), has none staged by an earlier run (a resumed job is applied from
+    its staging table), and `may_pause` not for an operator (it would hold its transaction
+    open for up to an hour); None for any other. Rolled back on the way out unless
+    committed."""
+    if job.staging is None or job.dry_run or job.applied or job.done_chunks or small_file or may_pause:
+        yield None
+        return
+    applying = ApplyAsStaged(settings, job, slot)
+    try:
+        yield applying
+    finally:
+        applying.close()
 
 
 def _predict_deletes(conn: Connection, job: Job, staging: str) -> None:
@@ -75,8 +223,8 @@ def _predict_deletes(conn: Connection, job: Job, staging: str) -> None:
             table.name: _count(cur, table_gone) for table, table_gone in _gone_with_dependents(cur, job.resource, gone)
         }
     conn.rollback()  # the sets of gone ids were temporary
-    _record_deleted(conn, job, deleted)
     with conn.cursor() as cur:
+        _record_deleted(cur, job, deleted)
         cur.execute(drop_staging_sql(staging))
     conn.commit()
 
@@ -86,55 +234,60 @@ def _count(cur: Cursor, gone: str) -> int:
     return int(fetch_one(cur)[0])
 
 
-def _record_deleted(conn: Connection, job: Job, deleted: dict[str, int]) -> None:
+def _record_deleted(cur: Cursor, job: Job, deleted: dict[str, int]) -> None:
     """Write what a replace deleted (or would delete) on its job: its own rows, and the rows of other tables."""
     own = deleted.pop(job.resource.name)
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE import_jobs SET deleted = $2, deleted_dependents = $3::jsonb WHERE job_key = $1",
-            parameters=(job.key, own, json.dumps({t: n for t, n in deleted.items() if n})),
-        )
+    cur.execute(
+        "UPDATE import_jobs SET deleted = $2, deleted_dependents = $3::jsonb WHERE job_key = $1",
+        parameters=(job.key, own, json.dumps({t: n for t, n in deleted.items() if n})),
+    )
 
 
 def _apply(conn: Connection, job: Job, staging: str, slot: SlotClaim | None, *, recheck: bool) -> None:
     resource = job.resource
     with conn.cursor() as cur:
         tune_session(cur, whole_job=True)  # the staged rows are analysed below
-        cur.execute(
-            "SELECT applied_at IS NOT NULL FROM import_jobs WHERE job_key = $1 FOR UPDATE", parameters=(job.key,)
-        )
-        if fetch_one(cur)[0]:
+        if _applied_already(cur, job):
             conn.rollback()  # an earlier run applied it: nothing left to do
             return
         cur.execute(lock_for_apply_sql(resource))
         cur.execute(analyze_sql(staging))
-        if job.mode == "replace":  # its anti-join reads the whole table: plan it by the table's real size too
-            cur.execute(analyze_sql(resource.name))
         if recheck:
             _refuse_staged(cur, job, staging)
         cur.execute(predict_sql(resource, staging, by_chunk=True))
-        by_chunk = cur.fetchall()
-        expected = Written(
-            inserted=sum(int(row[1]) for row in by_chunk),
-            updated=sum(int(row[2]) for row in by_chunk),
-            unchanged=sum(int(row[3]) for row in by_chunk),
-        )
+        by_chunk = {int(c): Written(inserted=int(i), updated=int(u), unchanged=int(n)) for c, i, u, n in cur.fetchall()}
+        expected = sum(by_chunk.values(), Written())
         gone = _gone(cur, job, staging) if job.mode == "replace" else None
         written = write_stage(cur, resource, job.mode, staging)
         if written != expected:
             raise ChangedSinceChecked(f"the apply wrote {written}, where the staged rows said {expected}")
-        if gone is not None:
-            _record_deleted(conn, job, _delete_with_dependents(cur, resource, gone))
-        for chunk, inserted, updated, unchanged in by_chunk:
-            cur.execute(
-                "UPDATE import_chunks SET inserted = $3, updated = $4, unchanged = $5 "
-                "WHERE job_key = $1 AND chunk_index = $2",
-                parameters=(job.key, chunk, inserted, updated, unchanged),
-            )
-        cur.execute("UPDATE import_jobs SET applied_at = now() WHERE job_key = $1", parameters=(job.key,))
-        cur.execute(drop_staging_sql(staging))
-        check_slot_held(cur, slot, "the apply")
+        _complete(cur, job, staging, slot, by_chunk, gone)
     conn.commit()
+
+
+def _applied_already(cur: Cursor, job: Job) -> bool:
+    """Whether an earlier run applied the job; holds its ledger row until the transaction ends."""
+    cur.execute("SELECT applied_at IS NOT NULL FROM import_jobs WHERE job_key = $1 FOR UPDATE", parameters=(job.key,))
+    return bool(fetch_one(cur)[0])
+
+
+def _complete(
+    cur: Cursor, job: Job, staging: str, slot: SlotClaim | None, by_chunk: dict[int, Written], gone: str | None
+) -> None:
+    """What ends an apply whose staged rows are written: a replace's deletes (the ids in
+    `gone`), each chunk's counts in the ledger, the job marked applied, its staging dropped,
+    and the write slot still held. The caller commits."""
+    if gone is not None:
+        _record_deleted(cur, job, _delete_with_dependents(cur, job.resource, gone))
+    for chunk, written in by_chunk.items():
+        cur.execute(
+            "UPDATE import_chunks SET inserted = $3, updated = $4, unchanged = $5 "
+            "WHERE job_key = $1 AND chunk_index = $2",
+            parameters=(job.key, chunk, written.inserted, written.updated, written.unchanged),
+        )
+    cur.execute("UPDATE import_jobs SET applied_at = now() WHERE job_key = $1", parameters=(job.key,))
+    cur.execute(drop_staging_sql(staging))
+    check_slot_held(cur, slot, "the apply")
 
 
 def _gone(cur: Cursor, job: Job, staging: str) -> str:

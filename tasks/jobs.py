@@ -17,7 +17,14 @@ from bulkflow.db import Cursor, connect, execute, fetch_one, query_one
 from bulkflow.errors import ParameterError, first_line, is_retryable
 from bulkflow.settings import Settings
 from decisions.checks import CheckScope
-from decisions.sql import ASCII_PROBE, create_staging_sql, drop_staging_sql, first_load_probe, staging_table
+from decisions.sql import (
+    ASCII_PROBE,
+    create_staging_sql,
+    drop_staging_sql,
+    first_load_probe,
+    staging_chunk_index_sql,
+    staging_table,
+)
 from files.formats import display_name
 from files.staging import StagedSource
 from schemas import declared_tables
@@ -195,6 +202,7 @@ def open_job(
         )
         if job.staging and not job.applied:
             cur.execute(create_staging_sql(resource, job.staging))  # with the job: a re-run finds it
+            cur.execute(staging_chunk_index_sql(job.staging))
         conn.commit()
     return job
 

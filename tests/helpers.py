@@ -117,6 +117,21 @@ def import_file(resource: str, source: Path | str, *, format: Format | None = No
     )
 
 
+def run_log(flow_run_id: str | None) -> list[str]:
+    """The messages a flow run logged, as the Prefect API holds them (sent ones first)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    assert flow_run_id is not None
+    APILogWorker.drain_all()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])))
+    return [log.message for log in logs]
+
+
 def rejects_of(job_key: str) -> list[tuple]:
     """Every reject entry of a job, in file order."""
     from bulkflow.db import connect

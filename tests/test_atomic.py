@@ -17,7 +17,8 @@ import polars as pl
 import pytest
 
 from files.generate import GeneratorSpec, write_file
-from tests.helpers import ImportState, import_file, import_state, reset_imports, sql, table
+from schemas.reports import ImportReport
+from tests.helpers import ImportState, import_file, import_state, reset_imports, run_log, sql, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 ROWS, CHUNK = 3000, 250
@@ -96,13 +97,10 @@ def test_a_failed_atomic_import_leaves_the_table_as_it_was_and_a_re_run_applies_
     import_state(report).assert_same(after)
 
 
-def test_a_row_another_writer_takes_before_the_apply_becomes_a_reject(files: tuple[Path, Path]) -> None:
-    first, partner = files
-    _start_from(first)
-    plain = import_file("users", partner, chunk_size=CHUNK)
-    _start_from(first)
-    # A new user of chunk 0 whose email another writer takes once chunk 0 is staged: only
-    # the apply, in its own transaction, can find out.
+def _import_while_another_writer_takes_an_email(partner: Path) -> tuple[ImportReport, dict[str, Any]]:
+    """An atomic import of `partner` during which another writer takes the email of a new
+    user of chunk 0 once chunk 0 is staged: only the apply, in its own transaction, can find
+    out. The report, and that user's row."""
     staged = pl.read_csv(partner, infer_schema=False, n_rows=CHUNK)
     known = set(table("users").get_column("id").to_list())
     email = staged.filter(~pl.col("id").is_in(list(known)) & pl.col("email").str.contains("@")).row(0, named=True)
@@ -114,13 +112,54 @@ def test_a_row_another_writer_takes_before_the_apply_becomes_a_reject(files: tup
     )
     sql("CREATE TRIGGER sneak AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION sneak()")
     try:
-        report = import_file("users", partner, **ATOMIC)
+        return import_file("users", partner, **ATOMIC), email
     finally:
         sql("DROP TRIGGER IF EXISTS sneak ON import_chunks")
+
+
+def test_a_row_another_writer_takes_before_the_apply_becomes_a_reject(files: tuple[Path, Path]) -> None:
+    first, partner = files
+    _start_from(first)
+    plain = import_file("users", partner, chunk_size=CHUNK)
+    _start_from(first)
+    report, email = _import_while_another_writer_takes_an_email(partner)
     assert (report.inserted, report.rejected) == (plain.inserted - 1, plain.rejected + 1)
     assert report.invariant_holds
     assert sql(f"SELECT chunk_index, rule FROM import_rejects WHERE value = '{email['email']}'") == [(0, "email_taken")]
     assert table("users").filter(pl.col("email") == email["email"]).get_column("id").to_list() == ["sneaky"]
+
+
+def test_the_apply_writes_each_chunk_as_it_is_staged_and_none_is_visible_before_its_commit(
+    files: tuple[Path, Path], clean: tuple[pl.DataFrame, ImportState]
+) -> None:
+    before, after = clean
+    # What other sessions see of the table while the last chunk is staged: by then the
+    # apply has written the chunks before it, in its own transaction.
+    sql("CREATE TABLE seen_during (users bigint)")
+    sql(
+        "CREATE OR REPLACE FUNCTION look() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.chunk_index = {ROWS // CHUNK - 1} AND NEW.inserted + NEW.updated = 0 THEN "  # staged, not applied
+        "INSERT INTO seen_during SELECT count(*) FROM users; END IF; "
+        "RETURN NEW; END $$"
+    )
+    sql("CREATE TRIGGER look AFTER UPDATE ON import_chunks FOR EACH ROW EXECUTE FUNCTION look()")
+    try:
+        report = import_file("users", files[1], **ATOMIC)
+        seen = sql("SELECT DISTINCT users FROM seen_during")
+    finally:
+        sql("DROP TRIGGER IF EXISTS look ON import_chunks")
+        sql("DROP TABLE IF EXISTS seen_during")
+    assert seen == [(before.height,)]
+    import_state(report).assert_same(after)
+    assert "applied in one transaction, each chunk written as it was staged" in run_log(report.flow_run_id)
+
+
+def test_an_apply_that_meets_another_writer_applies_the_staged_rows_at_the_end(files: tuple[Path, Path]) -> None:
+    _start_from(files[0])
+    report, _ = _import_while_another_writer_takes_an_email(files[1])
+    assert report.invariant_holds and report.rejects_by_rule.get("email_taken", 0) >= 1
+    log = run_log(report.flow_run_id)
+    assert any(line.startswith("applying the staged rows at the end: chunk 0: ") for line in log), log
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import json
 
 import polars as pl
 
+from bulkflow.db import session_settings
 from decisions import sql
 from decisions.budget import RejectBudget
 from decisions.decide import check_chunk, no_facts
@@ -85,6 +86,20 @@ def test_the_sql_of_load_control_names_its_tables_quoted() -> None:
         ("comments", "user_id"),
     ]
     assert sql.delete_gone_sql(USERS, "g") == 'DELETE FROM "users" WHERE "id" IN (SELECT "id" FROM "g")'
+
+
+def test_the_sql_of_an_apply_as_staged_reads_one_chunk_quoted() -> None:
+    staging = sql.staging_table("import:users:abc")
+    assert sql.staging_chunk_index_sql(staging) == (
+        f'CREATE INDEX IF NOT EXISTS "{staging}_chunks" ON "{staging}" USING brin ("_chunk")'
+    )
+    drop, create = sql.staged_chunk_sql(USERS, staging, 3)
+    assert drop == 'DROP TABLE IF EXISTS pg_temp."_bulkflow_stage"'
+    assert create.startswith('CREATE TEMPORARY TABLE "_bulkflow_stage" ON COMMIT DROP AS SELECT "_line", "id", "email"')
+    assert create.endswith(f'FROM "{staging}" WHERE "_chunk" = 3')
+    assert sql.insert_sql(USERS, staging, chunk=3).endswith(f'"updated_at" FROM "{staging}" WHERE "_chunk" = 3')
+    assert "SET LOCAL enable_hashjoin = on" in session_settings(whole_job=True)
+    assert "SET LOCAL enable_hashjoin = off" in session_settings()
 
 
 RAWS = [

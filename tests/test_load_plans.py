@@ -117,3 +117,47 @@ def test_a_replace_finds_the_rows_to_delete_by_the_statistics_of_the_whole_job()
     )
     plan = embedded_server(embedded_data_dir(Settings().home)).psql(script)
     assert "Hash Anti Join" in plan or "Hash Right Anti Join" in plan, plan
+
+
+def test_an_apply_as_staged_reads_a_chunk_by_its_index_and_plans_its_replace_by_the_whole_job() -> None:
+    """The apply begun as the chunks are staged reads each chunk back through the staging
+    table's block-range index under the chunk plans (a scan of every chunk staged so far,
+    per chunk, would be quadratic); the replace at its end, in the same transaction, gets
+    the whole job's plans back (one hash anti-join, as in the test above)."""
+    from bulkflow.db import session_settings
+    from decisions.sql import (
+        analyze_sql,
+        collect_gone_sql,
+        create_staging_sql,
+        gone_table_sql,
+        insert_sql,
+        staged_chunk_sql,
+        staging_chunk_index_sql,
+        staging_table,
+    )
+    from schemas.columns import STAGED_CHUNK
+
+    users = RESOURCES["users"]
+    staging, gone = staging_table("plan-test-as-staged"), "_bulkflow_gone_users"
+    script = "\n".join(
+        [
+            "BEGIN;",
+            *(f"{setting};" for setting in session_settings() if "synchronous" not in setting),
+            f"{create_staging_sql(users, staging)};",
+            f"{staging_chunk_index_sql(staging)};",
+            f'INSERT INTO "{staging}" ("{STAGED_CHUNK}", "{LINE}", id, email, role) '
+            "SELECT g / 5000, g, 'g' || g, 'g' || g || '@x.io', 'reader' FROM generate_series(0, 39999) g;",
+            f"EXPLAIN {insert_sql(users, staging, chunk=3)};",
+            f"EXPLAIN {staged_chunk_sql(users, staging, 3)[1]};",
+            *(f"{setting};" for setting in session_settings(whole_job=True) if "synchronous" not in setting),
+            f"{analyze_sql(staging)}; {analyze_sql('users')};",
+            f"{gone_table_sql(gone)};",
+            f"EXPLAIN {collect_gone_sql(users, staging, gone)};",
+            "ROLLBACK;",
+        ]
+    )
+    plans = embedded_server(embedded_data_dir(Settings().home)).psql(script).split("QUERY PLAN")[1:]
+    assert len(plans) == 3, plans
+    for chunk_read in plans[:2]:
+        assert f"Bitmap Index Scan on {staging}_chunks" in chunk_read and "Seq Scan" not in chunk_read, chunk_read
+    assert "Hash Anti Join" in plans[2] or "Hash Right Anti Join" in plans[2], plans[2]
