@@ -1,4 +1,5 @@
-"""The garbage collector during the command's start-up.
+"""What the command sets before it loads anything: the garbage collector, and Prefect's
+usage events.
 
 Loading Prefect, pydantic, polars and pandera creates about a million long-lived objects and
 next to no garbage, and each full pass of the collector walks all of them: about 0.2 s of a
@@ -13,6 +14,7 @@ paused.
 from __future__ import annotations
 
 import gc
+import os
 
 
 def pause_collector() -> None:
@@ -26,3 +28,12 @@ def modules_loaded() -> None:
     if not gc.isenabled():
         gc.freeze()
         gc.enable()
+
+
+def no_usage_events() -> None:
+    """Keep Prefect from sending usage events over the internet. From an interactive
+    terminal, Prefect 3 reports a new installation's first import, flow and run to its
+    analytics service; bulkflow runs where there is no internet and fetches nothing, so the
+    command sets `DO_NOT_TRACK=1`, Prefect's own switch, unless the user set DO_NOT_TRACK
+    (the runs and servers it starts inherit it)."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")

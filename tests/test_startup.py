@@ -4,6 +4,7 @@ load, back on, with what they made frozen out of its passes, once a command has 
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,3 +41,23 @@ def test_the_bulkflow_command_runs_its_command_with_the_collector_paused() -> No
     probe = "import gc, cli.app; cli.app.app = lambda: print('paused' if not gc.isenabled() else 'on'); cli.app.main()"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, "paused\n"), done.stderr
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "1 False"), ("0", "0")], ids=["unset", "set-by-the-user"])
+def test_the_bulkflow_command_keeps_prefects_usage_events_off_unless_told_otherwise(
+    given: str | None, seen: str
+) -> None:
+    """Prefect's usage events would go over the internet: the command sets Prefect's own
+    switch (DO_NOT_TRACK) before anything loads Prefect, and keeps a value the user gave."""
+    probe = (
+        "import os, cli.app\n"
+        "def report():\n"
+        "    from prefect._internal.analytics.enabled import is_telemetry_enabled\n"
+        "    value = os.environ['DO_NOT_TRACK']\n"
+        "    print(value if value == '0' else f'{value} {is_telemetry_enabled()}')\n"
+        "cli.app.app = report\n"
+        "cli.app.main()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DO_NOT_TRACK"} | ({"DO_NOT_TRACK": given} if given else {})
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert (done.returncode, done.stdout) == (0, f"{seen}\n"), done.stderr
