@@ -12,7 +12,7 @@ import typer
 
 from cli import data, history, profiles, services
 from cli.output import stderr
-from cli.startup import no_usage_events, pause_collector
+from cli.startup import pause_collector
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: migrate, status, stop the embedded server.")
@@ -43,7 +43,6 @@ def main() -> None:
     tearing the interpreter down, which with Prefect, pydantic and polars loaded takes about
     a second and changes nothing."""
     pause_collector()
-    no_usage_events()
     try:
         app()
         code = 0

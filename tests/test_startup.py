@@ -43,21 +43,33 @@ def test_the_bulkflow_command_runs_its_command_with_the_collector_paused() -> No
     assert (done.returncode, done.stdout) == (0, "paused\n"), done.stderr
 
 
-@pytest.mark.parametrize(("given", "seen"), [(None, "1 False"), ("0", "0")], ids=["unset", "set-by-the-user"])
-def test_the_bulkflow_command_keeps_prefects_usage_events_off_unless_told_otherwise(
-    given: str | None, seen: str
-) -> None:
+@pytest.mark.parametrize("given", [None, "0"], ids=["unset", "set-by-the-user"])
+def test_the_bulkflow_command_keeps_prefects_usage_events_off_unless_told_otherwise(given: str | None) -> None:
     """Prefect's usage events would go over the internet: the command sets Prefect's own
     switch (DO_NOT_TRACK) before anything loads Prefect, and keeps a value the user gave."""
     probe = (
+        "from prefect._internal.analytics.enabled import is_telemetry_enabled\n"
+        "print(os.environ['DO_NOT_TRACK'], is_telemetry_enabled() if os.environ['DO_NOT_TRACK'] == '1' else '')"
+    )
+    assert _in_the_command(probe, "DO_NOT_TRACK", given) == ("1 False" if given is None else "0")
+
+
+def test_the_bulkflow_command_has_polars_give_freed_memory_back() -> None:
+    """Polars reads the allocator's settings from the environment when it loads, after its
+    own (the last setting wins)."""
+    probe = "import polars\nprint(os.environ['_RJEM_MALLOC_CONF'].split(',')[-1])"
+    assert _in_the_command(probe, "_RJEM_MALLOC_CONF", None) == "muzzy_decay_ms:0"
+
+
+def _in_the_command(probe: str, variable: str, given: str | None) -> str:
+    """What `probe` prints when run as the command of `bulkflow`, through its entry point,
+    with `variable` set to `given` (or unset)."""
+    script = (
         "import os, cli.app\n"
-        "def report():\n"
-        "    from prefect._internal.analytics.enabled import is_telemetry_enabled\n"
-        "    value = os.environ['DO_NOT_TRACK']\n"
-        "    print(value if value == '0' else f'{value} {is_telemetry_enabled()}')\n"
-        "cli.app.app = report\n"
+        "def command():\n" + "".join(f"    {line}\n" for line in probe.splitlines()) + "cli.app.app = command\n"
         "cli.app.main()"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DO_NOT_TRACK"} | ({"DO_NOT_TRACK": given} if given else {})
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
-    assert (done.returncode, done.stdout) == (0, f"{seen}\n"), done.stderr
+    env = {k: v for k, v in os.environ.items() if k != variable} | ({variable: given} if given else {})
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
