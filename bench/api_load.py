@@ -23,7 +23,8 @@ import httpx
 from bench.measure import measure
 
 if TYPE_CHECKING:
-    from bench.run import Bench, Comparison
+    from bench.comparison import Comparison
+    from bench.harness import Bench
 
 
 @contextmanager

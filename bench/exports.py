@@ -15,7 +15,8 @@ from bench.data import BenchFile, header
 from bench.measure import alternate, measure
 
 if TYPE_CHECKING:
-    from bench.run import Bench, Comparison
+    from bench.comparison import Comparison
+    from bench.harness import Bench
 
 CHANGED_SHARE = 100
 """One row in this many is changed before the incremental export."""

@@ -24,7 +24,8 @@ from bench.measure import alternate
 from files.generate import BROKEN_RULE, GeneratorSpec, generate
 
 if TYPE_CHECKING:
-    from bench.run import Bench, Comparison
+    from bench.comparison import Comparison
+    from bench.harness import Bench
 
 LANDING_INTERVAL_S = 5
 """The watcher's interval under the bench: the smallest BULKFLOW_LANDING_INTERVAL allows."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.run import Comparison
+    from bench.comparison import Comparison
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import PARTNER_WORKLOAD, BenchConfig, Comparison
+from bench.comparison import BenchConfig, Comparison
+from bench.run import PARTNER_WORKLOAD
 
 
 def machine(postgres: str) -> dict[str, Any]:

@@ -163,8 +163,9 @@ def bench_command(
     ] = None,
 ) -> None:
     """Benchmark imports and exports against PostgreSQL's own COPY (own database, own Prefect server)."""
+    from bench.comparison import BenchConfig
     from bench.report import write
-    from bench.run import BenchConfig, run
+    from bench.run import run
 
     modules_loaded()
     config = BenchConfig(

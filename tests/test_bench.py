@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.comparison import BenchConfig
 from bench.report import write
-from bench.run import BenchConfig, run
+from bench.run import run
 
 
 @pytest.mark.usefixtures("prefect_api")
