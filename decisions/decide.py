@@ -187,8 +187,8 @@ def _refused(mode: WriteMode, rows: pl.DataFrame, seen: SeenKeys) -> pl.Series:
     `insert` refuses a row whose id is in the table (an id accepted earlier in this file is
     left to the duplicate check: whether its chunk has loaded yet must not matter) or whose
     natural key another id holds; `update` refuses a row that is not in the table."""
-    unseen_in_table = rows.get_column(IN_TABLE) & ~seen.seen_before("id", rows.get_column("id"))
     if mode == "insert":
+        unseen_in_table = rows.get_column(IN_TABLE) & ~seen.seen_before("id", rows.get_column("id"))
         refused = unseen_in_table | rows.get_column(TAKEN)
         rule = ALREADY_EXISTS
     elif mode == "update":
