@@ -35,10 +35,15 @@ ENVIRONMENT_DEFAULTS = {
     # reports a new installation's first import, flow and run to its analytics service
     # over the internet, and bulkflow runs where there is none.
     "DO_NOT_TRACK": "1",
-    # Polars' allocator (jemalloc) keeps freed memory mapped for good (its muzzy_decay_ms is
-    # -1); given back half a second after it is freed, an import's peak is 3-6% lower (more at
+    # Polars' allocator (jemalloc), as polars sets it up, keeps freed pages in the process
+    # for up to 1.5 s (dirty_decay_ms:500, then muzzy_decay_ms:1000; polars appends ours);
+    # given back once they leave the dirty state, an import's peak is 3-6% lower (more at
     # 1M rows than at 100k: chunk after chunk reuses less) for the same CPU.
     "_RJEM_MALLOC_CONF": "muzzy_decay_ms:0",
+    # numpy's OpenBLAS starts a thread per core as numpy loads, and those threads spin while
+    # they wait; bulkflow asks numpy for sorts and searches only, never linear algebra. One
+    # thread (none of its own) saves 0.1 CPU-s of each command and a core's share of them.
+    "OPENBLAS_NUM_THREADS": "1",
 }
 """What the command sets in its environment before it loads anything, unless the user set
 it: the runs, servers and workers it starts inherit it."""

@@ -61,6 +61,18 @@ def test_the_bulkflow_command_has_polars_give_freed_memory_back() -> None:
     assert _in_the_command(probe, "_RJEM_MALLOC_CONF", None) == "muzzy_decay_ms:0"
 
 
+@pytest.mark.parametrize("given", [None, "2"], ids=["unset", "set-by-the-user"])
+def test_the_bulkflow_command_has_numpy_start_no_threads_of_its_own(given: str | None) -> None:
+    """numpy's OpenBLAS starts a thread per core as it loads, unless told one: the command
+    tells it, and keeps a value the user gave."""
+    probe = (
+        "threads = len(os.listdir('/proc/self/task'))\n"
+        "import numpy\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')) - threads)"
+    )
+    assert _in_the_command(probe, "OPENBLAS_NUM_THREADS", given) == ("1 0" if given is None else "2 1")
+
+
 def _in_the_command(probe: str, variable: str, given: str | None) -> str:
     """What `probe` prints when run as the command of `bulkflow`, through its entry point,
     with `variable` set to `given` (or unset)."""
