@@ -8,7 +8,8 @@ whoever holds a connection sees a `DatabaseUnavailable` (a retry may cure it) or
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -63,12 +64,42 @@ class _Pool:
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self.idle: dict[str, list[Connection]] = {}
+        self.coming: dict[str, Future[Connection]] = {}
+        """A connection being opened ahead (`open_ahead`), for the next `take` of its URL."""
         self.lock = threading.Lock()
 
     def take(self, url: str) -> Connection | None:
+        """An idle connection, or the one being opened ahead (waited for); None when there is
+        neither, or when opening it ahead failed (the caller opens its own, and meets that
+        failure itself, with its own retries)."""
         with self.lock:
             stack = self.idle.get(url)
-            return stack.pop() if stack else None
+            if stack:
+                return stack.pop()
+            coming = self.coming.pop(url, None)
+        if coming is None:
+            return None
+        try:
+            return coming.result()
+        except Exception:  # noqa: BLE001 - see the docstring: the caller connects again
+            return None
+
+    def open_ahead(self, url: str, opener: Callable[[str], Connection]) -> None:
+        """Begin opening a connection with `opener` on a thread of its own, for the next
+        `take`, unless one is idle or being opened already."""
+        with self.lock:
+            if self.idle.get(url) or url in self.coming:
+                return
+            coming: Future[Connection] = Future()
+            self.coming[url] = coming
+
+        def fulfil() -> None:
+            try:
+                coming.set_result(opener(url))
+            except BaseException as error:  # noqa: BLE001 - handed to whoever takes it
+                coming.set_exception(error)
+
+        threading.Thread(target=fulfil, name="connect-ahead", daemon=True).start()
 
     def give_back(self, url: str, conn: Connection) -> None:
         """Keep a connection whose transaction ended cleanly; close it otherwise."""
@@ -91,9 +122,18 @@ class _Pool:
     def clear(self) -> None:
         with self.lock:
             idle, self.idle = self.idle, {}
+            coming, self.coming = self.coming, {}
         for stack in idle.values():
             for conn in stack:
                 close_quietly(conn)
+        for future in coming.values():
+            future.add_done_callback(_close_opened)
+
+
+def _close_opened(future: Future[Connection]) -> None:
+    """Close the connection a future opened, if it opened one."""
+    if future.exception() is None:
+        close_quietly(future.result())
 
 
 def close_quietly(conn: Connection) -> None:
@@ -122,13 +162,30 @@ def open_session(settings: Settings, name: str) -> Connection:
         except Exception:  # noqa: BLE001 - the server went away since: every kept session is dead
             close_quietly(kept)
             _sessions.clear()
-    conn = _open(url)
+    conn = _open_session(url)
     try:
-        conn.adbc_connection.set_autocommit(True)
         return _named(conn, name)
     except BaseException:
         close_quietly(conn)
         raise
+
+
+def open_session_ahead(settings: Settings) -> None:
+    """Begin connecting the next `open_session`'s session on a thread of its own, so that its
+    connect (about 30 ms: the driver reads the server's type catalogue) overlaps what the
+    caller does until then; nothing when a kept session waits already."""
+    _sessions.open_ahead(database_url(settings), _open_session)
+
+
+def _open_session(url: str) -> Connection:
+    """A new connection in autocommit; DatabaseUnavailable when the server cannot be reached."""
+    conn = _open(url)
+    try:
+        conn.adbc_connection.set_autocommit(True)
+    except BaseException:
+        close_quietly(conn)
+        raise
+    return conn
 
 
 def end_session(settings: Settings, conn: Connection) -> None:

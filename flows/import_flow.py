@@ -43,7 +43,7 @@ from tasks.cluster import dask_task_runner
 from tasks.history import RunStart, record_import
 from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure, set_aside
 from tasks.landing import discard_upload
-from tasks.limits import SlotClaim, table_slot, table_work
+from tasks.limits import SlotClaim, prepare_table_slot, table_slot, table_work
 from tasks.load import apply_chunk, load_chunk
 from tasks.on_workers import check_span, load_span
 from tasks.prefect_defaults import flow
@@ -138,9 +138,10 @@ def _import(
     most = records_at_most(source, format)
     small = most is not None and most <= options.rows_per_chunk(settings.chunk_size)
     with table_work():
+        if not options.dry_run:  # a dry run writes nothing to the table: it needs no write slot
+            prepare_table_slot(settings)
         staged, reading = bookkeeping_step(stage, small)(resource, source, format, options, settings)
         try:
-            # a dry run writes nothing to the table: it needs no write slot
             slot: AbstractContextManager[SlotClaim | None] = (
                 nullcontext(None) if options.dry_run else table_slot(settings, resource.name, get_run_logger().info)
             )
@@ -182,7 +183,7 @@ def _load(
             ", ".join(job.earlier_runs),
             len(job.done_chunks),
         )
-    progress = ImportProgress(resource, job.source_name, job.dry_run)
+    progress = ImportProgress(resource, job.source_name, job.dry_run, with_artifact=not small)
     budget = RejectBudget.of(options)
     watch = (
         BudgetWatch(settings, job, budget, options.on_budget, options.budget_pause_timeout) if budget.is_set else None

@@ -30,7 +30,16 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from bulkflow.db import Connection, Cursor, close_quietly, end_session, fetch_one, open_session, translated
+from bulkflow.db import (
+    Connection,
+    Cursor,
+    close_quietly,
+    end_session,
+    fetch_one,
+    open_session,
+    open_session_ahead,
+    translated,
+)
 from bulkflow.errors import RetryableError, is_retryable
 from bulkflow.settings import Settings
 
@@ -174,6 +183,12 @@ def _wait_for_slot(
         waited = True
         if stop.wait(POLL_S):
             raise RetryableError(f"stopped waiting for a write slot of {resource}")
+
+
+def prepare_table_slot(settings: Settings) -> None:
+    """Begin connecting the session the next `table_slot` holds its slot on, so that it
+    connects while the import stages its file instead of after."""
+    open_session_ahead(settings)
 
 
 @contextmanager

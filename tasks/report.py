@@ -40,10 +40,12 @@ def artifact_key(*parts: str) -> str:
 
 class ImportProgress:
     """A Prefect progress artifact plus per-chunk log lines (rows/s, error rate). The artifact
-    is made when the first chunk is committed (a file of one chunk writes it once, at 100)."""
+    is made when the first chunk is committed; a file known to be of one chunk at most
+    (`with_artifact=False`) makes none: its bar would appear at 100 just before its report."""
 
-    def __init__(self, resource: Resource, source_name: str, dry_run: bool = False) -> None:
+    def __init__(self, resource: Resource, source_name: str, dry_run: bool = False, with_artifact: bool = True) -> None:
         self.dry_run = dry_run
+        self.with_artifact = with_artifact
         self.key = artifact_key("import", resource.name, source_name, "progress")
         self.description = f"Import of {source_name} into {resource.name}"
         self.artifact_id: UUID | None = None
@@ -99,6 +101,8 @@ class ImportProgress:
         self._notify()
 
     def _show(self, percent: float) -> None:
+        if not self.with_artifact:
+            return
         if self.artifact_id is not None:
             update_progress_artifact(self.artifact_id, percent)
             return

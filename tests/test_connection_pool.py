@@ -1,0 +1,76 @@
+"""Connections kept for reuse, and one opened ahead: the next taker gets the connection
+being opened (waiting for it), and a connection opened ahead is never lost or leaked."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import cast
+
+from bulkflow.db import Connection, _Pool
+
+URL = "postgresql://example/db"
+
+
+class _FakeConnection:
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def _opener(release: threading.Event, opened: list[_FakeConnection], fail: bool = False) -> Callable[[str], Connection]:
+    def open_one(url: str) -> Connection:
+        assert url == URL
+        release.wait(5)
+        if fail:
+            raise ConnectionError("refused")
+        opened.append(_FakeConnection())
+        return cast(Connection, opened[-1])
+
+    return open_one
+
+
+def _taken(pool: _Pool) -> object:
+    return pool.take(URL)
+
+
+def test_the_next_take_waits_for_the_connection_opened_ahead() -> None:
+    pool, release, opened = _Pool(), threading.Event(), list[_FakeConnection]()
+    pool.open_ahead(URL, _opener(release, opened))
+    threading.Timer(0.05, release.set).start()  # still opening when the taker comes
+    assert _taken(pool) is opened[0]
+    assert pool.take(URL) is None  # taken once
+
+
+def test_nothing_is_opened_ahead_when_a_connection_is_idle_or_coming() -> None:
+    pool, release, opened = _Pool(), threading.Event(), list[_FakeConnection]()
+    kept = _FakeConnection()
+    pool.keep(URL, cast(Connection, kept))
+    pool.open_ahead(URL, _opener(release, opened))
+    release.set()
+    assert _taken(pool) is kept and opened == []
+    pool.open_ahead(URL, _opener(release, opened))
+    pool.open_ahead(URL, _opener(release, opened))
+    assert _taken(pool) is opened[0] and len(opened) == 1
+
+
+def test_a_failed_open_ahead_leaves_the_taker_to_connect_itself() -> None:
+    pool, release = _Pool(), threading.Event()
+    release.set()
+    pool.open_ahead(URL, _opener(release, [], fail=True))
+    assert pool.take(URL) is None
+
+
+def test_a_connection_opened_ahead_after_a_clear_is_closed() -> None:
+    pool, release, opened = _Pool(), threading.Event(), list[_FakeConnection]()
+    pool.open_ahead(URL, _opener(release, opened))
+    pool.clear()
+    release.set()
+    for _ in range(500):  # the opener's thread appends, then the clear's callback closes
+        if opened and opened[0].closed.wait(0.01):
+            break
+        threading.Event().wait(0.01)
+    assert opened and opened[0].closed.is_set()
+    assert pool.take(URL) is None
