@@ -63,6 +63,23 @@ def test_chunks_have_exact_sizes_and_lines_continue(tmp_path: Path) -> None:
     assert pl.concat(parts)[LINE].to_list() == list(range(2, 22, 2))
 
 
+@pytest.mark.parametrize("block", [40, 1 << 20])
+def test_a_file_without_quotes_numbers_its_lines_across_blocks_and_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """No value of a block without a quote spans lines: each record is one line, counted
+    across blocks and chunks, and a blank line still counts."""
+    import files.records
+
+    monkeypatch.setattr(files.records, "BLOCK_BYTES", block)
+    path = tmp_path / "u.csv"
+    path.write_text("id,email,name,role\n" + "".join(f"u{i},e{i}@x.io,N {i},admin\n" for i in range(10)))
+    assert [c[LINE].to_list() for c in chunks(path, size=4)] == [[2, 3, 4, 5], [6, 7, 8, 9], [10, 11]]
+    path.write_text("id,email,name,role\nu1,a@x.io,A,admin\n\nu2,b@x.io,B,admin\nu3,c@x.io,C,admin\n")
+    [chunk] = chunks(path)
+    assert chunk[LINE].to_list() == [2, 4, 5] and chunk["name"].to_list() == ["A", "B", "C"]
+
+
 def test_ndjson_values_malformed_and_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "u.ndjson"
     path.write_text(
