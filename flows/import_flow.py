@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 
 from bulkflow.console import quiet_tracebacks
 from bulkflow.errors import AbandonedImport, InputError, InvariantError, ParameterError, is_retryable
-from bulkflow.settings import MAX_LOAD_WORKERS, Settings
+from bulkflow.settings import Settings
 from decisions.budget import RejectBudget
 from decisions.checks import database_facts
 from decisions.decide import CheckedChunk, ChunkKeys, DatabaseFacts, KeyDecision, decide, decide_keys
@@ -38,23 +38,21 @@ from schemas.resource import Resource, RuleContext
 from tasks import events
 from tasks.apply import ApplyAsStaged, apply_as_staged, apply_staged
 from tasks.budget import BudgetWatch
-from tasks.check import check_database
 from tasks.cluster import dask_task_runner
 from tasks.history import RunStart, record_import
 from tasks.jobs import ChunkLedger, Job, close_job, open_job, read_rejects, record_failure, set_aside
 from tasks.landing import discard_upload
 from tasks.limits import SlotClaim, prepare_table_slot, table_slot, table_work
-from tasks.load import apply_chunk, load_chunk
+from tasks.load import apply_chunk
 from tasks.on_workers import check_span, load_span
 from tasks.prefect_defaults import flow
 from tasks.profiles import with_profile
 from tasks.replay import replay_source
 from tasks.report import ImportProgress, publish_report
-from tasks.retrying import bookkeeping_step, with_chunk_retries
+from tasks.retrying import ChunkThreads, bookkeeping_step, with_chunk_retries
 from tasks.run_labels import DRY_RUN, VIA_PREFIX, import_run_name, label_run, tag_retryable_failure, untagged_tasks
 from tasks.stage import stage
 
-_THREADS: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_LOAD_WORKERS + 2)
 T = TypeVar("T")
 
 
@@ -67,8 +65,6 @@ def _run_name() -> str:
 @flow(
     name="import",
     flow_run_name=_run_name,
-    # Threads start on demand; the chunk pipeline bounds how many run at once (load_workers).
-    task_runner=_THREADS,
     validate_parameters=True,
     persist_result=True,
     result_serializer="json",
@@ -240,18 +236,24 @@ class ChunkWork:
 
 
 def _chunks_in_threads(work: ChunkWork) -> None:
-    """The flow reads and validates each chunk; threads check and load it. A file of one
-    chunk is checked and loaded by the flow itself (`OneChunkSteps`)."""
+    """The flow reads and validates each chunk; threads of the run's own check and load it
+    (`ChunkThreads`). A file of one chunk is checked and loaded by the flow itself."""
     settings, job = work.settings, work.job
     batches = read_chunks(work.staged, job.resource, job.chunk_size, settings.max_record_bytes)
     first = deque(islice(batches, 2))  # a second chunk read, or none: the file has more than one, or one
-    steps = InFlowSteps(settings, job, work.ledger) if len(first) > 1 else OneChunkSteps(settings, job, work.ledger)
-    chunks = work.pipeline(steps, workers=settings.load_workers, ahead=1)
-    context = RuleContext.of(settings, work.staged.values)
-    for index, batch in enumerate(chain(_drained(first), batches)):
-        check = check_records(job.resource, context, index, batch.rows)
-        chunks.add(check, index, check.rows_read, batch.progress)
-    chunks.finish()
+    # the pipeline runs at most load_workers + 1 loads and 2 checks at once
+    threads: AbstractContextManager[ChunkThreads | None] = (
+        ChunkThreads(settings.load_workers + 3) if len(first) > 1 else nullcontext()
+    )
+    with threads as chunk_threads:
+        chunks = work.pipeline(
+            InFlowSteps(settings, job, work.ledger, chunk_threads), workers=settings.load_workers, ahead=1
+        )
+        context = RuleContext.of(settings, work.staged.values)
+        for index, batch in enumerate(chain(_drained(first), batches)):
+            check = check_records(job.resource, context, index, batch.rows)
+            chunks.add(check, index, check.rows_read, batch.progress)
+        chunks.finish()
 
 
 def _drained(items: deque[T]) -> Iterator[T]:
@@ -277,42 +279,35 @@ def _chunks_on_dask(work: ChunkWork) -> None:
 
 
 class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
-    """Threads: the flow read and validated the chunk; the tasks get its rows."""
+    """Threads: the flow read and validated the chunk; its check and load are plain calls,
+    retried as chunk tasks would be, on the run's `threads`, or in the flow itself for a file
+    of one chunk (None: a thread hand-off costs more than such a chunk's work)."""
 
-    def __init__(self, settings: Settings, job: Job, ledger: ChunkLedger) -> None:
-        self.settings, self.job, self.ledger = settings, job, ledger
+    def __init__(self, settings: Settings, job: Job, ledger: ChunkLedger, threads: ChunkThreads | None) -> None:
+        self.settings, self.job, self.ledger, self.threads = settings, job, ledger, threads
 
     def check(self, chunk: RecordCheck, committed: bool) -> Pending[DatabaseFacts]:
         job = self.job
-        return check_database.submit(self.settings, job.scope, job.resource, chunk, committed)
+        return self._run(
+            lambda: database_facts(self.settings, job.scope, job.resource, chunk, committed),
+            f"check of chunk {chunk.index}",
+        )
 
     def decide(self, chunk: RecordCheck, checked: DatabaseFacts, seen: SeenKeys) -> CheckedChunk:
         return decide(self.job.resource, chunk, checked, seen, self.job.mode)
 
     def load(self, chunk: RecordCheck, decided: CheckedChunk) -> Pending[ChunkResult]:
-        return load_chunk.submit(self.settings, self.ledger, self.job.resource, decided)
+        return self._run(
+            lambda: apply_chunk(self.settings, self.ledger, self.job.resource, decided), f"load of chunk {chunk.index}"
+        )
 
     def accepted(self, decided: CheckedChunk) -> int:
         return decided.rows.height
 
-
-class OneChunkSteps(InFlowSteps):
-    """A file of one chunk: its check and load are plain calls in the flow, retried as their
-    tasks would be (two task runs and two thread hand-offs cost more than such a chunk's work)."""
-
-    def check(self, chunk: RecordCheck, committed: bool) -> Pending[DatabaseFacts]:
-        job = self.job
-        facts = with_chunk_retries(
-            lambda: database_facts(self.settings, job.scope, job.resource, chunk, committed),
-            f"check of chunk {chunk.index}",
-        )
-        return Done(facts)
-
-    def load(self, chunk: RecordCheck, decided: CheckedChunk) -> Pending[ChunkResult]:
-        result = with_chunk_retries(
-            lambda: apply_chunk(self.settings, self.ledger, self.job.resource, decided), f"load of chunk {chunk.index}"
-        )
-        return Done(result)
+    def _run(self, call: Callable[[], T], what: str) -> Pending[T]:
+        if self.threads is None:
+            return Done(with_chunk_retries(call, what))
+        return self.threads.submit(call, what)
 
 
 class OnWorkerSteps(Steps[ChunkSpan, ChunkKeys, KeyDecision]):

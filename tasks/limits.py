@@ -12,7 +12,7 @@ lost while the import lives (PostgreSQL restarted, a connection cut): a watchdog
 notices within `POLL_S`, reconnects and takes a slot again (waiting, as at the start, if
 another import took it meanwhile). Every chunk transaction checks, before it commits, that
 a session named after the import's slot holds a slot (`slot_held_sql`); when none does it
-fails as retryable, and the chunk task's retry commits it once the slot is back.
+fails as retryable, and the chunk step's retry commits it once the slot is back.
 
 Imports that one process runs at once (a landing pick-up's small files) also take turns
 (`TableTurn`): each does its table work (staging with its drift check, the write slot, the

@@ -13,7 +13,6 @@ from typing import TypeVar
 
 import adbc_driver_manager
 import polars as pl
-from prefect import task
 
 from bulkflow.db import Connection, Cursor, connect, fetch_one, tune_session
 from bulkflow.errors import RetryableError
@@ -39,7 +38,6 @@ from schemas.reports import COUNTS, ChunkResult, Written
 from schemas.resource import Resource
 from tasks.jobs import ChunkLedger
 from tasks.limits import check_slot_held
-from tasks.retrying import chunk_task_options
 
 CONFLICTS = ("23505", "23503")
 """unique_violation, foreign_key_violation: another transaction changed a key or a
@@ -50,12 +48,6 @@ ARROW_COMPAT = pl.CompatLevel.newest()
 every string column to large_string first."""
 
 
-@task(**chunk_task_options("load-chunk", "load-{resource.name}-chunk-{chunk.index}"))
-def load_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
-    """Apply one chunk exactly once (see `apply_chunk`); returns its counts."""
-    return apply_chunk(settings, ledger, resource, chunk)
-
-
 def apply_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chunk: CheckedChunk) -> ChunkResult:
     """Apply one chunk exactly once (see module docstring); returns its counts.
 
@@ -63,7 +55,7 @@ def apply_chunk(settings: Settings, ledger: ChunkLedger, resource: Resource, chu
     runs. Should a concurrent transaction have taken a key or removed a referenced row
     since, a constraint fires: the transaction is redone with the rows checked again inside
     it, the ones now refused becoming rejects. A conflict that persists (a transaction still
-    in flight) is left to the task's retry, never guessed at. A chunk whose frames break
+    in flight) is left to the step's retry, never guessed at. A chunk whose frames break
     their contract (`schemas/frames.py`) is refused before any SQL runs.
     """
     check_load(resource, chunk.rows, chunk.rejects)
@@ -77,7 +69,7 @@ def redo_on_conflict(conn: Connection, attempt: Callable[[bool], T], what: str) 
     """`attempt(False)`; should a constraint fire (another transaction changed a key or a
     referenced row since the rows were checked), roll back and `attempt(True)`, which checks
     the rows again inside its transaction. A conflict that persists (a transaction still in
-    flight) is left to the task's retry, never guessed at."""
+    flight) is left to the step's retry, never guessed at."""
     try:
         return attempt(False)
     except (adbc_driver_manager.IntegrityError, ChangedSinceChecked) as exc:

@@ -259,7 +259,7 @@ def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -
     from decisions.rules import check_records
     from schemas import get_resource
     from tasks.jobs import ChunkLedger
-    from tasks.load import load_chunk
+    from tasks.load import apply_chunk
 
     users = get_resource("users")
     raw = pl.DataFrame(
@@ -272,7 +272,7 @@ def test_a_chunk_checked_as_new_whose_id_appears_before_its_load_is_upserted() -
         "INSERT INTO import_jobs (job_key, resource, source, format, content_sha256, chunk_size, source_name) "
         "VALUES ('k', 'users', 's', 'csv', 'x', 2, 's')"
     )
-    result = load_chunk.fn(Settings(), ChunkLedger("k", None), users, chunk)
+    result = apply_chunk(Settings(), ChunkLedger("k", None), users, chunk)
     assert (result.inserted, result.updated, result.rejected) == (1, 1, 0)
     assert sql("SELECT id, email, role FROM users ORDER BY id") == [
         ("u1", "a@example.com", "admin"),

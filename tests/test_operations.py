@@ -57,14 +57,9 @@ def test_task_runs_are_named_after_what_they_touch() -> None:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(report.flow_run_id)])))
-    names = {run.name for run in runs}
-    assert {
-        "stage-users.csv",
-        "open-job-users",
-        "close-job-users",
-        "check-users-chunk-0",
-        "load-users-chunk-2",
-    } <= names
+    # a chunk's check and load are plain calls on the run's threads, not task runs
+    assert {run.name for run in runs} == {"stage-users.csv", "open-job-users", "close-job-users"}
+    assert report.chunks == 3
 
 
 def test_artifact_keys_name_the_resource_and_the_file() -> None:
