@@ -1,5 +1,7 @@
-"""The Prefect task options the tasks share: retried only when the error is retryable
-(database down, connection lost, conflicts in flight), never cached."""
+"""How bulkflow's steps are retried: only when the error is retryable (database down,
+connection lost, conflicts in flight). The Prefect task options the tasks share (never
+cached), and the plain calls that stand in for tasks, retried as those would be: in the
+flow itself (`in_flow`, `with_chunk_retries`) or on a run's chunk threads (`ChunkThreads`)."""
 
 from __future__ import annotations
 
