@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+import polars as pl
+
 from decisions.keys import SeenKeys
 from schemas.reports import ChunkResult
 from tasks.budget import BudgetWatch
@@ -64,6 +66,10 @@ class Steps(ABC, Generic[Chunk, Checked, Decided]):
     def accepted(self, decided: Decided) -> int:
         """How many of the chunk's rows the decision accepts (the others are rejected)."""
 
+    def accepted_rows(self, decided: Decided) -> pl.DataFrame | None:
+        """The chunk's accepted rows, when the flow holds them (None: they are on a worker)."""
+        return None
+
 
 class ChunkPipeline(Generic[Chunk, Checked, Decided]):
     """Feed chunks in file order with `add`, then `finish`. The chunks an earlier run
@@ -73,7 +79,8 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
     `budget`, the rows decided so far are judged after each decision; once it is spent,
     every decided chunk is loaded first (its rejects recorded), then the budget acts
     (abort, pause, or go on). `on_load` is handed each chunk's load as it starts, in file
-    order (an all-or-nothing job's apply writes the chunk once it is staged)."""
+    order, with its accepted rows when the flow holds them (an all-or-nothing job's apply
+    writes the chunk once it is staged)."""
 
     def __init__(
         self,
@@ -85,7 +92,7 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
         ahead: int,
         seen: SeenKeys,
         budget: BudgetWatch | None = None,
-        on_load: Callable[[Pending[ChunkResult]], None] | None = None,
+        on_load: Callable[[Pending[ChunkResult], pl.DataFrame | None], None] | None = None,
     ) -> None:
         self.steps, self.job, self.progress, self.budget, self.on_load = steps, job, progress, budget, on_load
         self.workers, self.ahead = workers, ahead
@@ -117,7 +124,7 @@ class ChunkPipeline(Generic[Chunk, Checked, Decided]):
             load = self.steps.load(chunk, decided)
             self.loading.append((load, time.perf_counter(), fraction))
             if self.on_load is not None:
-                self.on_load(load)
+                self.on_load(load, self.steps.accepted_rows(decided))
         if self.budget is not None:
             self._judge(self.budget, rows_read, rows_read - self.steps.accepted(decided))
         while len(self.loading) > self.workers:

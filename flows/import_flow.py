@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from itertools import chain, islice
 from typing import Any, TypeVar
 
+import polars as pl
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
@@ -303,6 +304,9 @@ class InFlowSteps(Steps[RecordCheck, DatabaseFacts, CheckedChunk]):
 
     def accepted(self, decided: CheckedChunk) -> int:
         return decided.rows.height
+
+    def accepted_rows(self, decided: CheckedChunk) -> pl.DataFrame:
+        return decided.rows
 
     def _run(self, call: Callable[[], T], what: str) -> Pending[T]:
         if self.threads is None:
