@@ -2,8 +2,8 @@
 
 The bench has its own embedded PostgreSQL (under `<workdir>/home`): it truncates tables
 between runs and must never touch your data. COPY loads into schema `bench_copy`, made with
-the very DDL of our tables (same primary keys, unique indexes, foreign keys), so both sides
-pay for the same index maintenance.
+the very DDL of our tables (same primary keys, unique indexes, foreign keys, and the change
+column with its index), so both sides pay for the same index maintenance.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class Bench:
                 [
                     *self.psql,
                     "-c",
-                    "CREATE TEMPORARY TABLE incoming (LIKE bench_copy.users)",
+                    f"CREATE TEMPORARY TABLE incoming AS SELECT {listed} FROM bench_copy.users WITH NO DATA",
                     "-c",
                     f"\\copy incoming ({listed}) FROM '{file.copy}' WITH (FORMAT csv, HEADER)",
                     "-c",
@@ -203,8 +203,19 @@ def _psql_binary() -> str:
 
 
 def _copy_schema_ddl() -> str:
-    """Our tables' DDL, run again inside schema bench_copy (names resolve through search_path)."""
+    """Our tables' DDL, run again inside schema bench_copy (names resolve through search_path),
+    with the change column bulkflow's migrations add to them."""
     statements = ["CREATE SCHEMA IF NOT EXISTS bench_copy", "SET search_path TO bench_copy"]
     for resource in RESOURCES.values():
-        statements.extend(resource.ddl())
+        statements.extend([*resource.ddl(), *change_column_ddl(resource.name)])
     return "; ".join(statements)
+
+
+def change_column_ddl(table: str) -> list[str]:
+    """The change column incremental exports read, as migration 0013 adds it to each of our
+    tables: the writing transaction by default, and its index. (Not its triggers: they stamp
+    rows updated or deleted, which a COPY does not do.)"""
+    return [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS bulkflow_xid xid8 NOT NULL DEFAULT pg_current_xact_id()",
+        f"CREATE INDEX IF NOT EXISTS {table}_bulkflow_xid_idx ON {table} (bulkflow_xid)",
+    ]
