@@ -67,7 +67,7 @@ from schemas.reports import ChunkResult, Written
 from schemas.resource import Resource
 from tasks.jobs import Job
 from tasks.limits import SlotClaim, check_slot_held
-from tasks.load import ARROW_COMPAT, ChangedSinceChecked, redo_on_conflict, write_stage
+from tasks.load import ChangedSinceChecked, append_new_rows, ingest_temporary, redo_on_conflict, write_stage
 from tasks.retrying import bookkeeping_task_options
 
 BACKLOG = 3
@@ -173,16 +173,12 @@ class ApplyAsStaged:
             if rows is None:
                 cur.execute(insert_sql(resource, self.staging, chunk=chunk))
                 return Written(inserted=cur.rowcount)
-            # binary COPY: a sixth cheaper for the server than INSERT ... SELECT from the staging table
-            cur.adbc_ingest(
-                resource.name, rows.select(resource.field_names).to_arrow(compat_level=ARROW_COMPAT), mode="append"
-            )
-            return Written(inserted=rows.height)
+            return append_new_rows(cur, resource, rows)
         if rows is None:
             for statement in staged_chunk_sql(resource, self.staging, chunk):
                 cur.execute(statement)
         else:
-            cur.adbc_ingest(STAGE, rows.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
+            ingest_temporary(cur, STAGE, rows)
         return write_stage(cur, resource, job.mode, STAGE)
 
     def _commit(self) -> bool:
@@ -384,7 +380,7 @@ def _refuse_staged(cur: Cursor, job: Job, staging: str) -> None:
     refused = pl.concat(parts)
     if refused.is_empty():
         return
-    cur.adbc_ingest(REFUSED, refused.to_arrow(compat_level=ARROW_COMPAT), mode="replace", temporary=True)
+    ingest_temporary(cur, REFUSED, refused)
     cur.execute(staged_rejects_sql(staging, REFUSED), parameters=(job.key,))
     cur.execute(count_staged_rejects_sql(staging, REFUSED), parameters=(job.key,))
     cur.execute(unstage_sql(staging, REFUSED))
