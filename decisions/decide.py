@@ -237,9 +237,9 @@ def _taken(resource: Resource, rows: pl.DataFrame, passed: pl.Expr, seen: SeenKe
     """True where the row's natural key is held in the table by another id — unless that
     id is accepted earlier in this file (an earlier chunk, or an earlier line of this one
     that passes), whose own row then decides: a duplicate, or the key moved away."""
-    if resource.natural_key is None:
-        return pl.Series(TAKEN, [False] * rows.height, dtype=pl.Boolean)
     hit = (pl.col(GIVEN_ID).is_not_null() & pl.col(HOLDER).is_not_null()).fill_null(False)
+    if resource.natural_key is None or not rows.select(hit.any()).item():
+        return pl.Series(TAKEN, [False] * rows.height, dtype=pl.Boolean)  # a first load, and most others
     earlier = (
         rows.filter(passed & ~hit).group_by("id").agg(pl.col(LINE).min().alias("_holder_line")).rename({"id": HOLDER})
     )

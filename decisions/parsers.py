@@ -6,6 +6,7 @@ Pure polars expressions; exports and the sample generator use them too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -31,6 +32,14 @@ YEARS = (1, 9999)
 PostgreSQL, Arrow and every export format can hold."""
 
 
+_YEARS_SPAN = (
+    datetime(YEARS[0], 1, 1, tzinfo=UTC),
+    datetime(YEARS[1], 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+)
+"""YEARS as instants: comparing with them is a comparison of integers, where taking each
+value's year is a calendar computation (half the cost of parsing it)."""
+
+
 def parse_boolean(text: pl.Expr, values: ValueFormats = ValueFormats()) -> pl.Expr:
     """The true and false texts (any case, surrounding blanks ignored) to Boolean; anything
     else null."""
@@ -48,7 +57,7 @@ def parse_timestamp(text: pl.Expr, values: ValueFormats = ValueFormats()) -> pl.
         parsed = _parse_formatted(text.str.strip_chars(), values)
     else:
         parsed = text.map_batches(_parse_timestamps, return_dtype=pl.Datetime("us", "UTC"))
-    return pl.when(parsed.dt.year().is_between(*YEARS)).then(parsed)
+    return pl.when(parsed.is_between(*_YEARS_SPAN)).then(parsed)
 
 
 def _parse_formatted(text: pl.Expr, values: ValueFormats) -> pl.Expr:
@@ -63,8 +72,8 @@ def _read_as(text: pl.Expr, pattern: str, timezone: str) -> pl.Expr:
     """`text` read with one strftime pattern, to UTC: a local time (no offset in the
     pattern) in `timezone`, the earlier of two readings when the clock went back."""
     if any(offset in pattern for offset in ("%z", "%:z", "%#z")):
-        return text.str.to_datetime(pattern, strict=False, time_zone="UTC", time_unit="us")
-    local = text.str.to_datetime(pattern, strict=False, time_unit="us")
+        return text.str.to_datetime(pattern, strict=False, time_zone="UTC", time_unit="us", cache=False)
+    local = text.str.to_datetime(pattern, strict=False, time_unit="us", cache=False)
     return local.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
 
 
@@ -72,7 +81,7 @@ def _parse_timestamps(text: pl.Series) -> pl.Series:
     # From the most common shape to the rarest, each parser reading only what the ones
     # before it could not: seconds and Z (a fixed format, three times faster than an offset
     # pattern), seconds and any offset, then the whole list of accepted shapes.
-    parsed = text.str.to_datetime(_UTC_TIMESTAMP, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+    parsed = text.str.to_datetime(_UTC_TIMESTAMP, strict=False, time_unit="us", cache=False).dt.replace_time_zone("UTC")
     for parse in (_parse_offset_timestamps, _parse_any_timestamps):
         leftover = parsed.is_null() & text.is_not_null()
         if not leftover.any():
@@ -82,7 +91,7 @@ def _parse_timestamps(text: pl.Series) -> pl.Series:
 
 
 def _parse_offset_timestamps(text: pl.Series) -> pl.Series:
-    return text.str.to_datetime(_FAST_TIMESTAMP, strict=False, time_zone="UTC", time_unit="us")
+    return text.str.to_datetime(_FAST_TIMESTAMP, strict=False, time_zone="UTC", time_unit="us", cache=False)
 
 
 def _parse_any_timestamps(text: pl.Series) -> pl.Series:
@@ -92,10 +101,12 @@ def _parse_any_timestamps(text: pl.Series) -> pl.Series:
 def _parse_any_timestamp(text: pl.Expr) -> pl.Expr:
     iso = text.str.strip_chars().str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T")
     with_offset = [
-        iso.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us") for fmt in _TIMESTAMP_FORMATS
+        iso.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us", cache=False)
+        for fmt in _TIMESTAMP_FORMATS
     ]
     naive = [
-        iso.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC") for fmt in _NAIVE_FORMATS
+        iso.str.to_datetime(fmt, strict=False, time_unit="us", cache=False).dt.replace_time_zone("UTC")
+        for fmt in _NAIVE_FORMATS
     ]
     return pl.coalesce(*with_offset, *naive)
 

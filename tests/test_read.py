@@ -15,6 +15,7 @@ from bulkflow.settings import Settings
 from files.columns import read_columns
 from files.formats import detect_format
 from files.read import read_chunks
+from files.records import BLOCK_BYTES
 from files.staging import stage_source
 from schemas import RESOURCES
 from schemas.columns import LINE, RAW_RECORD, READ_MESSAGE, READ_RULE
@@ -148,6 +149,36 @@ def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_bytes(b"id,email\nu1,a@x.io\nu2,caf\xe9@x.io\n")
     with pytest.raises(InputError, match=r"not valid UTF-8 \(line 3"):
+        stage_source(str(path), settings=Settings())
+
+
+def _padded_to_block(head: bytes, tail: bytes) -> bytes:
+    """`head`, ASCII lines up to one byte short of a block's end, then `tail`."""
+    line = b"u0,a@x.io\n"
+    filler = line * ((BLOCK_BYTES - len(head) - 1) // len(line))
+    return head + filler + b"#" * (BLOCK_BYTES - 1 - len(head) - len(filler)) + tail
+
+
+def test_invalid_utf8_after_an_ascii_block_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    content = _padded_to_block(b"id,email\n", b"\nu2,caf\xe9@x.io\n")
+    path.write_bytes(content)
+    bad_line = content[: content.index(b"\xe9")].count(b"\n") + 1
+    with pytest.raises(InputError, match=rf"not valid UTF-8 \(line {bad_line},"):
+        stage_source(str(path), settings=Settings())
+
+
+def test_a_character_split_between_blocks_is_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "split.csv"
+    # "é" is two bytes: the first ends one block, the second begins an ASCII-looking next one
+    path.write_bytes(_padded_to_block(b"id,email\n", "é\nu2,b@x.io\n".encode()))
+    assert stage_source(str(path), settings=Settings()).size_bytes == path.stat().st_size
+
+
+def test_a_character_cut_at_a_block_end_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cut.csv"
+    path.write_bytes(_padded_to_block(b"id,email\n", b"\xc3" + b"\nu2,b@x.io\n"))
+    with pytest.raises(InputError, match="not valid UTF-8"):
         stage_source(str(path), settings=Settings())
 
 
