@@ -36,10 +36,14 @@ ENVIRONMENT_DEFAULTS = {
     # over the internet, and bulkflow runs where there is none.
     "DO_NOT_TRACK": "1",
     # Polars' allocator (jemalloc), as polars sets it up, keeps freed pages in the process
-    # for up to 1.5 s (dirty_decay_ms:500, then muzzy_decay_ms:1000; polars appends ours);
-    # given back once they leave the dirty state, an import's peak is 3-6% lower (more at
-    # 1M rows than at 100k: chunk after chunk reuses less) for the same CPU.
-    "_RJEM_MALLOC_CONF": "muzzy_decay_ms:0",
+    # for up to 1.5 s (dirty_decay_ms:500, then muzzy_decay_ms:1000; polars appends ours).
+    # Given back once they leave the dirty state, an import's peak is 3-6% lower (more at
+    # 1M rows than at 100k: chunk after chunk reuses less) for the same CPU; dirty for
+    # 0.1 s at most, 1M users peak 10 MB lower again (350 against 360 MB, 100k unchanged),
+    # still for the same CPU. At 0 every free gives its pages back at once: both peaks 25 MB
+    # lower, but 1M rows take 0.6 CPU-s more system time (its pages faulted in again and
+    # again) and 0.25 s longer.
+    "_RJEM_MALLOC_CONF": "dirty_decay_ms:100,muzzy_decay_ms:0",
     # numpy's OpenBLAS starts a thread per core as numpy loads, and those threads spin while
     # they wait; bulkflow asks numpy for sorts and searches only, never linear algebra. One
     # thread (none of its own) saves 0.1 CPU-s of each command and a core's share of them.

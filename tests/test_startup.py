@@ -57,8 +57,8 @@ def test_the_bulkflow_command_keeps_prefects_usage_events_off_unless_told_otherw
 def test_the_bulkflow_command_has_polars_give_freed_memory_back() -> None:
     """Polars reads the allocator's settings from the environment when it loads, after its
     own (the last setting wins)."""
-    probe = "import polars\nprint(os.environ['_RJEM_MALLOC_CONF'].split(',')[-1])"
-    assert _in_the_command(probe, "_RJEM_MALLOC_CONF", None) == "muzzy_decay_ms:0"
+    probe = "import polars\nprint(','.join(os.environ['_RJEM_MALLOC_CONF'].split(',')[-2:]))"
+    assert _in_the_command(probe, "_RJEM_MALLOC_CONF", None) == "dirty_decay_ms:100,muzzy_decay_ms:0"
 
 
 @pytest.mark.parametrize("given", [None, "2"], ids=["unset", "set-by-the-user"])
