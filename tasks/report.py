@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -19,6 +21,11 @@ on; the CLI draws a bar."""
 READ_SHARE, CHECKED_SHARE = 0.4, 0.7
 """How far a chunk's share of the bar moves once it is read and validated, and once checked
 against the database (all of it once committed): a file of one chunk moves too."""
+
+PROGRESS_EVERY = 0.5
+"""Seconds at least between two updates of the progress artifact, unless it reaches 100:
+each is a request the Prefect server answers, often on the cores the import runs on (a
+1M-row file has 20 chunks, a 10M-row file 200)."""
 
 _listeners: list[ProgressListener] = []
 
@@ -38,6 +45,22 @@ def artifact_key(*parts: str) -> str:
     return f"{prefix}-{last}" if prefix else last
 
 
+@dataclass
+class Every:
+    """Says when something sent as it happens is due again: at most once in `seconds`,
+    always the first time and the last."""
+
+    seconds: float
+    sent_at: float | None = None
+
+    def due(self, now: float, *, last: bool = False) -> bool:
+        """Whether to send at `now` (a monotonic clock); if so, counted as sent."""
+        if not last and self.sent_at is not None and now - self.sent_at < self.seconds:
+            return False
+        self.sent_at = now
+        return True
+
+
 class ImportProgress:
     """A Prefect progress artifact plus per-chunk log lines (rows/s, error rate). The artifact
     is made when the first chunk is committed; a file known to be of one chunk at most
@@ -49,6 +72,7 @@ class ImportProgress:
         self.key = artifact_key("import", resource.name, source_name, "progress")
         self.description = f"Import of {source_name} into {resource.name}"
         self.artifact_id: UUID | None = None
+        self.updates = Every(PROGRESS_EVERY)
         self.rows_done = 0
         self.fraction = 0.0
         """Of the file, in the chunks committed (or found committed)."""
@@ -102,6 +126,8 @@ class ImportProgress:
 
     def _show(self, percent: float) -> None:
         if not self.with_artifact:
+            return
+        if not self.updates.due(time.monotonic(), last=percent >= 100.0):
             return
         if self.artifact_id is not None:
             update_progress_artifact(self.artifact_id, percent)
