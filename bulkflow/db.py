@@ -18,7 +18,7 @@ import adbc_driver_manager
 import adbc_driver_manager.dbapi
 import adbc_driver_postgresql.dbapi as adbc
 
-from bulkflow.embedded import embedded_data_dir, embedded_url, stop_server
+from bulkflow.embedded import embedded_data_dir, embedded_url, running_server_url, stop_server
 from bulkflow.errors import InvariantError, SchemaDriftError, database_error, is_retryable
 from bulkflow.migrations import MIGRATIONS, SCHEMA_MIGRATIONS_DDL, Migration
 from bulkflow.settings import Settings
@@ -175,6 +175,21 @@ def open_session_ahead(settings: Settings) -> None:
     connect (about 30 ms: the driver reads the server's type catalogue) overlaps what the
     caller does until then; nothing when a kept session waits already."""
     _sessions.open_ahead(database_url(settings), _open_session)
+
+
+def connect_ahead(settings: Settings, *, session: bool) -> None:
+    """Begin opening the next `connect`'s connection, and with `session` the next
+    `open_session`'s, each on a thread of its own (the driver lets go of the GIL as it
+    connects), so that their 30 ms overlap what the caller does until then. Only when the
+    database is known to run (a configured server, or the embedded one up): an embedded
+    server to start is started by the first use, as ever; nothing either when one is
+    idle or coming already."""
+    url = settings.external_database_url() or running_server_url(embedded_data_dir(settings.home))
+    if url is None:
+        return
+    _pool.open_ahead(url, _open)
+    if session:
+        _sessions.open_ahead(url, _open_session)
 
 
 def _open_session(url: str) -> Connection:

@@ -342,6 +342,7 @@ def run_import(
 ) -> ImportReport:
     from prefect import tags
 
+    from bulkflow.db import connect_ahead
     from files.formats import check_source
     from flows.import_flow import import_flow
     from schemas import get_resource
@@ -350,10 +351,13 @@ def run_import(
 
     modules_loaded()
     with errors_as_exit(json_report):  # fail fast, before a flow run exists, on what is cheap to check
-        Settings()  # the flow reads them again; a bad variable is named here, before a run exists
+        settings = Settings()  # the flow reads them again; a bad variable is named here, before a run exists
         get_resource(resource)
         if not options.rejects_of:
             check_source(source, format)
+    # The run's first connection and its write slot's session (a dry run takes none)
+    # connect while Prefect creates the run: the flow takes them from the process's pools.
+    connect_ahead(settings, session=not options.dry_run)
     quiet_tracebacks()
     with errors_as_exit(json_report) as failure, progress_bar(enabled=not json_report and stderr.is_terminal):
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 from bulkflow.db import Connection, _Pool
@@ -74,3 +75,32 @@ def test_a_connection_opened_ahead_after_a_clear_is_closed() -> None:
         threading.Event().wait(0.01)
     assert opened and opened[0].closed.is_set()
     assert pool.take(URL) is None
+
+
+def test_the_next_connect_takes_the_connection_opened_ahead(db: None) -> None:
+    """`connect_ahead` (the CLI calls it before Prefect creates the run) opens what the
+    run's first `connect` then uses, instead of a connection of its own."""
+    from bulkflow import db as database
+    from bulkflow.db import connect, connect_ahead, database_url
+    from bulkflow.settings import Settings
+
+    settings = Settings()
+    url = database_url(settings)
+    database._pool.clear()
+    connect_ahead(settings, session=False)
+    assert url in database._pool.coming
+    with connect(settings) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    assert url not in database._pool.coming and len(database._pool.idle[url]) == 1
+
+
+def test_nothing_connects_ahead_to_an_embedded_server_that_is_not_running(tmp_path: Path) -> None:
+    """Starting the embedded server stays with its first use, inside the run."""
+    from bulkflow import db as database
+    from bulkflow.db import connect_ahead
+    from bulkflow.settings import Settings
+
+    connect_ahead(Settings(home=tmp_path), session=True)
+    assert not (tmp_path / "pgdata").exists()
+    assert not any(str(tmp_path) in url for url in (*database._pool.coming, *database._sessions.coming))
