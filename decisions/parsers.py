@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import polars as pl
 
 from schemas.resource import ValueFormats
 
-# Every pattern is read with `cache=False`: polars's cache of distinct texts pays a hash per
-# value to spare a parse, and a file's timestamps are mostly distinct (a column of 1M:
-# 0.074 CPU-s with the cache, 0.032 without).
 _UTC_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -41,6 +39,17 @@ _YEARS_SPAN = (
 )
 """YEARS as instants: comparing with them compares integers, where taking each value's
 year is a calendar computation per value."""
+
+
+Text = TypeVar("Text", pl.Expr, pl.Series)
+
+
+def _strptime(text: Text, pattern: str, time_zone: str | None = None) -> Text:
+    """`text` read with one strftime pattern, in microseconds; null where it does not fit.
+    Without polars's cache of distinct texts: it pays a hash per value to spare a parse,
+    and a file's timestamps are mostly distinct (a column of 1M: 0.074 CPU-s with the
+    cache, 0.032 without)."""
+    return text.str.to_datetime(pattern, strict=False, time_zone=time_zone, time_unit="us", cache=False)
 
 
 def parse_boolean(text: pl.Expr, values: ValueFormats = ValueFormats()) -> pl.Expr:
@@ -75,8 +84,8 @@ def _read_as(text: pl.Expr, pattern: str, timezone: str) -> pl.Expr:
     """`text` read with one strftime pattern, to UTC: a local time (no offset in the
     pattern) in `timezone`, the earlier of two readings when the clock went back."""
     if any(offset in pattern for offset in ("%z", "%:z", "%#z")):
-        return text.str.to_datetime(pattern, strict=False, time_zone="UTC", time_unit="us", cache=False)
-    local = text.str.to_datetime(pattern, strict=False, time_unit="us", cache=False)
+        return _strptime(text, pattern, "UTC")
+    local = _strptime(text, pattern)
     return local.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
 
 
@@ -84,7 +93,7 @@ def _parse_timestamps(text: pl.Series) -> pl.Series:
     # From the most common shape to the rarest, each parser reading only what the ones
     # before it could not: seconds and Z (a fixed format, three times faster than an offset
     # pattern), seconds and any offset, then the whole list of accepted shapes.
-    parsed = text.str.to_datetime(_UTC_TIMESTAMP, strict=False, time_unit="us", cache=False).dt.replace_time_zone("UTC")
+    parsed = _strptime(text, _UTC_TIMESTAMP).dt.replace_time_zone("UTC")
     for parse in (_parse_offset_timestamps, _parse_any_timestamps):
         leftover = parsed.is_null() & text.is_not_null()
         if not leftover.any():
@@ -94,7 +103,7 @@ def _parse_timestamps(text: pl.Series) -> pl.Series:
 
 
 def _parse_offset_timestamps(text: pl.Series) -> pl.Series:
-    return text.str.to_datetime(_FAST_TIMESTAMP, strict=False, time_zone="UTC", time_unit="us", cache=False)
+    return _strptime(text, _FAST_TIMESTAMP, "UTC")
 
 
 def _parse_any_timestamps(text: pl.Series) -> pl.Series:
@@ -103,14 +112,8 @@ def _parse_any_timestamps(text: pl.Series) -> pl.Series:
 
 def _parse_any_timestamp(text: pl.Expr) -> pl.Expr:
     iso = text.str.strip_chars().str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T")
-    with_offset = [
-        iso.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us", cache=False)
-        for fmt in _TIMESTAMP_FORMATS
-    ]
-    naive = [
-        iso.str.to_datetime(fmt, strict=False, time_unit="us", cache=False).dt.replace_time_zone("UTC")
-        for fmt in _NAIVE_FORMATS
-    ]
+    with_offset = [_strptime(iso, fmt, "UTC") for fmt in _TIMESTAMP_FORMATS]
+    naive = [_strptime(iso, fmt).dt.replace_time_zone("UTC") for fmt in _NAIVE_FORMATS]
     return pl.coalesce(*with_offset, *naive)
 
 
