@@ -21,6 +21,7 @@ from decisions.exports import ExportRequest
 from decisions.parsers import format_text_list
 from decisions.partitions import ROWS_PER_FILE, Partitioning
 from decisions.sql import PARTITION_COLUMN
+from files.timestamp_text import utc_timestamp_texts
 
 _UTC_TIMESTAMP_TEXT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
 
@@ -273,16 +274,17 @@ class _CsvWriter:
 
 
 def _csv_text(frame: pl.DataFrame) -> pl.DataFrame:
-    """The frame as CSV writes it: timestamps as naive UTC (formatted with a literal offset:
-    the same text as formatting each value's offset, %:z, about 30% faster), tags as JSON."""
-    naive_utc = [
+    """The frame as CSV writes it: timestamps as UTC text (`utc_timestamp_texts`, or naive
+    UTC formatted with a literal offset where no table covers the batch's days: the same
+    text as formatting each value's offset, %:z, about 30% faster), tags as JSON."""
+    texts = utc_timestamp_texts(frame) or [
         pl.col(name).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         for name, dtype in frame.schema.items()
         if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
     ]
     if "tags" in frame.columns:
-        naive_utc.append(format_text_list(pl.col("tags")).alias("tags"))
-    return frame.with_columns(naive_utc)
+        texts.append(format_text_list(pl.col("tags")).alias("tags"))
+    return frame.with_columns(texts)
 
 
 def csv_header(fields: tuple[str, ...]) -> bytes:
