@@ -1,22 +1,31 @@
 """The exports' own paths against the export they replace: an incremental export of 1% of
 a table changed against the full export, through the warm API (what a syncing consumer
-polls); a partitioned Parquet dataset against one Parquet file, through the CLI; and what
-the change column (its default and index) costs a first load, COPY against COPY.
+polls); a partitioned Parquet dataset against one Parquet file, through the CLI; what
+the change column (its default and index) costs a first load, COPY against COPY; and the
+floor under every export (the driver's read alone) against COPY's CSV.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from typing import TYPE_CHECKING
 
 import httpx
 
 from bench.data import BenchFile, header
+from bench.harness import export_copy_sql
 from bench.measure import alternate, measure
+from bulkflow.embedded import embedded_url
 
 if TYPE_CHECKING:
     from bench.comparison import Comparison
     from bench.harness import Bench
+
+EXPORT_FLOOR_WORKLOADS = (
+    "users, the driver's read alone in a command (the floor under the CLI's exports)",
+    "users, the driver's read alone, connected (the floor under the warm API's exports)",
+)
 
 CHANGED_SHARE = 100
 """One row in this many is changed before the incremental export."""
@@ -84,3 +93,30 @@ def compare_change_column_cost(bench: Bench, comparison: Comparison, file: Bench
 
     alternate(bench.config.repeats, comparison, without_it, lambda repeat: bench.copy_import(file))
     bench.sql("DROP TABLE bench_copy.users_unchanged")
+
+
+def compare_export_floor(bench: Bench, in_command: Comparison, connected: Comparison, resource: str) -> None:
+    """The floor under an export of `resource` (`bench.export_floor`: the driver reading its
+    rows as an export reads them, nothing formatted or written) against `COPY ... TO STDOUT
+    (FORMAT csv)` to a file: `in_command` times the whole command (Python, the libraries, a
+    connection and the read: what a CLI export cannot go below), `connected` the read alone
+    (what a warm API cannot go below). Both sides' reference is the same COPY run."""
+    command = [sys.executable, "-m", "bench.export_floor", embedded_url(bench.env["BULKFLOW_HOME"]), resource]
+    sink = bench.files / "export.csv"
+
+    def ours(repeat: int) -> float:
+        run = measure(command, bench.env)
+        rows, read_s = run.stdout.split()
+        if int(rows) != in_command.rows:
+            raise RuntimeError(f"the export floor read {int(rows):,} {resource} rows, not {in_command.rows:,}")
+        connected.ours_s.append(float(read_s))
+        for side in (in_command, connected):  # one process measured both
+            side.ours_peak_rss_mb.append(run.peak_rss_mb)
+        return run.seconds
+
+    def reference() -> float:
+        return bench.sql(export_copy_sql(resource, "csv"), stdout_to=sink).seconds
+
+    alternate(bench.config.repeats, in_command, reference, ours)
+    connected.copy_s.extend(in_command.copy_s)
+    sink.unlink(missing_ok=True)

@@ -24,7 +24,13 @@ import httpx
 from bench.api_load import api_server, compare_api_export, concurrent_uploads
 from bench.comparison import BenchConfig, Comparison
 from bench.data import PARTNER_PROFILE, upsert_variant
-from bench.exports import compare_change_column_cost, compare_incremental_export, compare_partitioned_export
+from bench.exports import (
+    EXPORT_FLOOR_WORKLOADS,
+    compare_change_column_cost,
+    compare_export_floor,
+    compare_incremental_export,
+    compare_partitioned_export,
+)
 from bench.harness import Bench
 from bench.landing import compare_landing, small_files
 from schemas import RESOURCES
@@ -60,6 +66,9 @@ def run(config: BenchConfig) -> dict[str, object]:
                 comparison = Comparison("export", f"{resource} {fmt}", n, target)
                 bench.compare_export(comparison, resource, fmt)
                 exports.append(comparison)
+        in_command, connected = (Comparison("export", w, n, None, "COPY (FORMAT csv)") for w in EXPORT_FLOOR_WORKLOADS)
+        compare_export_floor(bench, in_command, connected, "users")
+        exports += [in_command, connected]
         with api_server(bench) as base:
             for fmt, target in (("ndjson", 1.5), ("csv", 1.0)):
                 comparison = Comparison("export", f"users {fmt} through the API (curl)", n, target)

@@ -44,9 +44,15 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path: Path, prefect_api: 
         "landing 2 files of 1,000 users dropped under bulkflow serve",
         "import users, COPY (not bulkflow) into a table with the change column (default + index)",
     ]
-    # and 10 exports: 3 resources x NDJSON, CSV from the CLI, users through the API, incremental, a dataset
-    assert len(workloads) == 24
+    # and 12 exports: 3 resources x NDJSON, CSV from the CLI, the floor under them in a command
+    # and connected, users through the API, incremental, a dataset
+    assert len(workloads) == 26
     assert "export users ndjson through the API (curl)" in workloads
+    floors = [c for c in saved["comparisons"] if "the driver's read alone" in c["workload"]]
+    assert [c["reference"] for c in floors] == ["COPY (FORMAT csv)"] * 2
+    in_command, connected = floors
+    assert connected["copy_s"] == in_command["copy_s"]  # one COPY run is the reference of both
+    assert 0 < connected["ours_s"][0] < in_command["ours_s"][0]  # the read is a part of the command
     assert workloads[-2:] == [
         "export users ndjson since a cursor through the API (curl), 1% of the rows changed",
         "export users as a Parquet dataset by created_at:day",
