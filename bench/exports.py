@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 
 from bench.data import BenchFile, header
-from bench.harness import export_copy_sql
-from bench.measure import alternate, measure
+from bench.measure import Measurement, alternate, measure
 from bulkflow.embedded import embedded_url
 
 if TYPE_CHECKING:
@@ -98,13 +98,13 @@ def compare_change_column_cost(bench: Bench, comparison: Comparison, file: Bench
 def compare_export_floor(bench: Bench, in_command: Comparison, connected: Comparison, resource: str) -> None:
     """The floor under an export of `resource` (`bench.export_floor`: the driver reading its
     rows as an export reads them, nothing formatted or written) against `COPY ... TO STDOUT
-    (FORMAT csv)` to a file: `in_command` times the whole command (Python, the libraries, a
-    connection and the read: what a CLI export cannot go below), `connected` the read alone
-    (what a warm API cannot go below). Both sides' reference is the same COPY run."""
+    (FORMAT csv)` to a file (`Bench.compare_export`): `in_command` times the whole command
+    (Python, the libraries, a connection and the read: what a CLI export cannot go below),
+    `connected` the read alone (what a warm API cannot go below). Both sides' reference is
+    the same COPY run."""
     command = [sys.executable, "-m", "bench.export_floor", embedded_url(bench.env["BULKFLOW_HOME"]), resource]
-    sink = bench.files / "export.csv"
 
-    def ours(repeat: int) -> float:
+    def read_alone(sink: Path) -> Measurement:  # writes nothing to `sink`
         run = measure(command, bench.env)
         rows, read_s = run.stdout.split()
         if int(rows) != in_command.rows:
@@ -112,11 +112,7 @@ def compare_export_floor(bench: Bench, in_command: Comparison, connected: Compar
         connected.ours_s.append(float(read_s))
         for side in (in_command, connected):  # one process measured both
             side.ours_peak_rss_mb.append(run.peak_rss_mb)
-        return run.seconds
+        return run
 
-    def reference() -> float:
-        return bench.sql(export_copy_sql(resource, "csv"), stdout_to=sink).seconds
-
-    alternate(bench.config.repeats, in_command, reference, ours)
+    bench.compare_export(in_command, resource, "csv", through=read_alone)
     connected.copy_s.extend(in_command.copy_s)
-    sink.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """UTC timestamps as CSV exports write them, assembled from small tables of formatted pieces.
 
 The text is `2024-07-21T14:05:16.000000+00:00` (always six digits of fraction), what
-polars writes with that format string, byte for byte. polars formats each value through
+polars writes with `UTC_TIMESTAMP_FORMAT` from naive UTC, byte for byte. polars formats each value through
 chrono's format machinery: half the CPU of a CSV export of users. Put together from pieces
 formatted once (the batch's days, the seconds of a day, three digits), it costs a gather
 a piece: encoding 1M users as CSV 1.05 -> 0.50 CPU-s.
@@ -20,6 +20,11 @@ from functools import cache
 
 import polars as pl
 
+UTC_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
+"""The same text as a format string, for naive UTC (a literal offset: the same text as
+formatting each value's offset, %:z, about 30% faster): what polars is given where no table
+covers a batch's days."""
+
 _US_PER_SECOND = 1_000_000
 _US_PER_DAY = 86_400 * _US_PER_SECOND
 _EPOCH = date(1970, 1, 1)
@@ -33,7 +38,7 @@ def utc_timestamp_texts(frame: pl.DataFrame) -> list[pl.Expr]:
     """Expressions that replace `frame`'s time-zone-aware timestamp columns by their UTC
     text (nulls stay null); none when the frame has none, or its days are too far apart
     for a table (polars formats those)."""
-    columns = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime) and dtype.time_zone]
+    columns = zoned_timestamp_columns(frame)
     if not columns or not frame.height:
         return []
     days = [(pl.col(name).dt.epoch("us") // _US_PER_DAY).alias(name) for name in columns]
@@ -46,6 +51,11 @@ def utc_timestamp_texts(frame: pl.DataFrame) -> list[pl.Expr]:
         return []
     day_texts = _day_texts(first, last)
     return [_text(pl.col(name), first, day_texts).alias(name) for name in columns]
+
+
+def zoned_timestamp_columns(frame: pl.DataFrame) -> list[str]:
+    """The names of `frame`'s time-zone-aware timestamp columns, in order."""
+    return [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime) and dtype.time_zone]
 
 
 def _text(timestamp: pl.Expr, first_day: int, day_texts: pl.Series) -> pl.Expr:

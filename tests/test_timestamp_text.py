@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from files.timestamp_text import utc_timestamp_texts
+from files.timestamp_text import UTC_TIMESTAMP_FORMAT, utc_timestamp_texts
 
-_CSV_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
 _EDGES = [
     datetime(1970, 1, 1, tzinfo=UTC),
     datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
@@ -36,7 +35,7 @@ def _random_moments(start: datetime, days: int, count: int) -> list[datetime]:
 
 def _csv_by_polars(frame: pl.DataFrame) -> str:
     naive = frame.with_columns(pl.col("at").dt.convert_time_zone("UTC").dt.replace_time_zone(None))
-    return naive.write_csv(datetime_format=_CSV_FORMAT)
+    return naive.write_csv(datetime_format=UTC_TIMESTAMP_FORMAT)
 
 
 @pytest.mark.parametrize(
