@@ -18,6 +18,7 @@ import time
 import adbc_driver_postgresql.dbapi as adbc
 import polars  # noqa: F401  # an export formats with it: its import is part of the floor
 
+from bulkflow.driver import DRIVER_OPTIONS
 from decisions.exports import export_sql, plan_export
 from schemas.resource import RuleContext
 
@@ -26,7 +27,7 @@ def read_rows(database_url: str, resource: str) -> tuple[int, float]:
     """`resource`'s full export read and dropped: (rows, seconds of the read)."""
     sql, values = export_sql(plan_export(resource, "csv", context=RuleContext(allowed_roles=())))
     assert not values, "a full export binds no filter values"
-    with adbc.connect(database_url) as conn, conn.cursor() as cur:
+    with adbc.connect(database_url, db_kwargs=DRIVER_OPTIONS) as conn, conn.cursor() as cur:
         started = time.perf_counter()
         cur.execute(sql)
         rows = sum(batch.num_rows for batch in cur.fetch_record_batch())

@@ -22,6 +22,7 @@ import pandera.polars  # noqa: E402, F401
 import polars  # noqa: E402, F401
 import pyarrow  # noqa: E402, F401
 
+from bulkflow.driver import DRIVER_OPTIONS  # noqa: E402
 from tasks.prefect_defaults import flow, own_heartbeat_only  # noqa: E402
 
 gc.freeze()
@@ -30,7 +31,7 @@ gc.enable()
 
 @flow(name="floor")
 def floor(database_url: str) -> None:
-    with adbc.connect(database_url) as conn, conn.cursor() as cur:
+    with adbc.connect(database_url, db_kwargs=DRIVER_OPTIONS) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1")
         cur.fetchall()
 

@@ -104,3 +104,32 @@ def test_nothing_connects_ahead_to_an_embedded_server_that_is_not_running(tmp_pa
     connect_ahead(Settings(home=tmp_path), session=True)
     assert not (tmp_path / "pgdata").exists()
     assert not any(str(tmp_path) in url for url in (*database._pool.coming, *database._sessions.coming))
+
+
+def test_connections_know_postgresqls_types_without_reading_the_catalogue(db: None) -> None:
+    """Every connection bulkflow opens (the pool's and the sessions') takes PostgreSQL's types
+    from the driver's own table (`bulkflow/driver.py`), and reads each declared column as
+    its Arrow type, as a connection that read `pg_type` would."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    from bulkflow.db import connect, database_url, end_session, open_session
+    from bulkflow.settings import Settings
+    from schemas import declared_tables
+
+    settings = Settings()
+    session = open_session(settings, "types-test")
+    try:
+        with connect(settings) as conn, adbc.connect(database_url(settings)) as catalogue_read:
+            for opened in (conn, session):
+                assert opened.adbc_database.get_option("adbc.postgresql.type_resolver_mode") == "builtin"
+            for table, columns in declared_tables().items():
+                query = f"SELECT {', '.join(columns)} FROM {table} LIMIT 0"
+                schemas = []
+                for opened in (conn, catalogue_read):
+                    with opened.cursor() as cur:
+                        cur.execute(query)
+                        schemas.append(cur.fetch_arrow_table().schema)
+                    opened.rollback()
+                assert schemas[0] == schemas[1], table
+    finally:
+        end_session(settings, session)
