@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from bulkflow.errors import InputError
-from files.records import BLOCK_BYTES
+from files.records import BLOCK_BYTES, occurrences, odd_quotes
 from files.remote import check_size
 from files.transcode import Transcoder, likely_encoding
 
@@ -58,12 +58,12 @@ def checked_copy(
             block = transcoder(block)
         elif decoder is not None:
             _check_utf8(decoder, block, source, line, read - len(block), first)
-            line += block.count(b"\n")
+            line += occurrences(block, b"\n")
         if text and dst is not None and first and b"\r" in block and b"\n" not in block:
             newlines = _CrToLf()
         if newlines is not None:
             block = newlines(block)
-        odd ^= quote is not None and bool(block.count(quote) & 1)
+        odd ^= odd_quotes(block, quote)
         if dst is not None:
             dst.write(block)
         size += len(block)

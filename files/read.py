@@ -37,6 +37,7 @@ from files.records import (
     Oversized,
     Readable,
     csv_record_starts,
+    occurrences,
     split_records,
 )
 from files.remote import is_http, is_remote
@@ -207,7 +208,7 @@ def _csv_block(data: bytes, first_line: int, layout: CsvLayout, resource: Resour
     # to look for (the two scans of every value took about half of the block's reading).
     quoted = dialect.quote_byte in data
     in_values = int(batch.select(_occurrences_in_values(batch, dialect.delimiter).sum()).item() or 0) if quoted else 0
-    if data.count(dialect.delimiter.encode()) - in_values != batch.height * (len(names) - 1):
+    if occurrences(data, dialect.delimiter.encode()) - in_values != batch.height * (len(names) - 1):
         return _csv_records(data, first_line, layout, resource)
     return _with_csv_lines(batch, resource, first_line, values_may_break=quoted)
 
