@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from bulkflow.errors import InputError
-from files.records import BLOCK_BYTES, occurrences, odd_quotes
+from files.records import BLOCK_BYTES, NEWLINE, occurrences, odd_quotes
 from files.remote import check_size
 from files.transcode import Transcoder, likely_encoding
 
@@ -58,7 +58,7 @@ def checked_copy(
             block = transcoder(block)
         elif decoder is not None:
             _check_utf8(decoder, block, source, line, read - len(block), first)
-            line += occurrences(block, b"\n")
+            line += occurrences(block, NEWLINE)
         if text and dst is not None and first and b"\r" in block and b"\n" not in block:
             newlines = _CrToLf()
         if newlines is not None:
@@ -130,7 +130,7 @@ def _check_utf8(
     try:
         decoder.decode(block)
     except UnicodeDecodeError as exc:
-        bad_line = line + block[: exc.start].count(b"\n")
+        bad_line = line + block[: exc.start].count(NEWLINE)
         guess = likely_encoding(block)
         fix = f"looks like {guess}: pass --encoding {guess}" if guess else "pass the file's --encoding"
         raise InputError(

@@ -122,12 +122,12 @@ class _Skip:
 
     @classmethod
     def of(cls, carry: bytearray, line: int, odd: bool) -> _Skip:
-        return cls(line, bytes(carry[:EXCERPT_BYTES]), len(carry), odd, carry.count(NEWLINE))
+        return cls(line, bytes(carry[:EXCERPT_BYTES]), len(carry), odd, occurrences(carry, NEWLINE))
 
     def consume(self, data: bytes, quote: bytes | None) -> None:
         self.size += len(data)
         self.odd ^= odd_quotes(data, quote)
-        self.lines += data.count(NEWLINE)
+        self.lines += occurrences(data, NEWLINE)
 
     def report(self, progress: float) -> Oversized:
         return Oversized(self.line, self.size, self.head, progress)
